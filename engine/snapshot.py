@@ -1,0 +1,162 @@
+"""The one immutable snapshot that crosses from the engine to whatever shows or stores it.
+
+Live runs and replays both produce it through the same aggregator, so a panel cannot tell which source feeds
+it. Latencies are milliseconds, rates per second, energy joules, power watts; ``None`` means "not known"
+(shown as n/a or a dash), never zero.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LoadMode(StrEnum):
+    CONCURRENCY = "concurrency"  # closed loop: N requests in flight
+    RATE = "rate"  # open loop: Poisson arrivals at R req/s
+
+
+class RunState(StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"  # a worker died; the UI offers to quit
+
+
+class Percentiles(Frozen):
+    """Distribution summary in milliseconds, from a merged log histogram (<= 1% relative error)."""
+
+    count: int = 0
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    mean: float | None = None
+    max: float | None = None
+
+
+class WindowStats(Frozen):
+    """Figures over one span: the sliding window (last N seconds) or the whole session since start."""
+
+    span_s: float = 0.0  # seconds actually covered (shorter than the window at the start of a run)
+    requests: int = 0  # completed successfully
+    errors: int = 0
+    errors_by_class: dict[str, int] = Field(default_factory=dict)  # ErrorClass value -> count
+    error_rate: float = 0.0  # errors / (requests + errors)
+    requests_per_s: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    input_tokens_per_s: float = 0.0
+    output_tokens_per_s: float = 0.0
+    ttft: Percentiles = Percentiles()
+    itl: Percentiles = Percentiles()  # gaps between content chunks
+    tpot: Percentiles = Percentiles()  # per request: (end - first token) / (output tokens - 1)
+    e2e: Percentiles = Percentiles()
+
+
+class ClientHealth(Frozen):
+    """Is the load generator itself the bottleneck? Figures from the workers' event loops."""
+
+    loop_lag_ms: float = 0.0  # worst event-loop lag over the last tick, across workers
+    schedule_lag_ms: float = 0.0  # rate mode: p99 of (actual send - scheduled send) over the window
+    saturated: bool = False  # results are suspect: the client, not the server, limited them
+    reason: str = ""
+
+
+class GpuReading(Frozen):
+    """One GPU at snapshot time. None = n/a on this GPU."""
+
+    index: int
+    name: str = ""
+    watts: float | None = None  # d(energy)/dt over the last second (counter), else the power reading
+    watts_instant: float | None = None
+    power_limit_w: float | None = None
+    enforced_limit_w: float | None = None
+    min_limit_w: float | None = None
+    max_limit_w: float | None = None
+    default_limit_w: float | None = None
+    sm_clock_mhz: int | None = None
+    mem_clock_mhz: int | None = None
+    temperature_c: int | None = None
+    util_gpu_pct: int | None = None
+    mem_used_mib: int | None = None
+    mem_total_mib: int | None = None
+    power_cap_binding: bool | None = None
+
+
+class EnergyStats(Frozen):
+    """Energy and energy per token over one span, with how it was measured."""
+
+    energy_j: float | None = None
+    mean_watts: float | None = None
+    joules_per_output_token: float | None = None
+    kwh_per_million_output_tokens: float | None = None
+    kwh_per_million_total_tokens: float | None = None
+    steady: bool = False  # False during warm-up after a load or cap change
+
+
+class GpuStats(Frozen):
+    """GPU telemetry for the selected GPUs, totals across them plus each one."""
+
+    available: bool = False
+    message: str = ""  # e.g. "no GPU telemetry: NVML library not found"
+    source: str = ""  # "nvml", "sim", "fake"
+    energy_source: str = "counter"  # "counter" or "integrated" (marked in the UI)
+    watts: float | None = None  # total across selected GPUs
+    power_limit_w: float | None = None  # total of current limits
+    gpus: tuple[GpuReading, ...] = ()
+    window: EnergyStats = EnergyStats()
+    total: EnergyStats = EnergyStats()
+
+
+class CostStats(Frozen):
+    """Running cost from the pricing profile and measured energy; None until there are tokens."""
+
+    profile: str = ""
+    dollars_per_hour: float | None = None
+    window_per_million_output: float | None = None
+    window_per_million_total: float | None = None
+    total_per_million_output: float | None = None
+    total_per_million_total: float | None = None
+    total_dollars: float | None = None
+
+
+class EventView(Frozen):
+    """A control or error event as shown in the event log (seconds from session start)."""
+
+    t_s: float
+    kind: str
+    message: str
+
+
+class Snapshot(Frozen):
+    """Everything a panel shows at one tick. Produced only by the aggregator."""
+
+    seq: int = 0
+    t_s: float = 0.0  # seconds since session start (live: perf_counter; replay: recording clock)
+    endpoint: str = ""
+    model: str = ""
+    workload: str = ""
+    source: str = "live"  # "live" or "replay"
+    state: RunState = RunState.STARTING
+    mode: LoadMode = LoadMode.CONCURRENCY
+    target_concurrency: int = 0
+    target_rate: float = 0.0
+    in_flight: int = 0
+    window_s: float = 10.0
+    window: WindowStats = WindowStats()
+    total: WindowStats = WindowStats()
+    tokens_estimated: bool = False  # some output counts came from chunk counting, not the server's usage
+    client: ClientHealth = ClientHealth()
+    gpu: GpuStats = GpuStats()
+    cost: CostStats = CostStats()
+    recording: str | None = None  # path of the active recording, if any
+    new_events: tuple[EventView, ...] = ()  # events since the previous snapshot
+    message: str = ""  # a one-line status for the header (e.g. why the engine failed)
