@@ -52,4 +52,8 @@ def test_add_and_add_many_agree_and_empty_is_none():
     h2.add_many(vals)
     assert np.array_equal(h1.counts, h2.counts)
     assert LogHistogram().quantile(0.5) is None
-    assert h1.quantile(1.0) == 1e9  # never beyond the exact max, and the max is exact
+    assert h1.max == 1e9  # the exact max is kept even beyond the bucket range
+    assert h1.quantile(1.0) == pytest.approx(1e5, rel=RELATIVE_ERROR)  # buckets clamp at MAX_VALUE
+    one = LogHistogram()
+    one.add(0.25)
+    assert one.quantile(0.5) == 0.25  # never reported beyond the exact extremes
