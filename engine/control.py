@@ -1,4 +1,4 @@
-"""What a front end (TUI, headless CLI, sweep, re-drive) may ask of a running session, and what sinks receive.
+"""What a front end (TUI, headless CLI, sweep, re-drive) may ask of a session, and what sinks receive.
 
 The TUI depends only on these protocols, so the same panels run over a live controller or a replay player.
 """
@@ -6,12 +6,35 @@ The TUI depends only on these protocols, so the same panels run over a live cont
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from engine.records import ControlEvent, RequestRecord, StreamProgress, TelemetrySample
-from engine.snapshot import Snapshot
+from engine.snapshot import LoadMode, RunState, Snapshot
 
 SnapshotCallback = Callable[[Snapshot], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionMeta:
+    """Labels for the header; fixed for a session."""
+
+    endpoint: str = ""
+    model: str = ""
+    workload: str = ""
+    source: str = "live"  # "live" or "replay"
+
+
+@dataclass(frozen=True, slots=True)
+class ControlState:
+    """The controller's (or the player's) control state at one tick, handed to the aggregator."""
+
+    state: RunState = RunState.STARTING
+    mode: LoadMode = LoadMode.CONCURRENCY
+    target_concurrency: int = 0
+    target_rate: float = 0.0
+    recording: str | None = None
+    message: str = ""
 
 
 @runtime_checkable
@@ -28,7 +51,10 @@ class SessionSink(Protocol):
 
 
 class SnapshotSource(Protocol):
-    """Anything that publishes snapshots: the live controller or the replay player."""
+    """Anything that publishes snapshots: the live controller or the replay player.
+
+    ``subscribe`` callbacks run on the source's own thread; a UI must hop to its own loop
+    (Textual: ``app.call_from_thread`` or ``post_message``) and never block there."""
 
     @property
     def latest(self) -> Snapshot: ...
@@ -36,10 +62,36 @@ class SnapshotSource(Protocol):
 
 
 class LoadControl(SnapshotSource, Protocol):
-    """The live controller's steering surface. All methods are thread-safe and return at once."""
+    """The live controller's steering surface. Every method is thread-safe and returns at once; methods that
+    the operator triggers return a one-line message for the UI's event log or notification."""
 
     def set_concurrency(self, n: int) -> None: ...
     def set_rate(self, r: float) -> None: ...
     def pause(self) -> None: ...
     def resume(self) -> None: ...
     def stop(self) -> None: ...
+    def step_power_cap(self, delta_w: float) -> str: ...  # "no GPU power control: ..." when unavailable
+    def start_recording(self, path: str | None = None) -> str: ...  # returns the file path (or why not)
+    def stop_recording(self) -> str: ...
+    @property
+    def power_cap_changed(self) -> bool: ...
+    def close(self, keep_power_caps: bool = False) -> None: ...  # stops workers, restores caps unless kept
+
+
+class ReplayControl(SnapshotSource, Protocol):
+    """The replay player's surface: the same snapshots, different controls."""
+
+    @property
+    def duration_s(self) -> float: ...
+    @property
+    def position_s(self) -> float: ...
+    @property
+    def playing(self) -> bool: ...
+    @property
+    def speed(self) -> float: ...  # 0 = as fast as possible
+    def markers(self) -> Sequence[tuple[float, str]]: ...  # (t_s, event kind) for the timeline bar
+    def toggle(self) -> None: ...
+    def seek(self, delta_s: float) -> None: ...
+    def seek_to(self, t_s: float) -> None: ...
+    def set_speed(self, speed: float) -> None: ...
+    def close(self) -> None: ...
