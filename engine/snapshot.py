@@ -154,6 +154,8 @@ class Snapshot(Frozen):
     window: WindowStats = WindowStats()
     total: WindowStats = WindowStats()
     tokens_estimated: bool = False  # some output counts came from chunk counting, not the server's usage
+    input_tokens_unknown: bool = False  # some successful request came without prompt usage: input figures undercount
+    steady: bool = False  # no load or power-cap change inside the window (False during warm-up after one)
     client: ClientHealth = ClientHealth()
     gpu: GpuStats = GpuStats()
     cost: CostStats = CostStats()

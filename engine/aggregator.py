@@ -1,0 +1,323 @@
+"""Turns request records, stream-progress ticks, telemetry and control events into the one immutable Snapshot.
+
+Pure: time is always passed in, never read here, so the live controller (now = perf_counter_ns) and the replay
+player (now = the recording's clock) get identical figures from identical inputs, whatever the batching.
+
+Definitions (the README's "How the figures are defined" says the same for users):
+- TTFT and E2E count from the request's *scheduled* time, so a client that sends late cannot hide its queueing.
+- TPOT per request = (end - first token) / (output tokens - 1); ITL = gaps between content chunks.
+- A record counts in the slot of its end stamp. Failed records count as errors, never in latency figures.
+- Output tokens count as chunks arrive (responsive for long requests); at completion the difference to the
+  server's usage is added, so totals equal the sum of usage exactly. Tokens of failed streams count too: the
+  server produced them (and spent the energy).
+- ``tokens_estimated`` and ``input_tokens_unknown`` are sticky for the session: the since-start figures shown next
+  to the window include any estimate ever made, and one flag per snapshot has to cover both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from engine.control import ControlState, SessionMeta
+from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
+from engine.snapshot import ClientHealth, CostStats, EventView, GpuStats, Snapshot, WindowStats
+from engine.windows import RecordSamples, SlotStats, SlottedWindow
+
+if TYPE_CHECKING:
+    from engine.energy import EnergyAccount
+    from engine.profiles import PricingProfile
+
+# Client saturation. Above ~10 ms the client's own delays are of the same order as a fast server's inter-token
+# latency (10-30 ms) and a visible share of a good TTFT, so the figures would describe the load generator rather
+# than the server: a busy event loop stamps chunks late (loop lag), and an open-loop sender that falls behind its
+# schedule (send lag) delays requests before the server ever sees them.
+LOOP_LAG_LIMIT_MS = 10.0
+SEND_LAG_LIMIT_MS = 10.0
+LOOP_LAG_SPAN_NS = 1_000_000_000  # loop lag shown = worst reported in the last second (by stamp, not by arrival)
+
+_NO_META = SessionMeta()  # frozen, so one shared default is safe
+
+ERROR_EVENT_INTERVAL_NS = 1_000_000_000  # at most one error event per class per second
+_MAX_DETAIL = 160
+
+# Events after which the window mixes two operating points until it has slid past them.
+_LOAD_CHANGES = frozenset(
+    {EventKind.START, EventKind.CONCURRENCY, EventKind.RATE, EventKind.POWER_CAP, EventKind.PAUSE, EventKind.RESUME}
+)
+
+
+class Aggregator:
+    """Sliding-window and since-start figures over everything fed in; ``snapshot()`` freezes them."""
+
+    def __init__(
+        self,
+        *,
+        t0_ns: int,
+        window_s: float = 10.0,
+        meta: SessionMeta = _NO_META,
+        energy: EnergyAccount | None = None,
+        pricing: PricingProfile | None = None,
+        gpu_count: int = 0,
+    ) -> None:
+        self._t0 = t0_ns
+        self._window_s = window_s
+        self._meta = meta
+        self._energy = energy
+        self._pricing = pricing
+        self._gpu_count = gpu_count
+        self._window = SlottedWindow(t0_ns, round(window_s * 1e9))
+        self._total = SlotStats()
+        self._in_flight: dict[int, tuple[int, int]] = {}  # worker -> (t_ns, in flight) of its latest report
+        self._loop_lags: list[tuple[int, float]] = []
+        self._tokens_estimated = False
+        self._input_unknown = False
+        self._last_change_ns = t0_ns  # the session start is itself a load change
+        self._errors = _ErrorThrottle()
+        self._pending: list[tuple[int, str, str]] = []  # (t_ns, kind, message) since the previous snapshot
+        self._seq = 0
+
+    @property
+    def window_slots(self) -> int:
+        """Slots held in memory (bounded by the window, whatever the session length)."""
+        return self._window.slot_count
+
+    def add_records(self, records: Iterable[RequestRecord]) -> None:
+        by_slot: dict[int, list[RequestRecord]] = {}
+        for r in records:
+            by_slot.setdefault(self._window.index(r.t_end_ns), []).append(r)
+            if r.output_estimated and r.output_tokens > 0:
+                self._tokens_estimated = True
+            if r.error is None:
+                if r.input_tokens is None:
+                    self._input_unknown = True
+            else:
+                shown = self._errors.on_error(r)
+                if shown is not None:
+                    self._pending.append((r.t_end_ns, EventKind.ERROR.value, shown))
+        for index, group in by_slot.items():
+            samples = RecordSamples(group)
+            samples.add_to(self._total)
+            slot = self._window.slot(index)
+            if slot is not None:
+                samples.add_to(slot)
+
+    def add_progress(self, progress: Iterable[StreamProgress]) -> None:
+        for p in progress:
+            self._total.output_tokens += p.chunks
+            slot = self._window.slot(self._window.index(p.t_ns))
+            if slot is not None:
+                slot.output_tokens += p.chunks
+            latest = self._in_flight.get(p.worker)
+            if latest is None or p.t_ns >= latest[0]:
+                self._in_flight[p.worker] = (p.t_ns, p.in_flight)
+            self._loop_lags.append((p.t_ns, p.loop_lag_ms))
+        if len(self._loop_lags) > 100_000:  # no snapshot for a long while: keep only the newest second
+            newest = max(t for t, _ in self._loop_lags)
+            self._loop_lags = [(t, lag) for t, lag in self._loop_lags if t > newest - LOOP_LAG_SPAN_NS]
+
+    def add_telemetry(self, samples: Iterable[TelemetrySample]) -> None:
+        if self._energy is None:
+            return
+        for s in samples:
+            self._energy.add(s)
+
+    def add_event(self, event: ControlEvent) -> None:
+        if event.kind in _LOAD_CHANGES:
+            self._last_change_ns = max(self._last_change_ns, event.t_ns)
+        self._pending.append((event.t_ns, event.kind.value, event.message or describe(event)))
+
+    def snapshot(self, now_ns: int, control: ControlState) -> Snapshot:
+        self._seq += 1
+        merged, span_ns = self._window.view(now_ns)
+        window = _window_stats(merged, span_ns / 1e9)
+        total = _window_stats(self._total, max(0, now_ns - self._t0) / 1e9)
+        steady = now_ns - round(self._window_s * 1e9) >= self._last_change_ns
+        gpu = self._gpu_stats(now_ns, window, total, steady)
+        return Snapshot(
+            seq=self._seq,
+            t_s=(now_ns - self._t0) / 1e9,
+            endpoint=self._meta.endpoint,
+            model=self._meta.model,
+            workload=self._meta.workload,
+            source=self._meta.source,
+            state=control.state,
+            mode=control.mode,
+            target_concurrency=control.target_concurrency,
+            target_rate=control.target_rate,
+            in_flight=sum(n for _, n in self._in_flight.values()),
+            window_s=self._window_s,
+            window=window,
+            total=total,
+            tokens_estimated=self._tokens_estimated,
+            input_tokens_unknown=self._input_unknown,
+            steady=steady,
+            client=self._client_health(now_ns, merged),
+            gpu=gpu,
+            cost=self._cost_stats(window, total, gpu),
+            recording=control.recording,
+            new_events=self._take_events(now_ns),
+            message=control.message,
+        )
+
+    def _client_health(self, now_ns: int, window: SlotStats) -> ClientHealth:
+        horizon = now_ns - LOOP_LAG_SPAN_NS
+        self._loop_lags = [(t, lag) for t, lag in self._loop_lags if t > horizon]
+        loop_lag = max((lag for t, lag in self._loop_lags if t <= now_ns), default=0.0)
+        send_lag = window.send_lag.quantile_ms(0.99) or 0.0
+        reasons = []
+        if loop_lag > LOOP_LAG_LIMIT_MS:
+            reasons.append(f"event-loop lag {loop_lag:.0f} ms > {LOOP_LAG_LIMIT_MS:.0f} ms: chunks are stamped late")
+        if send_lag > SEND_LAG_LIMIT_MS:
+            reasons.append(f"send lag p99 {send_lag:.0f} ms > {SEND_LAG_LIMIT_MS:.0f} ms: sends are behind schedule")
+        return ClientHealth(
+            loop_lag_ms=loop_lag, schedule_lag_ms=send_lag, saturated=bool(reasons), reason="; ".join(reasons)
+        )
+
+    def _gpu_stats(self, now_ns: int, window: WindowStats, total: WindowStats, steady: bool) -> GpuStats:
+        if self._energy is None:
+            return GpuStats(available=False, message="no GPU telemetry")
+        # the energy window is the span the token counts cover, so joules per token compare like with like
+        return self._energy.stats(
+            now_ns,
+            window_s=window.span_s,
+            window_output_tokens=window.output_tokens,
+            window_total_tokens=window.input_tokens + window.output_tokens,
+            total_output_tokens=total.output_tokens,
+            total_total_tokens=total.input_tokens + total.output_tokens,
+            steady=steady,
+        )
+
+    def _cost_stats(self, window: WindowStats, total: WindowStats, gpu: GpuStats) -> CostStats:
+        if self._pricing is None:
+            return CostStats()
+        from engine.cost import SpanUsage, cost_stats  # written in parallel; imported only when pricing is used
+
+        def usage(stats: WindowStats, energy_j: float | None) -> SpanUsage:
+            return SpanUsage(
+                span_s=stats.span_s,
+                output_tokens=stats.output_tokens,
+                total_tokens=stats.input_tokens + stats.output_tokens,
+                energy_j=energy_j,
+            )
+
+        return cost_stats(
+            self._pricing, self._gpu_count, usage(window, gpu.window.energy_j), usage(total, gpu.total.energy_j)
+        )
+
+    def _take_events(self, now_ns: int) -> tuple[EventView, ...]:
+        pending = self._pending + [(t, EventKind.ERROR.value, m) for t, m in self._errors.flush(now_ns)]
+        self._pending = []
+        pending.sort(key=lambda e: e[0])  # stable: ties keep the order they came in
+        return tuple(EventView(t_s=(t - self._t0) / 1e9, kind=kind, message=msg) for t, kind, msg in pending)
+
+
+def _window_stats(s: SlotStats, span_s: float) -> WindowStats:
+    errors = s.errors
+    output_tokens = max(0, s.output_tokens)  # a window can start after a request's chunks but hold its correction
+    done = s.requests + errors
+    return WindowStats(
+        span_s=span_s,
+        requests=s.requests,
+        errors=errors,
+        errors_by_class=dict(sorted(s.errors_by_class.items())),
+        error_rate=errors / done if done else 0.0,
+        requests_per_s=s.requests / span_s if span_s > 0 else 0.0,
+        input_tokens=s.input_tokens,
+        output_tokens=output_tokens,
+        input_tokens_per_s=s.input_tokens / span_s if span_s > 0 else 0.0,
+        output_tokens_per_s=output_tokens / span_s if span_s > 0 else 0.0,
+        ttft=s.ttft.percentiles(),
+        itl=s.itl.percentiles(),
+        tpot=s.tpot.percentiles(),
+        e2e=s.e2e.percentiles(),
+    )
+
+
+def _num(v: float | None) -> str:
+    return "?" if v is None else f"{v:g}"
+
+
+def describe(event: ControlEvent) -> str:
+    """A readable line for an event that came without a message."""
+    match event.kind:
+        case EventKind.CONCURRENCY:
+            return f"concurrency -> {_num(event.value)}"
+        case EventKind.RATE:
+            return f"rate -> {_num(event.value)} req/s"
+        case EventKind.POWER_CAP:
+            gpu = "all GPUs" if event.gpu_index is None else f"GPU{event.gpu_index}"
+            readback = "" if event.readback is None else f" (read back {_num(event.readback)} W)"
+            return f"power cap {gpu} -> {_num(event.value)} W{readback}"
+        case EventKind.PAUSE:
+            return "paused"
+        case EventKind.RESUME:
+            return "resumed"
+        case EventKind.START:
+            return "started"
+        case EventKind.STOP:
+            return "stopped"
+        case EventKind.RECORD_START:
+            return "recording started"
+        case EventKind.RECORD_STOP:
+            return "recording stopped"
+        case _:
+            return event.kind.value
+
+
+@dataclass(slots=True)
+class _ClassState:
+    last_shown_ns: int
+    suppressed: int = 0
+    last_t_ns: int = 0
+    detail: str = ""
+
+
+class _ErrorThrottle:
+    """At most one error event per class per second, so an error storm cannot flood the event log; the events
+    that were held back are summed into the next one ("http_5xx x37: 500 Internal Server Error").
+
+    Decisions depend only on the records' end stamps, their order and the snapshot times, never on batching.
+    """
+
+    def __init__(self) -> None:
+        self._classes: dict[str, _ClassState] = {}
+
+    def on_error(self, r: RequestRecord) -> str | None:
+        """The message to show now for this failure, or None when it is held back and counted."""
+        assert r.error is not None
+        cls = r.error.value
+        detail = _detail(r)
+        state = self._classes.get(cls)
+        if state is None:
+            self._classes[cls] = _ClassState(last_shown_ns=r.t_end_ns)
+            return _error_line(cls, 1, detail)
+        if r.t_end_ns - state.last_shown_ns >= ERROR_EVENT_INTERVAL_NS:
+            n = state.suppressed + 1
+            state.last_shown_ns, state.suppressed = r.t_end_ns, 0
+            return _error_line(cls, n, detail)
+        state.suppressed += 1
+        state.last_t_ns, state.detail = r.t_end_ns, detail
+        return None
+
+    def flush(self, now_ns: int) -> list[tuple[int, str]]:
+        """Report held-back failures once their class's second is over, even if the storm has stopped."""
+        out: list[tuple[int, str]] = []
+        for cls, state in self._classes.items():
+            if state.suppressed and now_ns - state.last_shown_ns >= ERROR_EVENT_INTERVAL_NS:
+                out.append((state.last_t_ns, _error_line(cls, state.suppressed, state.detail)))
+                state.last_shown_ns, state.suppressed = now_ns, 0
+        return out
+
+
+def _detail(r: RequestRecord) -> str:
+    detail = r.error_detail.splitlines()[0] if r.error_detail else ""
+    if not detail and r.status is not None:
+        detail = f"HTTP {r.status}"
+    return detail[:_MAX_DETAIL]
+
+
+def _error_line(cls: str, n: int, detail: str) -> str:
+    head = cls if n == 1 else f"{cls} x{n}"
+    return f"{head}: {detail}" if detail else head
