@@ -27,7 +27,7 @@ from engine.windows import RecordSamples, SlotStats, SlottedWindow
 
 if TYPE_CHECKING:
     from engine.energy import EnergyAccount
-    from engine.profiles import PricingProfile
+    from engine.pricing import PricingProfile
 
 # Client saturation. Above ~10 ms the client's own delays are of the same order as a fast server's inter-token
 # latency (10-30 ms) and a visible share of a good TTFT, so the figures would describe the load generator rather
