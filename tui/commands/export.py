@@ -1,15 +1,49 @@
-"""`wattload export`: not built yet (placeholder so the CLI's shape is fixed)."""
+"""`wattload export FILE --requests out.csv`: a recording's facts as CSV (times in ms since the session start).
+Headless; for direct SQL, the file is plain SQLite (see the README's schema)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+from tui.cli import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="(not built yet)")
+    p = sub.add_parser(
+        "export",
+        help="export a recording's requests, telemetry or events as CSV",
+        description="Write per-request rows (scheduled, start, headers, first token and end in ms since the session "
+        "start, TTFT, TPOT, E2E, tokens, status, error), GPU telemetry or control events as CSV. '-' writes to "
+        "stdout. The recording itself is an SQLite file: `sqlite3 FILE 'SELECT * FROM requests_ms'` works too.",
+    )
+    p.add_argument("file", help="a wattload recording")
+    p.add_argument("--requests", metavar="CSV", help="one row per request")
+    p.add_argument("--telemetry", metavar="CSV", help="one row per GPU sample")
+    p.add_argument("--events", metavar="CSV", help="one row per control event")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    print("wattload export: not built yet")
-    return 2
+    from engine.recording.export import export_csv, write_csv
+    from engine.recording.reader import open_recording
+    from engine.recording.store import RecordingError
+
+    targets = [(t, getattr(args, t)) for t in ("requests", "telemetry", "events") if getattr(args, t)]
+    if not targets:
+        raise UserError("say what to export: --requests CSV, --telemetry CSV and/or --events CSV")
+    try:
+        rec = open_recording(args.file)
+    except RecordingError as exc:
+        raise UserError(str(exc)) from None
+    with rec:
+        for warning in rec.warnings:
+            print(f"wattload: {warning}", file=sys.stderr)
+        for table, dest in targets:
+            try:
+                n = write_csv(rec, table, sys.stdout) if dest == "-" else export_csv(rec, table, dest)
+            except OSError as exc:
+                raise UserError(f"{dest}: cannot write ({exc.strerror})") from None
+            if dest != "-":
+                print(f"{n} {table} rows -> {dest}", file=sys.stderr)
+    return 0

@@ -1,15 +1,119 @@
-"""`wattload replay`: not built yet (placeholder so the CLI's shape is fixed)."""
+"""`wattload replay FILE`: the recording in the same dashboard as a live run (recomputed by the same aggregator),
+or with --drive URL its control timeline repeated against a live endpoint, recording a new session.
+
+textual is imported only to open the TUI, so `replay --drive` stays headless.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+from engine.config import api_key_from_env
+from tui.cli import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("replay", help="(not built yet)")
+    p = sub.add_parser(
+        "replay",
+        help="replay a recording in the dashboard, or re-drive its control timeline against a live endpoint",
+        description="Open a recording (recordings/*.wattload.sqlite) in the live dashboard: every figure is "
+        "recomputed from the recorded requests, stream progress and GPU telemetry. Keys: space play/pause, "
+        "←/→ seek 10 s (shift: 60 s), home/end, 1 2 4 8 speed, 0 as fast as possible. With --drive URL, repeat "
+        "the recorded load steps and pauses (and power-cap steps with --with-power) against URL and record a new "
+        "session to compare with `wattload report OLD NEW`.",
+    )
+    p.add_argument("file", help="a wattload recording")
+    p.add_argument("--speed", type=float, default=1.0, metavar="X", help="playback speed (0 = as fast as possible)")
+    p.add_argument("--paused", action="store_true", help="open paused at the start")
+    drive = p.add_argument_group("re-drive")
+    drive.add_argument("--drive", metavar="URL", help="repeat the recorded control timeline against this endpoint")
+    drive.add_argument("--with-power", action="store_true", help="also repeat the power-cap steps (needs GPU control)")
+    drive.add_argument("--record", metavar="PATH", help="the new recording (default: recordings/<time>_<host>_<model>)")
+    drive.add_argument("--model", "-m", default=None, help="model to request (default: the recorded one if served)")
+    drive.add_argument("--api-key", default=None, metavar="KEY", help="bearer key (default: $WATTLOAD_API_KEY, "
+                       "$OPENAI_API_KEY); never written anywhere")
+    drive.add_argument("--gpu", choices=("auto", "none", "nvml", "sim", "fake"), default=None,
+                       help="GPU telemetry for the new session (default auto)")
+    drive.add_argument("--record-tokens", action="store_true", help="store per-token arrival times (bigger file)")
     p.set_defaults(func=_run)
 
 
+def _open_player(args: argparse.Namespace) -> object:
+    from engine.recording.player import Player
+    from engine.recording.store import RecordingError
+
+    if args.speed < 0:
+        raise UserError(f"--speed must be >= 0, got {args.speed:g}")
+    try:
+        return Player(args.file, speed=args.speed, playing=not args.paused)
+    except RecordingError as exc:
+        raise UserError(str(exc)) from None
+
+
 def _run(args: argparse.Namespace) -> int:
-    print("wattload replay: not built yet")
-    return 2
+    if args.drive:
+        return _drive(args)
+    player = _open_player(args)
+    try:
+        from tui.app import run_replay_tui
+    except ImportError as exc:
+        player.close()  # type: ignore[attr-defined]
+        raise UserError(f"the TUI is not available in this build ({exc})") from None
+    return run_replay_tui(player)  # type: ignore[arg-type]
+
+
+def _drive(args: argparse.Namespace) -> int:
+    from engine.controller import Controller
+    from engine.probe import ProbeError, resolve_endpoint
+    from engine.recording.reader import open_recording
+    from engine.recording.recorder import attach_recorder
+    from engine.recording.redrive import control_timeline, redrive, redrive_config
+    from engine.recording.store import RecordingError
+
+    try:
+        rec = open_recording(args.file)
+    except RecordingError as exc:
+        raise UserError(str(exc)) from None
+    with rec:
+        for warning in rec.warnings:
+            print(f"wattload: {warning}", file=sys.stderr)
+        key = args.api_key or api_key_from_env()
+        try:
+            endpoint = resolve_endpoint(args.drive, api_key=key, model=args.model or rec.meta.session.model or None)
+        except ProbeError as exc:
+            raise UserError(str(exc)) from None
+        _, end_s = control_timeline(rec, with_power=args.with_power)
+        try:
+            config = redrive_config(rec, endpoint.base_url, endpoint.model, key, end_s)
+        except RecordingError as exc:
+            raise UserError(str(exc)) from None
+        pricing = _recorded_pricing(rec)
+        gpu = args.gpu or "auto"
+        controller = Controller(config, gpu=gpu, sim_url=endpoint.base_url if gpu == "sim" else None,
+                                pricing=pricing)
+        attach_recorder(controller, pricing=pricing, workload=rec.meta.workload,
+                        record_tokens=args.record_tokens or rec.meta.record_tokens)
+        try:
+            path = redrive(rec, controller, record_path=args.record, with_power=args.with_power,
+                           log=lambda line: print(line, flush=True))
+        except RecordingError as exc:
+            raise UserError(str(exc)) from None
+        finally:
+            controller.close()
+    print(f"recorded {path}; compare with: wattload report {args.file} {path}")
+    return 0
+
+
+def _recorded_pricing(rec: object) -> object:
+    from pydantic import ValidationError
+
+    from engine.pricing import PricingProfile
+
+    data = rec.meta.pricing  # type: ignore[attr-defined]
+    if not data:
+        return None
+    try:
+        return PricingProfile.model_validate(data)
+    except ValidationError:
+        return None

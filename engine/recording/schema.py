@@ -1,0 +1,216 @@
+"""The recording file's tables, written down once: the DDL and the user-facing schema doc come from the same list.
+
+Design choices that keep a one-hour, 50 req/s recording small and fast to seek (see ``SCHEMA_DOC`` for the rest):
+- Every time is an integer: microseconds since the session's ``t0`` (``perf_counter_ns`` at the start), or a
+  small delta from another time of the same row. SQLite stores integers in 0-8 bytes by magnitude, so deltas of a
+  few milliseconds cost 2-3 bytes where a REAL would cost 8. 0 and 1 cost no payload byte at all.
+- The fact tables (requests, progress, telemetry, events) are written in *arrival* order: ``t_us`` is when the
+  fact reached the controller, which is also when the live aggregator saw it. Their rowid is therefore ordered by
+  ``t_us``, so a time range is found by a binary search on the rowid and no time index is needed (an index would
+  cost ~15 bytes per request). Replaying facts at their arrival time reproduces the live figures tick by tick.
+- Error details are interned in ``strings``; the rare error pays a 1-2 byte reference, never its text again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+FORMAT_TAG = "wattload-recording"
+APPLICATION_ID = 0x5741_5454  # "WATT": `PRAGMA application_id`, so `file` tools can tell a recording apart
+FILE_SUFFIX = ".wattload.sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    sql: str  # type and constraints, as in CREATE TABLE
+    doc: str
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    doc: str
+    columns: tuple[Column, ...]
+    suffix: str = ""  # e.g. " WITHOUT ROWID"
+
+    def ddl(self) -> str:
+        cols = ",\n  ".join(f"{c.name} {c.sql}" for c in self.columns)
+        return f"CREATE TABLE IF NOT EXISTS {self.name} (\n  {cols}\n){self.suffix}"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+
+META = Table(
+    "meta",
+    "One row per key, every value JSON, written when the recording starts: `format` (\"wattload-recording\"), "
+    "`schema_version`, `wattload_version`, `wall_start` (ISO 8601, a label only), `t0_ns` (perf_counter_ns at the "
+    "session start), `host`, `session` (endpoint, model, workload name), `config` (the run's settings, secrets "
+    "removed), `workload` and `pricing` (the profiles as they were), `system` (machine, driver, GPUs), `gpus`, "
+    "`telemetry_source`, `window_s`, `record_tokens`, `snapshot_interval_s`. `closed` is added when the recording "
+    "ends cleanly (its absence means the recorder was killed or the disk filled up).",
+    (
+        Column("key", "TEXT PRIMARY KEY", "the name (see above)"),
+        Column("value", "TEXT NOT NULL", "JSON"),
+    ),
+    " WITHOUT ROWID",
+)
+
+STRINGS = Table(
+    "strings",
+    "Interned error details (one line each, secrets redacted), referenced by `requests.detail`.",
+    (
+        Column("id", "INTEGER PRIMARY KEY", "referenced by `requests.detail`"),
+        Column("text", "TEXT NOT NULL UNIQUE", "e.g. \"500 Internal Server Error\""),
+    ),
+)
+
+REQUESTS = Table(
+    "requests",
+    "One finished request (successful or failed), in the order it reached the controller. Absolute times in "
+    "µs since t0: end = t_us - lag_us; scheduled = end - e2e_us; start = scheduled + wait_us; "
+    "headers = scheduled + hdr_us; first token = scheduled + ttft_us. The view `requests_ms` computes them in ms.",
+    (
+        Column("id", "INTEGER PRIMARY KEY", "arrival order (joins `token_times.request`)"),
+        Column("t_us", "INTEGER NOT NULL", "arrival at the controller, µs since t0 (non-decreasing with id)"),
+        Column("lag_us", "INTEGER NOT NULL", "arrival - end of the request, µs"),
+        Column("e2e_us", "INTEGER NOT NULL", "end - scheduled, µs (E2E latency)"),
+        Column("wait_us", "INTEGER NOT NULL", "start - scheduled, µs (send lag; 0 in concurrency mode)"),
+        Column("hdr_us", "INTEGER", "response headers - scheduled, µs; NULL = no response"),
+        Column("ttft_us", "INTEGER", "first content token - scheduled, µs (TTFT); NULL = no token"),
+        Column("worker", "INTEGER NOT NULL", "worker process index"),
+        Column("rid", "INTEGER NOT NULL", "request id, unique within its worker"),
+        Column("in_tok", "INTEGER", "prompt tokens from the server's usage; NULL = not reported"),
+        Column("out_tok", "INTEGER NOT NULL", "completion tokens (usage, or counted chunks when `est` = 1)"),
+        Column("chunks", "INTEGER NOT NULL", "content chunks received"),
+        Column("est", "INTEGER NOT NULL", "1 when out_tok was counted from chunks, not reported by the server"),
+        Column("status", "INTEGER", "HTTP status; NULL = no response"),
+        Column("error", "TEXT", "error class (connect, timeout, http_429, http_4xx, http_5xx, stream_broken, "
+               "malformed); NULL = success"),
+        Column("detail", "INTEGER", "`strings.id` of the one-line error detail; NULL = none"),
+    ),
+)
+
+TOKEN_TIMES = Table(
+    "token_times",
+    "Only when the session was recorded with per-token timings: the arrival of every content chunk of a request. "
+    "`gaps` is a BLOB of unsigned LEB128 varints: the µs between consecutive chunks, starting after the first "
+    "chunk (whose time is the request's TTFT).",
+    (
+        Column("request", "INTEGER PRIMARY KEY", "`requests.id`"),
+        Column("gaps", "BLOB NOT NULL", "varint µs gaps between content chunks"),
+        Column("response_id", "TEXT", "the server's completion id (joins simulator ground truth); NULL = none"),
+    ),
+)
+
+PROGRESS = Table(
+    "progress",
+    "Stream progress ticks from the workers (content chunks since the worker's previous tick), so replay "
+    "reproduces the live tokens/s exactly.",
+    (
+        Column("id", "INTEGER PRIMARY KEY", "arrival order"),
+        Column("t_us", "INTEGER NOT NULL", "arrival at the controller, µs since t0"),
+        Column("lag_us", "INTEGER NOT NULL", "arrival - the tick's own stamp, µs"),
+        Column("worker", "INTEGER NOT NULL", "worker process index"),
+        Column("chunks", "INTEGER NOT NULL", "content chunks in (previous tick, this tick]"),
+        Column("in_flight", "INTEGER NOT NULL", "requests open in this worker"),
+        Column("loop_lag_us", "INTEGER NOT NULL", "worst event-loop lag since the previous tick, µs"),
+    ),
+)
+
+TELEMETRY = Table(
+    "telemetry",
+    "GPU readings. NULL = the GPU or driver does not report that field (n/a). Power in milliwatts (NVML's unit).",
+    (
+        Column("id", "INTEGER PRIMARY KEY", "arrival order"),
+        Column("t_us", "INTEGER NOT NULL", "arrival at the controller, µs since t0"),
+        Column("lag_us", "INTEGER NOT NULL", "arrival - the reading's own stamp, µs"),
+        Column("gpu", "INTEGER NOT NULL", "NVML index"),
+        Column("power_mw", "INTEGER", "power (NVML's 1 s average on Hopper)"),
+        Column("power_instant_mw", "INTEGER", "instantaneous power"),
+        Column("energy_mj", "INTEGER", "monotonic energy counter, millijoules"),
+        Column("sm_clock_mhz", "INTEGER", "SM clock"),
+        Column("mem_clock_mhz", "INTEGER", "memory clock"),
+        Column("temperature_c", "INTEGER", "GPU temperature, °C"),
+        Column("util_gpu_pct", "INTEGER", "GPU utilisation, %"),
+        Column("util_mem_pct", "INTEGER", "memory-controller utilisation, %"),
+        Column("mem_used_mib", "INTEGER", "GPU memory used"),
+        Column("mem_total_mib", "INTEGER", "GPU memory total"),
+        Column("power_limit_mw", "INTEGER", "current (requested) power limit"),
+        Column("enforced_limit_mw", "INTEGER", "limit the GPU enforces (may be lower)"),
+        Column("default_limit_mw", "INTEGER", "the board's default limit"),
+        Column("min_limit_mw", "INTEGER", "lowest settable limit"),
+        Column("max_limit_mw", "INTEGER", "highest settable limit"),
+        Column("throttle_reasons", "INTEGER", "NVML clock-event reasons bitmask"),
+        Column("power_cap_binding", "INTEGER", "1 = software power cap active"),
+    ),
+)
+
+EVENTS = Table(
+    "events",
+    "Control events: load steps, pauses, power-cap changes, warnings. They split the session into phases.",
+    (
+        Column("id", "INTEGER PRIMARY KEY", "arrival order"),
+        Column("t_us", "INTEGER NOT NULL", "arrival at the controller, µs since t0"),
+        Column("ev_us", "INTEGER NOT NULL", "the event's own time, µs since t0"),
+        Column("kind", "TEXT NOT NULL", "concurrency, rate, pause, resume, power_cap, record_start, record_stop, "
+               "annotation, error, warning, start, stop"),
+        Column("value", "REAL", "new concurrency / rate (req/s) / power cap (W)"),
+        Column("gpu", "INTEGER", "power-cap events: the GPU; NULL = all selected GPUs"),
+        Column("readback", "REAL", "power-cap events: the enforced limit read back (W)"),
+        Column("message", "TEXT NOT NULL", "the line shown in the event log (secrets redacted)"),
+    ),
+)
+
+SNAPSHOTS = Table(
+    "snapshots",
+    "What the live run showed: the first snapshot, then one every `snapshot_interval_s` (the window length, so "
+    "the window figures of consecutive rows tile the session), and the last one. JSON of `engine.snapshot."
+    "Snapshot`; query with json_extract(json, '$.window.output_tokens_per_s'). Replay does not need them: it "
+    "recomputes every figure from the facts above.",
+    (
+        Column("id", "INTEGER PRIMARY KEY", "in time order"),
+        Column("t_us", "INTEGER NOT NULL", "when the live run published it, µs since t0"),
+        Column("json", "TEXT NOT NULL", "the snapshot as JSON"),
+    ),
+)
+
+TABLES: tuple[Table, ...] = (META, STRINGS, REQUESTS, TOKEN_TIMES, PROGRESS, TELEMETRY, EVENTS, SNAPSHOTS)
+FACT_TABLES = ("requests", "progress", "telemetry", "events")
+
+REQUESTS_MS_VIEW = """CREATE VIEW IF NOT EXISTS requests_ms AS
+SELECT id, worker, rid,
+  (t_us - lag_us - e2e_us) / 1000.0 AS scheduled_ms,
+  (t_us - lag_us - e2e_us + wait_us) / 1000.0 AS start_ms,
+  (t_us - lag_us - e2e_us + hdr_us) / 1000.0 AS headers_ms,
+  (t_us - lag_us - e2e_us + ttft_us) / 1000.0 AS first_token_ms,
+  (t_us - lag_us) / 1000.0 AS end_ms,
+  ttft_us / 1000.0 AS ttft_ms,
+  e2e_us / 1000.0 AS e2e_ms,
+  CASE WHEN out_tok >= 2 AND ttft_us IS NOT NULL THEN (e2e_us - ttft_us) / 1000.0 / (out_tok - 1) END AS tpot_ms,
+  in_tok, out_tok, chunks, est, status, error,
+  (SELECT text FROM strings WHERE strings.id = requests.detail) AS detail
+FROM requests"""
+
+
+def create_statements() -> list[str]:
+    return [t.ddl() for t in TABLES] + [REQUESTS_MS_VIEW]
+
+
+def schema_markdown() -> str:
+    """The schema as markdown tables (the README's "Recording file" section is this text)."""
+    out = [
+        f"Schema version {SCHEMA_VERSION} (`PRAGMA user_version`; `PRAGMA application_id` = 0x{APPLICATION_ID:08X}). "
+        "Times are integer microseconds since the session start t0 unless the column says otherwise.",
+        "",
+    ]
+    for t in TABLES:
+        out += [f"### `{t.name}`", "", t.doc, "", "| column | type | meaning |", "|---|---|---|"]
+        out += [f"| `{c.name}` | {c.sql} | {c.doc} |" for c in t.columns]
+        out.append("")
+    out += ["### view `requests_ms`", "", "Every request with absolute times in milliseconds since t0, TTFT, E2E, "
+            "TPOT and the error detail text: `sqlite3 FILE 'SELECT * FROM requests_ms LIMIT 5'`.", ""]
+    return "\n".join(out)

@@ -1,0 +1,59 @@
+"""The dashboard in replay mode over the real Player: a damaged file's warning is in the header, and playing at
+full speed drives the same panels to the recording's end (keys are covered in test_tui_pilot.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+
+from engine.recording.player import Player
+from engine.recording.synthetic import SyntheticSpec, write_synthetic
+from engine.records import EventKind
+from engine.snapshot import RunState
+from tui.app import WattloadApp
+from tui.widgets.header import HeaderPanel
+from tui.widgets.timeline import TimelineBar
+
+SIZE = (120, 36)
+
+
+def screen_text(app: WattloadApp) -> str:
+    return "\n".join("".join(seg.text for seg in strip) for strip in app.screen._compositor.render_strips())
+
+
+async def until(pilot, predicate, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await pilot.pause(0.05)
+
+
+@pytest.fixture
+def damaged(tmp_path):
+    path = tmp_path / "damaged.wattload.sqlite"
+    write_synthetic(path, SyntheticSpec(duration_s=40.0, rate=10.0, events=((20.0, EventKind.CONCURRENCY, 12.0),)))
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE requests SET worker = 'x' WHERE id IN (3, 4)")
+    return path
+
+
+async def test_replay_plays_to_the_end_and_shows_the_files_warning(damaged):
+    player = Player(damaged, playing=False)
+    app = WattloadApp(player, replay=True, refresh_hz=0)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("0", "space")  # as fast as possible, play
+            await until(pilot, lambda: not player.playing and player.position_s == player.duration_s)
+            await until(pilot, lambda: app.snapshot.t_s == player.duration_s)
+            await pilot.pause()
+            assert app.snapshot.target_concurrency == 12 and app.snapshot.state is RunState.RUNNING
+            assert "2 corrupt rows skipped" in str(app.screen.query_one(HeaderPanel).render())
+            timeline = app.screen.query_one(TimelineBar)
+            assert timeline.position_s == timeline.duration_s == player.duration_s
+            assert "paused max  0:00:40 / 0:00:40" in screen_text(app)
+            await pilot.press("q")
+            await until(pilot, lambda: app.return_code is not None)
+    finally:
+        player.close()
