@@ -1,15 +1,160 @@
-"""`wattload run`: not built yet (placeholder so the CLI's shape is fixed)."""
+"""`wattload run URL`: load an OpenAI-compatible endpoint; the TUI by default, or headless with --headless.
+
+Headless prints a progress line every few seconds (stderr, terminals only), the summary table at the end
+(stdout), and --json the report. Ctrl-C stops cleanly: in-flight requests get a moment to finish, the summary of
+what ran is still printed and written, and the exit code is 130. textual is imported only to open the TUI.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from engine.config import api_key_from_env
+from tui.cli import UserError
+from tui.commands.common import add_load_args, config_from_args, pricing_from_args
+
+if TYPE_CHECKING:
+    from engine.controller import Controller
+    from engine.pricing import PricingProfile
+
+PROGRESS_EVERY_S = 3.0
+EXIT_INTERRUPTED = 130
+EXIT_FAILED = 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="(not built yet)")
+    p = sub.add_parser(
+        "run",
+        help="load an endpoint and watch latency, tokens/s, watts and $/M tokens",
+        description="Send streaming requests to an OpenAI-compatible endpoint (closed loop --concurrency N or "
+        "open loop --rate R) and measure TTFT, ITL, tokens/s, errors, GPU power and cost.",
+    )
+    p.add_argument("url", nargs="?", help="the server root or its /v1 base, e.g. http://127.0.0.1:8000")
+    p.add_argument("--sim", action="store_true", help="start the built-in simulated server and load it")
+    p.add_argument("--headless", action="store_true", help="no TUI: progress lines, then a summary table")
+    p.add_argument("--json", metavar="FILE", help="write the final figures and the settings (no API key) here")
+    add_load_args(p)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    print("wattload run: not built yet")
-    return 2
+    if bool(args.url) == bool(args.sim):
+        raise UserError("give the endpoint URL (e.g. http://127.0.0.1:8000), or --sim for the simulated server")
+    pricing = pricing_from_args(args)
+    with _sim_server(args) as sim_url:
+        url = sim_url or args.url
+        controller = _prepare(args, url, pricing, sim_url)
+        if not args.headless:
+            run_tui = _tui_runner()
+            if run_tui is not None:
+                try:
+                    return run_tui(controller, refresh_hz=args.refresh, step=args.step)
+                finally:
+                    controller.close()
+            print("wattload: the TUI is not available in this build; running headless", file=sys.stderr)
+        return run_headless(controller, json_path=args.json)
+
+
+def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None) -> Controller:
+    """Probe the endpoint (one clear line for anything the user must fix), then build the controller."""
+    from engine.controller import Controller
+    from engine.probe import ProbeError, preflight, resolve_endpoint
+
+    try:
+        endpoint = resolve_endpoint(url, api_key=args.api_key or api_key_from_env(), model=args.model)
+        config = config_from_args(args, base_url=endpoint.base_url, model=endpoint.model)
+        warning = preflight(config)
+    except ProbeError as exc:
+        raise UserError(str(exc)) from None
+    if warning:
+        print(f"wattload: {warning}", file=sys.stderr)
+    gpu = args.gpu or ("sim" if sim_url else "auto")
+    telemetry_url = sim_url or (endpoint.base_url if gpu == "sim" else None)
+    controller = Controller(config, gpu=gpu, gpus=args.gpus, sim_url=telemetry_url, pricing=pricing)
+    try:
+        from engine.recording.recorder import attach_recorder
+    except ImportError:
+        return controller  # recording is optional: start_recording then says it is not available
+    attach_recorder(controller, pricing=pricing.model_dump(mode="json"), record_tokens=config.record_token_times)
+    return controller
+
+
+@contextlib.contextmanager
+def _sim_server(args: argparse.Namespace) -> Iterator[str | None]:
+    """With --sim, the simulated server in a subprocess for the length of the run (shared with `demo`)."""
+    if not args.sim:
+        yield None
+        return
+    from tui.commands.demo import simulated_server
+
+    with simulated_server(args.seed) as (url, _model):
+        print(f"wattload: simulated server at {url}", file=sys.stderr)
+        yield url
+
+
+def _tui_runner() -> Callable[..., int] | None:
+    """The TUI's entry point, or None when this build has no TUI (then `run` goes headless with a note)."""
+    try:
+        from tui.app import run_tui
+    except ImportError:
+        return None
+    return run_tui
+
+
+def run_headless(controller: Controller, *, json_path: str | None = None) -> int:
+    """Run to the end (duration, request count, Ctrl-C or failure); print the summary; write --json."""
+    from engine.snapshot import RunState
+    from engine.summary import RunReport, format_summary, progress_line, wall_clock_label, write_report
+
+    interrupted = False
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        nonlocal interrupted
+        if interrupted:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for the drain
+        interrupted = True
+        print("\nwattload: stopping; Ctrl-C again to quit at once", file=sys.stderr)
+        controller.stop()
+
+    started_at = wall_clock_label()
+    show_progress = sys.stderr.isatty()
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        controller.start()
+        next_line = time.monotonic() + PROGRESS_EVERY_S
+        while not controller.wait(0.25):
+            if show_progress and time.monotonic() >= next_line:
+                next_line += PROGRESS_EVERY_S
+                print(progress_line(controller.latest), file=sys.stderr, flush=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        controller.close()
+    final = controller.latest
+    reason, cancelled = controller.stop_reason, controller.cancelled_at_stop
+    print(format_summary(final, stop_reason=reason, cancelled=cancelled, gpu_note=controller.gpu_message))
+    if json_path:
+        report = RunReport(
+            started_at=started_at,
+            state=final.state.value,
+            stop_reason=controller.stop_reason,
+            interrupted=interrupted,
+            cancelled_at_stop=controller.cancelled_at_stop,
+            settings=controller.config.safe_dump(),
+            pricing=final.cost.profile or None,
+            result=final,
+        )
+        try:
+            write_report(report, json_path)
+        except OSError as exc:
+            raise UserError(f"cannot write {json_path}: {exc.strerror}") from None
+    if final.state is RunState.FAILED:
+        print(f"wattload: the run failed: {final.message}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_INTERRUPTED if interrupted else 0

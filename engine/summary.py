@@ -1,0 +1,128 @@
+"""What a headless run prints and writes: a progress line, the summary table, and the --json report model.
+
+Everything comes from one final ``Snapshot`` (the same figures the TUI shows), so the table, the JSON file and
+the live panels can never disagree. The report carries ``RunConfig.safe_dump()``: settings without the API key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine import __version__
+from engine.snapshot import LoadMode, Percentiles, Snapshot, WindowStats
+
+
+class RunReport(BaseModel):
+    """The --json file: the final snapshot's figures plus the settings that produced them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    wattload_version: str = __version__
+    started_at: str = Field(description="wall-clock start (ISO 8601): a label only, durations use perf_counter")
+    state: str
+    stop_reason: str = ""
+    interrupted: bool = False
+    cancelled_at_stop: int = Field(default=0, description="in-flight requests cancelled when the run stopped")
+    settings: dict[str, Any] = Field(description="RunConfig.safe_dump(): no secrets")
+    pricing: str | None = None
+    result: Snapshot
+
+
+def wall_clock_label() -> str:
+    return dt.datetime.now(dt.UTC).astimezone().isoformat(timespec="seconds")
+
+
+def write_report(report: RunReport, path: str | Path) -> None:
+    """Write the report as indented JSON (atomically: a half-written file never replaces a good one)."""
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    tmp.replace(target)
+
+
+def _num(value: float | None, fmt: str = ".1f", missing: str = "-") -> str:
+    return missing if value is None else format(value, fmt)
+
+
+def _si(value: float | None, missing: str = "-") -> str:
+    if value is None:
+        return missing
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _target(s: Snapshot) -> str:
+    return f"concurrency {s.target_concurrency}" if s.mode is LoadMode.CONCURRENCY else f"rate {s.target_rate:g}/s"
+
+
+def progress_line(s: Snapshot) -> str:
+    """One line every few seconds while a headless run goes (stderr, terminals only)."""
+    w = s.window
+    est = "~" if s.tokens_estimated else ""
+    errors = f"  errors {w.errors}" if w.errors else ""
+    return (
+        f"[{s.t_s:6.1f}s] {s.state.value:<8} {_target(s)}  in flight {s.in_flight}  "
+        f"{w.requests_per_s:.1f} req/s  {est}{_si(w.output_tokens_per_s)} out tok/s  "
+        f"TTFT p50 {_num(w.ttft.p50, '.0f')} p99 {_num(w.ttft.p99, '.0f')} ms{errors}"
+    )
+
+
+def _latency_row(name: str, p: Percentiles) -> str:
+    cells = (p.p50, p.p90, p.p99, p.mean, p.max)
+    return f"  {name:<6}" + "".join(f"{_num(v, '.1f'):>10}" for v in cells) + f"{p.count:>10,}"
+
+
+def _errors(t: WindowStats) -> str:
+    done = t.requests + t.errors
+    if not t.errors:
+        return f"{t.requests:,} ok, no errors"
+    by_class = ", ".join(f"{k} {v:,}" for k, v in sorted(t.errors_by_class.items(), key=lambda kv: -kv[1]))
+    return f"{t.requests:,} ok, {t.errors:,} errors ({100 * t.errors / done:.1f}%): {by_class}"
+
+
+def format_summary(s: Snapshot, *, stop_reason: str = "", cancelled: int = 0, gpu_note: str = "") -> str:
+    """The end-of-run table (stdout): totals since start, latency percentiles, client health, GPU and cost."""
+    t = s.total
+    est = " (~ estimated: some output counts were chunk counts, not the server's usage)" if s.tokens_estimated else ""
+    lines = [
+        f"wattload run: {s.endpoint}  model {s.model or '?'}",
+        f"  state       {s.state.value}" + (f" ({stop_reason})" if stop_reason else ""),
+        f"  load        {_target(s)}, {s.t_s:.1f} s",
+        f"  requests    {_errors(t)}" + (f"; {cancelled} cancelled at stop" if cancelled else ""),
+        f"  throughput  {t.requests_per_s:.2f} req/s, output {_si(t.output_tokens_per_s)} tok/s, "
+        f"input {_si(t.input_tokens_per_s)} tok/s{est}",
+        f"  tokens      {t.output_tokens:,} output, {t.input_tokens:,} input",
+        "",
+        f"  {'ms':<6}" + "".join(f"{h:>10}" for h in ("p50", "p90", "p99", "mean", "max", "count")),
+        _latency_row("TTFT", t.ttft),
+        _latency_row("ITL", t.itl),
+        _latency_row("TPOT", t.tpot),
+        _latency_row("E2E", t.e2e),
+        "",
+        f"  client      event-loop lag {s.client.loop_lag_ms:.1f} ms, send lag p99 {s.client.schedule_lag_ms:.1f} ms"
+        + (f"  SATURATED: {s.client.reason}" if s.client.saturated else ""),
+    ]
+    g = s.gpu
+    if g.available:
+        energy = g.total
+        lines.append(
+            f"  GPU         {g.source}: mean {_num(energy.mean_watts, '.0f')} W, {_si(energy.energy_j)} J, "
+            f"{_num(energy.joules_per_output_token, '.3f')} J/output token"
+        )
+    else:
+        lines.append(f"  GPU         {gpu_note or g.message or 'no GPU telemetry'}")
+    c = s.cost
+    if c.profile:
+        lines.append(
+            f"  cost        {c.profile}: ${_num(c.total_per_million_output, '.3f')}/M output tokens, "
+            f"${_num(c.total_per_million_total, '.3f')}/M total tokens, ${_num(c.dollars_per_hour, '.2f')}/h"
+        )
+    if s.message and s.message != stop_reason:
+        lines.append(f"  note        {s.message}")
+    return "\n".join(lines)

@@ -1,0 +1,365 @@
+"""A worker process: its own event loop (uvloop when importable) runs this worker's share of the load.
+
+Protocol over two one-way ``multiprocessing`` pipes (small dataclasses, pickled):
+
+    controller -> worker   Go(t0, target)  Target(target)  Pause()  Resume()  Stop(grace_s)
+    worker -> controller   Ready(loop)  Batch(records, progress) every ~100 ms  Done(cancelled)  Failed(message)
+
+A ``Batch`` carries the records finished since the previous one and one ``StreamProgress`` (content chunks in the
+interval, requests open, worst event-loop lag), so IPC costs ~10 messages a second whatever the token rate.
+The command pipe is watched by the event loop (which makes its fd non-blocking; commands are far below PIPE_BUF,
+so each arrives whole); the data pipe stays blocking, so a large batch is never half-written: if the controller
+falls behind, the worker waits (and its loop lag shows it) rather than corrupting the stream.
+Lowering a target or pausing never cancels a request: in-flight requests finish; only ``Stop`` cancels the ones
+still open after its grace period (they are counted, not recorded: they are neither successes nor server faults).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import signal
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from time import perf_counter_ns
+from typing import Any
+
+from engine.client import StreamClient, open_session
+from engine.config import RunConfig
+from engine.prompts import RequestFactory, request_rng
+from engine.records import RequestRecord, StreamProgress
+from engine.schedule import PoissonArrivals, worker_seed
+from engine.snapshot import LoadMode
+
+REPORT_INTERVAL_S = 0.1
+LAG_PROBE_S = 0.025
+_EARLY_NS = 200_000  # timers may fire up to ~1 ms early or late; sleep again unless within 0.2 ms of due
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerTarget:
+    """This worker's share of the load."""
+
+    mode: LoadMode
+    concurrency: int
+    rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class Go:
+    t0_ns: int  # the session start: rate schedules are anchored here
+    target: WorkerTarget
+    paused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    target: WorkerTarget
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    grace_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    worker: int
+    loop: str
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    worker: int
+    records: list[RequestRecord] = field(default_factory=list)
+    progress: StreamProgress | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    worker: int
+    cancelled: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    worker: int
+    message: str
+
+
+def worker_main(
+    worker: int,
+    config: RunConfig,
+    factory: RequestFactory,
+    commands: Connection,
+    data: Connection,
+    budget: Any | None = None,
+) -> None:
+    """Process entry point (spawn). ``budget`` is a shared counter of requests started, when a count is set."""
+    # Ctrl-C reaches the whole process group; the controller decides how to stop, so workers ignore it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _raise_fd_limit()
+    runner = _Worker(worker, config, factory, commands, data, budget)
+    try:
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(runner.run("asyncio"))
+        else:
+            uvloop.run(runner.run(f"uvloop {uvloop.__version__}"))
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            data.send(Failed(worker, f"worker {worker} crashed: {type(exc).__name__}: {exc}".splitlines()[0]))
+        raise SystemExit(1) from None
+
+
+def _raise_fd_limit() -> None:
+    """Each open stream holds a socket; thousands of streams need more than the usual 1024 descriptors."""
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65_536, hard))
+
+
+class _Worker:
+    """The event-loop side of one worker: keeps its share of requests open or on schedule, ships batches."""
+
+    def __init__(
+        self,
+        worker: int,
+        config: RunConfig,
+        factory: RequestFactory,
+        commands: Connection,
+        data: Connection,
+        budget: Any | None,
+    ) -> None:
+        self._worker = worker
+        self._config = config
+        self._factory = factory
+        self._commands = commands
+        self._data = data
+        self._budget = budget
+        self._budget_left = budget is not None
+        self._target = WorkerTarget(LoadMode.CONCURRENCY, 0, 0.0)
+        self._arrivals = PoissonArrivals(0.0, worker_seed(config.seed, worker), 0)
+        self._arrivals_task: asyncio.Task[None] | None = None
+        self._filler: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._records: list[RequestRecord] = []
+        self._seq = 0
+        self._going = False
+        self._paused = False
+        self._stopping = False
+        self._max_lag_ms = 0.0
+        self._client: StreamClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Future[float] | None = None
+
+    async def run(self, loop_name: str) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        self._stopped = loop.create_future()
+        async with open_session(self._config) as session:
+            self._client = StreamClient(self._config, session, self._worker)
+            loop.add_reader(self._commands.fileno(), self._on_command)
+            helpers = [loop.create_task(self._report_loop()), loop.create_task(self._lag_loop())]
+            self._send(Ready(self._worker, loop_name))
+            grace_s = await self._stopped
+            cancelled = await self._drain(grace_s)
+            loop.remove_reader(self._commands.fileno())
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            self._report()
+            self._send(Done(self._worker, cancelled))
+
+    # -- commands from the controller ------------------------------------------------------------------------
+
+    def _on_command(self) -> None:
+        try:
+            while self._commands.poll():
+                self._apply(self._commands.recv())
+        except (EOFError, OSError):
+            self._begin_stop(0.0)  # the controller is gone: nobody would read our records
+
+    def _apply(self, msg: object) -> None:
+        if self._stopping:
+            return
+        match msg:
+            case Go(t0_ns=t0, target=target, paused=paused):
+                self._going, self._paused = True, paused
+                self._retarget(target, t0)
+            case Target(target=target):
+                self._retarget(target, perf_counter_ns())
+            case Pause():
+                self._paused = True
+                self._cancel_arrivals()
+            case Resume():
+                self._paused = False
+                self._retarget(self._target, perf_counter_ns(), force=True)
+            case Stop(grace_s=grace_s):
+                self._begin_stop(grace_s)
+
+    def _retarget(self, target: WorkerTarget, start_ns: int, force: bool = False) -> None:
+        """Apply a share at once: raising starts requests now, lowering just stops replacing finished ones."""
+        old, self._target = self._target, target
+        if not self._going:
+            return
+        if target.mode is LoadMode.RATE and not self._paused:
+            if force or old.mode is not LoadMode.RATE or old.rate != target.rate or self._arrivals_task is None:
+                self._cancel_arrivals()
+                self._arrivals.restart(target.rate, start_ns)
+                assert self._loop is not None
+                self._arrivals_task = self._loop.create_task(self._arrivals_loop())
+        else:
+            self._cancel_arrivals()
+        self._fill()
+
+    def _begin_stop(self, grace_s: float) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self._cancel_arrivals()
+        if self._filler is not None:
+            self._filler.cancel()
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(grace_s)
+
+    # -- load ------------------------------------------------------------------------------------------------
+
+    def _wants_more(self) -> bool:
+        target = self._target
+        return (
+            target.mode is LoadMode.CONCURRENCY
+            and self._going
+            and not self._paused
+            and not self._stopping
+            and len(self._in_flight) < target.concurrency
+        )
+
+    def _fill(self) -> None:
+        """Closed loop: keep exactly ``concurrency`` requests open (unless paused, stopping or out of budget)."""
+        if self._wants_more() and (self._filler is None or self._filler.done()):
+            assert self._loop is not None
+            self._filler = self._loop.create_task(self._fill_loop())
+
+    async def _fill_loop(self) -> None:
+        """Start one request per loop turn. Starting one costs ~0.1-0.3 ms of aiohttp work; 256 of them in one
+        turn (a closed loop whose streams all finish together) would hold every arrival unread for tens of ms,
+        so the event loop polls the sockets (and stamps what came in) between starts."""
+        while self._wants_more() and self._take_budget():
+            self._launch(None)
+            await asyncio.sleep(0)
+
+    async def _arrivals_loop(self) -> None:
+        """Open loop: send at each due time of the seeded Poisson schedule, however the server is doing."""
+        arrivals = self._arrivals
+        while True:
+            due = arrivals.next_due_ns()
+            if due is None:
+                return
+            delay = due - perf_counter_ns()
+            while delay > _EARLY_NS:
+                await asyncio.sleep(delay / 1e9)
+                delay = due - perf_counter_ns()
+            if not self._take_budget():
+                return
+            self._launch(due)
+            # Even when behind schedule, let the new request start and commands (stop, pause) in right away.
+            await asyncio.sleep(0)
+
+    def _cancel_arrivals(self) -> None:
+        if self._arrivals_task is not None:
+            self._arrivals_task.cancel()
+            self._arrivals_task = None
+
+    def _take_budget(self) -> bool:
+        """With a request count, claim one start from the counter shared by all workers."""
+        if self._budget is None:
+            return True
+        if not self._budget_left:
+            return False
+        with self._budget.get_lock():
+            if self._budget.value >= self._config.max_requests:
+                self._budget_left = False
+                return False
+            self._budget.value += 1
+        return True
+
+    def _launch(self, t_scheduled_ns: int | None) -> None:
+        self._seq += 1
+        seq = self._seq
+        spec = self._factory.make(seq, request_rng(self._config.seed, self._worker, seq))
+        assert self._loop is not None and self._client is not None
+        task = self._loop.create_task(self._one(seq, spec, t_scheduled_ns))
+        self._in_flight.add(task)
+        task.add_done_callback(self._on_done)
+
+    async def _one(self, seq: int, spec: Any, t_scheduled_ns: int | None) -> None:
+        assert self._client is not None
+        record = await self._client.run(seq, spec, t_scheduled_ns)
+        self._records.append(record)  # not append(await ...): the list is swapped by _report meanwhile
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:  # the client turns every request failure into a record: this is a bug, say so
+            self._send(Failed(self._worker, f"worker {self._worker}: {type(exc).__name__}: {exc}".splitlines()[0]))
+            self._begin_stop(0.0)
+            return
+        self._fill()
+
+    async def _drain(self, grace_s: float) -> int:
+        """Let open requests finish for up to ``grace_s``, then cancel the rest; returns how many were cancelled."""
+        open_now = set(self._in_flight)
+        if open_now and grace_s > 0:
+            _, pending = await asyncio.wait(open_now, timeout=grace_s)
+        else:
+            pending = open_now
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return len(pending)
+
+    # -- reporting -------------------------------------------------------------------------------------------
+
+    async def _report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL_S)
+            self._report()
+
+    async def _lag_loop(self) -> None:
+        """A periodic sleeper: how late it wakes is how long other work held the loop (chunks stamped late)."""
+        interval_ns = round(LAG_PROBE_S * 1e9)
+        while True:
+            t = perf_counter_ns()
+            await asyncio.sleep(LAG_PROBE_S)
+            lag_ms = (perf_counter_ns() - t - interval_ns) / 1e6
+            if lag_ms > self._max_lag_ms:
+                self._max_lag_ms = lag_ms
+
+    def _report(self) -> None:
+        assert self._client is not None
+        chunks, self._client.chunks = self._client.chunks, 0
+        records, self._records = self._records, []
+        lag, self._max_lag_ms = self._max_lag_ms, 0.0
+        progress = StreamProgress(self._worker, perf_counter_ns(), chunks, len(self._in_flight), max(0.0, lag))
+        self._send(Batch(self._worker, records, progress))
+
+    def _send(self, msg: object) -> None:
+        try:
+            self._data.send(msg)
+        except (OSError, ValueError):
+            self._begin_stop(0.0)

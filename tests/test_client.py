@@ -1,0 +1,127 @@
+"""One streaming request over real loopback HTTP against the simulated server: counts, stamps, error classes."""
+
+import random
+from time import perf_counter_ns
+
+import pytest
+from engine_helpers import config, free_port, set_sim, sim_server, sim_stamps
+
+from engine.client import IGNORE_EOS_REJECTED, ArrivalStampingHandler, StreamClient, completions_url, open_session
+from engine.config import RunConfig
+from engine.prompts import SyntheticFactory
+from engine.records import ErrorClass, RequestRecord
+
+NORMAL = {"error_rate": 0.0, "rate_429": 0.0, "reset_rate": 0.0, "malformed_rate": 0.0, "stall_rate": 0.0,
+          "no_usage": False, "tokens_per_chunk": 1, "strict_fields": False, "stall_s": 2.0}
+
+
+@pytest.fixture(scope="module")
+def sim_url():
+    with sim_server(speed=20.0, seed=3) as url:
+        yield url
+
+
+@pytest.fixture
+def sim(sim_url):
+    set_sim(sim_url, **NORMAL)
+    yield sim_url
+    set_sim(sim_url, **NORMAL)
+
+
+async def run_one(cfg: RunConfig, seq: int = 1) -> RequestRecord:
+    spec = SyntheticFactory(cfg.api, cfg.input_tokens, cfg.max_tokens).make(seq, random.Random(seq))
+    async with open_session(cfg) as session:
+        client = StreamClient(cfg, session, worker=3)
+        record = await client.run(seq, spec)
+        assert client.chunks == record.chunks  # progress counting sees every content chunk once
+        return record
+
+
+@pytest.mark.parametrize("api", ["chat", "completions"])
+async def test_token_counts_and_stamps_match_the_server(sim, api):
+    rec = await run_one(config(sim, api=api, max_tokens=24, input_tokens=40))
+    assert rec.ok, rec.error_detail
+    truth = sim_stamps(sim, rec.response_id)
+    assert rec.output_tokens == truth["completion_tokens"] == 24
+    assert rec.input_tokens == truth["prompt_tokens"]
+    assert not rec.output_estimated
+    assert rec.chunks == len(rec.token_times_ns) == len(truth["chunk_write_ns"])
+    assert rec.worker == 3 and rec.request_id == 1 and rec.status == 200
+    # causality on one clock (CLOCK_MONOTONIC): start <= server receipt <= headers; each write <= its arrival
+    assert rec.t_scheduled_ns == rec.t_start_ns <= truth["t_received_ns"] <= rec.t_headers_ns
+    assert rec.t_first_token_ns == rec.token_times_ns[0]
+    assert all(w <= r for w, r in zip(truth["chunk_write_ns"], rec.token_times_ns, strict=True))
+    assert rec.token_times_ns[-1] <= rec.t_end_ns
+
+
+async def test_several_tokens_per_chunk_count_usage_not_chunks(sim):
+    set_sim(sim, tokens_per_chunk=4)
+    rec = await run_one(config(sim, max_tokens=20))
+    assert rec.ok and rec.chunks == 5 and rec.output_tokens == 20 and not rec.output_estimated
+
+
+async def test_without_usage_the_output_is_an_estimate(sim):
+    set_sim(sim, no_usage=True)
+    rec = await run_one(config(sim, max_tokens=12))
+    assert rec.ok
+    assert rec.output_estimated and rec.output_tokens == rec.chunks == 12 and rec.input_tokens is None
+
+
+@pytest.mark.parametrize(
+    ("patch", "fields", "cls"),
+    [
+        ({"error_rate": 1.0}, {}, ErrorClass.HTTP_5XX),
+        ({"rate_429": 1.0}, {}, ErrorClass.HTTP_429),
+        ({"reset_rate": 1.0}, {}, ErrorClass.STREAM_BROKEN),
+        ({"malformed_rate": 1.0}, {}, ErrorClass.MALFORMED),
+        ({"stall_rate": 1.0, "stall_s": 1.5}, {"read_timeout_s": 0.3}, ErrorClass.TIMEOUT),
+        ({}, {"model": "no-such-model"}, ErrorClass.HTTP_4XX),
+    ],
+)
+async def test_each_fault_is_counted_under_its_class(sim, patch, fields, cls):
+    set_sim(sim, **patch)
+    rec = await run_one(config(sim, max_tokens=16, **fields))
+    assert rec.error is cls, (rec.error, rec.error_detail)
+    assert rec.error_detail and "\n" not in rec.error_detail
+    assert not rec.ok and rec.t_end_ns >= rec.t_start_ns
+
+
+async def test_connection_refused_is_a_connect_error():
+    rec = await run_one(config(f"http://127.0.0.1:{free_port()}/v1"))
+    assert rec.error is ErrorClass.CONNECT and "refused" in rec.error_detail
+    assert rec.status is None and rec.t_headers_ns is None and rec.chunks == 0
+
+
+async def test_ignore_eos_is_sent_and_a_strict_server_says_so_plainly(sim):
+    rec = await run_one(config(sim, ignore_eos=True, max_tokens=8))
+    assert rec.ok and rec.output_tokens == 8
+    set_sim(sim, strict_fields=True)
+    rec = await run_one(config(sim, ignore_eos=True))
+    assert rec.error is ErrorClass.HTTP_4XX and rec.status == 422
+    assert rec.error_detail == IGNORE_EOS_REJECTED
+
+
+async def test_api_key_is_sent_as_bearer_and_never_echoed():
+    secret = "sk-test-0123456789abcdef"
+    with sim_server(speed=20.0, api_key=secret) as url:
+        ok = await run_one(config(url, api_key=secret))
+        assert ok.ok, ok.error_detail
+        wrong = await run_one(config(url, api_key=secret[::-1]))
+        assert wrong.error is ErrorClass.HTTP_4XX and wrong.status == 401
+        assert secret[::-1] not in wrong.error_detail and secret not in repr(wrong)
+
+
+async def test_arrival_stamps_are_taken_in_this_aiohttps_protocol(sim):
+    """The client stamps bytes when they reach the connection (engine/client.py); if an aiohttp upgrade changes
+    how protocols are built, the client silently falls back to read-time stamps: this test notices."""
+    cfg = config(sim)
+    async with open_session(cfg) as session:
+        body = {"model": cfg.model, "prompt": "hi", "max_tokens": 2, "stream": True}
+        async with session.post(completions_url(cfg.model_copy(update={"api": "completions"})), json=body) as resp:
+            protocol = resp.connection.protocol
+            assert isinstance(protocol, ArrivalStampingHandler)
+            assert 0 < protocol.arrival_ns <= perf_counter_ns()
+            before = protocol.arrival_ns
+            protocol.data_received(b"")  # what aiohttp does after each read to resume parsing: not an arrival
+            assert protocol.arrival_ns == before
+            await resp.read()

@@ -1,0 +1,178 @@
+"""`wattload run`: one clear line and exit 2 for what the user must fix; a summary, a report without the key, and
+a clean Ctrl-C for real runs. Real loopback HTTP against the simulator (and one tiny stdlib server)."""
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from engine_helpers import free_port, root_of, sim_server, wait_for
+
+from engine.client import IGNORE_EOS_REJECTED
+from engine.sim.model import SimConfig
+from engine.sim.process import start_sim_process
+from tui.cli import main
+
+SECRET = "sk-wattload-test-4f1c9e0b7d2a"
+WATTLOAD = [sys.executable, "-m", "tui.cli"]
+
+
+@pytest.fixture(autouse=True)
+def no_key_in_env(monkeypatch):
+    for name in ("OPENAI_API_KEY", "WATTLOAD_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    with sim_server(speed=20.0) as url:
+        yield url
+
+
+def fails_with_one_line(capsys, argv: list[str], *fragments: str) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("wattload: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_unreachable_endpoint(capsys):
+    fails_with_one_line(capsys, ["run", f"http://127.0.0.1:{free_port()}", "--headless"], "cannot connect",
+                        "connection refused")
+
+
+def test_wrong_path(capsys, sim):
+    fails_with_one_line(capsys, ["run", root_of(sim) + "/nothing/here", "--headless"], "no OpenAI-compatible API")
+
+
+def test_unknown_model(capsys, sim):
+    fails_with_one_line(capsys, ["run", sim, "--model", "nope", "--headless"], "'nope' is not served", "--model")
+
+
+def test_key_messages_name_the_fix(capsys):
+    with sim_server(speed=20.0, api_key=SECRET) as url:
+        fails_with_one_line(capsys, ["run", url, "--headless"], "HTTP 401", "--api-key")
+        line = fails_with_one_line(capsys, ["run", url, "--headless", "--api-key", "sk-wrong"], "refused the API key")
+        assert "sk-wrong" not in line
+
+
+def test_ignore_eos_rejected_says_so(capsys):
+    with sim_server(speed=20.0, strict_fields=True) as url:
+        line = fails_with_one_line(capsys, ["run", url, "--headless", "--ignore-eos"])
+    assert line == f"wattload: {IGNORE_EOS_REJECTED}"
+
+
+class _TwoModels(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"object": "list", "data": [{"id": "alpha"}, {"id": "beta"}]}).encode()
+        self.send_response(200 if self.path == "/v1/models" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_several_models_ask_for_one(capsys):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TwoModels)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        fails_with_one_line(capsys, ["run", url, "--headless"], "2 models", "alpha, beta", "--model")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--concurrency", "-1"], ["--duration", "soon"], ["--rate", "x"], ["-c", "2", "--rate", "3"], ["--api", "grpc"]],
+)
+def test_bad_flag_values_are_argparse_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "http://127.0.0.1:9", *argv])
+    assert exc.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_neither_url_nor_sim(capsys):
+    fails_with_one_line(capsys, ["run", "--headless"], "--sim")
+
+
+def test_json_report_has_the_figures_and_never_the_key(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    out = tmp_path / "report.json"
+    with sim_server(speed=20.0, api_key=SECRET) as url:
+        code = main(["run", url, "--headless", "-n", "6", "-c", "3", "--max-tokens", "8", "--json", str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    text = out.read_text()
+    assert SECRET not in text and SECRET not in printed.out and SECRET not in printed.err
+    report = json.loads(text)
+    assert report["settings"]["base_url"] == url and "api_key" not in report["settings"]
+    assert report["result"]["total"]["requests"] == 6
+    assert report["result"]["total"]["output_tokens"] == 6 * 8
+    assert report["state"] == "stopped" and report["stop_reason"] == "request count reached (6)"
+    assert "6 ok, no errors" in printed.out and "TTFT" in printed.out
+
+
+def test_server_faults_during_a_run_are_counted_by_class_and_the_run_goes_on(tmp_path, capsys):
+    out = tmp_path / "faults.json"
+    with sim_server(speed=20.0, seed=7, error_rate=0.2, rate_429=0.1, reset_rate=0.15, malformed_rate=0.15) as url:
+        code = main(["run", url, "--headless", "-n", "40", "-c", "4", "--max-tokens", "8", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    total = json.loads(out.read_text())["result"]["total"]
+    assert total["requests"] + total["errors"] == 40
+    assert set(total["errors_by_class"]) == {"http_5xx", "http_429", "stream_broken", "malformed"}
+    for cls, n in total["errors_by_class"].items():
+        assert f"{cls} {n}" in printed
+
+
+def test_sim_flag_runs_against_the_simulated_server_and_its_gpu(tmp_path):
+    out = tmp_path / "sim.json"
+    done = subprocess.run([*WATTLOAD, "run", "--sim", "--headless", "-n", "4", "--max-tokens", "8", "--json", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["result"]["total"]["requests"] == 4
+    assert report["result"]["gpu"]["source"] == "sim"
+
+
+def test_ctrl_c_stops_cleanly_and_still_prints_the_summary():
+    with start_sim_process(SimConfig(speed=1.0)) as sim:
+        proc = subprocess.Popen([*WATTLOAD, "run", sim.url, "--headless", "-c", "4", "--max-tokens", "64"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            metrics = f"{root_of(sim.url)}/metrics"
+
+            def finished_some() -> bool:
+                text = httpx.get(metrics, timeout=5).text
+                found = re.search(r"^vllm:request_success_total\S* (\d+)", text, re.MULTILINE)
+                return found is not None and int(found.group(1)) >= 4
+
+            wait_for(finished_some, 60, "the run to finish a few requests")
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert "wattload run: " in out and "stopped by the operator" in out
+    assert re.search(r"requests\s+\d+ ok", out)
