@@ -1,0 +1,136 @@
+"""Probe requests that calibrate prompt lengths and check that a request shape fits the server's context.
+
+They go through the same client (``engine.client``) as the load itself, so the bodies, headers and usage parsing
+are identical to what the workers send; only ``max_tokens`` is 1, so a probe costs one prefill.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+
+from engine.calibration import (
+    DEFAULT_TOLERANCE,
+    CalibrationResult,
+    TokenModel,
+    WordsProbe,
+    converge,
+    measure_text,
+    measure_vocabulary,
+)
+from engine.client import StreamClient, completions_url, error_message, open_session, request_body, request_headers
+from engine.config import RunConfig
+from engine.prompts import RequestSpec
+from engine.workload import LoadedProfile
+from engine.workload_prompts import VOCABULARY, ProfileRequestFactory, build_factory, prefix_words
+
+PROBE_TIMEOUT_S = 120.0
+_CONTEXT_RE = re.compile(r"context|max_model_len|too long|must be <=|exceeds", re.IGNORECASE)
+
+
+class ProbeError(RuntimeError):
+    """A probe request failed; ``str()`` is one line (the server's own reason when it gave one)."""
+
+
+class ExceedsContext(ProbeError):
+    """The server refused the request shape as too long for its context window (or its whole KV cache)."""
+
+
+def _probe_config(config: RunConfig) -> RunConfig:
+    return config.model_copy(update={"request_timeout_s": min(config.request_timeout_s, PROBE_TIMEOUT_S)})
+
+
+async def prompt_tokens_of(client: StreamClient, spec: RequestSpec) -> int:
+    """Send ``spec`` with max_tokens=1 and return the server's usage.prompt_tokens."""
+    record = await client.run(0, replace(spec, max_tokens=1))
+    if record.error is not None:
+        detail = record.error_detail or record.error.value
+        if record.status in (400, 413, 422) and _CONTEXT_RE.search(detail):
+            raise ExceedsContext(detail)
+        raise ProbeError(f"calibration probe failed: {detail}")
+    if record.input_tokens is None:
+        raise ProbeError("the server sent no usage.prompt_tokens, so prompt lengths cannot be calibrated")
+    return record.input_tokens
+
+
+async def check_fits(config: RunConfig, spec: RequestSpec) -> None:
+    """Raise ExceedsContext when the server refuses this prompt with its full max_tokens; the stream is closed as
+    soon as the status line arrives, so a fitting request costs almost nothing."""
+    import aiohttp
+
+    body = request_body(config, spec)
+    timeout = aiohttp.ClientTimeout(total=min(config.request_timeout_s, PROBE_TIMEOUT_S))
+    async with (
+        open_session(config) as session,
+        session.post(completions_url(config), json=body, headers=request_headers(config), timeout=timeout) as resp,
+    ):
+        if resp.status == 200:
+            resp.close()  # do not wait for the generation: closing the stream frees the server's slot
+            return
+        message = error_message(await resp.content.read(4096))
+        line = f"HTTP {resp.status}: {message}" if message else f"HTTP {resp.status}"
+        if resp.status in (400, 413, 422) and _CONTEXT_RE.search(message):
+            raise ExceedsContext(line)
+        raise ProbeError(f"probe failed: {line}")
+
+
+async def calibrate_profile(
+    config: RunConfig, loaded: LoadedProfile, seed: int = 0, *, tolerance: float = DEFAULT_TOLERANCE
+) -> tuple[ProfileRequestFactory, CalibrationResult | None]:
+    """Fit the words->tokens model for this profile on this server and return the calibrated factory.
+
+    Dataset profiles need no calibration (their prompts are what they are); their factory is returned as is.
+    Raises ExceedsContext when even the probes do not fit, ProbeError when the server fails them.
+    """
+    factory = build_factory(loaded, seed=seed)
+    if loaded.dataset is not None:
+        return factory, None
+    cfg = _probe_config(config)
+    target = loaded.profile.input.expected()
+    rng = random.Random(f"calibrate:{seed}")
+    async with open_session(cfg) as session:
+        client = StreamClient(cfg, session)
+
+        async def probe_words(words: Sequence[str]) -> int:
+            return await prompt_tokens_of(client, factory.spec_for_body(words, 1))
+
+        model, probes = await measure_vocabulary(probe_words, VOCABULARY, loaded.profile.input.bounds()[0])
+        groups = prefix_words(loaded, model, seed)
+        if groups:
+            sizes = [await _prefix_tokens(probe_words, words, model) for words in groups]
+            probes += 2 * len(groups)
+            model = model.model_copy(update={"prefix_tokens": tuple(sizes)})
+        seq = 0
+
+        async def probe_target(m: TokenModel) -> tuple[int, float]:
+            nonlocal seq
+            seq += 1
+            spec = replace(factory, token_model=m, prefixes=_prefixes(groups)).make(seq, rng)
+            return await prompt_tokens_of(client, spec), float(spec.input_tokens)
+
+        result = await converge(probe_target, model, target, tolerance=tolerance)
+    result = result.model_copy(update={"probes": result.probes + probes})
+    return replace(factory, token_model=result.model, prefixes=_prefixes(groups)), result
+
+
+async def _prefix_tokens(probe: WordsProbe, words: Sequence[str], model: TokenModel) -> float:
+    """A shared prefix's tokens; estimated from the ratio when the doubled probe does not fit the context."""
+    try:
+        return await measure_text(probe, words)
+    except ExceedsContext:
+        return model.tokens_per_word * len(words)
+
+
+def _prefixes(groups: list[list[str]]) -> tuple[str, ...]:
+    return tuple(" ".join(w) for w in groups)
+
+
+async def check_cell_fits(
+    config: RunConfig, factory: ProfileRequestFactory, input_tokens: int, max_tokens: int
+) -> None:
+    """Does a request of this shape fit the server? (Matrix cells: a small server cannot serve the big cells.)"""
+    words = factory.token_model.words_for(input_tokens)
+    spec = factory.spec_for_body(random.Random(0).choices(VOCABULARY, k=words), max_tokens)
+    await check_fits(_probe_config(config), spec)

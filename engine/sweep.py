@@ -1,0 +1,315 @@
+"""Driving the ceiling finder: hold each concurrency step until its window is steady, judge it, step up.
+
+Two drivers share one step judge (``StepJudge``) and one set of rules (``engine.sweep_logic.CeilingFinder``):
+``SweepRunner`` blocks the calling thread on a controller's snapshots (the headless ``wattload sweep``), and
+``AutoRamp`` is fed one snapshot per tick by the TUI (the ``a`` key) and never blocks.
+
+Each step is a phase of the session: the concurrency change itself is a CONCURRENCY event (the controller emits
+it), and when the controller offers ``annotate(text)`` the runner adds an ANNOTATION naming the step, so
+recordings and reports can split the session into steps.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from time import perf_counter_ns
+
+from engine.control import LoadControl
+from engine.lengths import LengthTally
+from engine.records import ControlEvent, EventKind
+from engine.snapshot import RunState, Snapshot
+from engine.sweep_logic import CeilingFinder, StepResult, SweepOutcome, SweepSettings, step_from_snapshot
+
+_SNAPSHOT_WAIT_S = 2.0  # the controller ticks at 4 Hz; silence for this long means it stopped ticking
+_MAX_SILENT_WAITS = 5
+MIN_FAILING_SAMPLE = 20  # requests in a window before its error rate alone may end a step early
+
+
+class SweepAborted(RuntimeError):
+    """The session ended under the sweep (a worker died, the server vanished): the steps so far still count."""
+
+
+def step_label(index: int, concurrency: int) -> str:
+    """The annotation that opens a step's phase (reports split sessions on these)."""
+    return f"sweep step {index + 1}: concurrency {concurrency}"
+
+
+def _enter_step(control: LoadControl, index: int, concurrency: int) -> None:
+    """Set the step's load and mark it as a phase: the controller logs the CONCURRENCY event itself, and an
+    ANNOTATION names the step (``Controller.emit``; a control without it just gets the load change)."""
+    control.set_concurrency(concurrency)
+    emit = getattr(control, "emit", None)
+    if callable(emit):
+        label = step_label(index, concurrency)
+        emit(ControlEvent(perf_counter_ns(), EventKind.ANNOTATION, value=concurrency, message=label))
+
+
+class StepJudge:
+    """Decides when one step's window is steady and measures the step from its snapshots.
+
+    A window is usable once it covers only this step: ``window_s`` after the change and the snapshot's own
+    ``steady`` flag (no load change inside the window). It is steady once output tok/s stayed within
+    ``steady_tolerance`` of its mean over the last half window and something completed; a usable window whose
+    error rate is over twice the limit ends the step at once. Past ``step_time_s`` the step ends anyway, marked
+    not steady.
+    """
+
+    def __init__(self, index: int, concurrency: int, settings: SweepSettings, t_start_s: float) -> None:
+        self.index = index
+        self.concurrency = concurrency
+        self.settings = settings
+        self.t_start_s = t_start_s
+        self._recent: list[tuple[float, float]] = []  # (t_s, window output tok/s) of usable snapshots
+        self.last: Snapshot | None = None
+
+    def held_s(self, snap: Snapshot) -> float:
+        return max(0.0, snap.t_s - self.t_start_s)
+
+    def feed(self, snap: Snapshot) -> StepResult | None:
+        """The measured step once it is steady or out of time; None while it should hold."""
+        if snap.target_concurrency != self.concurrency:
+            return None  # a snapshot from before the change reached the controller
+        self.last = snap
+        s = self.settings
+        window = snap.window_s or s.window_s  # the controller's real window decides when it holds only this step
+        held = self.held_s(snap)
+        usable = held >= window and snap.steady
+        if usable:
+            self._recent.append((snap.t_s, snap.window.output_tokens_per_s))
+            self._recent = [p for p in self._recent if p[0] >= snap.t_s - window]
+            if self._is_steady(snap) or self._clearly_failing(snap):
+                return step_from_snapshot(self.index, self.concurrency, held, True, snap)
+        if held >= s.step_time_s:
+            return step_from_snapshot(self.index, self.concurrency, held, False, snap)
+        return None
+
+    def _clearly_failing(self, snap: Snapshot) -> bool:
+        """A full window of this step with errors far over the limit: waiting for steadiness changes nothing."""
+        w = snap.window
+        return w.requests + w.errors >= MIN_FAILING_SAMPLE and w.error_rate > 2 * self.settings.max_error_rate
+
+    def _is_steady(self, snap: Snapshot) -> bool:
+        s = self.settings
+        horizon = snap.t_s - (snap.window_s or s.window_s) / 2
+        if not self._recent or self._recent[0][0] > horizon + 1e-9:
+            return False  # usable snapshots do not cover the last half window yet
+        values = [v for t, v in self._recent if t >= horizon - 1e-9]
+        if len(values) < 3 or snap.window.requests + snap.window.errors == 0:
+            return False
+        mean = sum(values) / len(values)
+        if mean <= 0:
+            return all(v == 0 for v in values)
+        return all(abs(v - mean) <= s.steady_tolerance * mean for v in values)
+
+
+@dataclass(frozen=True, slots=True)
+class StepProgress:
+    """Where a running sweep is, for progress lines."""
+
+    index: int  # 0-based step number
+    planned: int  # steps in the plan (the sweep usually stops earlier)
+    concurrency: int
+    held_s: float
+    step_time_s: float
+    finished: StepResult | None = None  # set once per step, when it was judged
+
+
+ProgressCallback = Callable[[StepProgress], None]
+
+
+class SweepRunner:
+    """Runs the ceiling finder on a started controller, blocking the calling thread until it stops."""
+
+    def __init__(
+        self,
+        control: LoadControl,
+        settings: SweepSettings,
+        on_progress: ProgressCallback | None = None,
+        stop_flag: threading.Event | None = None,
+        lengths: LengthTally | None = None,
+    ) -> None:
+        self.control = control
+        self.settings = settings
+        self.finder = CeilingFinder(settings)
+        self._on_progress = on_progress
+        self._stop = stop_flag or threading.Event()
+        self._lengths = lengths
+        self._snaps: queue.Queue[Snapshot] = queue.Queue()
+
+    def run(self) -> SweepOutcome:
+        """Step until the finder stops (or the stop flag is set, or the session ends); returns what it found."""
+        self.control.subscribe(self._snaps.put)
+        try:
+            return self._run()
+        finally:
+            unsubscribe = getattr(self.control, "unsubscribe", None)
+            if callable(unsubscribe):
+                unsubscribe(self._snaps.put)
+
+    def _run(self) -> SweepOutcome:
+        planned = self.settings.step_count()
+        try:
+            while (n := self.finder.next_concurrency()) is not None:
+                if self._stop.is_set():
+                    self.finder.stop("interrupted")
+                    break
+                index = len(self.finder.steps)
+                step = self._hold(index, n, planned)
+                if step is None:
+                    break
+                judged = self.finder.record(step)
+                self._progress(StepProgress(index, planned, n, step.held_s, self.settings.step_time_s, judged))
+        except SweepAborted as exc:
+            self.finder.stop(str(exc))
+        return self.finder.outcome()
+
+    def _hold(self, index: int, n: int, planned: int) -> StepResult | None:
+        _enter_step(self.control, index, n)
+        if self._lengths is not None:
+            self._lengths.begin_phase(index)
+        judge = StepJudge(index, n, self.settings, self._now_s())
+        silent = 0
+        while not self._stop.is_set():
+            try:
+                snap = self._snaps.get(timeout=_SNAPSHOT_WAIT_S)
+            except queue.Empty:
+                silent += 1
+                if silent >= _MAX_SILENT_WAITS:
+                    raise SweepAborted("the controller stopped sending snapshots") from None
+                continue
+            silent = 0
+            if snap.state in (RunState.FAILED, RunState.STOPPED):
+                raise SweepAborted(snap.message or f"the session {snap.state.value}")
+            result = judge.feed(snap)
+            if result is not None:
+                return self._with_lengths(result)
+            self._progress(StepProgress(index, planned, n, judge.held_s(snap), self.settings.step_time_s))
+        self.finder.stop("interrupted")
+        return None
+
+    def _with_lengths(self, step: StepResult) -> StepResult:
+        """Exact per-request means from the tally (the window's token sums include requests still streaming)."""
+        if self._lengths is None:
+            return step
+        check = self._lengths.check(step.index)
+        return step.model_copy(
+            update={"mean_input_tokens": check.actual_input, "mean_output_tokens": check.actual_output}
+        )
+
+    def _now_s(self) -> float:
+        """Session time of the latest snapshot: steps are timed on the snapshots' own clock."""
+        while True:  # drop snapshots taken before the change; the judge also filters on target_concurrency
+            try:
+                self._snaps.get_nowait()
+            except queue.Empty:
+                break
+        return self.control.latest.t_s
+
+    def _progress(self, p: StepProgress) -> None:
+        if self._on_progress is not None:
+            self._on_progress(p)
+
+
+class AutoRamp:
+    """The TUI's auto-ramp (the ``a`` key): the ceiling finder driven one snapshot at a time.
+
+    Call ``on_snapshot`` from the UI for every snapshot (it never blocks; it calls ``set_concurrency`` on the
+    control). It starts from the current target concurrency (or ``settings.start`` when idle; a rate-mode
+    session switches to concurrency), steps up while throughput rises, and when it finishes by itself it holds
+    the load at the capacity it found. Steps are judged over the session's own window (``Snapshot.window_s``).
+    The operator changing the load by hand, or toggling it off, ends the ramp and leaves the load alone.
+    """
+
+    OVERRIDE_GRACE_S = 1.0  # snapshots this soon after a step change may predate it (queued in the UI)
+
+    def __init__(self, control: LoadControl, settings: SweepSettings | None = None) -> None:
+        self.control = control
+        self.base_settings = settings or SweepSettings()
+        self._finder: CeilingFinder | None = None
+        self._judge: StepJudge | None = None
+        self._outcome: SweepOutcome | None = None
+        self._held = False
+
+    @property
+    def enabled(self) -> bool:
+        return self._finder is not None
+
+    @property
+    def outcome(self) -> SweepOutcome | None:
+        """The last finished (or stopped) ramp's result."""
+        return self._outcome
+
+    def toggle(self) -> str:
+        """Start or stop the ramp; returns a line for the event log."""
+        if self._finder is not None:
+            self._finish("stopped by the operator", hold=False)
+            return self._summary("auto-ramp off")
+        start = max(1, self.control.latest.target_concurrency or self.base_settings.start)
+        settings = self.base_settings.model_copy(update={"start": start, "max": max(start, self.base_settings.max)})
+        self._finder = CeilingFinder(settings)
+        self._outcome = None
+        self._begin_step(self.control.latest)
+        return f"auto-ramp on: from concurrency {start}, up to {settings.max}"
+
+    def status(self) -> str:
+        """A short label for the header while the ramp runs (empty when it does not)."""
+        if self._finder is None or self._judge is None:
+            return ""
+        j = self._judge
+        held = j.held_s(j.last) if j.last is not None else 0.0
+        return f"auto: c={j.concurrency} step {j.index + 1} {held:.0f}/{self._finder.settings.step_time_s:.0f}s"
+
+    def on_snapshot(self, snap: Snapshot) -> str | None:
+        """Advance the ramp; returns an event-log line when a step ended or the ramp finished."""
+        if self._finder is None or self._judge is None:
+            return None
+        if snap.state in (RunState.STOPPED, RunState.FAILED, RunState.STOPPING):
+            self._finish("the session stopped", hold=False)
+            return self._summary("auto-ramp stopped")
+        j = self._judge
+        if snap.target_concurrency != j.concurrency and snap.t_s > j.t_start_s + self.OVERRIDE_GRACE_S:
+            self._finish(f"the operator set concurrency {snap.target_concurrency}", hold=False)
+            return self._summary("auto-ramp off")
+        step = j.feed(snap)
+        if step is None:
+            return None
+        judged = self._finder.record(step)
+        line = f"auto-ramp: c={judged.concurrency} {judged.output_tokens_per_s:,.0f} tok/s ({judged.verdict})"
+        if self._finder.done:
+            self._finish(self._finder.stop_reason)
+            return self._summary("auto-ramp done")
+        self._begin_step(snap)
+        return line
+
+    def _begin_step(self, snap: Snapshot) -> None:
+        assert self._finder is not None
+        n = self._finder.next_concurrency()
+        if n is None:
+            return
+        index = len(self._finder.steps)
+        _enter_step(self.control, index, n)
+        self._judge = StepJudge(index, n, self._finder.settings, snap.t_s)
+
+    def _finish(self, reason: str, hold: bool = True) -> None:
+        if self._finder is None:
+            return
+        self._finder.stop(reason)
+        self._outcome = self._finder.outcome()
+        self._finder = None
+        self._judge = None
+        self._held = hold and self._outcome.capacity is not None
+        if self._held and self._outcome.capacity is not None:
+            self.control.set_concurrency(self._outcome.capacity)
+
+    def _summary(self, head: str) -> str:
+        o = self._outcome
+        if o is None or o.capacity is None or o.capacity_step is None:
+            return f"{head}: {o.stop_reason if o else ''}".rstrip(": ")
+        hold = f"; holding at {o.capacity}" if self._held else ""
+        return (
+            f"{head}: capacity {o.capacity} ({o.capacity_step.output_tokens_per_s:,.0f} tok/s), knee {o.knee}"
+            f"{hold}. {o.stop_reason}"
+        )

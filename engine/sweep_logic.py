@@ -1,0 +1,302 @@
+"""The ceiling finder's decisions, apart from any server: which concurrency next, when to stop, what it found.
+
+Pure and synchronous so it can be tested with recorded snapshots. ``engine.sweep`` drives a live controller with
+it; the TUI's auto-ramp uses the same rules one step at a time.
+
+Rules (all figures over the step's own steady window):
+- a step *fails* when its error rate passes ``max_error_rate`` (10%), when a given SLO (TTFT p99, TPOT p99) is
+  passed, or when its output tok/s falls more than ``threshold`` (5%) below the best step so far;
+- a step *plateaus* when raising the load gained no more than ``threshold`` over the best step: the server is
+  saturated, more load would only queue;
+- the sweep stops at the first failure, at a plateau, or at ``max``.
+
+Results:
+- **capacity**: the lowest concurrency whose output tok/s is within ``threshold`` of the best error-free step
+  (the last good step before the throughput stopped rising);
+- **knee**: the last step whose throughput still grew by at least half as much as its load, relative to the
+  step before (beyond it, added concurrency mostly adds latency);
+- **goodput**: the highest output tok/s among steps that meet every given SLO (None when no SLO is given).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from enum import StrEnum
+from itertools import pairwise
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from engine.snapshot import Snapshot
+
+KNEE_EFFICIENCY = 0.5
+
+
+class SweepSettings(BaseModel):
+    """How the ceiling finder steps and when it stops."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start: int = Field(default=1, ge=1)
+    max: int = Field(default=512, ge=1)
+    factor: float = Field(default=2.0, gt=1)
+    """Geometric steps: each step multiplies the concurrency by this (rounded up to at least +1)."""
+    linear_step: int | None = Field(default=None, ge=1)
+    """Linear steps of this size instead of geometric ones."""
+    step_time_s: float = Field(default=20.0, gt=0)
+    """Longest hold per step; a step ends earlier once its window is steady."""
+    window_s: float = Field(default=10.0, gt=0)
+    """The sliding window a step is measured over (the shortest hold: the window must hold only this step)."""
+    steady_tolerance: float = Field(default=0.05, gt=0, lt=1)
+    """A window is steady when its output tok/s stayed within this fraction over the last half window."""
+    threshold: float = Field(default=0.05, gt=0, lt=1)
+    max_error_rate: float = Field(default=0.10, ge=0, le=1)
+    slo_ttft_p99_ms: float | None = Field(default=None, gt=0)
+    slo_tpot_p99_ms: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SweepSettings:
+        if self.start > self.max:
+            raise ValueError(f"--start ({self.start}) is above --max ({self.max})")
+        return self
+
+    @property
+    def has_slo(self) -> bool:
+        return self.slo_ttft_p99_ms is not None or self.slo_tpot_p99_ms is not None
+
+    def steps(self) -> Iterator[int]:
+        """The concurrency of every step, from ``start`` up to and including ``max``."""
+        n = self.start
+        while True:
+            yield n
+            if n >= self.max:
+                return
+            nxt = n + self.linear_step if self.linear_step else max(n + 1, round(n * self.factor))
+            n = min(nxt, self.max)
+
+    def step_count(self) -> int:
+        return sum(1 for _ in self.steps())
+
+
+class Verdict(StrEnum):
+    IMPROVED = "improved"  # best so far by more than the threshold (or the first step)
+    PLATEAU = "plateau"  # within the threshold of the best: saturated
+    DROPPED = "dropped"  # fell more than the threshold below the best
+    ERRORS = "errors"  # error rate over the limit
+    SLO = "slo"  # an SLO was passed (throughput may still be fine)
+
+
+class StepResult(BaseModel):
+    """One concurrency step, measured over its own steady window."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    index: int
+    concurrency: int
+    held_s: float
+    steady: bool
+    requests: int
+    errors: int
+    error_rate: float
+    errors_by_class: dict[str, int] = Field(default_factory=dict)
+    requests_per_s: float
+    output_tokens_per_s: float
+    input_tokens_per_s: float
+    mean_input_tokens: float | None = None
+    mean_output_tokens: float | None = None
+    ttft_p50_ms: float | None = None
+    ttft_p99_ms: float | None = None
+    tpot_p50_ms: float | None = None
+    tpot_p99_ms: float | None = None
+    itl_p99_ms: float | None = None
+    e2e_p99_ms: float | None = None
+    watts: float | None = None
+    joules_per_output_token: float | None = None
+    dollars_per_million_output: float | None = None
+    dollars_per_million_total: float | None = None
+    client_saturated: bool = False
+    verdict: Verdict | None = None
+    reason: str = ""
+
+    def slo_failures(self, settings: SweepSettings) -> list[str]:
+        """Which given SLOs this step passes over (a missing figure counts as passed over: nothing completed)."""
+        out: list[str] = []
+        if settings.slo_ttft_p99_ms is not None and (
+            self.ttft_p99_ms is None or self.ttft_p99_ms > settings.slo_ttft_p99_ms
+        ):
+            out.append(f"TTFT p99 {_ms(self.ttft_p99_ms)} > SLO {_ms(settings.slo_ttft_p99_ms)}")
+        if settings.slo_tpot_p99_ms is not None and (
+            self.tpot_p99_ms is None or self.tpot_p99_ms > settings.slo_tpot_p99_ms
+        ):
+            out.append(f"TPOT p99 {_ms(self.tpot_p99_ms)} > SLO {_ms(settings.slo_tpot_p99_ms)}")
+        return out
+
+
+def step_from_snapshot(index: int, concurrency: int, held_s: float, steady: bool, snap: Snapshot) -> StepResult:
+    """A step's figures from the snapshot that closed it (its window holds only this step)."""
+    w = snap.window
+    return StepResult(
+        index=index,
+        concurrency=concurrency,
+        held_s=held_s,
+        steady=steady,
+        requests=w.requests,
+        errors=w.errors,
+        error_rate=w.error_rate,
+        errors_by_class=dict(w.errors_by_class),
+        requests_per_s=w.requests_per_s,
+        output_tokens_per_s=w.output_tokens_per_s,
+        input_tokens_per_s=w.input_tokens_per_s,
+        mean_input_tokens=w.input_tokens / w.requests if w.requests else None,
+        mean_output_tokens=w.output_tokens / w.requests if w.requests else None,
+        ttft_p50_ms=w.ttft.p50,
+        ttft_p99_ms=w.ttft.p99,
+        tpot_p50_ms=w.tpot.p50,
+        tpot_p99_ms=w.tpot.p99,
+        itl_p99_ms=w.itl.p99,
+        e2e_p99_ms=w.e2e.p99,
+        watts=snap.gpu.window.mean_watts if snap.gpu.available else None,
+        joules_per_output_token=snap.gpu.window.joules_per_output_token if snap.gpu.available else None,
+        dollars_per_million_output=snap.cost.window_per_million_output,
+        dollars_per_million_total=snap.cost.window_per_million_total,
+        client_saturated=snap.client.saturated,
+    )
+
+
+class SweepOutcome(BaseModel):
+    """What the ceiling finder found."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    steps: list[StepResult]
+    stop_reason: str
+    capacity: int | None = None
+    capacity_step: StepResult | None = None
+    knee: int | None = None
+    goodput_tokens_per_s: float | None = None
+    goodput_concurrency: int | None = None
+
+
+class CeilingFinder:
+    """Judges each measured step and says whether to go on; ``outcome()`` summarises the steps so far."""
+
+    def __init__(self, settings: SweepSettings) -> None:
+        self.settings = settings
+        self._steps: list[StepResult] = []
+        self._plan = list(settings.steps())
+        self.stop_reason = ""
+
+    @property
+    def steps(self) -> Sequence[StepResult]:
+        return tuple(self._steps)
+
+    @property
+    def done(self) -> bool:
+        return bool(self.stop_reason)
+
+    def next_concurrency(self) -> int | None:
+        """The next step's concurrency, or None when the sweep is over."""
+        if self.done or len(self._steps) >= len(self._plan):
+            return None
+        return self._plan[len(self._steps)]
+
+    def record(self, step: StepResult) -> StepResult:
+        """Judge a measured step, remember it, and decide whether the sweep goes on. Returns the judged step."""
+        s = self.settings
+        best = self._best()
+        slo = step.slo_failures(s)
+        verdict: Verdict
+        if step.error_rate > s.max_error_rate:
+            verdict = Verdict.ERRORS
+            reason = f"error rate {step.error_rate:.0%} > {s.max_error_rate:.0%}{_error_classes(step)}"
+        elif best is not None and step.output_tokens_per_s < best.output_tokens_per_s * (1 - s.threshold):
+            verdict = Verdict.DROPPED
+            reason = (
+                f"output {step.output_tokens_per_s:,.0f} tok/s fell {_drop(step, best):.0%} below the best "
+                f"({best.output_tokens_per_s:,.0f} tok/s at concurrency {best.concurrency})"
+            )
+        elif slo:
+            verdict = Verdict.SLO
+            reason = "; ".join(slo)
+        elif best is None or step.output_tokens_per_s > best.output_tokens_per_s * (1 + s.threshold):
+            verdict = Verdict.IMPROVED
+            reason = ""
+        else:
+            verdict = Verdict.PLATEAU
+            reason = (
+                f"saturated: concurrency {step.concurrency} gained under {s.threshold:.0%} over concurrency "
+                f"{best.concurrency}"
+            )
+        judged = step.model_copy(update={"verdict": verdict, "reason": reason})
+        self._steps.append(judged)
+        if verdict is not Verdict.IMPROVED:
+            self.stop_reason = f"concurrency {step.concurrency}: {reason}"
+        elif len(self._steps) >= len(self._plan):
+            self.stop_reason = f"reached --max {s.max}"
+        return judged
+
+    def stop(self, reason: str) -> None:
+        """End early from outside (interrupted, the server went away)."""
+        if not self.stop_reason:
+            self.stop_reason = reason
+
+    def outcome(self) -> SweepOutcome:
+        s = self.settings
+        ok = [st for st in self._steps if st.verdict not in (Verdict.ERRORS, None) and st.requests > 0]
+        capacity_step: StepResult | None = None
+        if ok:
+            top = max(st.output_tokens_per_s for st in ok)
+            capacity_step = min(
+                (st for st in ok if st.output_tokens_per_s >= top * (1 - s.threshold)), key=lambda st: st.concurrency
+            )
+        good = [st for st in ok if st.verdict is not Verdict.SLO and not st.slo_failures(s)] if s.has_slo else []
+        goodput = max(good, key=lambda st: st.output_tokens_per_s) if good else None
+        return SweepOutcome(
+            steps=list(self._steps),
+            stop_reason=self.stop_reason or "not finished",
+            capacity=capacity_step.concurrency if capacity_step else None,
+            capacity_step=capacity_step,
+            knee=_knee(ok),
+            goodput_tokens_per_s=goodput.output_tokens_per_s if goodput else None,
+            goodput_concurrency=goodput.concurrency if goodput else None,
+        )
+
+    def _best(self) -> StepResult | None:
+        scored = [st for st in self._steps if st.verdict is not Verdict.ERRORS]
+        return max(scored, key=lambda st: st.output_tokens_per_s) if scored else None
+
+
+def _knee(steps: Sequence[StepResult]) -> int | None:
+    """The last step whose throughput still grew by at least half of its relative growth in load.
+
+    "Last", not "before the first miss": at very low load a fixed client or network overhead can make one early
+    step look inefficient although the server is far from saturated.
+    """
+    ordered = sorted(steps, key=lambda st: st.concurrency)
+    if not ordered:
+        return None
+    knee = ordered[0]
+    for prev, cur in pairwise(ordered):
+        if prev.output_tokens_per_s <= 0:
+            continue
+        load_growth = cur.concurrency / prev.concurrency - 1
+        tput_growth = cur.output_tokens_per_s / prev.output_tokens_per_s - 1
+        if tput_growth >= KNEE_EFFICIENCY * load_growth:
+            knee = cur
+    return knee.concurrency
+
+
+def _drop(step: StepResult, best: StepResult) -> float:
+    return 1 - step.output_tokens_per_s / best.output_tokens_per_s if best.output_tokens_per_s else 0.0
+
+
+def _error_classes(step: StepResult) -> str:
+    if not step.errors_by_class:
+        return ""
+    top = sorted(step.errors_by_class.items(), key=lambda kv: -kv[1])
+    return " (" + ", ".join(f"{k} {v}" for k, v in top[:3]) + ")"
+
+
+def _ms(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v / 1000:.2f} s" if v >= 1000 else f"{v:.0f} ms"

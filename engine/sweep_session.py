@@ -1,0 +1,193 @@
+"""One ceiling search against one server: calibrate, start a controller, run the finder, report.
+
+Used by ``wattload sweep`` for a profile and by the matrix run for each cell. The result carries everything
+needed to reproduce and trust it: the calibration, target versus measured lengths, each step's figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from time import perf_counter_ns
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from engine.calibration import CalibrationResult
+from engine.config import RunConfig
+from engine.control import LoadControl, SessionSink
+from engine.length_probe import ExceedsContext, ProbeError, check_cell_fits
+from engine.lengths import LengthCheck, LengthTally
+from engine.prompts import RequestFactory
+from engine.sweep import ProgressCallback, SweepRunner
+from engine.sweep_logic import SweepOutcome, SweepSettings
+from engine.workload import LoadedProfile
+from engine.workload_prompts import ProfileRequestFactory
+from engine.workload_setup import apply_profile, calibrated_factory
+
+if TYPE_CHECKING:
+    from engine.controller import Controller
+    from engine.pricing import PricingProfile
+
+CellStatus = Literal["ok", "exceeds context", "failed"]
+
+
+@dataclass(frozen=True)
+class SweepTarget:
+    """The server and how to measure it; ``config`` is the base run config (its load fields are overridden)."""
+
+    config: RunConfig
+    gpu: str = "none"
+    gpus: str | None = None
+    sim_url: str | None = None
+    pricing: PricingProfile | None = None
+
+
+class CeilingResult(BaseModel):
+    """One ceiling search: a profile's, or one matrix cell's."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workload: str
+    status: CellStatus
+    message: str = ""
+    calibration: CalibrationResult | None = None
+    lengths: LengthCheck = LengthCheck()
+    outcome: SweepOutcome | None = None
+    duration_s: float = 0.0
+
+    @property
+    def capacity_line(self) -> str:
+        o = self.outcome
+        if self.status != "ok" or o is None:
+            return f"{self.workload}: {self.status}{': ' + self.message if self.message else ''}"
+        if o.capacity is None or o.capacity_step is None:
+            return f"{self.workload}: no capacity found ({o.stop_reason})"
+        return (
+            f"{self.workload}: capacity {o.capacity} concurrent ({o.capacity_step.output_tokens_per_s:,.0f} output "
+            f"tok/s), knee {o.knee}"
+        )
+
+
+def run_config_for(target: SweepTarget, loaded: LoadedProfile, settings: SweepSettings, seed: int) -> RunConfig:
+    """The run config a search uses: the profile's API shape, the sweep's window, the first step's load."""
+    return apply_profile(target.config, loaded).model_copy(
+        update={
+            "window_s": settings.window_s,
+            "concurrency": settings.start,
+            "duration_s": None,
+            "max_requests": None,
+            "seed": seed,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A workload ready to run on a server: its run config and its calibrated request factory."""
+
+    loaded: LoadedProfile
+    config: RunConfig
+    factory: ProfileRequestFactory
+    calibration: CalibrationResult | None
+    t0_ns: int
+
+
+def prepare(
+    target: SweepTarget,
+    loaded: LoadedProfile,
+    settings: SweepSettings,
+    seed: int = 0,
+    check_fits: tuple[int, int] | None = None,
+) -> Prepared | CeilingResult:
+    """Calibrate (and check that the largest request fits); a result instead when the workload cannot run.
+
+    ``check_fits`` = (input, output) tokens of the largest request: a shape the server cannot hold is reported
+    "exceeds context" rather than failing every request of the run.
+    """
+    t0 = perf_counter_ns()
+    config = run_config_for(target, loaded, settings, seed)
+    try:
+        factory, calibration = calibrated_factory(config, loaded, seed)
+        if check_fits is not None:
+            asyncio.run(check_cell_fits(config, factory, *check_fits))
+    except ExceedsContext as exc:
+        return _ended(loaded, t0, "exceeds context", str(exc))
+    except (ProbeError, ValueError, OSError) as exc:
+        return _ended(loaded, t0, "failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return Prepared(loaded, config, factory, calibration, t0)
+
+
+def open_controller(
+    target: SweepTarget, config: RunConfig, factory: RequestFactory, sinks: tuple[SessionSink, ...] = ()
+) -> Controller:
+    """A controller for the target (telemetry, pricing) driving ``factory``; not started."""
+    from engine.controller import Controller
+
+    return Controller(
+        config,
+        gpu=target.gpu,
+        gpus=target.gpus,
+        sim_url=target.sim_url,
+        pricing=target.pricing,
+        sinks=sinks,
+        request_factory=factory,
+    )
+
+
+def search(
+    control: LoadControl,
+    prepared: Prepared,
+    settings: SweepSettings,
+    tally: LengthTally,
+    *,
+    on_progress: ProgressCallback | None = None,
+    stop_flag: threading.Event | None = None,
+) -> CeilingResult:
+    """Run the ceiling finder on a started controller whose requests come from ``prepared``'s factory and whose
+    finished requests reach ``tally``."""
+    outcome = SweepRunner(control, settings, on_progress, stop_flag, lengths=tally).run()
+    ok = any(s.requests for s in outcome.steps)
+    return _ended(
+        prepared.loaded,
+        prepared.t0_ns,
+        "ok" if ok else "failed",
+        "" if ok else outcome.stop_reason,
+        calibration=prepared.calibration,
+        lengths=tally.check(),
+        outcome=outcome,
+    )
+
+
+def find_ceiling(
+    target: SweepTarget,
+    loaded: LoadedProfile,
+    settings: SweepSettings,
+    *,
+    seed: int = 0,
+    on_progress: ProgressCallback | None = None,
+    stop_flag: threading.Event | None = None,
+    check_fits: tuple[int, int] | None = None,
+) -> CeilingResult:
+    """Calibrate, then run the ceiling finder on a fresh controller (one ceiling search, start to end)."""
+    prepared = prepare(target, loaded, settings, seed, check_fits)
+    if isinstance(prepared, CeilingResult):
+        return prepared
+    tally = LengthTally.for_profile(loaded)
+    controller = open_controller(target, prepared.config, prepared.factory, (tally,))
+    try:
+        controller.start()
+        return search(controller, prepared, settings, tally, on_progress=on_progress, stop_flag=stop_flag)
+    finally:
+        controller.close()
+
+
+def _ended(loaded: LoadedProfile, t0_ns: int, status: CellStatus, message: str = "", **kw: Any) -> CeilingResult:
+    return CeilingResult(
+        workload=loaded.profile.name,
+        status=status,
+        message=message,
+        duration_s=(perf_counter_ns() - t0_ns) / 1e9,
+        **kw,
+    )

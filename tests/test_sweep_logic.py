@@ -1,0 +1,160 @@
+"""The ceiling finder's rules on recorded figures: step plans, verdicts, capacity, knee, goodput, steadiness."""
+
+import pytest
+from pydantic import ValidationError
+
+from engine.snapshot import Percentiles, RunState, Snapshot, WindowStats
+from engine.sweep import StepJudge
+from engine.sweep_logic import CeilingFinder, StepResult, SweepSettings, Verdict, step_from_snapshot
+
+
+def step(i, c, tps, *, err=0.0, ttft=50.0, tpot=20.0, requests=100):
+    return StepResult(
+        index=i,
+        concurrency=c,
+        held_s=10,
+        steady=True,
+        requests=requests,
+        errors=round(requests * err / (1 - err)) if err < 1 else requests,
+        error_rate=err,
+        requests_per_s=tps / 100,
+        output_tokens_per_s=tps,
+        input_tokens_per_s=tps,
+        ttft_p99_ms=ttft,
+        tpot_p99_ms=tpot,
+    )
+
+
+def run(settings, figures):
+    """Feed (throughput, kwargs) per planned step until the finder stops; return the finder."""
+    finder = CeilingFinder(settings)
+    for i, (tps, kw) in enumerate(figures):
+        c = finder.next_concurrency()
+        assert c is not None, "the finder asked for no more steps"
+        finder.record(step(i, c, tps, **kw))
+        if finder.done:
+            break
+    return finder
+
+
+def test_geometric_and_linear_plans_end_exactly_at_max():
+    assert list(SweepSettings(start=1, max=512).steps()) == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+    assert list(SweepSettings(start=3, max=20, factor=1.5).steps()) == [3, 4, 6, 9, 14, 20]
+    assert list(SweepSettings(start=2, max=9, linear_step=3).steps()) == [2, 5, 8, 9]
+    assert SweepSettings(start=1, max=1).step_count() == 1
+    with pytest.raises(ValidationError, match=r"--start \(8\) is above --max \(4\)"):
+        SweepSettings(start=8, max=4)
+
+
+def test_plateau_stops_and_capacity_is_the_first_step_at_the_ceiling():
+    f = run(SweepSettings(), [(100, {}), (200, {}), (390, {}), (700, {}), (720, {})])
+    o = f.outcome()
+    assert [s.verdict for s in o.steps][-1] is Verdict.PLATEAU
+    assert o.capacity == 8 and o.capacity_step.output_tokens_per_s == 700
+    assert o.knee == 8  # 4 -> 8 still grew 79% for 100% more load
+    assert "saturated" in o.stop_reason
+    assert o.goodput_tokens_per_s is None  # no SLO given
+
+
+def test_a_drop_beyond_the_threshold_stops():
+    f = run(SweepSettings(threshold=0.05), [(100, {}), (200, {}), (150, {})])
+    o = f.outcome()
+    assert o.steps[-1].verdict is Verdict.DROPPED
+    assert "fell 25% below the best" in o.stop_reason
+    assert o.capacity == 2
+
+
+def test_error_rate_over_ten_percent_stops_and_is_not_capacity():
+    f = run(SweepSettings(), [(100, {}), (200, {}), (400, {"err": 0.2})])
+    o = f.outcome()
+    assert o.steps[-1].verdict is Verdict.ERRORS
+    assert "error rate 20% > 10%" in o.stop_reason
+    assert o.capacity == 2  # the step with errors never counts, however fast it was
+
+
+def test_slo_stops_and_goodput_is_the_best_step_within_it():
+    settings = SweepSettings(slo_ttft_p99_ms=1000, slo_tpot_p99_ms=60)
+    f = run(settings, [(100, {}), (200, {"tpot": 59}), (380, {"ttft": 1500})])
+    o = f.outcome()
+    assert o.steps[-1].verdict is Verdict.SLO
+    assert "TTFT p99 1.50 s > SLO 1.00 s" in o.stop_reason
+    assert o.goodput_tokens_per_s == 200 and o.goodput_concurrency == 2
+    assert o.capacity == 4  # throughput ceiling seen so far; the SLO bounds goodput, not throughput
+
+
+def test_reaching_max_stops_with_that_reason():
+    f = run(SweepSettings(start=1, max=4), [(100, {}), (200, {}), (400, {})])
+    assert f.done and f.stop_reason == "reached --max 4"
+    assert f.outcome().capacity == 4
+
+
+def test_knee_ignores_an_inefficient_first_step():
+    f = run(SweepSettings(), [(100, {}), (140, {}), (280, {}), (540, {}), (700, {}), (710, {})])
+    assert f.outcome().knee == 8
+
+
+# -- holding a step: StepJudge on recorded snapshots ----------------------------------------------------------
+
+
+def snap(t, tps, *, conc=4, steady=True, requests=20):
+    return Snapshot(
+        t_s=t,
+        window_s=2.0,
+        state=RunState.RUNNING,
+        target_concurrency=conc,
+        steady=steady,
+        window=WindowStats(
+            span_s=2.0,
+            requests=requests,
+            output_tokens_per_s=tps,
+            ttft=Percentiles(count=requests, p99=80.0, p50=40.0),
+        ),
+    )
+
+
+def feed(judge, snaps):
+    for s in snaps:
+        result = judge.feed(s)
+        if result is not None:
+            return s.t_s, result
+    return None, None
+
+
+def test_a_step_holds_until_its_window_only_covers_it_and_is_steady():
+    settings = SweepSettings(window_s=2.0, step_time_s=20.0, steady_tolerance=0.05)
+    judge = StepJudge(0, 4, settings, t_start_s=10.0)
+    snaps = [snap(10.0 + k * 0.25, 1000.0, steady=10.0 + k * 0.25 >= 12.0) for k in range(40)]
+    snaps.insert(0, snap(9.9, 10.0, conc=2))  # before the change reached the controller: ignored
+    t, result = feed(judge, snaps)
+    assert t == pytest.approx(13.0)  # window (2 s) after the change, plus half a window of steady figures
+    assert result.steady and result.concurrency == 4 and result.output_tokens_per_s == 1000.0
+    assert result.ttft_p99_ms == 80.0 and result.held_s == pytest.approx(3.0)
+
+
+def test_an_unsteady_step_ends_at_step_time():
+    settings = SweepSettings(window_s=2.0, step_time_s=6.0, steady_tolerance=0.05)
+    judge = StepJudge(0, 4, settings, t_start_s=0.0)
+    t, result = feed(judge, [snap(k * 0.25, 1000.0 if k % 2 else 1300.0) for k in range(40)])
+    assert t == pytest.approx(6.0)
+    assert not result.steady
+
+
+def test_a_window_full_of_errors_ends_the_step_early():
+    settings = SweepSettings(window_s=2.0, step_time_s=20.0)
+    judge = StepJudge(0, 4, settings, t_start_s=0.0)
+    failing = [
+        snap(k * 0.25, 300.0 + 100 * (k % 3)).model_copy(
+            update={"window": WindowStats(requests=10, errors=30, error_rate=0.75, output_tokens_per_s=300.0 + k)}
+        )
+        for k in range(40)
+    ]
+    t, result = feed(judge, failing)
+    assert t == pytest.approx(2.0)  # as soon as the window holds only this step
+    assert result.error_rate == 0.75
+
+
+def test_step_from_snapshot_takes_the_window_and_the_energy():
+    s = snap(5.0, 800.0).model_copy(update={"total": WindowStats(requests=999)})
+    r = step_from_snapshot(2, 8, 4.0, True, s)
+    assert (r.index, r.concurrency, r.requests, r.output_tokens_per_s) == (2, 8, 20, 800.0)
+    assert r.watts is None and r.joules_per_output_token is None  # no GPU: n/a, never zero

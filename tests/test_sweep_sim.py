@@ -1,0 +1,193 @@
+"""The ceiling finder against the simulated server over loopback: the KV-capacity knee, the 10% error rule, SLO
+goodput, sweep phases in the event stream, and the TUI's auto-ramp.
+
+The simulator admits ``kv_capacity_tokens // (prompt + max_tokens)`` requests at once (``max_concurrency``) and
+queues the rest, so output tok/s stops rising there and TTFT jumps: the capacity a sweep must find is the first
+planned step at or above that number. Exact per-request lengths (calibrated) make the formula exact.
+"""
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from engine.config import RunConfig
+from engine.controller import Controller
+from engine.distributions import Fixed
+from engine.length_probe import calibrate_profile
+from engine.lengths import LengthTally
+from engine.records import EventKind
+from engine.sim.model import SimConfig, max_concurrency
+from engine.sim.process import start_sim_process
+from engine.sweep import AutoRamp, SweepRunner
+from engine.sweep_logic import SweepSettings, Verdict
+from engine.sweep_session import SweepTarget, find_ceiling
+from engine.workload import load_profile
+
+pytestmark = pytest.mark.slow
+
+IN, OUT = 64, 128
+SIM = SimConfig(speed=5, kv_capacity_tokens=3 * (IN + OUT))  # three requests fit: the knee is at 3
+KNOWN_CAPACITY = max_concurrency(SIM, IN, OUT)
+FAST = {"window_s": 1.0, "step_time_s": 4.0, "steady_tolerance": 0.05}
+
+
+@pytest.fixture(scope="module")
+def sim():
+    with start_sim_process(SIM) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    base = load_profile("chat")
+    return base.with_profile(base.profile.model_copy(update={"input": Fixed(value=IN), "output": Fixed(value=OUT)}))
+
+
+def config(url, **kw):
+    return RunConfig(base_url=url, model=SIM.model, workers=1, tick_hz=10, ignore_eos=True, **kw)
+
+
+def expected_capacity(settings):
+    return min(c for c in settings.steps() if c >= KNOWN_CAPACITY)
+
+
+def set_faults(url, **fields):
+    root = url.removesuffix("/v1")
+    reply = httpx.post(f"{root}/sim/config", json=fields, timeout=5)
+    reply.raise_for_status()
+
+
+def test_linear_sweep_stops_at_the_kv_capacity(sim, loaded):
+    assert KNOWN_CAPACITY == 3
+    # At exactly the capacity each freed slot idles for a client round trip and a prefill before the next request
+    # arrives, so one step past it can still gain a few percent (queued requests refill at once): a 10% threshold
+    # keeps that from reading as "still rising".
+    settings = SweepSettings(start=1, max=16, linear_step=1, threshold=0.10, **FAST)
+    result = find_ceiling(SweepTarget(config(sim.url), gpu="sim", sim_url=sim.url), loaded, settings, seed=2)
+    o = result.outcome
+    assert result.status == "ok", result.message
+    assert o.capacity == KNOWN_CAPACITY == expected_capacity(settings)
+    assert [s.concurrency for s in o.steps] == [1, 2, 3, 4]  # one step past the knee, then it stops
+    assert o.steps[-1].verdict in (Verdict.PLATEAU, Verdict.DROPPED)
+    assert o.knee is not None and o.knee <= KNOWN_CAPACITY
+    # Every step's lengths come from the server's usage: calibrated input, forced output.
+    assert all(s.mean_input_tokens == IN and s.mean_output_tokens == OUT for s in o.steps)
+    assert result.lengths.input_error_pct == 0 and result.lengths.output_error_pct == 0
+    assert o.capacity_step.joules_per_output_token is not None  # energy from the simulated GPU
+    assert o.capacity_step.ttft_p99_ms < o.steps[-1].ttft_p99_ms  # past the knee requests queue
+
+
+def test_error_rate_over_ten_percent_stops_the_sweep_and_steps_are_phases(sim, loaded):
+    settings = SweepSettings(start=1, max=64, **FAST)
+    cfg = config(sim.url, concurrency=1, window_s=FAST["window_s"])
+    factory, _ = __import__("asyncio").run(calibrate_profile(cfg, loaded))
+    events = []
+
+    class Events:
+        def on_event(self, e):
+            events.append(e)
+
+        def on_records(self, r): ...
+        def on_progress(self, p): ...
+        def on_telemetry(self, s): ...
+        def on_snapshot(self, s): ...
+        def close(self): ...
+
+    def inject(progress):
+        if progress.finished is not None and progress.finished.concurrency == 2:
+            set_faults(sim.url, error_rate=0.5)  # from the third step on, half the requests fail with 500
+
+    controller = Controller(cfg, sinks=(Events(),), request_factory=factory)
+    try:
+        controller.start()
+        outcome = SweepRunner(controller, settings, on_progress=inject, lengths=LengthTally.for_profile(loaded)).run()
+    finally:
+        set_faults(sim.url, error_rate=0.0)
+        controller.close()
+    assert [s.concurrency for s in outcome.steps] == [1, 2, 4]
+    last = outcome.steps[-1]
+    assert last.verdict is Verdict.ERRORS and last.error_rate > 0.10
+    assert last.errors_by_class.get("http_5xx", 0) > 0
+    assert "error rate" in outcome.stop_reason
+    assert outcome.capacity == 2  # the failing step never counts
+    annotations = [e.message for e in events if e.kind is EventKind.ANNOTATION and e.message.startswith("sweep")]
+    assert annotations == ["sweep step 1: concurrency 1", "sweep step 2: concurrency 2", "sweep step 3: concurrency 4"]
+    assert [e.value for e in events if e.kind is EventKind.CONCURRENCY] == [1, 2, 4]
+
+
+def test_goodput_respects_the_ttft_slo(sim, loaded):
+    settings = SweepSettings(start=1, max=64, slo_ttft_p99_ms=40.0, **FAST)
+    result = find_ceiling(SweepTarget(config(sim.url)), loaded, settings)
+    o = result.outcome
+    assert o.steps[-1].verdict is Verdict.SLO, o.stop_reason
+    assert o.steps[-1].concurrency > KNOWN_CAPACITY  # queueing past the knee is what breaks the SLO
+    good = [s for s in o.steps if s.ttft_p99_ms is not None and s.ttft_p99_ms <= 40.0]
+    assert o.goodput_tokens_per_s == max(s.output_tokens_per_s for s in good)
+    assert o.goodput_concurrency <= KNOWN_CAPACITY
+    assert "TTFT p99" in o.stop_reason
+
+
+def test_auto_ramp_finds_the_capacity_and_holds_there(sim, loaded):
+    cfg = config(sim.url, concurrency=2, window_s=FAST["window_s"])
+    factory, _ = __import__("asyncio").run(calibrate_profile(cfg, loaded))
+    controller = Controller(cfg, request_factory=factory)
+    ramp = AutoRamp(controller, SweepSettings(max=64, **FAST))
+    lines: list[str] = []
+    finished = threading.Event()
+
+    def on_snapshot(snap):  # the TUI calls this on its own thread for every snapshot
+        line = ramp.on_snapshot(snap)
+        if line:
+            lines.append(line)
+        if ramp.outcome is not None:
+            finished.set()
+
+    controller.subscribe(on_snapshot)
+    try:
+        controller.start()
+        deadline = time.monotonic() + 10
+        while controller.latest.state.value == "starting" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ramp.toggle() == "auto-ramp on: from concurrency 2, up to 64"
+        assert ramp.enabled and ramp.status().startswith("auto: c=2 step 1")
+        assert finished.wait(60), "the auto-ramp did not finish"
+        outcome = ramp.outcome
+        assert [s.concurrency for s in outcome.steps] == [2, 4, 8]
+        assert outcome.capacity == 4  # the first planned step at or above the KV capacity of 3
+        assert not ramp.enabled
+        assert lines[-1].startswith("auto-ramp done: capacity 4")
+        deadline = time.monotonic() + 5
+        while controller.latest.target_concurrency != 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert controller.latest.target_concurrency == 4  # it holds the load at the capacity it found
+    finally:
+        controller.close()
+
+
+def test_auto_ramp_yields_to_the_operator(sim, loaded):
+    cfg = config(sim.url, concurrency=1, window_s=FAST["window_s"])
+    controller = Controller(cfg)
+    ramp = AutoRamp(controller, SweepSettings(**FAST))
+    lines: list[str] = []
+    ended = threading.Event()
+
+    def on_snapshot(snap):
+        line = ramp.on_snapshot(snap)
+        if line:
+            lines.append(line)
+            ended.set()
+
+    controller.subscribe(on_snapshot)
+    try:
+        controller.start()
+        assert ramp.toggle().startswith("auto-ramp on: from concurrency 1")
+        controller.set_concurrency(5)  # the operator presses + while the ramp holds its first step
+        assert ended.wait(15), "the ramp ignored the operator"
+        assert not ramp.enabled
+        assert lines == [lines[0]] and lines[0].startswith("auto-ramp off")
+        assert "the operator set concurrency 5" in ramp.outcome.stop_reason
+        assert controller.latest.target_concurrency == 5  # the ramp left the operator's load alone
+    finally:
+        controller.close()
