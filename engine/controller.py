@@ -36,6 +36,7 @@ from engine.worker_pool import WorkerExited, WorkerPool
 if TYPE_CHECKING:
     from engine.gpu.base import GpuBackend
     from engine.pricing import PricingProfile
+    from engine.sysinfo import SystemInfo
 
 STOP_GRACE_S = 2.0  # in-flight requests get this long to finish after stop; the rest are cancelled
 STOP_SLACK_S = 5.0  # then a worker has this long to say goodbye before it is terminated
@@ -286,10 +287,27 @@ class Controller:
                 recorder = factory(path)
             except Exception as exc:  # a disk or path problem: one line for the UI
                 return f"cannot record: {exc}".splitlines()[0]
+            if getattr(recorder, "failed", None):  # the file could not even be created
+                _quietly(recorder.close)
+                return f"cannot record to {recorder.path}: {recorder.failed}"
             self._recorder = recorder
         self.add_sink(recorder)
         self.emit(ControlEvent(perf_counter_ns(), EventKind.RECORD_START, message=f"recording to {recorder.path}"))
         return str(recorder.path)
+
+    @property
+    def recording_path(self) -> str | None:
+        """The file being recorded, or None (also once a recorder has failed, e.g. on a full disk)."""
+        recorder = self._recorder
+        if recorder is None or getattr(recorder, "failed", None):
+            return None
+        return str(recorder.path)
+
+    def system_info(self) -> SystemInfo:
+        """Host, driver and GPU metadata for recordings and reports; never raises."""
+        from engine.sysinfo import collect_sysinfo
+
+        return collect_sysinfo(self._gpu.backend)
 
     def stop_recording(self) -> str:
         with self._lock:
@@ -315,7 +333,7 @@ class Controller:
                 mode=self._mode,
                 target_concurrency=self._concurrency,
                 target_rate=self._rate,
-                recording=None if self._recorder is None else str(self._recorder.path),
+                recording=self.recording_path,
                 message=self._message,
             )
 

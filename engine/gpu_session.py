@@ -71,6 +71,10 @@ class GpuSession:
             session.warning = session._caps.warning
         return session
 
+    @property
+    def backend(self) -> GpuBackend | None:
+        return self._backend
+
     def start_sampling(self) -> None:
         if self._sampler is not None:
             self._sampler.start()

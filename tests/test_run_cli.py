@@ -176,3 +176,32 @@ def test_ctrl_c_stops_cleanly_and_still_prints_the_summary():
     assert "Traceback" not in err
     assert "wattload run: " in out and "stopped by the operator" in out
     assert re.search(r"requests\s+\d+ ok", out)
+
+
+def test_profile_and_record_from_the_start(capsys, sim, tmp_path):
+    """--profile shapes and calibrates the requests; --record captures the whole session, tokens on request."""
+    from engine.recording.reader import open_recording
+
+    path = tmp_path / "run.wattload.sqlite"
+    code = main(["run", sim, "--headless", "--workers", "1", "-c", "2", "-n", "6", "--profile", "chat-short",
+                 "--record", str(path), "--record-tokens", "--gpu", "none"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "input length calibrated on the server: target 128 tokens" in err
+    recording = open_recording(path)
+    try:
+        assert recording.meta.session.workload == "chat-short"
+        assert recording.meta.record_tokens is True
+        assert recording.meta.system["python"]  # the host metadata came from the live session
+        assert recording.meta.workload["name"] == "chat-short"
+        assert recording.row_count("requests") >= 6
+        assert recording.row_count("token_times") >= 6
+    finally:
+        recording.close()
+
+
+def test_record_to_an_unwritable_place_is_one_line(capsys, sim, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    fails_with_one_line(capsys, ["run", sim, "--headless", "-n", "1", "--gpu", "none",
+                                 "--record", str(blocker / "x.sqlite")], "cannot record")

@@ -471,7 +471,8 @@ def recorder_factory(
 ) -> Callable[[str | None], Recorder]:
     """What the controller's ``recorder_factory`` wants: a callable taking an optional path. The session's
     settings are bound once; each call opens a new file (default name from wall time, host and model).
-    ``t0_ns`` may be a callable, asked at each call (the session's t0 is known only once the workers are ready)."""
+    ``t0_ns`` and ``system_info`` may be callables, asked at each call (the session's t0 and its GPUs are known
+    only once the session has started)."""
     secret_list = [*secrets, os.environ.get("WATTLOAD_API_KEY"), os.environ.get("OPENAI_API_KEY")]
 
     def make(path: str | None = None) -> Recorder:
@@ -479,7 +480,7 @@ def recorder_factory(
             path if path else default_recording_path(meta.model, directory=directory),
             config_dump=config_dump,
             meta=meta,
-            system_info=system_info,
+            system_info=system_info() if callable(system_info) else system_info,
             pricing_dump=pricing_dump,
             workload_dump=workload_dump,
             record_tokens=record_tokens,
@@ -510,7 +511,7 @@ def attach_recorder(
     factory = recorder_factory(
         config_dump=config.safe_dump(),
         meta=SessionMeta(endpoint=config.base_url, model=config.model, workload=config.workload),
-        system_info=system_info,
+        system_info=system_info if system_info is not None else getattr(controller, "system_info", None),
         pricing_dump=pricing,
         workload_dump=workload,
         record_tokens=record_tokens,

@@ -21,8 +21,11 @@ from tui.cli import UserError
 from tui.commands.common import add_load_args, config_from_args, pricing_from_args
 
 if TYPE_CHECKING:
+    from engine.config import RunConfig
     from engine.controller import Controller
     from engine.pricing import PricingProfile
+    from engine.prompts import RequestFactory
+    from engine.workload import LoadedProfile
 
 PROGRESS_EVERY_S = 3.0
 EXIT_INTERRUPTED = 130
@@ -40,6 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sim", action="store_true", help="start the built-in simulated server and load it")
     p.add_argument("--headless", action="store_true", help="no TUI: progress lines, then a summary table")
     p.add_argument("--json", metavar="FILE", help="write the final figures and the settings (no API key) here")
+    p.add_argument("--profile", metavar="NAME|FILE",
+                   help="workload profile (chat-short, chat, rag, doc, code, or a TOML file): lengths, prompts, API")
+    p.add_argument("--record", nargs="?", const="", default=None, metavar="PATH",
+                   help="record the session from the start (default file under recordings/)")
+    p.add_argument("--record-tokens", action="store_true",
+                   help="also record every token's arrival time (replay can then show ITL; ~2 bytes per token)")
     add_load_args(p)
     p.set_defaults(func=_run)
 
@@ -51,6 +60,8 @@ def _run(args: argparse.Namespace) -> int:
     with _sim_server(args) as sim_url:
         url = sim_url or args.url
         controller = _prepare(args, url, pricing, sim_url)
+        if args.record is not None:
+            _start_recording(controller, args.record)
         if not args.headless:
             run_tui = _tui_runner()
             if run_tui is not None:
@@ -70,6 +81,7 @@ def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_ur
     try:
         endpoint = resolve_endpoint(url, api_key=args.api_key or api_key_from_env(), model=args.model)
         config = config_from_args(args, base_url=endpoint.base_url, model=endpoint.model)
+        loaded, factory, config = _workload(args.profile, config)
         warning = preflight(config)
     except ProbeError as exc:
         raise UserError(str(exc)) from None
@@ -77,13 +89,43 @@ def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_ur
         print(f"wattload: {warning}", file=sys.stderr)
     gpu = args.gpu or ("sim" if sim_url else "auto")
     telemetry_url = sim_url or (endpoint.base_url if gpu == "sim" else None)
-    controller = Controller(config, gpu=gpu, gpus=args.gpus, sim_url=telemetry_url, pricing=pricing)
-    try:
-        from engine.recording.recorder import attach_recorder
-    except ImportError:
-        return controller  # recording is optional: start_recording then says it is not available
-    attach_recorder(controller, pricing=pricing.model_dump(mode="json"), record_tokens=config.record_token_times)
+    controller = Controller(config, gpu=gpu, gpus=args.gpus, sim_url=telemetry_url, pricing=pricing,
+                            request_factory=factory)
+    from engine.recording.recorder import attach_recorder
+
+    workload = loaded.info().model_dump(mode="json") if loaded is not None else None
+    attach_recorder(controller, pricing=pricing.model_dump(mode="json"), workload=workload,
+                    record_tokens=args.record_tokens)
     return controller
+
+
+def _workload(profile: str | None, config: RunConfig) -> tuple[LoadedProfile | None, RequestFactory | None, RunConfig]:
+    """With --profile: load it (one-line errors), shape the config by it, and calibrate input lengths on the server."""
+    if not profile:
+        return None, None, config
+    from engine.length_probe import ProbeError as LengthProbeError
+    from engine.workload import ProfileError, load_profile
+    from engine.workload_setup import apply_profile, calibrated_factory
+
+    try:
+        loaded = load_profile(profile)
+        config = apply_profile(config, loaded)
+        factory, calibration = calibrated_factory(config, loaded)
+    except (ProfileError, LengthProbeError) as exc:
+        raise UserError(str(exc)) from None
+    if calibration is not None and calibration.measured_tokens is not None:
+        print(f"wattload: input length calibrated on the server: target {calibration.target_tokens:.0f} tokens, "
+              f"measured {calibration.measured_tokens:.0f} ({calibration.error_pct or 0.0:+.1f}%) "
+              f"after {calibration.probes} probe requests", file=sys.stderr)
+    return loaded, factory, config
+
+
+def _start_recording(controller: Controller, path: str) -> None:
+    """--record: open the file before the load starts, so the whole session is in it."""
+    message = controller.start_recording(path or None)
+    if controller.recording_path is None:
+        raise UserError(message)
+    print(f"wattload: recording to {message}", file=sys.stderr)
 
 
 @contextlib.contextmanager
