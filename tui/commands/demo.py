@@ -1,15 +1,110 @@
-"""`wattload demo`: not built yet (placeholder so the CLI's shape is fixed)."""
+"""`wattload demo`: the whole tool with nothing to set up. Starts the built-in simulated endpoint (a subprocess)
+and its simulated GPU, loads it at 8 streams (hotkey step 4) and opens the live TUI; everything stops on exit.
+
+Every load option of `wattload run` is accepted (e.g. `wattload demo --rate 5`), so the demo doubles as a way to
+try settings. textual is imported only once the TUI opens.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from tui.cli import UserError
+from tui.commands.common import add_load_args, config_from_args, pricing_from_args
+
+if TYPE_CHECKING:
+    from engine.config import RunConfig
+    from engine.controller import Controller
+    from engine.pricing import PricingProfile
+
+DEMO_CONCURRENCY = 8
+DEMO_STEP = 4.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="(not built yet)")
+    p = sub.add_parser(
+        "demo",
+        help="watch wattload on the built-in simulated server and GPU (nothing to set up)",
+        description="Start the simulated OpenAI-compatible server and its simulated GPU, load it at "
+        f"{DEMO_CONCURRENCY} streams and open the live TUI. Try + and - for load, [ and ] for the power cap.",
+    )
+    add_load_args(p)
+    p.add_argument("--sim-speed", type=float, default=1.0, metavar="X",
+                   help="run the simulated server X times faster (J/token shrinks by the same factor)")  # fmt: skip
+    p.add_argument("--record-dir", default="recordings", metavar="DIR", help="where `r` writes recordings")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    print("wattload demo: not built yet")
-    return 2
+    if args.step is None:
+        args.step = DEMO_STEP
+    if args.concurrency is None and args.rate is None:
+        args.concurrency = DEMO_CONCURRENCY
+    if args.sim_speed <= 0:
+        raise UserError("--sim-speed must be > 0")
+    pricing = pricing_from_args(args)
+    from tui.app import run_tui
+
+    with simulated_server(args.seed, args.sim_speed) as (url, model):
+        config = config_from_args(args, base_url=url, model=args.model or model)
+        controller = build_controller(config, gpu=args.gpu or "sim", sim_url=url, pricing=pricing,
+                                      gpus=args.gpus, record_dir=args.record_dir)  # fmt: skip
+        try:
+            return run_tui(controller, refresh_hz=args.refresh)
+        finally:
+            controller.close()
+
+
+@contextlib.contextmanager
+def simulated_server(seed: int = 0, speed: float = 1.0) -> Iterator[tuple[str, str]]:
+    """The simulated server in a subprocess for the length of the demo: yields (its /v1 URL, its model name)."""
+    from engine.sim.model import SimConfig
+    from engine.sim.process import SimStartError, start_sim_process
+
+    sim_config = SimConfig(seed=seed, speed=speed)
+    try:
+        with _sigint_blocked():  # a terminal Ctrl-C must not kill the server under a draining run
+            sim = start_sim_process(sim_config)
+    except SimStartError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        yield sim.url, sim_config.model
+    finally:
+        sim.stop()
+
+
+def build_controller(
+    config: RunConfig,
+    *,
+    gpu: str,
+    sim_url: str,
+    pricing: PricingProfile | None,
+    gpus: str | None = None,
+    record_dir: str = "recordings",
+) -> Controller:
+    """A Controller over the simulated GPU, with `r` (recording) wired to the real recorder."""
+    from engine.controller import Controller
+    from engine.recording.recorder import attach_recorder
+
+    controller = Controller(config, gpu=gpu, gpus=gpus, sim_url=sim_url, pricing=pricing)
+    attach_recorder(controller, pricing=pricing.model_dump(mode="json") if pricing is not None else None,
+                    directory=record_dir)
+    return controller
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Block SIGINT while starting a child: it inherits the mask, so a terminal Ctrl-C reaches only us."""
+    if not hasattr(signal, "pthread_sigmask") or sys.platform == "win32":
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

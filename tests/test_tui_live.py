@@ -1,0 +1,174 @@
+"""The dashboard over the real engine: the built-in simulated server in a subprocess (as `wattload demo` runs
+it), the real Controller with a real worker process, and the simulated GPU behind the power-cap keys.
+
+Every wait is bounded; worker processes are checked gone after quitting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from engine.config import RunConfig
+from engine.controller import Controller
+from engine.sim.model import SimConfig
+from engine.sim.process import start_sim_process
+from engine.snapshot import RunState, Snapshot
+from tui.app import WattloadApp
+from tui.screens.confirm_quit import ConfirmQuitScreen
+from tui.screens.failed import FailedScreen
+from tui.screens.help import HelpScreen
+from tui.widgets.event_log import EventLogPanel
+from tui.widgets.load import LoadPanel
+
+pytestmark = pytest.mark.slow
+START_S = 30.0  # spawning a worker on a loaded 2-core box can take seconds
+SIZE = (120, 36)
+
+
+@pytest.fixture(scope="module")
+def sim_url() -> Iterator[str]:
+    """The simulated server at real speed: 48-token answers take ~0.5 s, so in-flight counts can be read."""
+    sim = start_sim_process(SimConfig(seed=3))
+    try:
+        yield sim.url
+    finally:
+        sim.stop()
+
+
+@pytest.fixture(autouse=True)
+def _private_state_dir(monkeypatch, tmp_path):
+    """Power-cap bookkeeping goes to a temporary directory, never the developer's ~/.local/state."""
+    monkeypatch.setenv("WATTLOAD_STATE_DIR", str(tmp_path))
+
+
+def controller(url: str, **fields: object) -> Controller:
+    settings = {"base_url": url, "model": SimConfig().model, "workers": 1, "input_tokens": 16, "max_tokens": 48}
+    c = Controller(RunConfig(**{**settings, **fields}), gpu="sim", sim_url=url)
+    c.start()
+    return c
+
+
+def sim_gpu(url: str) -> dict:
+    reply = httpx.get(url.removesuffix("/v1") + "/sim/gpu", timeout=5.0, trust_env=False)
+    reply.raise_for_status()
+    return reply.json()
+
+
+def set_sim(url: str, **patch: object) -> None:
+    reply = httpx.post(url.removesuffix("/v1") + "/sim/config", json=patch, timeout=5.0, trust_env=False)
+    reply.raise_for_status()
+
+
+async def until(pilot, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        await pilot.pause(0.05)
+
+
+def shown(app: WattloadApp) -> Snapshot:
+    return app.snapshot
+
+
+def workers_gone(c: Controller) -> bool:
+    names = [p.name for p in multiprocessing.active_children()]
+    alive = []
+    for pid in c.worker_pids:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG) == (0, 0):
+                alive.append(pid)
+    return not any(n.startswith("wattload-worker") for n in names) and not alive
+
+
+async def test_plus_raises_the_target_space_pauses_and_resumes_q_quits_and_workers_are_gone(sim_url):
+    c = controller(sim_url, concurrency=2, step=2)
+    app = WattloadApp(c)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: shown(app).state is RunState.RUNNING and shown(app).in_flight == 2, START_S,
+                        "2 streams running")  # fmt: skip
+            await pilot.press("plus", "plus", "plus")
+            await until(pilot, lambda: c.latest.target_concurrency == 8, 5, "the engine's target to reach 8")
+            await until(pilot, lambda: shown(app).in_flight == 8, 10, "in-flight to follow the target")
+            assert "in flight  8" in str(app.screen.query_one(LoadPanel).render())
+
+            await pilot.press("space")
+            await until(pilot, lambda: shown(app).state is RunState.PAUSED and shown(app).in_flight == 0, 10,
+                        "pause to drain in-flight to 0")  # fmt: skip
+            await pilot.press("space")
+            await until(pilot, lambda: shown(app).state is RunState.RUNNING and shown(app).in_flight == 8, 10,
+                        "resume to 8 streams")  # fmt: skip
+            assert shown(app).total.requests > 0
+
+            await pilot.press("q")  # nothing to lose: no question asked
+            await until(pilot, lambda: app.return_code is not None, 30, "the app to exit")
+        assert app.return_code == 0 and app.closed
+        assert workers_gone(c)
+    finally:
+        c.close()
+
+
+async def test_power_cap_keys_step_the_simulated_gpu_and_quit_restores_it(sim_url):
+    c = controller(sim_url, concurrency=4)
+    app = WattloadApp(c, cap_step_w=50)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: shown(app).state is RunState.RUNNING and shown(app).gpu.available, START_S,
+                        "telemetry from the simulated GPU")  # fmt: skip
+            start_limit = sim_gpu(sim_url)["power_limit_w"]
+            await pilot.press("left_square_bracket", "left_square_bracket")
+            await until(pilot, lambda: shown(app).gpu.power_limit_w == start_limit - 100, 10, "the panel at -100 W")
+            assert sim_gpu(sim_url)["power_limit_w"] == start_limit - 100
+            assert any("power cap" in n.message for n in app._notifications)
+            await until(pilot, lambda: app.history.markers and app.history.markers[-1][1] == "cap", 5, "a chart marker")
+            await pilot.press("q")
+            assert isinstance(app.screen, ConfirmQuitScreen)
+            await pilot.click("#restore")
+            await until(pilot, lambda: app.return_code is not None, 30, "the app to exit")
+        assert sim_gpu(sim_url)["power_limit_w"] == start_limit
+    finally:
+        c.close()
+
+
+async def test_a_server_failing_every_request_keeps_the_ui_responsive_and_shows_why(sim_url):
+    set_sim(sim_url, error_rate=1.0)
+    c = controller(sim_url, concurrency=8)
+    app = WattloadApp(c)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: shown(app).total.errors >= 50, START_S, "errors to pile up")
+            load_text = str(app.screen.query_one(LoadPanel).render())
+            assert "http_5xx" in load_text and "100% now" in load_text
+            log = app.screen.query_one(EventLogPanel)
+            await until(pilot, lambda: any("http_5xx" in line.text for line in log.lines), 10, "an error reason")
+            await pilot.press("question_mark")
+            assert isinstance(app.screen, HelpScreen)
+            await pilot.press("escape", "q")
+            await until(pilot, lambda: app.return_code is not None, 30, "the app to exit")
+    finally:
+        set_sim(sim_url, error_rate=0.0)
+        c.close()
+
+
+async def test_a_crashed_worker_shows_the_reason_and_offers_to_quit(sim_url):
+    c = controller(sim_url, concurrency=2)
+    app = WattloadApp(c)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: shown(app).in_flight == 2, START_S, "running")
+            os.kill(c.worker_pids[0], 9)
+            await until(pilot, lambda: isinstance(app.screen, FailedScreen), 20, "the failure to be offered")
+            assert "worker 0 exited unexpectedly" in app.screen.message
+            await pilot.press("enter")
+            await until(pilot, lambda: app.return_code is not None, 30, "the app to exit")
+        assert app.return_code == 1
+        assert workers_gone(c)
+    finally:
+        c.close()

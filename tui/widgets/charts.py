@@ -1,0 +1,419 @@
+"""Charts, the centrepiece: output tok/s, TTFT p50/p99, in-flight streams and GPU watts on one time axis.
+
+The history lives here in the UI (a numpy ring buffer of one row per snapshot), never in the engine. The axis
+covers the whole session until it is five minutes long (the lines compress), then scrolls. Dotted vertical
+markers show where the operator changed the load or the power cap, so a step in a line can be read against
+its cause. Drawing is custom braille via ``render_line`` (strips cached until the data or the size changes):
+a few ms of numpy per frame, far cheaper than a plotting library at 4 Hz.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+from rich.segment import Segment
+from rich.style import Style
+from textual.geometry import Region
+from textual.strip import Strip
+from textual.widget import Widget
+
+from engine.snapshot import EventView, LoadMode, Snapshot
+from tui import format as fmt
+from tui.widgets.base import theme_style
+from tui.widgets.braille import (
+    BRAILLE_BASE,
+    column_ranges,
+    dotted_columns,
+    lit_grid,
+    nice_ceiling,
+    nice_step,
+    to_cells,
+)
+
+WINDOW_S = 300.0  # the charts show at most the last five minutes
+MIN_SPAN_S = 30.0  # a young session is drawn over at least this much axis
+GROW_STEP_S = 30.0  # ...which widens in steps of this much until it reaches WINDOW_S
+MAX_GAP_S = 3.0  # samples further apart are not joined (a stalled or paused feed shows as a gap)
+MARKER_KINDS = {"concurrency": "load", "rate": "load", "power_cap": "cap"}
+
+
+class Col(IntEnum):
+    """Columns of the history ring (after the time column)."""
+
+    OUT_TPS = 0
+    TTFT_P50 = 1
+    TTFT_P99 = 2
+    IN_FLIGHT = 3
+    TARGET = 4
+    WATTS = 5
+    LIMIT = 6
+
+
+def _num(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def snapshot_row(snapshot: Snapshot) -> tuple[float, ...]:
+    """The chart values of one snapshot; cheap enough to run on the engine's thread."""
+    target = snapshot.target_concurrency if snapshot.mode is LoadMode.CONCURRENCY else None
+    return (
+        _num(snapshot.window.output_tokens_per_s) if snapshot.window.span_s > 0 else math.nan,
+        _num(snapshot.window.ttft.p50),
+        _num(snapshot.window.ttft.p99),
+        float(snapshot.in_flight),
+        _num(target),
+        _num(snapshot.gpu.watts) if snapshot.gpu.available else math.nan,
+        _num(snapshot.gpu.power_limit_w) if snapshot.gpu.available else math.nan,
+    )
+
+
+class ChartHistory:
+    """Fixed-size ring of (t_s, values...) rows plus the event markers; O(1) append, ordered views on demand."""
+
+    def __init__(self, capacity: int = 4096, columns: int = len(Col)) -> None:
+        self._t = np.full(capacity, np.nan)
+        self._v = np.full((capacity, columns), np.nan)
+        self._next = 0
+        self._size = 0
+        self.markers: deque[tuple[float, str]] = deque(maxlen=256)
+        self.version = 0  # bumped on every change, so the widget knows when to redraw
+
+    def __len__(self) -> int:
+        return self._size
+
+    def clear(self) -> None:
+        self._next = self._size = 0
+        self.markers.clear()
+        self.version += 1
+
+    @property
+    def last_t(self) -> float | None:
+        return None if self._size == 0 else float(self._t[(self._next - 1) % self._t.size])
+
+    def append(self, t_s: float, values: tuple[float, ...], events: Iterable[EventView] = ()) -> None:
+        """Add one row; a time that goes backwards (a replay seek) starts a fresh history."""
+        last = self.last_t
+        if last is not None and t_s < last - 1e-6:
+            self.clear()
+        self._t[self._next] = t_s
+        self._v[self._next] = values
+        self._next = (self._next + 1) % self._t.size
+        self._size = min(self._size + 1, self._t.size)
+        for event in events:
+            kind = MARKER_KINDS.get(event.kind)
+            if kind is not None:
+                self.markers.append((event.t_s, kind))
+        self.version += 1
+
+    def ordered(self) -> tuple[np.ndarray, np.ndarray]:
+        """Times and values, oldest first."""
+        if self._size < self._t.size:
+            return self._t[: self._size], self._v[: self._size]
+        idx = np.r_[self._next : self._t.size, 0 : self._next]
+        return self._t[idx], self._v[idx]
+
+
+@dataclass(frozen=True)
+class Series:
+    col: Col
+    label: str
+    color: str  # a theme variable name, resolved when drawing (so themes and light mode just work)
+    fill: bool = False
+
+
+@dataclass(frozen=True)
+class ChartSpec:
+    title: str
+    series: tuple[Series, ...]  # drawn in order; later ones on top
+    fmt_value: str = "sig"  # "sig" or "ms"
+
+
+CHARTS: tuple[ChartSpec, ...] = (
+    ChartSpec("out tok/s", (Series(Col.OUT_TPS, "now", "success", fill=True),)),
+    ChartSpec("TTFT ms", (Series(Col.TTFT_P50, "p50", "primary"), Series(Col.TTFT_P99, "p99", "error")), "ms"),
+    ChartSpec("in flight", (Series(Col.TARGET, "target", "foreground-muted"), Series(Col.IN_FLIGHT, "now", "accent"))),
+    ChartSpec("GPU W", (Series(Col.LIMIT, "limit", "foreground-muted"), Series(Col.WATTS, "now", "warning"))),
+)
+# When there is not room for all four, keep the most telling ones.
+PRIORITY = ("out tok/s", "TTFT ms", "GPU W", "in flight")
+MARKER_COLORS = {"load": "primary", "cap": "warning"}
+GUTTER = 16
+
+
+def time_frame(t_first: float, t_last: float, cols_px: int) -> tuple[float, float]:
+    """The axis span. A young session is drawn from its start on a frame that widens in 30 s steps; past five
+    minutes the frame scrolls in whole pixel columns. Either way the frame holds still between steps, so a tick
+    only changes the newest columns (and only those lines need repainting)."""
+    elapsed = t_last - t_first
+    if elapsed <= WINDOW_S:
+        span = min(WINDOW_S, max(MIN_SPAN_S, math.ceil(elapsed / GROW_STEP_S) * GROW_STEP_S))
+        return t_first, t_first + span
+    col_s = WINDOW_S / max(1, cols_px)
+    t_hi = math.ceil(t_last / col_s) * col_s
+    return t_hi - WINDOW_S, t_hi
+
+
+def _runs(rows: list[int]) -> list[tuple[int, int]]:
+    """[1, 2, 3, 7] -> [(1, 4), (7, 8)]: contiguous line ranges to repaint."""
+    runs: list[tuple[int, int]] = []
+    for y in rows:
+        if runs and runs[-1][1] == y:
+            runs[-1] = (runs[-1][0], y + 1)
+        else:
+            runs.append((y, y + 1))
+    return runs
+
+
+class ChartsPanel(Widget):
+    """Draws the app's ChartHistory; ``refresh_from_history`` is called after each ingested snapshot."""
+
+    can_focus = False
+    DEFAULT_CLASSES = "panel"
+
+    def __init__(self, history: ChartHistory, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.history = history
+        self.border_title = "Charts"
+        self._strips: list[Strip] = []
+        self._key: tuple[int, int, int, str] | None = None
+        self._base = Style()
+        self._combined: dict[tuple[str | None, bool], Style] = {}
+
+    def on_mount(self) -> None:
+        self._update_subtitle()
+
+    def _update_subtitle(self) -> None:
+        self.border_subtitle = "[$primary]┊ load change[/]  [$warning]┊ power cap[/]"
+
+    def refresh_from_history(self) -> None:
+        """Redraw after new rows: only the text lines that changed are repainted (most of a 5-minute chart
+        stays put from one tick to the next, since the axis moves in whole pixel columns)."""
+        width, height = self.content_size.width, self.content_size.height
+        key = (self.history.version, width, height, self.app.theme)
+        if key == self._key or not self.is_mounted:
+            return
+        old = self._strips
+        self._strips = self._draw(width, height)
+        same_frame = self._key is not None and self._key[1:] == key[1:] and len(old) == len(self._strips)
+        self._key = key
+        if not same_frame:
+            self.refresh()
+            return
+        changed = [y for y, (a, b) in enumerate(zip(old, self._strips, strict=True)) if a != b]
+        for start, end in _runs(changed):
+            self.refresh(Region(0, start, width, end - start))
+
+    # -- drawing -----------------------------------------------------------------------------------------------
+
+    def _style(self, name: str, bold: bool = False) -> Style:
+        return theme_style(self.app, name, bold)
+
+    def render_line(self, y: int) -> Strip:
+        width, height = self.content_size.width, self.content_size.height
+        key = (self.history.version, width, height, self.app.theme)
+        if key != self._key:
+            self._strips = self._draw(width, height)
+            self._key = key
+        return self._strips[y] if y < len(self._strips) else Strip.blank(width, self.rich_style)
+
+    def _layout(self, height: int, have_watts: bool) -> list[tuple[ChartSpec, int]]:
+        """Which charts get drawn and how many rows each: all of them at >= 2 rows, else the top priorities."""
+        specs = [spec for spec in CHARTS if have_watts or spec.title != "GPU W"]
+        avail = height - 1  # the time axis takes one row
+        if avail <= 0:
+            return []
+        n = len(specs)
+        if avail < 2 * n:
+            n = max(1, avail // 2)
+            keep = [title for title in PRIORITY if any(s.title == title for s in specs)][:n]
+            specs = [spec for spec in specs if spec.title in keep]
+        base, extra = divmod(avail, len(specs))
+        return [(spec, base + (1 if i < extra else 0)) for i, spec in enumerate(specs)]
+
+    def _draw(self, width: int, height: int) -> list[Strip]:
+        t, v = self.history.ordered()
+        plot_w = max(0, width - GUTTER)
+        if height <= 0 or width <= 0:
+            return []
+        self._base = self.rich_style  # the panel's own background under every cell, in any terminal and theme
+        self._combined.clear()
+        if t.size == 0 or plot_w < 4:
+            blank = [Strip.blank(width, self._base) for _ in range(height)]
+            notice = " waiting for the first snapshot…".ljust(width)[:width]
+            blank[0] = Strip([Segment(notice, self._on_base("foreground-muted"))], width)
+            return blank
+        cols_px = plot_w * 2
+        t_lo, t_hi = time_frame(float(t[0]), float(t[-1]), cols_px)
+        visible = t >= t_lo - MAX_GAP_S
+        t, v = t[visible], v[visible]
+        have_watts = bool(np.isfinite(v[:, Col.WATTS]).any())
+        marker_cols = {
+            kind: np.array(
+                [
+                    int((mt - t_lo) / (t_hi - t_lo) * cols_px)
+                    for mt, k in self.history.markers
+                    if k == kind and t_lo <= mt <= t_hi
+                ],
+                dtype=np.int64,
+            )
+            for kind in MARKER_COLORS
+        }
+        strips: list[Strip] = []
+        for spec, rows in self._layout(height, have_watts):
+            strips.extend(self._draw_chart(spec, rows, t, v, t_lo, t_hi, plot_w, marker_cols))
+        strips.append(self._axis(t_lo, t_hi, plot_w, marker_cols))
+        while len(strips) < height:
+            strips.append(Strip.blank(width, self._base))
+        return strips[:height]
+
+    def _on_base(self, name: str | None, bold: bool = False) -> Style:
+        """Theme colour ``name`` over the panel background (combined once per frame, not per segment)."""
+        key = (name, bold)
+        style = self._combined.get(key)
+        if style is None:
+            style = self._base if name is None else self._base + self._style(name, bold)
+            self._combined[key] = style
+        return style
+
+    def _draw_chart(
+        self,
+        spec: ChartSpec,
+        rows: int,
+        t: np.ndarray,
+        v: np.ndarray,
+        t_lo: float,
+        t_hi: float,
+        plot_w: int,
+        marker_cols: dict[str, np.ndarray],
+    ) -> list[Strip]:
+        """One chart, all rows at once: series bits OR-ed together, each cell coloured by its topmost series,
+        marker dots only where no series is drawn."""
+        cols_px, rows_px = plot_w * 2, rows * 4
+        in_view = t >= t_lo
+        peak = max(
+            (float(np.nanmax(v[in_view, s.col])) for s in spec.series if np.isfinite(v[in_view, s.col]).any()),
+            default=0.0,
+        )
+        y_hi = nice_ceiling(peak * 1.05)
+        owner = np.full((rows, plot_w), -1, dtype=np.int64)  # -1 empty, 0.. series, 100+ marker kinds
+        bits = np.zeros((rows, plot_w), dtype=np.uint16)
+        for i, cols in enumerate(marker_cols.values()):
+            if cols.size:
+                mark = to_cells(dotted_columns(cols, cols_px, rows_px))
+                has = mark > 0
+                owner[has] = 100 + i
+                bits[has] = mark[has]
+        data = np.zeros((rows, plot_w), dtype=np.uint16)
+        for i, series in enumerate(spec.series):
+            covered, lo, hi = column_ranges(t, v[:, series.col], t_lo, t_hi, 0.0, y_hi, cols_px, rows_px, MAX_GAP_S)
+            code = to_cells(lit_grid(covered, lo, hi, rows_px, fill=series.fill))
+            owner[code > 0] = i
+            data |= code
+        bits = np.where(data > 0, data, bits)
+        points = np.where(bits > 0, bits.astype(np.int64) + BRAILLE_BASE, 32)
+        text = "".join(map(chr, points.ravel().tolist()))
+        changes = owner[:, 1:] != owner[:, :-1]
+        kinds = list(marker_cols)
+        styles = {-1: self._base}
+        for who in np.unique(owner).tolist():
+            if who >= 100:
+                styles[who] = self._on_base(MARKER_COLORS[kinds[who - 100]])
+            elif who >= 0:
+                styles[who] = self._on_base(spec.series[who].color)
+        gutter = self._gutter(spec, rows, v, y_hi)
+        strips = []
+        for row in range(rows):
+            line = text[row * plot_w : (row + 1) * plot_w]
+            cuts = [0, *(np.flatnonzero(changes[row]) + 1).tolist(), plot_w]
+            owners = owner[row]
+            segments = list(gutter[row])
+            segments += [Segment(line[a:b], styles[int(owners[a])]) for a, b in itertools.pairwise(cuts)]
+            strips.append(Strip(segments, GUTTER + plot_w))
+        return strips
+
+    def _value(self, spec: ChartSpec, value: float) -> str:
+        if not math.isfinite(value):
+            return fmt.DASH
+        return fmt.ms(value) if spec.fmt_value == "ms" else fmt.sig(value)
+
+    def _gutter(self, spec: ChartSpec, rows: int, v: np.ndarray, y_hi: float) -> list[list[Segment]]:
+        """Left labels: title and axis maximum, the latest value of each series, and the zero line."""
+        muted = axis = self._on_base("foreground-muted")
+        latest = {s.col: (float(v[-1, s.col]) if v.size else math.nan) for s in spec.series}
+        primary = spec.series[-1]
+        inner = GUTTER - 1
+        if rows == 1:
+            value = self._value(spec, latest[primary.col])
+            title = spec.title[: inner - len(value) - 1]
+            return [
+                [
+                    Segment(title, self._on_base("foreground", bold=True)),
+                    Segment(value.rjust(inner - len(title)), self._on_base(primary.color, bold=True)),
+                    Segment("│", axis),
+                ]
+            ]
+        lines: list[list[Segment]] = []
+        top_value = self._value(spec, y_hi)
+        title = spec.title[: inner - len(top_value) - 1]
+        lines.append(
+            [
+                Segment(title, self._on_base("foreground", bold=True)),
+                Segment(top_value.rjust(inner - len(title)), muted),
+                Segment("┤", axis),
+            ]
+        )
+        for series in reversed(spec.series):
+            if len(lines) >= rows - (1 if rows >= 3 else 0):
+                break
+            value = self._value(spec, latest[series.col])
+            label = f" {series.label}"
+            lines.append(
+                [
+                    Segment(label, muted),
+                    Segment(value.rjust(inner - len(label)), self._on_base(series.color, bold=True)),
+                    Segment("│", axis),
+                ]
+            )
+        while len(lines) < rows - 1:
+            lines.append([Segment(" " * inner, self._base), Segment("│", axis)])
+        if len(lines) < rows:
+            lines.append([Segment("0".rjust(inner), muted), Segment("┤", axis)])
+        return lines
+
+    def _axis(self, t_lo: float, t_hi: float, plot_w: int, marker_cols: dict[str, np.ndarray]) -> Strip:
+        """Shared time axis in session time (m:ss), with a ▲ under every marker (labels step aside for them)."""
+        muted = self._on_base("foreground-muted")
+        chars = ["─"] * plot_w
+        owners: list[str | None] = [None] * plot_w
+        for kind, cols in marker_cols.items():
+            for col in (cols // 2).tolist():
+                if 0 <= col < plot_w:
+                    chars[col] = "▲"
+                    owners[col] = kind
+        span = t_hi - t_lo
+        step = nice_step(span, max(1, plot_w // 9))
+        tick = math.ceil(t_lo / step) * step
+        while tick <= t_hi + 1e-9:
+            x = int((tick - t_lo) / span * plot_w)
+            label = f" {fmt.axis_clock(tick)} "
+            for start in (x - 1, x, x + 1, x + 2):
+                end = start + len(label)
+                if start >= 0 and end <= plot_w and all(c == "─" for c in chars[max(0, start - 1) : end + 1]):
+                    chars[start:end] = label
+                    break
+            tick += step
+        segments = [Segment(" " * (GUTTER - 1) + "└", muted)]
+        start = 0
+        for i in range(1, plot_w + 1):
+            if i == plot_w or owners[i] != owners[start]:
+                kind = owners[start]
+                style = muted if kind is None else self._on_base(MARKER_COLORS[kind], bold=True)
+                segments.append(Segment("".join(chars[start:i]), style))
+                start = i
+        return Strip(segments, GUTTER + plot_w)

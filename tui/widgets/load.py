@@ -1,0 +1,51 @@
+"""Load: what the operator asked for (target) next to what the engine achieves, and what fails.
+
+In concurrency mode the pair is target vs in-flight streams; in rate mode it is target vs achieved req/s, so a
+server (or client) that cannot keep up shows as a gap between the two numbers.
+"""
+
+from __future__ import annotations
+
+from textual.content import Content
+
+from engine.snapshot import LoadMode, Snapshot
+from tui import format as fmt
+from tui.widgets.base import SnapshotPanel, kv
+
+MAX_ERROR_CLASSES = 3  # the rest are summed into "other" so the panel keeps its height
+
+
+class LoadPanel(SnapshotPanel):
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, title="Load")
+
+    def build(self, snapshot: Snapshot) -> Content:
+        window, total = snapshot.window, snapshot.total
+        lines: list[Content] = []
+        if snapshot.mode is LoadMode.RATE:
+            lines.append(kv("target", f"{fmt.sig(snapshot.target_rate)} req/s"))
+            lines.append(kv("achieved", f"{fmt.sig(window.requests_per_s, missing='0')} req/s"))
+            lines.append(kv("in flight", fmt.integer(snapshot.in_flight)))
+        else:
+            lines.append(kv("target", fmt.integer(snapshot.target_concurrency)))
+            lines.append(kv("in flight", fmt.integer(snapshot.in_flight)))
+            lines.append(kv("req/s", fmt.sig(window.requests_per_s, missing="0")))
+        lines.append(kv("completed", fmt.integer(total.requests)))
+        error_style = "$error bold" if total.errors else "bold"
+        lines.append(
+            kv(
+                "errors",
+                Content.assemble(
+                    (fmt.integer(total.errors), error_style),
+                    (f"  {fmt.percent(window.error_rate)} now" if total.errors else "", "$text-muted"),
+                ),
+            )
+        )
+        by_class = sorted(total.errors_by_class.items(), key=lambda item: (-item[1], item[0]))
+        if by_class:
+            parts = [f"{name} {fmt.integer(count)}" for name, count in by_class[:MAX_ERROR_CLASSES]]
+            other = sum(count for _, count in by_class[MAX_ERROR_CLASSES:])
+            if other:
+                parts.append(f"other {fmt.integer(other)}")
+            lines.append(Content.styled(" " + " · ".join(parts), "$text-error"))
+        return Content("\n").join(lines)
