@@ -13,6 +13,10 @@ import sys
 
 from engine import __version__
 
+EXIT_FAILED = 1  # the engine failed (a worker died, the server refused everything)
+EXIT_USER = 2  # a problem the user can fix: one line, no traceback
+EXIT_INTERRUPTED = 130  # Ctrl-C: the summary so far was still printed and written
+
 COMMANDS = ("run", "demo", "sim", "gpu", "replay", "report", "export", "sweep")
 
 
@@ -40,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"wattload: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ from tui.cli import UserError
 
 if TYPE_CHECKING:
     from engine.pricing import PricingProfile
+    from engine.recording.reader import Recording
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|min|h)?\s*$", re.IGNORECASE)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -35,7 +37,7 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def _positive(kind: type[int] | type[float], allow_zero: bool = False) -> Callable[[str], int | float]:
+def positive(kind: type[int] | type[float], allow_zero: bool = False) -> Callable[[str], int | float]:
     """An argparse type: a number of ``kind`` that must be > 0 (or >= 0)."""
 
     def parse(text: str) -> int | float:
@@ -54,23 +56,23 @@ def add_load_args(parser: argparse.ArgumentParser) -> None:
     """The load shape, stop condition, endpoint details, GPU and pricing options."""
     load = parser.add_argument_group("load")
     shape = load.add_mutually_exclusive_group()
-    shape.add_argument("--concurrency", "-c", type=_positive(int, allow_zero=True), metavar="N",
+    shape.add_argument("--concurrency", "-c", type=positive(int, allow_zero=True), metavar="N",
                        help="closed loop: keep N requests in flight (default 8)")
-    shape.add_argument("--rate", "-r", type=_positive(float, allow_zero=True), metavar="R",
+    shape.add_argument("--rate", "-r", type=positive(float, allow_zero=True), metavar="R",
                        help="open loop: Poisson arrivals at R requests/s on a fixed, seeded schedule")
     until = load.add_mutually_exclusive_group()
     until.add_argument("--duration", "-d", type=parse_duration, metavar="TIME",
                        help="stop after this long (60s, 5m, 1h); default: until Ctrl-C")
-    until.add_argument("--requests", "-n", type=_positive(int), metavar="N", help="stop after N requests finish")
-    load.add_argument("--input-tokens", type=_positive(int), default=128, metavar="N",
+    until.add_argument("--requests", "-n", type=positive(int), metavar="N", help="stop after N requests finish")
+    load.add_argument("--input-tokens", type=positive(int), default=128, metavar="N",
                       help="prompt length in tokens (default 128)")
-    load.add_argument("--max-tokens", type=_positive(int), default=128, metavar="N",
+    load.add_argument("--max-tokens", type=positive(int), default=128, metavar="N",
                       help="max_tokens of every request (default 128)")
     load.add_argument("--ignore-eos", action="store_true",
                       help="also send ignore_eos/min_tokens so every answer is max-tokens long (vLLM, SGLang)")
-    load.add_argument("--step", type=_positive(float), default=None, metavar="N",
+    load.add_argument("--step", type=positive(float), default=None, metavar="N",
                       help="hotkey step for concurrency (or rate); default 1")
-    load.add_argument("--workers", type=_positive(int), default=None, metavar="N",
+    load.add_argument("--workers", type=positive(int), default=None, metavar="N",
                       help=f"worker processes sending requests (default {default_workers()} on this machine)")
     load.add_argument("--seed", type=int, default=0, help="seed for prompts and arrival times (default 0)")
 
@@ -84,7 +86,7 @@ def add_load_args(parser: argparse.ArgumentParser) -> None:
     view = parser.add_argument_group("figures")
     view.add_argument("--window", type=parse_duration, default=10.0, metavar="TIME",
                       help="sliding window of the live figures (default 10s)")
-    view.add_argument("--refresh", type=_positive(float), default=4.0, metavar="HZ",
+    view.add_argument("--refresh", type=positive(float), default=4.0, metavar="HZ",
                       help="snapshots per second (default 4)")
 
     gpu = parser.add_argument_group("GPU and cost")
@@ -93,11 +95,11 @@ def add_load_args(parser: argparse.ArgumentParser) -> None:
     gpu.add_argument("--gpus", default=None, metavar="LIST", help="GPU indices or UUIDs, e.g. 0,1 (default: all)")
     gpu.add_argument("--pricing", default=None, metavar="NAME|FILE",
                      help="pricing profile (built-in name or TOML file; default h100-sxm-rental)")
-    gpu.add_argument("--gpu-hourly", type=_positive(float), default=None, metavar="USD",
+    gpu.add_argument("--gpu-hourly", type=positive(float), default=None, metavar="USD",
                      help="override: rental price per GPU-hour")
-    gpu.add_argument("--kwh", type=_positive(float, allow_zero=True), default=None, metavar="USD",
+    gpu.add_argument("--kwh", type=positive(float, allow_zero=True), default=None, metavar="USD",
                      help="override: electricity price per kWh")
-    gpu.add_argument("--pue", type=_positive(float), default=None, metavar="X", help="override: PUE (>= 1)")
+    gpu.add_argument("--pue", type=positive(float), default=None, metavar="X", help="override: PUE (>= 1)")
 
 
 def config_from_args(args: argparse.Namespace, *, base_url: str | None = None, model: str | None = None) -> RunConfig:
@@ -142,3 +144,17 @@ def pricing_from_args(args: argparse.Namespace) -> PricingProfile:
         return apply_overrides(profile, gpu_hourly=args.gpu_hourly, kwh=args.kwh, pue=args.pue)
     except PricingError as exc:
         raise UserError(str(exc)) from None
+
+
+def open_recording_or_fail(path: str) -> Recording:
+    """Open a recording for a command: one line (exit 2) if it is not readable, its warnings on stderr."""
+    from engine.recording.reader import open_recording
+    from engine.recording.store import RecordingError
+
+    try:
+        rec = open_recording(path)
+    except RecordingError as exc:
+        raise UserError(str(exc)) from None
+    for warning in rec.warnings:
+        print(f"wattload: {warning}", file=sys.stderr)
+    return rec

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from tui.cli import UserError
+from tui.commands.common import open_recording_or_fail
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,19 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from engine.recording.export import export_csv, write_csv
-    from engine.recording.reader import open_recording
-    from engine.recording.store import RecordingError
 
     targets = [(t, getattr(args, t)) for t in ("requests", "telemetry", "events") if getattr(args, t)]
     if not targets:
         raise UserError("say what to export: --requests CSV, --telemetry CSV and/or --events CSV")
-    try:
-        rec = open_recording(args.file)
-    except RecordingError as exc:
-        raise UserError(str(exc)) from None
-    with rec:
-        for warning in rec.warnings:
-            print(f"wattload: {warning}", file=sys.stderr)
+    with open_recording_or_fail(args.file) as rec:
         for table, dest in targets:
             try:
                 n = write_csv(rec, table, sys.stdout) if dest == "-" else export_csv(rec, table, dest)

@@ -7,10 +7,10 @@ textual is imported only to open the TUI, so `replay --drive` stays headless.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from engine.config import api_key_from_env
 from tui.cli import UserError
+from tui.commands.common import open_recording_or_fail
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,18 +66,11 @@ def _run(args: argparse.Namespace) -> int:
 def _drive(args: argparse.Namespace) -> int:
     from engine.controller import Controller
     from engine.probe import ProbeError, resolve_endpoint
-    from engine.recording.reader import open_recording
     from engine.recording.recorder import attach_recorder
     from engine.recording.redrive import control_timeline, redrive, redrive_config
     from engine.recording.store import RecordingError
 
-    try:
-        rec = open_recording(args.file)
-    except RecordingError as exc:
-        raise UserError(str(exc)) from None
-    with rec:
-        for warning in rec.warnings:
-            print(f"wattload: {warning}", file=sys.stderr)
+    with open_recording_or_fail(args.file) as rec:
         key = args.api_key or api_key_from_env()
         try:
             endpoint = resolve_endpoint(args.drive, api_key=key, model=args.model or rec.meta.session.model or None)

@@ -17,7 +17,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from engine.config import api_key_from_env
-from tui.cli import UserError
+from tui.cli import EXIT_FAILED, EXIT_INTERRUPTED, UserError
 from tui.commands.common import add_load_args, config_from_args, pricing_from_args
 
 if TYPE_CHECKING:
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from engine.workload import LoadedProfile
 
 PROGRESS_EVERY_S = 3.0
-EXIT_INTERRUPTED = 130
-EXIT_FAILED = 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr, ValidationError
 
 from engine.config import RunConfig, api_key_from_env
-from tui.cli import UserError
-from tui.commands.common import _positive, parse_duration, pricing_from_args
+from tui.cli import EXIT_FAILED, EXIT_INTERRUPTED, UserError
+from tui.commands.common import parse_duration, positive, pricing_from_args
 
 if TYPE_CHECKING:
     from engine.matrix import MatrixProgress
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
     from engine.sweep_session import SweepTarget
     from engine.workload import LoadedProfile
 
-EXIT_INTERRUPTED = 130
-EXIT_FAILED = 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,18 +57,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
 
     steps = p.add_argument_group("steps and stop rules")
-    steps.add_argument("--start", type=_positive(int), default=None, metavar="N", help="first concurrency (1)")
-    steps.add_argument("--max", type=_positive(int), default=None, metavar="N", help="highest concurrency (512)")
+    steps.add_argument("--start", type=positive(int), default=None, metavar="N", help="first concurrency (1)")
+    steps.add_argument("--max", type=positive(int), default=None, metavar="N", help="highest concurrency (512)")
     shape = steps.add_mutually_exclusive_group()
     shape.add_argument(
         "--factor",
-        type=_positive(float),
+        type=positive(float),
         default=None,
         metavar="X",
         help="geometric steps: multiply the concurrency by X (default 2)",
     )
     shape.add_argument(
-        "--linear", type=_positive(int), default=None, metavar="STEP", help="linear steps: add STEP each time"
+        "--linear", type=positive(int), default=None, metavar="STEP", help="linear steps: add STEP each time"
     )
     steps.add_argument(
         "--step-time",
@@ -138,9 +136,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY",
         help="bearer token (default: $WATTLOAD_API_KEY or $OPENAI_API_KEY); never written anywhere",
     )
-    run.add_argument("--workers", type=_positive(int), default=None, metavar="N", help="worker processes")
+    run.add_argument("--workers", type=positive(int), default=None, metavar="N", help="worker processes")
     run.add_argument("--seed", type=int, default=None, help="seed for prompts (default: the profile's, else 0)")
-    run.add_argument("--refresh", type=_positive(float), default=4.0, metavar="HZ", help="snapshots per second (4)")
+    run.add_argument("--refresh", type=positive(float), default=4.0, metavar="HZ", help="snapshots per second (4)")
 
     gpu = p.add_argument_group("GPU and cost")
     gpu.add_argument(
@@ -151,11 +149,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     gpu.add_argument("--gpus", default=None, metavar="LIST", help="GPU indices or UUIDs, e.g. 0,1 (default: all)")
     gpu.add_argument("--pricing", default=None, metavar="NAME|FILE", help="pricing profile (default h100-sxm-rental)")
-    gpu.add_argument("--gpu-hourly", type=_positive(float), default=None, metavar="USD", help="override: $/GPU-hour")
+    gpu.add_argument("--gpu-hourly", type=positive(float), default=None, metavar="USD", help="override: $/GPU-hour")
     gpu.add_argument(
-        "--kwh", type=_positive(float, allow_zero=True), default=None, metavar="USD", help="override: $/kWh"
+        "--kwh", type=positive(float, allow_zero=True), default=None, metavar="USD", help="override: $/kWh"
     )
-    gpu.add_argument("--pue", type=_positive(float), default=None, metavar="X", help="override: PUE (>= 1)")
+    gpu.add_argument("--pue", type=positive(float), default=None, metavar="X", help="override: PUE (>= 1)")
     p.set_defaults(func=_run)
 
 
