@@ -20,11 +20,13 @@ from engine.controller import Controller
 from engine.sim.model import SimConfig
 from engine.sim.process import start_sim_process
 from engine.snapshot import RunState, Snapshot
+from engine.sweep_logic import SweepSettings
 from tui.app import WattloadApp
 from tui.screens.confirm_quit import ConfirmQuitScreen
 from tui.screens.failed import FailedScreen
 from tui.screens.help import HelpScreen
 from tui.widgets.event_log import EventLogPanel
+from tui.widgets.header import HeaderPanel
 from tui.widgets.load import LoadPanel
 
 pytestmark = pytest.mark.slow
@@ -36,6 +38,16 @@ SIZE = (120, 36)
 def sim_url() -> Iterator[str]:
     """The simulated server at real speed: 48-token answers take ~0.5 s, so in-flight counts can be read."""
     sim = start_sim_process(SimConfig(seed=3))
+    try:
+        yield sim.url
+    finally:
+        sim.stop()
+
+
+@pytest.fixture(scope="module")
+def fast_sim_url() -> Iterator[str]:
+    """The simulated server at 4x speed, for the auto-ramp: more tokens in its short windows settle steps sooner."""
+    sim = start_sim_process(SimConfig(seed=3, speed=4))
     try:
         yield sim.url
     finally:
@@ -169,6 +181,40 @@ async def test_a_crashed_worker_shows_the_reason_and_offers_to_quit(sim_url):
             await pilot.press("enter")
             await until(pilot, lambda: app.return_code is not None, 30, "the app to exit")
         assert app.return_code == 1
+        assert workers_gone(c)
+    finally:
+        c.close()
+
+
+async def test_a_starts_the_auto_ramp_which_raises_the_load_by_itself_until_a_stops_it(fast_sim_url):
+    c = controller(fast_sim_url, concurrency=1, window_s=1.0, tick_hz=10, max_tokens=32)
+    app = WattloadApp(c, ramp_settings=SweepSettings(max=16, step_time_s=3.0))
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: shown(app).state is RunState.RUNNING and shown(app).in_flight == 1, START_S,
+                        "1 stream running")  # fmt: skip
+            await pilot.press("a")
+            header = app.screen.query_one(HeaderPanel)
+            await until(pilot, lambda: "auto: c=" in str(header.render()), 5, "the ramp's status in the header")
+            log = app.screen.query_one(EventLogPanel)
+
+            def logged() -> str:
+                return "".join(line.text for line in log.lines)  # the narrow log wraps long lines
+
+            await until(pilot, lambda: "auto-ramp: c=2" in logged(), 30, "the ramp to judge its second step")
+            assert "auto-ramp: c=1" in logged() and "(improved)" in logged()
+            await until(pilot, lambda: c.latest.target_concurrency >= 4, 5, "the ramp to step the load up twice")
+            await until(pilot, lambda: shown(app).in_flight >= 4, 10, "in-flight to follow the ramp")
+
+            await pilot.press("a")
+            await until(pilot, lambda: app.ramp is not None and not app.ramp.ramp.enabled, 5, "the ramp to stop")
+            await until(pilot, lambda: "auto:" not in str(header.render()), 5, "the status to leave the header")
+            assert any(n.message.startswith("auto-ramp off") for n in app._notifications)
+            held = c.latest.target_concurrency
+            await pilot.pause(0.5)
+            assert c.latest.target_concurrency == held  # switched off, it leaves the load alone
+            await pilot.press("q")
+            await until(pilot, lambda: app.return_code is not None, 30, "the app to exit")
         assert workers_gone(c)
     finally:
         c.close()

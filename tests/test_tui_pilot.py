@@ -18,6 +18,7 @@ from engine.recording.player import Player
 from engine.recording.synthetic import SyntheticSpec, write_synthetic
 from engine.records import EventKind
 from engine.snapshot import LoadMode, RunState
+from engine.sweep_logic import SweepSettings
 from tui.app import REPLAY_DISABLED, WattloadApp
 from tui.screens.confirm_quit import ConfirmQuitScreen
 from tui.screens.failed import FailedScreen
@@ -49,7 +50,8 @@ async def test_help_opens_and_closes_and_lists_every_live_key():
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         text = screen_text(app)
-        for needle in ("+ / ↑", "* / ⇧↑", "[", "space", "ctrl+p", "power-cap step 25 W"):
+        needles = ("+ / ↑", "* / ⇧↑", "[", "space", "auto-ramp on/off", "ctrl+p", "power-cap step 25 W")
+        for needle in needles:
             assert needle in text
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
@@ -135,6 +137,55 @@ async def test_pause_recording_and_cap_keys_call_the_control_and_show_its_answer
         assert "recording to /tmp/wattload-test.wlrec" in messages
         assert ("pause",) in control.calls and ("step_power_cap", 25.0) in control.calls
         assert ("start_recording",) in control.calls
+
+
+async def test_a_toggles_the_auto_ramp_which_steps_the_load_and_shows_its_status_in_the_header():
+    """`a` is carried out by the engine's next snapshot (the ramp lives on the engine's thread); the ramp's
+    figures and verdicts go to the event log, its start and end also pop up, and the header shows where it is."""
+    control = CannedControl(session(20))  # target 8 at t = 5 s
+    app = WattloadApp(control, refresh_hz=0, ramp_settings=SweepSettings(step_time_s=2.0))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("a")
+        assert app.ramp is not None and not app.ramp.ramp.enabled  # nothing happens between snapshots
+        control.push(session_snapshot(21))
+        await until(pilot, lambda: "↗ auto: c=8 step 1 0/2s" in screen_text(app))
+        assert ("set_concurrency", 8) in control.calls  # step 1 holds the load it found
+        assert "auto-ramp on: from concurrency 8, up to 512" in [n.message for n in app._notifications]
+
+        for seq in range(22, 30):  # 2 s of snapshots: step 1 runs out of time, the ramp doubles the load
+            control.push(session_snapshot(seq))
+        await until(pilot, lambda: "↗ auto: c=16 step 2 0/2s" in screen_text(app))
+        assert control.calls[-1] == ("set_concurrency", 16)
+        log = app.screen.query_one(EventLogPanel)
+        logged = "".join(line.text for line in log.lines)  # the narrow log wraps long lines
+        assert logged.count("auto-ramp: c=8") == 1 and "tok/s (improved)" in logged
+        assert not any("auto-ramp: c=8" in n.message for n in app._notifications)  # step lines stay in the log
+
+        await pilot.press("a")
+        control.push(session_snapshot(30).model_copy(update={"target_concurrency": 16}))
+        await until(pilot, lambda: "auto:" not in screen_text(app))
+        assert not app.ramp.ramp.enabled
+        off = [n.message for n in app._notifications if n.message.startswith("auto-ramp off")]
+        assert off and "capacity 8" in off[0] and "stopped by the operator" in off[0]
+        assert control.calls[-1] == ("set_concurrency", 16)  # switched off: the load stays where it was
+
+
+class RefusingControl(CannedControl):
+    def set_concurrency(self, n: int) -> None:
+        raise RuntimeError(f"cannot set {n}")
+
+
+async def test_a_ramp_that_raises_is_dropped_with_one_line_and_the_dashboard_keeps_drawing():
+    control = RefusingControl(session(20))
+    app = WattloadApp(control, refresh_hz=0)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("a")
+        control.push(session_snapshot(21))
+        await until(pilot, lambda: any("auto-ramp failed" in n.message for n in app._notifications))
+        assert any("cannot set 8" in n.message for n in app._notifications)
+        control.push(session_snapshot(22))
+        await until(pilot, lambda: app.snapshot.seq == 22)
+        assert app.ramp is not None and not app.ramp.ramp.enabled and "auto:" not in screen_text(app)
 
 
 async def test_too_small_terminal_shows_a_notice_and_recovers():
@@ -242,8 +293,8 @@ async def test_replay_keys_drive_the_real_player(recording):
             assert not player.playing
             timeline = app.screen.query_one(TimelineBar)
             assert {kind for _, kind in timeline.markers} >= {"concurrency", "power_cap"}
-            await pilot.press("plus", "r")
-            assert [n.message for n in app._notifications].count(REPLAY_DISABLED) == 2
+            await pilot.press("plus", "r", "a")
+            assert [n.message for n in app._notifications].count(REPLAY_DISABLED) == 3
             await pilot.press("q")
             await until(pilot, lambda: app.return_code is not None)
         assert app.closed

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from textual import events
 from textual.app import App, SystemCommand
@@ -25,6 +25,8 @@ from textual.screen import Screen
 
 from engine.control import LoadControl, ReplayControl
 from engine.snapshot import EventView, LoadMode, RunState, Snapshot
+from engine.sweep import AutoRamp
+from engine.sweep_logic import SweepSettings
 from tui import format as fmt
 from tui.screens.confirm_quit import ConfirmQuitScreen, QuitChoice
 from tui.screens.dashboard import DashboardScreen, LiveDashboard, ReplayDashboard
@@ -48,11 +50,58 @@ APP_BINDINGS: list[BindingType] = [
 ]
 
 
+class RampLink:
+    """The ``a`` key's auto-ramp, driven on the engine's thread from the same callback that receives snapshots.
+
+    Why there and not on the UI thread: AutoRamp must judge every snapshot, and the UI skips frames. Worse, a UI
+    that stalls and then works through a backlog would hand the ramp snapshots taken before its last step change,
+    long after that change (AutoRamp would read the old target as the operator overriding it). On the engine
+    thread ``set_concurrency`` lands before the next snapshot is taken, so every snapshot it sees carries its own
+    target. AutoRamp never blocks, so the engine never waits on it.
+
+    The UI never touches the AutoRamp itself (it is not thread-safe): ``a`` only counts a request, which the next
+    snapshot's callback carries out (at most one tick later), so there is no lock the engine could wait on.
+    ``status`` is a plain string the engine thread replaces and the UI reads.
+    """
+
+    def __init__(self, control: LoadControl, settings: SweepSettings | None = None) -> None:
+        self.ramp = AutoRamp(control, settings)
+        self.status = ""  # the header label while the ramp runs; written by the engine thread only
+        self._requested = 0  # toggles asked for: written by the UI thread only
+        self._done = 0  # toggles carried out: written by the engine thread only
+
+    def request_toggle(self) -> None:
+        """UI thread: ask for a toggle; the next snapshot carries it out."""
+        self._requested += 1
+
+    def feed(self, snapshot: Snapshot) -> tuple[tuple[str, bool], ...]:
+        """Engine thread: carry out pending toggles, else advance the ramp; returns (line, notify) pairs."""
+        lines: list[tuple[str, bool]] = []
+        try:
+            if self._done < self._requested:
+                while self._done < self._requested:
+                    self._done += 1
+                    lines.append((self.ramp.toggle(), True))
+            else:
+                line = self.ramp.on_snapshot(snapshot)
+                if line is not None:
+                    lines.append((line, not self.ramp.enabled))  # step verdicts go to the log; the end also pops up
+        except Exception as exc:  # a ramp bug must not cost the dashboard its snapshots: drop the ramp, say why
+            self.ramp = AutoRamp(self.ramp.control, self.ramp.base_settings)
+            lines.append((f"auto-ramp failed and stopped: {exc}".splitlines()[0], True))
+        self.status = self.ramp.status()
+        return tuple(lines)
+
+
 class SnapshotArrived(Message):
     """A wake-up: the newest snapshot waits in the app's slot. Consecutive wake-ups merge into one."""
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, SnapshotArrived)
+
+
+Arrival = tuple[float, tuple[float, ...], tuple[EventView, ...], tuple[tuple[str, bool], ...]]
+"""One snapshot's share of the inbox: t_s, chart row, new events, auto-ramp (line, notify) pairs."""
 
 
 class WattloadApp(App[int]):
@@ -73,6 +122,7 @@ class WattloadApp(App[int]):
         step: float | None = None,
         cap_step_w: float = DEFAULT_CAP_STEP_W,
         handle_signals: bool = False,
+        ramp_settings: SweepSettings | None = None,
     ) -> None:
         super().__init__()
         self.control = control
@@ -83,12 +133,13 @@ class WattloadApp(App[int]):
         self.cap_step_w = cap_step_w
         self.handle_signals = handle_signals
         self.history = ChartHistory()
+        self.ramp = None if replay else RampLink(cast(LoadControl, control), ramp_settings)
         self.closed = False  # control.close() has been called (run_tui must not call it again)
         self.exit_message = ""  # printed by run_tui after the terminal is restored
         self.renders = 0  # how many frames were drawn (tests and the CPU benchmark read it)
         # Written by the engine thread, read by the UI thread (single reference assignments and deque ops).
         self._latest: Snapshot | None = None
-        self._inbox: deque[tuple[float, tuple[float, ...], tuple[EventView, ...]]] = deque(maxlen=INBOX_MAX)
+        self._inbox: deque[Arrival] = deque(maxlen=INBOX_MAX)
         self._wake_pending = False
         self._accepting = True
         # UI-thread state.
@@ -150,7 +201,8 @@ class WattloadApp(App[int]):
             self.post_message(SnapshotArrived())
 
     def _ingest(self, snapshot: Snapshot) -> None:
-        self._inbox.append((snapshot.t_s, snapshot_row(snapshot), snapshot.new_events))
+        ramp_lines = self.ramp.feed(snapshot) if self.ramp is not None else ()
+        self._inbox.append((snapshot.t_s, snapshot_row(snapshot), snapshot.new_events, ramp_lines))
         self._latest = snapshot
 
     def on_snapshot_arrived(self, _message: SnapshotArrived) -> None:
@@ -173,15 +225,20 @@ class WattloadApp(App[int]):
         self._last_render = time.perf_counter()
         panels = dashboard.panels
         while self._inbox:
-            t_s, row, new_events = self._inbox.popleft()
+            t_s, row, new_events, ramp_lines = self._inbox.popleft()
             if self.replay and self.history.last_t is not None and t_s < self.history.last_t - 1e-6:
                 panels.events.add_line(t_s, "replay", f"seek to {fmt.clock(t_s)}")
             self.history.append(t_s, row, new_events)
             for event in new_events:
                 panels.events.add(event)
+            for line, pop_up in ramp_lines:
+                panels.events.add_line(t_s, "ramp", line)
+                if pop_up:
+                    self.notify(line, title="auto-ramp", timeout=6)
         if snapshot is not self._shown:
             self._settle_pending(snapshot)
             with self.batch_update():
+                panels.header.ramp = self.ramp.status if self.ramp is not None else ""
                 panels.header.show(snapshot)
                 panels.load.show(snapshot)
                 panels.latency.show(snapshot)
@@ -313,6 +370,15 @@ class WattloadApp(App[int]):
 
         self.run_worker(work, name=kind, group="control", thread=True, exit_on_error=False)
 
+    def action_toggle_auto_ramp(self) -> None:
+        """a: start or stop the auto-ramp; the engine thread carries it out with the next snapshot."""
+        if self._live() is None or self.ramp is None:
+            return
+        if self.snapshot.state in (RunState.STOPPING, RunState.STOPPED, RunState.FAILED):
+            self.notify("auto-ramp: the session has ended", severity="warning", timeout=3)
+            return
+        self.ramp.request_toggle()
+
     def action_load_disabled(self) -> None:
         self.notify(REPLAY_DISABLED, severity="warning", timeout=2)
 
@@ -393,6 +459,11 @@ class WattloadApp(App[int]):
             yield SystemCommand("Halve load", "Halve concurrency (or rate)", lambda: self.action_load_scale(0.5))
             yield SystemCommand("Lower power cap", "GPU power cap down one step", lambda: self.action_cap_step(-1))
             yield SystemCommand("Raise power cap", "GPU power cap up one step", lambda: self.action_cap_step(1))
+            yield SystemCommand(
+                "Auto-ramp",
+                "Step concurrency up until throughput stops rising, then hold (again: stop)",
+                self.action_toggle_auto_ramp,
+            )
             yield SystemCommand("Pause / resume", "Stop sending new requests, or start again", self.action_toggle_pause)
             yield SystemCommand("Start / stop recording", "Record this session to a file", self.action_toggle_recording)
         yield SystemCommand("Hotkeys", "Show every hotkey", self.action_help)

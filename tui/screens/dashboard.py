@@ -34,6 +34,12 @@ LIVE_BINDINGS: list[BindingType] = [
     Binding("shift+down", "app.load_scale(0.5)", "load÷2", show=False),
     Binding("left_square_bracket", "app.cap_step(-1)", "cap-", key_display="[", tooltip="lower the GPU power cap"),
     Binding("right_square_bracket", "app.cap_step(1)", "cap+", key_display="]", tooltip="raise the GPU power cap"),
+    Binding(
+        "a",
+        "app.toggle_auto_ramp",
+        "ramp",  # "auto-ramp" would push "quit" out of an 80-column footer
+        tooltip="auto-ramp on/off: raise load until throughput peaks",
+    ),
     Binding("space", "app.toggle_pause", "pause", tooltip="pause / resume the load (in-flight requests finish)"),
     Binding("r", "app.toggle_recording", "rec", tooltip="start / stop recording the session"),
 ]
@@ -50,6 +56,7 @@ _DISABLED_KEYS = (
     "left_square_bracket",
     "right_square_bracket",
     "r",
+    "a",
 )
 REPLAY_BINDINGS: list[BindingType] = [
     Binding("space", "app.replay_toggle", "play/pause", tooltip="play / pause the replay"),

@@ -29,6 +29,7 @@ class HeaderPanel(SnapshotPanel):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.playback: str = ""  # replay only: "▶ 2x" / "⏸" (set by the app, shown before the state)
+        self.ramp: str = ""  # live only: the auto-ramp's status while it runs (set by the app, shown after the target)
 
     def build(self, snapshot: Snapshot) -> Content:
         sep = Content.styled(" │ ", "$text-muted")
@@ -45,6 +46,10 @@ class HeaderPanel(SnapshotPanel):
             Content.styled(fmt.clock(snapshot.t_s), "bold"),
             sep,
             Content.styled(f"{snapshot.mode.value} → {target}", "$text"),
+        ]
+        if self.ramp:
+            parts.append(Content.styled(f"  ↗ {self.ramp}", "$accent bold"))
+        parts += [
             sep,
             Content.styled(who or "(no endpoint)", "$text"),
         ]
