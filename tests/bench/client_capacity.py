@@ -9,9 +9,12 @@ by the worker's measured CPU share: what one fully busy core would take in, what
 
     .venv/bin/python tests/bench/client_capacity.py [--seconds 6] [--streams 32,256] [--fake-server PATH]
                                                     [--no-httpx] [--profile] [--boost]
+                                                    [--server-cpu 0] [--client-cpu 1] [--controller-cpu N]
 
 --profile records the worker with py-spy (raw folded stacks in /tmp). --boost (root) renices the server and the
 clients to -10 so other jobs sharing these two cores disturb the figures less; the table says which was used.
+--server-cpu / --client-cpu / --controller-cpu move the pins (default: controller on the server's CPU), so on a box
+with more cores the controller can have its own.
 """
 
 from __future__ import annotations
@@ -197,6 +200,7 @@ def bare_child(kind: str, url: str, streams: int, seconds: float, boosted: bool)
 def bare_run(kind: str, url: str, streams: int, seconds: float, boosted: bool) -> float:
     cmd = [sys.executable, __file__, "--bare", kind, "--url", url, "--streams", str(streams), "--seconds", str(seconds)]
     cmd += ["--boost"] if boosted else []
+    cmd += ["--client-cpu", str(CLIENT_CPU)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
     if done.returncode != 0:
         print(done.stderr[-1000:], file=sys.stderr)
@@ -205,6 +209,7 @@ def bare_run(kind: str, url: str, streams: int, seconds: float, boosted: bool) -
 
 
 def main() -> None:
+    global SERVER_CPU, CLIENT_CPU  # --server-cpu / --client-cpu move the module's pins
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fake-server", type=Path, default=DEFAULT_FAKE)
     parser.add_argument("--seconds", type=float, default=6.0)
@@ -212,20 +217,26 @@ def main() -> None:
     parser.add_argument("--no-httpx", action="store_true")
     parser.add_argument("--profile", action="store_true", help="py-spy the engine worker (raw folded stacks in /tmp)")
     parser.add_argument("--boost", action="store_true", help="renice the server and the clients to -10 (root)")
+    parser.add_argument("--server-cpu", type=int, default=SERVER_CPU, help="CPU for the fake server")
+    parser.add_argument("--client-cpu", type=int, default=CLIENT_CPU, help="CPU for the engine worker / bare clients")
+    parser.add_argument("--controller-cpu", type=int, default=None, help="CPU for this process (default: server's)")
     parser.add_argument("--bare", choices=("aiohttp", "httpx"), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    SERVER_CPU, CLIENT_CPU = args.server_cpu, args.client_cpu
     if args.bare:
         bare_child(args.bare, args.url, int(args.streams), args.seconds, args.boost)
         return
 
-    os.sched_setaffinity(0, {SERVER_CPU})  # the controller shares the server's core; the worker gets its own
+    controller_cpu = SERVER_CPU if args.controller_cpu is None else args.controller_cpu
+    os.sched_setaffinity(0, {controller_cpu})  # by default the controller shares the server's core
     port = free_port()
     fake = start_fake(args.fake_server, port)
     if args.boost:
         boost(fake.pid)
     url = f"http://127.0.0.1:{port}/v1"
-    print(f"fake server pinned to CPU {SERVER_CPU}, clients to CPU {CLIENT_CPU}{', niced -10' if args.boost else ''}; "
+    print(f"fake server pinned to CPU {SERVER_CPU}, clients to CPU {CLIENT_CPU}, controller to CPU {controller_cpu}"
+          f"{', niced -10' if args.boost else ''}; "
           f"{TOKENS}-token answers, "
           f"{args.seconds:g} s per point after {WARMUP_S:g} s warm-up; load average before: {os.getloadavg()[0]:.2f}")
     print(f"{'streams':>8} {'engine tok/s':>13} {'worker CPU':>11} {'tok/CPU-s':>10} {'bare aiohttp':>13} "

@@ -7,6 +7,11 @@ the client-side delay, engine receive stamp minus server write stamp (one CLOCK_
 first tokens and for all tokens: p50, p99, max. Target: p99 <= 2 ms at 256 streams.
 
     .venv/bin/python tests/bench/timing_accuracy.py [--seconds 8] [--streams 32,256] [--with-tui] [--boost]
+        [--workers 1] [--server-cpus 0] [--client-cpus 1] [--controller-cpu N]
+
+--workers splits the streams over that many worker processes, worker i pinned to the i-th of --client-cpus (round
+robin); --server-cpus pins the simulator; --controller-cpu pins this process (default: the first server CPU), so on
+a box with more cores every part can have its own.
 
 --boost (root) renices the simulator and the worker to -10 so other jobs sharing these two cores disturb the
 figures less; the header says which was used.
@@ -18,39 +23,88 @@ one-chunk read in aiohttp + asyncio), so late members of a burst wait for the lo
 grows with the position in the burst: small at 32 streams, several ms for the tail of a 256-stream burst. More
 worker processes (``--workers``, one core each) split the bursts.
 
-``--with-tui`` runs the TUI alongside, refreshing from the same controller (the UI process must not disturb
-the worker's stamps); it is a hook for the TUI, see ``tui_alongside``.
+``--with-tui`` runs the real dashboard alongside, headless in a thread of this (the controller's) process at 4 Hz,
+as in a real session: the UI must not disturb the worker's stamps. Each row then gets a line with the frames
+drawn and the UI thread's CPU share (see ``tui_alongside``).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
+from textual._compositor import CompositorUpdate
+from textual.screen import Screen
 
 from engine.config import RunConfig
 from engine.controller import Controller
 from engine.records import RequestRecord
 from engine.sim.model import SimConfig
 from engine.sim.process import start_sim_process
+from tui import app as tui_app
+from tui.app import WattloadApp
 
 SERVER_CPU, CLIENT_CPU = 0, 1
 ITL_MS = 20.0
 MAX_TOKENS = 64
 WARMUP_S = 1.5
+TUI_SIZE = (160, 48)  # as tests/bench/tui_cpu.py measures it
 MAX_CHECKED = 3000  # requests whose stamps are fetched per point (all of them at 32 streams)
 
 
-def tui_alongside(controller: Controller) -> Callable[[], None] | None:
-    """Start the TUI on this controller in the background; return a function that stops it (None: no TUI).
+class TerminalCostApp(WattloadApp):
+    """The live dashboard, plus the one step headless Textual skips: turning each frame into terminal bytes."""
 
-    Left for the TUI: it should run the app headless-rendering (or on a pseudo-terminal) with its normal refresh
-    so its CPU use lands where it would in a real session."""
-    print("  (--with-tui: the TUI hook is not implemented yet; measuring without it)")
-    return None
+    CSS_PATH = Path(tui_app.__file__).with_name("app.tcss")  # a relative path would resolve next to this file
+    terminal_bytes = 0
+
+    def _display(self, screen: Screen, renderable: object) -> None:
+        super()._display(screen, renderable)  # type: ignore[arg-type]
+        if isinstance(renderable, CompositorUpdate) and not self._batch_count:
+            self.terminal_bytes += len(renderable.render_segments(self.console))  # what a tty would get
+
+
+def tui_alongside(controller: Controller) -> Callable[[], None]:
+    """Run the real dashboard (tui/app.py) on this controller, in a thread of this process, refreshing at 4 Hz;
+    return a function that stops it and prints what it did.
+
+    That is where the UI lives in a real session: in the controller's process (sharing its GIL and, here, its
+    pinned core with the simulator), while the worker process stamps chunks. Headless, with every frame still
+    built, composited and encoded as escape codes (``TerminalCostApp``); only the write to a tty is skipped."""
+    app = TerminalCostApp(controller, refresh_hz=4.0)
+    cpu_s: list[float] = []
+
+    def serve() -> None:
+        start = time.thread_time()
+        try:
+            asyncio.run(app.run_async(headless=True, size=TUI_SIZE))
+        finally:
+            cpu_s.append(time.thread_time() - start)
+
+    thread = threading.Thread(target=serve, name="wattload-tui", daemon=True)
+    t0 = time.perf_counter()
+    thread.start()
+
+    def stop() -> None:
+        span = time.perf_counter() - t0
+        with contextlib.suppress(RuntimeError):  # the app already ended (it prints its own error then)
+            app.call_from_thread(app.exit)
+        thread.join(10)
+        ui = f"{100 * cpu_s[0] / span:.0f}%" if cpu_s else "?"
+        if app.renders == 0:
+            print("  (--with-tui: the TUI drew nothing: this row was measured WITHOUT it)", flush=True)
+        print(f"  (TUI alongside: {app.renders} frames in {span:.1f} s, {TUI_SIZE[0]}x{TUI_SIZE[1]}, "
+              f"{app.terminal_bytes / span / 1e3:.0f} kB/s of terminal output, UI thread {ui} of one core)",
+              flush=True)  # fmt: skip
+
+    return stop
 
 
 class Collect:
@@ -80,17 +134,18 @@ def boost(pid: int) -> None:
         print(f"  (cannot renice {pid}: {exc.strerror})")
 
 
-def measure(url: str, streams: int, seconds: float, with_tui: bool, boosted: bool) -> None:
+def measure(url: str, streams: int, seconds: float, with_tui: bool, boosted: bool, workers: int = 1,
+            client_cpus: tuple[int, ...] = (CLIENT_CPU,)) -> None:
     sink = Collect()
-    config = RunConfig(base_url=url, model=SimConfig().model, concurrency=streams, workers=1, input_tokens=32,
+    config = RunConfig(base_url=url, model=SimConfig().model, concurrency=streams, workers=workers, input_tokens=32,
                        max_tokens=MAX_TOKENS, duration_s=WARMUP_S + seconds)
     controller = Controller(config, sinks=[sink], stop_grace_s=3.0)
     controller.start()
-    pid = controller.worker_pids[0]
-    assert pid is not None
-    os.sched_setaffinity(pid, {CLIENT_CPU})
-    if boosted:
-        boost(pid)
+    for i, pid in enumerate(controller.worker_pids):
+        assert pid is not None
+        os.sched_setaffinity(pid, {client_cpus[i % len(client_cpus)]})
+        if boosted:
+            boost(pid)
     stop_tui = tui_alongside(controller) if with_tui else None
     controller.wait(seconds + 60)
     lag = controller.latest.client.loop_lag_ms
@@ -119,20 +174,29 @@ def main() -> None:
     parser.add_argument("--streams", default="32,256")
     parser.add_argument("--with-tui", action="store_true", help="run the TUI alongside (see tui_alongside)")
     parser.add_argument("--boost", action="store_true", help="renice the simulator and the worker to -10 (root)")
+    parser.add_argument("--workers", type=int, default=1, help="engine worker processes (default 1)")
+    parser.add_argument("--server-cpus", default=str(SERVER_CPU), help="CPUs for the simulator, e.g. 0 or 0,1")
+    parser.add_argument("--client-cpus", default=str(CLIENT_CPU), help="CPUs for the workers, one each, round robin")
+    parser.add_argument("--controller-cpu", type=int, default=None, help="CPU for this process (default: 1st server)")
     args = parser.parse_args()
-    os.sched_setaffinity(0, {SERVER_CPU})  # this process (controller, stamp fetching) stays off the worker's core
+    server_cpus = tuple(int(c) for c in args.server_cpus.split(","))
+    client_cpus = tuple(int(c) for c in args.client_cpus.split(","))
+    controller_cpu = server_cpus[0] if args.controller_cpu is None else args.controller_cpu
+    os.sched_setaffinity(0, {controller_cpu})  # this process (controller, stamp fetching) stays off the workers' cores
     sim_config = SimConfig(decode_base_ms=ITL_MS, decode_per_seq_ms=0.0, max_batch=1024, seed=4)
-    with start_sim_process(sim_config, cpus=[SERVER_CPU]) as sim:
+    with start_sim_process(sim_config, cpus=server_cpus) as sim:
         if args.boost:
             boost(sim.pid)
         niced = "niced -10: " if args.boost else ""
-        print(f"{niced}sim on CPU {SERVER_CPU} ({ITL_MS:g} ms between tokens, {MAX_TOKENS}-token answers), "
-              f"engine worker on CPU {CLIENT_CPU}; load average before: {os.getloadavg()[0]:.2f}")
+        cpus = ",".join(str(client_cpus[i % len(client_cpus)]) for i in range(args.workers))
+        print(f"{niced}sim on CPU {args.server_cpus} ({ITL_MS:g} ms between tokens, {MAX_TOKENS}-token answers), "
+              f"{args.workers} engine worker(s) on CPU {cpus}, controller on CPU {controller_cpu}; "
+              f"load average before: {os.getloadavg()[0]:.2f}")
         print("client delay = engine receive stamp - sim write stamp, ms")
         print(f"{'streams':>8} {'requests':>9} {'tok/s':>8} {'first p50':>8} {'p99':>8} {'max':>8} "
               f"{'all p50':>8} {'p99':>8} {'max':>8} {'loop lag':>8}")
         for streams in (int(s) for s in args.streams.split(",")):
-            measure(sim.url, streams, args.seconds, args.with_tui, args.boost)
+            measure(sim.url, streams, args.seconds, args.with_tui, args.boost, args.workers, client_cpus)
             time.sleep(0.5)
     print(f"load average after: {os.getloadavg()[0]:.2f} (other processes on these 2 cores skew every figure)")
 
