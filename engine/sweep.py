@@ -220,7 +220,8 @@ class AutoRamp:
     control). It starts from the current target concurrency (or ``settings.start`` when idle; a rate-mode
     session switches to concurrency), steps up while throughput rises, and when it finishes by itself it holds
     the load at the capacity it found. Steps are judged over the session's own window (``Snapshot.window_s``).
-    The operator changing the load by hand, or toggling it off, ends the ramp and leaves the load alone.
+    The operator changing the load by hand, pausing it, or toggling the ramp off ends the ramp and leaves the
+    load alone.
     """
 
     OVERRIDE_GRACE_S = 1.0  # snapshots this soon after a step change may predate it (queued in the UI)
@@ -269,6 +270,9 @@ class AutoRamp:
         if snap.state in (RunState.STOPPED, RunState.FAILED, RunState.STOPPING):
             self._finish("the session stopped", hold=False)
             return self._summary("auto-ramp stopped")
+        if snap.state is RunState.PAUSED:  # a paused step's falling tok/s says nothing about the server
+            self._finish("the operator paused the load", hold=False)
+            return self._summary("auto-ramp off")
         j = self._judge
         if snap.target_concurrency != j.concurrency and snap.t_s > j.t_start_s + self.OVERRIDE_GRACE_S:
             self._finish(f"the operator set concurrency {snap.target_concurrency}", hold=False)

@@ -191,3 +191,29 @@ def test_auto_ramp_yields_to_the_operator(sim, loaded):
         assert controller.latest.target_concurrency == 5  # the ramp left the operator's load alone
     finally:
         controller.close()
+
+
+def test_auto_ramp_ends_when_the_operator_pauses(sim, loaded):
+    """A paused step's tok/s falls for want of load, not capacity: judging it would end the ramp on a false knee."""
+    controller = Controller(config(sim.url, concurrency=2, window_s=FAST["window_s"]))
+    ramp = AutoRamp(controller, SweepSettings(**FAST))
+    lines: list[str] = []
+    ended = threading.Event()
+
+    def on_snapshot(snap):
+        line = ramp.on_snapshot(snap)
+        if line:
+            lines.append(line)
+            ended.set()
+
+    controller.subscribe(on_snapshot)
+    try:
+        controller.start()
+        ramp.toggle()
+        controller.pause()
+        assert ended.wait(15), "the ramp kept judging a paused load"
+        assert not ramp.enabled
+        assert lines[0].startswith("auto-ramp off") and "paused" in ramp.outcome.stop_reason
+        assert controller.latest.target_concurrency == 2  # no capacity was claimed, the load was left alone
+    finally:
+        controller.close()
