@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from engine.config import RunConfig
-from engine.controller import Controller
+from engine.load.controller import Controller
 from engine.pricing import DEFAULT_PRICING, load_pricing
 from engine.sim.model import SimConfig
 from engine.sim.process import start_sim_process

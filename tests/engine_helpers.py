@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 
 from engine.config import RunConfig
-from engine.prompts import RequestSpec, SyntheticFactory
 from engine.records import ControlEvent, RequestRecord, StreamProgress, TelemetrySample
 from engine.sim.model import SimConfig
 from engine.sim.server import SimServer
 from engine.snapshot import Snapshot
+from engine.workload.synthetic import RequestSpec, SyntheticFactory
 
 SIM_MODEL = SimConfig().model
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from engine.aggregator import Aggregator
 from engine.control import ControlState, SessionMeta
-from engine.histogram import RELATIVE_ERROR
+from engine.metrics.aggregator import Aggregator
+from engine.metrics.histogram import RELATIVE_ERROR
 from engine.records import ControlEvent, ErrorClass, EventKind, RequestRecord, StreamProgress
 from engine.snapshot import CostStats, LoadMode, RunState
 
@@ -339,7 +339,7 @@ def test_memory_is_bounded_by_the_window_over_a_long_session():
 
 
 def test_energy_window_matches_the_span_the_tokens_cover():
-    from engine.energy import EnergyAccount
+    from engine.gpu.energy import EnergyAccount
     from engine.records import TelemetrySample
 
     energy = EnergyAccount(source="fake")

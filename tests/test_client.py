@@ -6,10 +6,10 @@ from time import perf_counter_ns
 import pytest
 from engine_helpers import config, free_port, set_sim, sim_server, sim_stamps
 
-from engine.client import IGNORE_EOS_REJECTED, ArrivalStampingHandler, StreamClient, completions_url, open_session
 from engine.config import RunConfig
-from engine.prompts import SyntheticFactory
+from engine.load.client import IGNORE_EOS_REJECTED, ArrivalStampingHandler, StreamClient, completions_url, open_session
 from engine.records import ErrorClass, RequestRecord
+from engine.workload.synthetic import SyntheticFactory
 
 NORMAL = {"error_rate": 0.0, "rate_429": 0.0, "reset_rate": 0.0, "malformed_rate": 0.0, "stall_rate": 0.0,
           "no_usage": False, "tokens_per_chunk": 1, "strict_fields": False, "stall_s": 2.0}
@@ -112,7 +112,7 @@ async def test_api_key_is_sent_as_bearer_and_never_echoed():
 
 
 async def test_arrival_stamps_are_taken_in_this_aiohttps_protocol(sim):
-    """The client stamps bytes when they reach the connection (engine/client.py); if an aiohttp upgrade changes
+    """The client stamps bytes when they reach the connection (engine/load/client.py); if an aiohttp upgrade changes
     how protocols are built, the client silently falls back to read-time stamps: this test notices."""
     cfg = config(sim)
     async with open_session(cfg) as session:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from engine.energy import EnergyAccount
+from engine.gpu.energy import EnergyAccount
 from engine.records import TelemetrySample
 
 BASE_NS = 1_000_000_000_000  # perf_counter stamps are large; never start at zero

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from engine_helpers import CollectingSink, config, root_of, sim_server, wait_for
 
-from engine.controller import Controller
+from engine.load.controller import Controller
 from engine.records import EventKind
 from engine.snapshot import LoadMode, RunState, Snapshot
 

@@ -5,8 +5,8 @@ import statistics
 import pytest
 from engine_helpers import CollectingSink, SlowFactory, config, sim_server, sim_stamps
 
-from engine.controller import Controller
-from engine.schedule import PoissonArrivals, split_concurrency, split_rate, worker_seed
+from engine.load.controller import Controller
+from engine.load.schedule import PoissonArrivals, split_concurrency, split_rate, worker_seed
 from engine.snapshot import LoadMode
 
 

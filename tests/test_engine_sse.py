@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from engine.load.sse import StreamParser
 from engine.records import ErrorClass
-from engine.sse import StreamParser
 
 
 def chat_chunk(content: str | None = None, *, finish: str | None = None, created: int = 1, rid: str = "c-1",

@@ -13,7 +13,7 @@ figure on pinned cores.
 import pytest
 from engine_helpers import CollectingSink, config, percentile, sim_stamps
 
-from engine.controller import Controller
+from engine.load.controller import Controller
 from engine.sim.model import SimConfig
 from engine.sim.process import start_sim_process
 

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from engine.energy import EnergyAccount
 from engine.gpu.base import open_backend
+from engine.gpu.energy import EnergyAccount
 from engine.gpu.powercap import PowerCapManager
 from engine.gpu.sampler import TelemetrySampler
 from engine.gpu.sim import SimBackend, server_root

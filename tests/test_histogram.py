@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from engine.histogram import RELATIVE_ERROR, LogHistogram
+from engine.metrics.histogram import RELATIVE_ERROR, LogHistogram
 
 
 def exact_quantile(values: np.ndarray, q: float) -> float:

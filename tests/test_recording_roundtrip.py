@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from engine.config import RunConfig
-from engine.controller import Controller
+from engine.load.controller import Controller
 from engine.pricing import load_pricing
 from engine.recording.player import Player
 from engine.recording.reader import open_recording

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.sweep_report import STEP_COLUMNS
-from engine.workload import available_profiles
+from engine.sweep.report import STEP_COLUMNS
+from engine.workload.profile import available_profiles
 from tui.cli import main
 
 DATA = Path(__file__).parent / "data" / "workloads"

@@ -4,8 +4,8 @@ import pytest
 from pydantic import ValidationError
 
 from engine.snapshot import Percentiles, RunState, Snapshot, WindowStats
-from engine.sweep import StepJudge
-from engine.sweep_logic import CeilingFinder, StepResult, SweepSettings, Verdict, step_from_snapshot
+from engine.sweep.rules import CeilingFinder, StepResult, SweepSettings, Verdict, step_from_snapshot
+from engine.sweep.runner import StepJudge
 
 
 def step(i, c, tps, *, err=0.0, ttft=50.0, tpot=20.0, requests=100):

@@ -13,17 +13,17 @@ import httpx
 import pytest
 
 from engine.config import RunConfig
-from engine.controller import Controller
-from engine.distributions import Fixed
-from engine.length_probe import calibrate_profile
-from engine.lengths import LengthTally
+from engine.load.controller import Controller
 from engine.records import EventKind
 from engine.sim.model import SimConfig, max_concurrency
 from engine.sim.process import start_sim_process
-from engine.sweep import AutoRamp, SweepRunner
-from engine.sweep_logic import SweepSettings, Verdict
-from engine.sweep_session import SweepTarget, find_ceiling
-from engine.workload import load_profile
+from engine.sweep.rules import SweepSettings, Verdict
+from engine.sweep.runner import AutoRamp, SweepRunner
+from engine.sweep.session import SweepTarget, find_ceiling
+from engine.workload.distributions import Fixed
+from engine.workload.length_probe import calibrate_profile
+from engine.workload.lengths import LengthTally
+from engine.workload.profile import load_profile
 
 pytestmark = pytest.mark.slow
 

@@ -16,11 +16,11 @@ import httpx
 import pytest
 
 from engine.config import RunConfig
-from engine.controller import Controller
+from engine.load.controller import Controller
 from engine.sim.model import SimConfig
 from engine.sim.process import start_sim_process
 from engine.snapshot import RunState, Snapshot
-from engine.sweep_logic import SweepSettings
+from engine.sweep.rules import SweepSettings
 from tui.app import WattloadApp
 from tui.screens.confirm_quit import ConfirmQuitScreen
 from tui.screens.failed import FailedScreen

@@ -18,7 +18,7 @@ from engine.recording.player import Player
 from engine.recording.synthetic import SyntheticSpec, write_synthetic
 from engine.records import EventKind
 from engine.snapshot import LoadMode, RunState
-from engine.sweep_logic import SweepSettings
+from engine.sweep.rules import SweepSettings
 from tui.app import REPLAY_DISABLED, WattloadApp
 from tui.screens.confirm_quit import ConfirmQuitScreen
 from tui.screens.failed import FailedScreen

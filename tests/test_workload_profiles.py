@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 import profiles
-from engine.distributions import Empirical, LogNormal, Normal, Uniform
-from engine.workload import (
+from engine.workload.distributions import Empirical, LogNormal, Normal, Uniform
+from engine.workload.profile import (
     WORKLOADS_DIR,
     ProfileError,
     available_profiles,

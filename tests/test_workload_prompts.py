@@ -4,10 +4,10 @@ import pickle
 import random
 from pathlib import Path
 
-from engine.calibration import TokenModel
-from engine.prompts import RequestFactory, request_rng
-from engine.workload import load_profile
-from engine.workload_prompts import ProfileRequestFactory, build_factory
+from engine.workload.calibration import TokenModel
+from engine.workload.profile import load_profile
+from engine.workload.prompts import ProfileRequestFactory, build_factory
+from engine.workload.synthetic import RequestFactory, request_rng
 
 DATA = Path(__file__).parent / "data" / "workloads"
 

@@ -25,8 +25,8 @@ from textual.screen import Screen
 
 from engine.control import LoadControl, ReplayControl
 from engine.snapshot import EventView, LoadMode, RunState, Snapshot
-from engine.sweep import AutoRamp
-from engine.sweep_logic import SweepSettings
+from engine.sweep.rules import SweepSettings
+from engine.sweep.runner import AutoRamp
 from tui import format as fmt
 from tui.screens.confirm_quit import ConfirmQuitScreen, QuitChoice
 from tui.screens.dashboard import DashboardScreen, LiveDashboard, ReplayDashboard

@@ -12,9 +12,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from engine.matrix import MatrixCell
-from engine.sweep_logic import Verdict
-from engine.sweep_session import CeilingResult
+from engine.sweep.matrix import MatrixCell
+from engine.sweep.rules import Verdict
+from engine.sweep.session import CeilingResult
 from tui.format import DASH, dollars, ms, percent, sig
 
 _VERDICT_STYLE = {

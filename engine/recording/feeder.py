@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from engine.aggregator import Aggregator
 from engine.control import SessionMeta
+from engine.metrics.aggregator import Aggregator
 from engine.recording.reader import Recording
 from engine.recording.timeline import apply_event, initial_control
 from engine.snapshot import Snapshot
@@ -63,7 +63,7 @@ def new_aggregator(rec: Recording) -> tuple[Aggregator, list[str]]:
     notes: list[str] = []
     energy = None
     if m.telemetry_source:
-        from engine.energy import EnergyAccount
+        from engine.gpu.energy import EnergyAccount
 
         energy = EnergyAccount(names={g.index: g.name for g in m.gpus}, source=m.telemetry_source)
     pricing = None

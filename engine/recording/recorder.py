@@ -501,7 +501,7 @@ def attach_recorder(
     record_tokens: bool = False,
     directory: str | Path = "recordings",
 ) -> Callable[[str | None], Recorder]:
-    """Make a live ``engine.controller.Controller`` able to record (``start_recording``, the r key, --record).
+    """Make a live ``engine.load.controller.Controller`` able to record (``start_recording``, the r key, --record).
 
     Uses only the controller's public surface: its ``config`` (settings without the key; the key itself is
     scrubbed from every string), ``t0_ns`` (each recording's clock is the session's, so replay lines up with

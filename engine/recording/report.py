@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from engine.metrics.windows import LatencyMetric
 from engine.recording.phases import WARMUP_RULE, Phase, split_phases
 from engine.recording.reader import Recording
 from engine.recording.timeline import initial_control
 from engine.records import RequestRecord
-from engine.windows import LatencyMetric
 
 _FLUSH = 10_000
 NS = 1_000_000_000
@@ -268,7 +268,7 @@ def _energy(rec: Recording, spans: list[_Span], total: _Span, duration_ns: int) 
     """Mean watts into each span (as telemetry streams past its end); returns the session's energy."""
     if not rec.meta.telemetry_source:
         return None
-    from engine.energy import EnergyAccount
+    from engine.gpu.energy import EnergyAccount
 
     acct = EnergyAccount(names={g.index: g.name for g in rec.meta.gpus}, source=rec.meta.telemetry_source)
     pending = sorted(spans, key=lambda s: s.end_ns)

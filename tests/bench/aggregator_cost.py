@@ -20,8 +20,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from engine.aggregator import Aggregator
 from engine.control import ControlState
+from engine.metrics.aggregator import Aggregator
 from engine.records import ErrorClass, RequestRecord, StreamProgress
 from engine.snapshot import RunState
 

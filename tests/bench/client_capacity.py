@@ -67,7 +67,7 @@ def boost(pid: int) -> None:
 def engine_run(url: str, streams: int, seconds: float, profile: bool, boosted: bool) -> dict[str, float]:
     """The real engine: a Controller with one worker process pinned to CLIENT_CPU."""
     from engine.config import RunConfig
-    from engine.controller import Controller
+    from engine.load.controller import Controller
     from engine.records import StreamProgress
 
     progress: list[StreamProgress] = []

@@ -152,7 +152,7 @@ def phase_figures(samples: list[TelemetrySample], smi: list[dict], a: int, b: in
 
 def energy_account_figures(samples: list[TelemetrySample], names: dict[int, str], a: int, b: int) -> dict | None:
     try:
-        from engine.energy import EnergyAccount
+        from engine.gpu.energy import EnergyAccount
     except ImportError:  # pydantic absent on this machine
         return None
     acc = EnergyAccount(names=names, source="nvml")

@@ -44,7 +44,7 @@ from textual._compositor import CompositorUpdate
 from textual.screen import Screen
 
 from engine.config import RunConfig
-from engine.controller import Controller
+from engine.load.controller import Controller
 from engine.records import RequestRecord
 from engine.sim.model import SimConfig
 from engine.sim.process import start_sim_process

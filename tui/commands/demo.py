@@ -19,7 +19,7 @@ from tui.commands.common import add_load_args, config_from_args, pricing_from_ar
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
-    from engine.controller import Controller
+    from engine.load.controller import Controller
     from engine.pricing import PricingProfile
 
 DEMO_CONCURRENCY = 8
@@ -88,7 +88,7 @@ def build_controller(
     record_dir: str = "recordings",
 ) -> Controller:
     """A Controller over the simulated GPU, with `r` (recording) wired to the real recorder."""
-    from engine.controller import Controller
+    from engine.load.controller import Controller
     from engine.recording.recorder import attach_recorder
 
     controller = Controller(config, gpu=gpu, gpus=gpus, sim_url=sim_url, pricing=pricing)

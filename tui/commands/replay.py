@@ -64,8 +64,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _drive(args: argparse.Namespace) -> int:
-    from engine.controller import Controller
-    from engine.probe import ProbeError, resolve_endpoint
+    from engine.load.controller import Controller
+    from engine.load.probe import ProbeError, resolve_endpoint
     from engine.recording.recorder import attach_recorder
     from engine.recording.redrive import control_timeline, redrive, redrive_config
     from engine.recording.store import RecordingError

@@ -22,10 +22,10 @@ from tui.commands.common import add_load_args, config_from_args, pricing_from_ar
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
-    from engine.controller import Controller
+    from engine.load.controller import Controller
     from engine.pricing import PricingProfile
-    from engine.prompts import RequestFactory
-    from engine.workload import LoadedProfile
+    from engine.workload.profile import LoadedProfile
+    from engine.workload.synthetic import RequestFactory
 
 PROGRESS_EVERY_S = 3.0
 
@@ -73,8 +73,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None) -> Controller:
     """Probe the endpoint (one clear line for anything the user must fix), then build the controller."""
-    from engine.controller import Controller
-    from engine.probe import ProbeError, preflight, resolve_endpoint
+    from engine.load.controller import Controller
+    from engine.load.probe import ProbeError, preflight, resolve_endpoint
 
     try:
         endpoint = resolve_endpoint(url, api_key=args.api_key or api_key_from_env(), model=args.model)
@@ -101,9 +101,9 @@ def _workload(profile: str | None, config: RunConfig) -> tuple[LoadedProfile | N
     """With --profile: load it (one-line errors), shape the config by it, and calibrate input lengths on the server."""
     if not profile:
         return None, None, config
-    from engine.length_probe import ProbeError as LengthProbeError
-    from engine.workload import ProfileError, load_profile
-    from engine.workload_setup import apply_profile, calibrated_factory
+    from engine.workload.length_probe import ProbeError as LengthProbeError
+    from engine.workload.profile import ProfileError, load_profile
+    from engine.workload.setup import apply_profile, calibrated_factory
 
     try:
         loaded = load_profile(profile)
@@ -150,8 +150,8 @@ def _tui_runner() -> Callable[..., int] | None:
 
 def run_headless(controller: Controller, *, json_path: str | None = None) -> int:
     """Run to the end (duration, request count, Ctrl-C or failure); print the summary; write --json."""
+    from engine.metrics.summary import RunReport, format_summary, progress_line, wall_clock_label, write_report
     from engine.snapshot import RunState
-    from engine.summary import RunReport, format_summary, progress_line, wall_clock_label, write_report
 
     interrupted = False
 

@@ -25,11 +25,11 @@ from tui.cli import EXIT_FAILED, EXIT_INTERRUPTED, UserError
 from tui.commands.common import parse_duration, positive, pricing_from_args
 
 if TYPE_CHECKING:
-    from engine.matrix import MatrixProgress
-    from engine.sweep import StepProgress
-    from engine.sweep_logic import SweepSettings
-    from engine.sweep_session import SweepTarget
-    from engine.workload import LoadedProfile
+    from engine.sweep.matrix import MatrixProgress
+    from engine.sweep.rules import SweepSettings
+    from engine.sweep.runner import StepProgress
+    from engine.sweep.session import SweepTarget
+    from engine.workload.profile import LoadedProfile
 
 
 
@@ -158,7 +158,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from engine.workload import ProfileError, load_profile
+    from engine.workload.profile import ProfileError, load_profile
 
     if bool(args.url) == bool(args.sim):
         raise UserError("give the endpoint URL (e.g. http://127.0.0.1:8000), or --sim for the simulated server")
@@ -181,7 +181,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def settings_from_args(args: argparse.Namespace, loaded: LoadedProfile) -> SweepSettings:
     """Sweep settings: the command line first, then the profile's [sweep] table, then the defaults."""
-    from engine.sweep_logic import SweepSettings
+    from engine.sweep.rules import SweepSettings
 
     suggested = loaded.profile.sweep
     given: dict[str, Any] = {
@@ -273,8 +273,8 @@ def _sigint_blocked() -> Iterator[None]:
 
 def _target(args: argparse.Namespace, loaded: LoadedProfile, sim_url: str | None, pricing: Any) -> SweepTarget:
     """Resolve the endpoint and model, check one request shaped like the profile's, and describe the target."""
-    from engine.probe import ProbeError, preflight, resolve_endpoint
-    from engine.sweep_session import SweepTarget
+    from engine.load.probe import ProbeError, preflight, resolve_endpoint
+    from engine.sweep.session import SweepTarget
 
     key = args.api_key or api_key_from_env()
     try:
@@ -311,9 +311,9 @@ def _sweep(
 ) -> int:
     from rich.console import Console
 
-    from engine.matrix import MatrixError, run_matrix, state_path_for
-    from engine.sweep_report import SweepReport, wall_clock_label, write_csv, write_json
-    from engine.sweep_session import find_ceiling
+    from engine.sweep.matrix import MatrixError, run_matrix, state_path_for
+    from engine.sweep.report import SweepReport, wall_clock_label, write_csv, write_json
+    from engine.sweep.session import find_ceiling
     from tui.sweep_view import matrix_view, sweep_view
 
     stop = threading.Event()

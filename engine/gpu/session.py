@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from engine.records import ControlEvent, TelemetrySample
 
 if TYPE_CHECKING:
-    from engine.energy import EnergyAccount
     from engine.gpu.base import GpuBackend
+    from engine.gpu.energy import EnergyAccount
     from engine.gpu.powercap import PowerCapManager
     from engine.gpu.sampler import TelemetrySampler
 
@@ -54,7 +54,7 @@ class GpuSession:
         session = cls(message)
         if backend is None:
             return session
-        from engine.energy import EnergyAccount
+        from engine.gpu.energy import EnergyAccount
         from engine.gpu.powercap import PowerCapManager
         from engine.gpu.sampler import TelemetrySampler
 

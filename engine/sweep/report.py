@@ -14,10 +14,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from engine import __version__
-from engine.matrix import MatrixCell
-from engine.sweep_logic import StepResult, SweepSettings
-from engine.sweep_session import CeilingResult
-from engine.workload import ProfileInfo
+from engine.sweep.matrix import MatrixCell
+from engine.sweep.rules import StepResult, SweepSettings
+from engine.sweep.session import CeilingResult
+from engine.workload.profile import ProfileInfo
 
 REPORT_FORMAT = "wattload-sweep"
 REPORT_VERSION = 1

@@ -1,6 +1,6 @@
 """Driving the ceiling finder: hold each concurrency step until its window is steady, judge it, step up.
 
-Two drivers share one step judge (``StepJudge``) and one set of rules (``engine.sweep_logic.CeilingFinder``):
+Two drivers share one step judge (``StepJudge``) and one set of rules (``engine.sweep.rules.CeilingFinder``):
 ``SweepRunner`` blocks the calling thread on a controller's snapshots (the headless ``wattload sweep``), and
 ``AutoRamp`` is fed one snapshot per tick by the TUI (the ``a`` key) and never blocks.
 
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from time import perf_counter_ns
 
 from engine.control import LoadControl
-from engine.lengths import LengthTally
 from engine.records import ControlEvent, EventKind
 from engine.snapshot import RunState, Snapshot
-from engine.sweep_logic import CeilingFinder, StepResult, SweepOutcome, SweepSettings, step_from_snapshot
+from engine.sweep.rules import CeilingFinder, StepResult, SweepOutcome, SweepSettings, step_from_snapshot
+from engine.workload.lengths import LengthTally
 
 _SNAPSHOT_WAIT_S = 2.0  # the controller ticks at 4 Hz; silence for this long means it stopped ticking
 _MAX_SILENT_WAITS = 5

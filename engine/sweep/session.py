@@ -14,20 +14,20 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from engine.calibration import CalibrationResult
 from engine.config import RunConfig
 from engine.control import LoadControl, SessionSink
-from engine.length_probe import ExceedsContext, ProbeError, check_cell_fits
-from engine.lengths import LengthCheck, LengthTally
-from engine.prompts import RequestFactory
-from engine.sweep import ProgressCallback, SweepRunner
-from engine.sweep_logic import SweepOutcome, SweepSettings
-from engine.workload import LoadedProfile
-from engine.workload_prompts import ProfileRequestFactory
-from engine.workload_setup import apply_profile, calibrated_factory
+from engine.sweep.rules import SweepOutcome, SweepSettings
+from engine.sweep.runner import ProgressCallback, SweepRunner
+from engine.workload.calibration import CalibrationResult
+from engine.workload.length_probe import ExceedsContext, ProbeError, check_cell_fits
+from engine.workload.lengths import LengthCheck, LengthTally
+from engine.workload.profile import LoadedProfile
+from engine.workload.prompts import ProfileRequestFactory
+from engine.workload.setup import apply_profile, calibrated_factory
+from engine.workload.synthetic import RequestFactory
 
 if TYPE_CHECKING:
-    from engine.controller import Controller
+    from engine.load.controller import Controller
     from engine.pricing import PricingProfile
 
 CellStatus = Literal["ok", "exceeds context", "failed"]
@@ -123,7 +123,7 @@ def open_controller(
     target: SweepTarget, config: RunConfig, factory: RequestFactory, sinks: tuple[SessionSink, ...] = ()
 ) -> Controller:
     """A controller for the target (telemetry, pricing) driving ``factory``; not started."""
-    from engine.controller import Controller
+    from engine.load.controller import Controller
 
     return Controller(
         config,

@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from engine.client import IGNORE_EOS_REJECTED, completions_url, error_message, request_body, request_headers
 from engine.config import RunConfig
-from engine.prompts import RequestSpec
+from engine.load.client import IGNORE_EOS_REJECTED, completions_url, error_message, request_body, request_headers
+from engine.workload.synthetic import RequestSpec
 
 PROBE_TIMEOUT_S = 10.0
 KEY_HINT = "pass --api-key or set OPENAI_API_KEY / WATTLOAD_API_KEY"

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.control import ControlState, SessionMeta
+from engine.metrics.windows import RecordSamples, SlotStats, SlottedWindow
 from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
 from engine.snapshot import ClientHealth, CostStats, EventView, GpuStats, Snapshot, WindowStats
-from engine.windows import RecordSamples, SlotStats, SlottedWindow
 
 if TYPE_CHECKING:
-    from engine.energy import EnergyAccount
+    from engine.gpu.energy import EnergyAccount
     from engine.pricing import PricingProfile
 
 # Client saturation. Above ~10 ms the client's own delays are of the same order as a fast server's inter-token

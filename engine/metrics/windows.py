@@ -15,7 +15,7 @@ from itertools import chain
 
 import numpy as np
 
-from engine.histogram import LogHistogram
+from engine.metrics.histogram import LogHistogram
 from engine.records import RequestRecord
 from engine.snapshot import Percentiles
 

@@ -22,16 +22,16 @@ from multiprocessing.connection import wait
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.aggregator import Aggregator
 from engine.config import RunConfig
 from engine.control import ControlState, SessionMeta, SessionSink, SnapshotCallback
-from engine.gpu_session import GpuSession
-from engine.prompts import RequestFactory, SyntheticFactory
+from engine.gpu.session import GpuSession
+from engine.load.schedule import split_concurrency, split_rate
+from engine.load.worker import Batch, Done, Failed, Go, Pause, Ready, Resume, Stop, Target, WorkerTarget
+from engine.load.worker_pool import WorkerExited, WorkerPool
+from engine.metrics.aggregator import Aggregator
 from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
-from engine.schedule import split_concurrency, split_rate
 from engine.snapshot import LoadMode, RunState, Snapshot
-from engine.worker import Batch, Done, Failed, Go, Pause, Ready, Resume, Stop, Target, WorkerTarget
-from engine.worker_pool import WorkerExited, WorkerPool
+from engine.workload.synthetic import RequestFactory, SyntheticFactory
 
 if TYPE_CHECKING:
     from engine.gpu.base import GpuBackend

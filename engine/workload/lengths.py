@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.records import ControlEvent, RequestRecord, StreamProgress, TelemetrySample
 from engine.snapshot import Snapshot
-from engine.workload import LoadedProfile
+from engine.workload.profile import LoadedProfile
 
 
 class LengthCheck(BaseModel):

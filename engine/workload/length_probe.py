@@ -1,6 +1,6 @@
 """Probe requests that calibrate prompt lengths and check that a request shape fits the server's context.
 
-They go through the same client (``engine.client``) as the load itself, so the bodies, headers and usage parsing
+They go through the same client (``engine.load.client``) as the load itself, so the bodies, headers and usage parsing
 are identical to what the workers send; only ``max_tokens`` is 1, so a probe costs one prefill.
 """
 
@@ -11,7 +11,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
-from engine.calibration import (
+from engine.config import RunConfig
+from engine.load.client import StreamClient, completions_url, error_message, open_session, request_body, request_headers
+from engine.workload.calibration import (
     DEFAULT_TOLERANCE,
     CalibrationResult,
     TokenModel,
@@ -20,11 +22,9 @@ from engine.calibration import (
     measure_text,
     measure_vocabulary,
 )
-from engine.client import StreamClient, completions_url, error_message, open_session, request_body, request_headers
-from engine.config import RunConfig
-from engine.prompts import RequestSpec
-from engine.workload import LoadedProfile
-from engine.workload_prompts import VOCABULARY, ProfileRequestFactory, build_factory, prefix_words
+from engine.workload.profile import LoadedProfile
+from engine.workload.prompts import VOCABULARY, ProfileRequestFactory, build_factory, prefix_words
+from engine.workload.synthetic import RequestSpec
 
 PROBE_TIMEOUT_S = 120.0
 _CONTEXT_RE = re.compile(r"context|max_model_len|too long|must be <=|exceeds", re.IGNORECASE)

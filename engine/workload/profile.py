@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import profiles
-from engine.distributions import Distribution, Fixed, coerce_distribution
+from engine.workload.distributions import Distribution, Fixed, coerce_distribution
 
 WORKLOADS_DIR = Path(profiles.__file__).parent / "workloads"
 _KIND_TAGS = frozenset({"fixed", "uniform", "normal", "lognormal", "empirical"})

@@ -1,8 +1,8 @@
 """The profile-driven request factory: turns a workload profile (and its calibration) into request bodies.
 
-Implements ``engine.prompts.RequestFactory`` (``make(seq, rng) -> RequestSpec``), so the controller's workers use
-it exactly like the built-in synthetic factory. It is a frozen dataclass of plain data (profile models, the token
-model, precomputed prefix texts, dataset lines) because it is pickled into every worker process.
+Implements ``engine.workload.synthetic.RequestFactory`` (``make(seq, rng) -> RequestSpec``), so the controller's
+workers use it exactly like the built-in synthetic factory. It is a frozen dataclass of plain data (profile
+models, the token model, precomputed prefix texts, dataset lines) because it is pickled into every worker process.
 
 Synthetic prompts are random common words; the calibrated ``TokenModel`` says how many words make the target
 number of the *server's* tokens. The shared prefix (if any) and the system prompt count inside the target length.
@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.calibration import TokenModel
-from engine.distributions import Distribution
-from engine.prompts import Api, RequestSpec
-from engine.workload import DatasetEntry, LoadedProfile
+from engine.workload.calibration import TokenModel
+from engine.workload.distributions import Distribution
+from engine.workload.profile import DatasetEntry, LoadedProfile
+from engine.workload.synthetic import Api, RequestSpec
 
 # Common lower-case English words of 5 to 8 letters. Real tokenizers (BPE with a leading space) map nearly all of
 # them to one token each, and the simulator's pseudo-tokenizer (runs of up to 4 word characters) to exactly two, so

@@ -1,6 +1,6 @@
 """The worker processes of one session and their pipes: spawn, command, receive, notice deaths, reap.
 
-Each worker gets two one-way pipes (see engine/worker.py for the protocol). Commands may come from any thread
+Each worker gets two one-way pipes (see engine/load/worker.py for the protocol). Commands may come from any thread
 (one lock serialises writes); receiving happens on the controller thread alone. A worker counts as *gone* once it
 said goodbye (``Done``) or its process ended; the pool never blocks for long: reaping escalates from join to
 terminate to kill within a few seconds.
@@ -16,8 +16,8 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from engine.config import RunConfig
-from engine.prompts import RequestFactory
-from engine.worker import worker_main
+from engine.load.worker import worker_main
+from engine.workload.synthetic import RequestFactory
 
 
 class WorkerExited:

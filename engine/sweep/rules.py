@@ -1,6 +1,6 @@
 """The ceiling finder's decisions, apart from any server: which concurrency next, when to stop, what it found.
 
-Pure and synchronous so it can be tested with recorded snapshots. ``engine.sweep`` drives a live controller with
+Pure and synchronous so it can be tested with recorded snapshots. ``engine.sweep.runner`` drives a live controller with
 it; the TUI's auto-ramp uses the same rules one step at a time.
 
 Rules (all figures over the step's own steady window):

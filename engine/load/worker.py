@@ -25,12 +25,12 @@ from multiprocessing.connection import Connection
 from time import perf_counter_ns
 from typing import Any
 
-from engine.client import StreamClient, open_session
 from engine.config import RunConfig
-from engine.prompts import RequestFactory, request_rng
+from engine.load.client import StreamClient, open_session
+from engine.load.schedule import PoissonArrivals, worker_seed
 from engine.records import RequestRecord, StreamProgress
-from engine.schedule import PoissonArrivals, worker_seed
 from engine.snapshot import LoadMode
+from engine.workload.synthetic import RequestFactory, request_rng
 
 REPORT_INTERVAL_S = 0.1
 LAG_PROBE_S = 0.025

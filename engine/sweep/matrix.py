@@ -21,17 +21,17 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engine.lengths import LengthTally
 from engine.records import ControlEvent, EventKind
 from engine.snapshot import RunState
-from engine.sweep import StepProgress
-from engine.sweep_logic import SweepSettings
-from engine.sweep_session import CeilingResult, Prepared, SweepTarget, open_controller, prepare, search
-from engine.workload import LoadedProfile
-from engine.workload_prompts import SwitchableFactory
+from engine.sweep.rules import SweepSettings
+from engine.sweep.runner import StepProgress
+from engine.sweep.session import CeilingResult, Prepared, SweepTarget, open_controller, prepare, search
+from engine.workload.lengths import LengthTally
+from engine.workload.profile import LoadedProfile
+from engine.workload.prompts import SwitchableFactory
 
 if TYPE_CHECKING:
-    from engine.controller import Controller
+    from engine.load.controller import Controller
 
 STATE_FORMAT = "wattload-matrix-state"
 STATE_VERSION = 1
