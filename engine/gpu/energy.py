@@ -127,6 +127,15 @@ def _per_token(energy_j: float | None, tokens: int) -> tuple[float | None, float
     return energy_j / tokens, energy_j / J_PER_KWH / tokens * 1e6
 
 
+def _energy_stats(energy: float | None, mean: float | None, out_tokens: int, all_tokens: int,
+                  steady: bool) -> EnergyStats:
+    """Energy over a span and what it means per token (output tokens, and input plus output)."""
+    j_out, kwh_out = _per_token(energy, out_tokens)
+    _, kwh_all = _per_token(energy, all_tokens)
+    return EnergyStats(energy_j=energy, mean_watts=mean, joules_per_output_token=j_out,
+                       kwh_per_million_output_tokens=kwh_out, kwh_per_million_total_tokens=kwh_all, steady=steady)
+
+
 def _sum(values: list[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return sum(known) if known else None
@@ -217,16 +226,7 @@ class EnergyAccount:
         start = now_ns - int(window_s * NS)
         mean = _sum([t.mean_watts(start, now_ns) for t in tracks.values()])
         energy = None if mean is None else mean * window_s
-        j_out, kwh_out = _per_token(energy, out_tokens)
-        _, kwh_all = _per_token(energy, all_tokens)
-        return EnergyStats(
-            energy_j=energy,
-            mean_watts=mean,
-            joules_per_output_token=j_out,
-            kwh_per_million_output_tokens=kwh_out,
-            kwh_per_million_total_tokens=kwh_all,
-            steady=steady,
-        )
+        return _energy_stats(energy, mean, out_tokens, all_tokens, steady)
 
     @staticmethod
     def _total(tracks: dict[int, _Track], out_tokens: int, all_tokens: int, steady: bool) -> EnergyStats:
@@ -235,13 +235,4 @@ class EnergyAccount:
             return EnergyStats(steady=steady)
         energy = sum(t.total_j for t in timed)
         mean = sum(t.total_j / ((t.t[-1] - t.first_t) / NS) for t in timed if t.first_t is not None)
-        j_out, kwh_out = _per_token(energy, out_tokens)
-        _, kwh_all = _per_token(energy, all_tokens)
-        return EnergyStats(
-            energy_j=energy,
-            mean_watts=mean,
-            joules_per_output_token=j_out,
-            kwh_per_million_output_tokens=kwh_out,
-            kwh_per_million_total_tokens=kwh_all,
-            steady=steady,
-        )
+        return _energy_stats(energy, mean, out_tokens, all_tokens, steady)

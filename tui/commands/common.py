@@ -7,9 +7,11 @@ a profile become ``UserError`` (one line, exit 2). Nothing here imports textual.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from pydantic import SecretStr, ValidationError
@@ -158,3 +160,17 @@ def open_recording_or_fail(path: str) -> Recording:
     for warning in rec.warnings:
         print(f"wattload: {warning}", file=sys.stderr)
     return rec
+
+
+@contextlib.contextmanager
+def sigint_blocked() -> Iterator[None]:
+    """Block SIGINT while starting a child process: it inherits the mask, so a terminal Ctrl-C reaches only us
+    and the simulator outlives it (it still serves the in-flight requests of the run being stopped)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
-import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from tui.cli import UserError
-from tui.commands.common import add_load_args, config_from_args, pricing_from_args
+from tui.commands.common import add_load_args, config_from_args, pricing_from_args, sigint_blocked
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
@@ -68,7 +66,7 @@ def simulated_server(seed: int = 0, speed: float = 1.0) -> Iterator[tuple[str, s
 
     sim_config = SimConfig(seed=seed, speed=speed)
     try:
-        with _sigint_blocked():  # a terminal Ctrl-C must not kill the server under a draining run
+        with sigint_blocked():  # a terminal Ctrl-C must not kill the server under a draining run
             sim = start_sim_process(sim_config)
     except SimStartError as exc:
         raise UserError(str(exc)) from None
@@ -95,16 +93,3 @@ def build_controller(
     attach_recorder(controller, pricing=pricing.model_dump(mode="json") if pricing is not None else None,
                     directory=record_dir)
     return controller
-
-
-@contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """Block SIGINT while starting a child: it inherits the mask, so a terminal Ctrl-C reaches only us."""
-    if not hasattr(signal, "pthread_sigmask") or sys.platform == "win32":
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -22,7 +22,7 @@ from pydantic import SecretStr, ValidationError
 
 from engine.config import RunConfig, api_key_from_env
 from tui.cli import EXIT_FAILED, EXIT_INTERRUPTED, UserError
-from tui.commands.common import parse_duration, positive, pricing_from_args
+from tui.commands.common import parse_duration, positive, pricing_from_args, sigint_blocked
 
 if TYPE_CHECKING:
     from engine.sweep.matrix import MatrixProgress
@@ -247,7 +247,7 @@ def _sim_server(args: argparse.Namespace, seed: int) -> Iterator[str | None]:
         err = exc.errors()[0]
         raise UserError(f"--sim-set {'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
     try:
-        with _sigint_blocked():
+        with sigint_blocked():
             sim = start_sim_process(config)
     except SimStartError as exc:
         raise UserError(str(exc)) from None
@@ -256,19 +256,6 @@ def _sim_server(args: argparse.Namespace, seed: int) -> Iterator[str | None]:
         yield sim.url
     finally:
         sim.stop()
-
-
-@contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """The simulator must outlive our Ctrl-C (it serves the in-flight requests of the step being stopped)."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _target(args: argparse.Namespace, loaded: LoadedProfile, sim_url: str | None, pricing: Any) -> SweepTarget:
