@@ -166,10 +166,8 @@ def test_auto_ramp_finds_the_capacity_and_holds_there(sim, loaded):
         controller.close()
 
 
-def test_auto_ramp_yields_to_the_operator(sim, loaded):
-    cfg = config(sim.url, concurrency=1, window_s=FAST["window_s"])
-    controller = Controller(cfg)
-    ramp = AutoRamp(controller, SweepSettings(**FAST))
+def feed_ramp(controller, ramp):
+    """Feed every snapshot to the ramp, as the TUI does; collect its event-log lines, flag the first one."""
     lines: list[str] = []
     ended = threading.Event()
 
@@ -180,6 +178,14 @@ def test_auto_ramp_yields_to_the_operator(sim, loaded):
             ended.set()
 
     controller.subscribe(on_snapshot)
+    return lines, ended
+
+
+def test_auto_ramp_yields_to_the_operator(sim, loaded):
+    cfg = config(sim.url, concurrency=1, window_s=FAST["window_s"])
+    controller = Controller(cfg)
+    ramp = AutoRamp(controller, SweepSettings(**FAST))
+    lines, ended = feed_ramp(controller, ramp)
     try:
         controller.start()
         assert ramp.toggle().startswith("auto-ramp on: from concurrency 1")
@@ -197,16 +203,7 @@ def test_auto_ramp_ends_when_the_operator_pauses(sim, loaded):
     """A paused step's tok/s falls for want of load, not capacity: judging it would end the ramp on a false knee."""
     controller = Controller(config(sim.url, concurrency=2, window_s=FAST["window_s"]))
     ramp = AutoRamp(controller, SweepSettings(**FAST))
-    lines: list[str] = []
-    ended = threading.Event()
-
-    def on_snapshot(snap):
-        line = ramp.on_snapshot(snap)
-        if line:
-            lines.append(line)
-            ended.set()
-
-    controller.subscribe(on_snapshot)
+    lines, ended = feed_ramp(controller, ramp)
     try:
         controller.start()
         ramp.toggle()
