@@ -4,9 +4,9 @@ full speed drives the same panels to the recording's end (keys are covered in te
 from __future__ import annotations
 
 import sqlite3
-import time
 
 import pytest
+from tui_canned import screen_text, until
 
 from engine.recording.player import Player
 from engine.recording.synthetic import SyntheticSpec, write_synthetic
@@ -17,17 +17,6 @@ from tui.widgets.header import HeaderPanel
 from tui.widgets.timeline import TimelineBar
 
 SIZE = (120, 36)
-
-
-def screen_text(app: WattloadApp) -> str:
-    return "\n".join("".join(seg.text for seg in strip) for strip in app.screen._compositor.render_strips())
-
-
-async def until(pilot, predicate, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await pilot.pause(0.05)
 
 
 @pytest.fixture
@@ -45,8 +34,8 @@ async def test_replay_plays_to_the_end_and_shows_the_files_warning(damaged):
     try:
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("0", "space")  # as fast as possible, play
-            await until(pilot, lambda: not player.playing and player.position_s == player.duration_s)
-            await until(pilot, lambda: app.snapshot.t_s == player.duration_s)
+            await until(pilot, lambda: not player.playing and player.position_s == player.duration_s, timeout=15)
+            await until(pilot, lambda: app.snapshot.t_s == player.duration_s, timeout=15)
             await pilot.pause()
             assert app.snapshot.target_concurrency == 12 and app.snapshot.state is RunState.RUNNING
             assert "2 corrupt rows skipped" in str(app.screen.query_one(HeaderPanel).render())
@@ -54,6 +43,6 @@ async def test_replay_plays_to_the_end_and_shows_the_files_warning(damaged):
             assert timeline.position_s == timeline.duration_s == player.duration_s
             assert "paused max  0:00:40 / 0:00:40" in screen_text(app)
             await pilot.press("q")
-            await until(pilot, lambda: app.return_code is not None)
+            await until(pilot, lambda: app.return_code is not None, timeout=15)
     finally:
         player.close()

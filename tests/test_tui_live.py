@@ -9,11 +9,11 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
+from tui_canned import until
 
 from engine.config import RunConfig
 from engine.load.controller import Controller
@@ -76,13 +76,6 @@ def sim_gpu(url: str) -> dict:
 def set_sim(url: str, **patch: object) -> None:
     reply = httpx.post(url.removesuffix("/v1") + "/sim/config", json=patch, timeout=5.0, trust_env=False)
     reply.raise_for_status()
-
-
-async def until(pilot, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        await pilot.pause(0.05)
 
 
 def shown(app: WattloadApp) -> Snapshot:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
-from tui_canned import CannedControl, session, session_snapshot
+from tui_canned import CannedControl, screen_text, session, session_snapshot, until
 
 from engine.recording.player import Player
 from engine.recording.synthetic import SyntheticSpec, write_synthetic
@@ -30,18 +29,6 @@ from tui.widgets.load import LoadPanel
 from tui.widgets.timeline import TimelineBar
 
 SIZE = (120, 36)
-
-
-def screen_text(app: WattloadApp) -> str:
-    """What the terminal shows, as plain text."""
-    return "\n".join("".join(seg.text for seg in strip) for strip in app.screen._compositor.render_strips())
-
-
-async def until(pilot, predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await pilot.pause(0.02)
 
 
 async def test_help_opens_and_closes_and_lists_every_live_key():

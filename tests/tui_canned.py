@@ -7,7 +7,9 @@ which control method a key calls; the behaviour against the real engine is teste
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from engine.snapshot import (
     ClientHealth,
@@ -234,3 +236,17 @@ class CannedReplay:
 
     def close(self) -> None:
         self.calls.append(("close",))
+
+
+def screen_text(app: Any) -> str:
+    """What the terminal shows, as plain text."""
+    return "\n".join("".join(seg.text for seg in strip) for strip in app.screen._compositor.render_strips())
+
+
+async def until(pilot: Any, predicate: Callable[[], bool], timeout: float = 5.0, what: str = "the condition",
+                step: float = 0.02) -> None:
+    """Let the app run until ``predicate`` holds; fail (never hang) after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        await pilot.pause(step)
