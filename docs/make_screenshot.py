@@ -34,7 +34,7 @@ def screen_text(app: WattloadApp) -> str:
 async def session(seconds: float) -> None:
     os.environ.setdefault("WATTLOAD_STATE_DIR", tempfile.mkdtemp(prefix="wattload-doc-"))
     sim = start_sim_process(SimConfig(seed=7))
-    config = RunConfig(base_url=sim.url, model=SimConfig().model, concurrency=8, step=4, workload="chat-short")
+    config = RunConfig(base_url=sim.url, model=SimConfig().model, concurrency=8, step=4)
     controller = Controller(config, gpu="sim", sim_url=sim.url, pricing=load_pricing(DEFAULT_PRICING))
     controller.start()
     app = WattloadApp(controller)
