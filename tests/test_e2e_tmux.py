@@ -63,6 +63,26 @@ def alive(pid: int) -> bool:
         return False
 
 
+def still_alive_after(pids: set[int], grace_s: float) -> list[int]:
+    """The processes still running once ``grace_s`` has passed (or as soon as none is)."""
+    deadline = time.monotonic() + grace_s
+    while (left := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def described(pids: list[int]) -> list[str]:
+    """Left-over processes with their command lines, so a failure says what was left."""
+    out = []
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            cmd = "?"
+        out.append(f"{pid}: {cmd}")
+    return out
+
+
 def load_figure(screen: str, label: str) -> int | None:
     match = re.search(rf"{label}\s+(\d+)", screen)
     return int(match.group(1)) if match else None
@@ -95,7 +115,8 @@ def test_demo_in_a_real_terminal_shows_figures_that_follow_the_keys(tmp_path):
         tmux("send-keys", "-t", session, "q")
         wait_screen(session, lambda s: done.exists(), 30, "the demo to exit")
         assert done.read_text().strip() == "0"
-        assert [pid for pid in run_processes if alive(pid)] == []  # no worker, sim or tracker process is left
+        # no worker, sim or tracker process is left (the resource tracker notices its parent's exit a moment later)
+        assert described(still_alive_after(run_processes, 10.0)) == []
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=10)
 
@@ -112,7 +133,4 @@ def test_closing_the_terminal_stops_the_engine_and_leaves_no_process(tmp_path):
         assert len(run_processes) >= 3
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=10)
-    deadline = time.monotonic() + 30
-    while [pid for pid in run_processes if alive(pid)] and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert [pid for pid in run_processes if alive(pid)] == []
+    assert described(still_alive_after(run_processes, 30.0)) == []
