@@ -119,3 +119,12 @@ class SlowFactory:
     def make(self, seq: int, rng: random.Random) -> RequestSpec:
         time.sleep(self.delay_s)
         return self.inner.make(seq, rng)
+
+
+def run_to_end(controller: Any, timeout_s: float = 60.0) -> None:
+    """Start a session that stops by itself (duration or request count) and wait, bounded, until it has."""
+    controller.start()
+    try:
+        assert controller.wait(timeout_s), "the session did not end by itself"
+    finally:
+        controller.close()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from engine_helpers import CollectingSink, config, root_of, sim_server, wait_for
+from engine_helpers import CollectingSink, config, root_of, run_to_end, sim_server, wait_for
 
 from engine.load.controller import Controller
 from engine.records import EventKind
@@ -86,11 +86,7 @@ def test_pause_drains_in_flight_to_zero_and_resume_restores(slow_sim):
 def test_request_count_stops_after_exactly_n(slow_sim):
     sink = CollectingSink()
     c = Controller(config(slow_sim, concurrency=3, max_tokens=8, max_requests=7), sinks=[sink])
-    c.start()
-    try:
-        assert c.wait(60)
-    finally:
-        c.close()
+    run_to_end(c)
     assert len(sink.records) == 7 and c.latest.total.requests == 7
     assert c.stop_reason == "request count reached (7)" and c.latest.state is RunState.STOPPED
     assert sum(r.output_tokens for r in sink.records) == c.latest.total.output_tokens == 7 * 8

@@ -3,7 +3,7 @@
 import statistics
 
 import pytest
-from engine_helpers import CollectingSink, SlowFactory, config, sim_server, sim_stamps
+from engine_helpers import CollectingSink, SlowFactory, config, run_to_end, sim_server, sim_stamps
 
 from engine.load.controller import Controller
 from engine.load.schedule import PoissonArrivals, split_concurrency, split_rate, worker_seed
@@ -44,11 +44,7 @@ def run_rate(url: str, rate: float, duration_s: float, **kw) -> tuple[Controller
     factory = kw.pop("request_factory", None)
     c = Controller(config(url, mode=LoadMode.RATE, rate=rate, duration_s=duration_s, seed=5, **kw),
                    sinks=[sink], request_factory=factory, stop_grace_s=0.5)
-    c.start()
-    try:
-        assert c.wait(60)
-    finally:
-        c.close()
+    run_to_end(c)
     sink.records.sort(key=lambda r: r.t_scheduled_ns)
     return c, sink
 

@@ -11,7 +11,7 @@ figure on pinned cores.
 """
 
 import pytest
-from engine_helpers import CollectingSink, config, percentile, sim_stamps
+from engine_helpers import CollectingSink, config, percentile, run_to_end, sim_stamps
 
 from engine.load.controller import Controller
 from engine.sim.model import SimConfig
@@ -29,11 +29,7 @@ def sim_process_url():
 def test_measured_ttft_matches_the_server_ground_truth(sim_process_url):
     sink = CollectingSink()
     c = Controller(config(sim_process_url, concurrency=16, max_tokens=24, max_requests=96), sinks=[sink])
-    c.start()
-    try:
-        assert c.wait(60)
-    finally:
-        c.close()
+    run_to_end(c)
     records = [r for r in sink.records if r.ok]
     assert len(records) == 96
     first, every = [], []
