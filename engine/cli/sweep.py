@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr, ValidationError
 
-from engine.cli.common import parse_duration, positive, pricing_from_args, sigint_blocked
+from engine.cli.common import add_http_client_option, parse_duration, positive, pricing_from_args, sigint_blocked
 from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
 from engine.config import RunConfig, api_key_from_env
 
@@ -137,6 +137,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="bearer token (default: $WATTLOAD_API_KEY or $OPENAI_API_KEY); never written anywhere",
     )
     run.add_argument("--workers", type=positive(int), default=None, metavar="N", help="worker processes")
+    add_http_client_option(run)
     run.add_argument("--seed", type=int, default=None, help="seed for prompts (default: the profile's, else 0)")
     run.add_argument("--refresh", type=positive(float), default=4.0, metavar="HZ", help="snapshots per second (4)")
 
@@ -277,6 +278,7 @@ def _target(args: argparse.Namespace, loaded: LoadedProfile, sim_url: str | None
         }
         if args.workers is not None:
             fields["workers"] = args.workers
+        fields["http_client"] = args.http_client
         config = RunConfig(**fields)
         warning = preflight(config)
     except ProbeError as exc:

@@ -26,7 +26,7 @@ from engine.config import RunConfig
 from engine.control import ControlState, SessionMeta, SessionSink, SnapshotCallback
 from engine.gpu.session import GpuSession
 from engine.load.schedule import split_concurrency, split_rate
-from engine.load.worker import Batch, Done, Failed, Go, Pause, Ready, Resume, Stop, Target, WorkerTarget
+from engine.load.worker import Batch, Done, Failed, Go, Notice, Pause, Ready, Resume, Stop, Target, WorkerTarget
 from engine.load.worker_pool import WorkerExited, WorkerPool
 from engine.metrics.aggregator import Aggregator
 from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
@@ -423,6 +423,8 @@ class Controller:
                 self.cancelled_at_stop += n
             case Failed(message=message):
                 self._fail(message)
+            case Notice(message=message):
+                self.emit(ControlEvent(perf_counter_ns(), EventKind.WARNING, message=message))
             case WorkerExited(worker=i, clean=False, exitcode=code):
                 self._fail(f"worker {i} exited unexpectedly (exit code {code}); the run was stopped")
 
