@@ -21,6 +21,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 from time import perf_counter_ns
+from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -145,8 +146,7 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio subclasses
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
