@@ -15,16 +15,19 @@ import random
 import shutil
 import ssl
 import subprocess
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiohttp import web
-from engine_helpers import SIM_MODEL, config
+from engine_helpers import SIM_MODEL, CollectingSink, config, run_to_end
 
 from engine.config import RunConfig
+from engine.load.controller import Controller
 from engine.load.http_choice import AutoStreamClient, describe, open_stream_client
 from engine.load.lean_client import LeanPool, LeanStreamClient
-from engine.records import ErrorClass, RequestRecord
+from engine.records import ErrorClass, EventKind, RequestRecord
 from engine.sim.model import SimConfig
 from engine.sim.server import create_app
 from engine.workload.synthetic import SyntheticFactory
@@ -328,3 +331,48 @@ def test_the_run_start_line_names_the_client():
     assert describe("lean").startswith("lean HTTP (httptools ")
     assert "aiohttp fallback" in describe("auto") and describe("aiohttp").startswith("aiohttp ")
     assert config("http://127.0.0.1:1/v1").http_client == "auto" and SIM_MODEL
+
+
+class _Redirector(BaseHTTPRequestHandler):
+    """A threaded server for worker processes: /v1/... redirects (307) to /v2/..., which streams."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if self.path.startswith("/v1/"):
+            self.send_response(307)
+            self.send_header("Location", self.path.replace("/v1/", "/v2/", 1))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = sse(4)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_run_whose_server_redirects_falls_back_in_the_worker_and_says_so_once():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Redirector)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        sink = CollectingSink()
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        controller = Controller(config(url, max_tokens=4, concurrency=3, max_requests=9), sinks=[sink])
+        run_to_end(controller)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(sink.records) == 9 and all(r.ok and r.chunks == 4 for r in sink.records)
+    start = next(e for e in sink.events if e.kind is EventKind.START)
+    assert "lean HTTP (httptools" in start.message and "aiohttp fallback" in start.message
+    warnings = [e.message for e in sink.events if e.kind is EventKind.WARNING and "HTTP client" in e.message]
+    assert len(warnings) == 1 and "redirects (HTTP 307" in warnings[0], warnings
+    assert controller.notices.get_nowait() == warnings[0] and controller.notices.empty()

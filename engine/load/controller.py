@@ -111,6 +111,7 @@ class Controller:
         self._pool = WorkerPool(config, self._factory)
         self._ready: set[int] = set()
         self.worker_loops: list[str] = []
+        self.notices: queue.SimpleQueue[str] = queue.SimpleQueue()  # workers' one-line notices, for a headless run
         self.cancelled_at_stop = 0
         self.completed = 0
         self._t0_ns: int | None = None
@@ -426,6 +427,7 @@ class Controller:
             case Failed(message=message):
                 self._fail(message)
             case Notice(message=message):
+                self.notices.put(message)
                 self.emit(ControlEvent(perf_counter_ns(), EventKind.WARNING, message=message))
             case WorkerExited(worker=i, clean=False, exitcode=code):
                 self._fail(f"worker {i} exited unexpectedly (exit code {code}); the run was stopped")
