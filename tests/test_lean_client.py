@@ -24,9 +24,9 @@ from aiohttp import web
 from engine_helpers import SIM_MODEL, CollectingSink, config, run_to_end
 
 from engine.config import RunConfig
+from engine.endpoint.http_choice import AutoStreamClient, describe, open_stream_client
+from engine.endpoint.lean_client import LeanPool, LeanStreamClient
 from engine.load.controller import Controller
-from engine.load.http_choice import AutoStreamClient, describe, open_stream_client
-from engine.load.lean_client import LeanPool, LeanStreamClient
 from engine.records import ErrorClass, EventKind, RequestRecord
 from engine.sim.model import SimConfig
 from engine.sim.server import create_app

@@ -261,7 +261,7 @@ def _sim_server(args: argparse.Namespace, seed: int) -> Iterator[str | None]:
 
 def _target(args: argparse.Namespace, loaded: LoadedProfile, sim_url: str | None, pricing: Any) -> SweepTarget:
     """Resolve the endpoint and model, check one request shaped like the profile's, and describe the target."""
-    from engine.load.probe import ProbeError, preflight, resolve_endpoint
+    from engine.endpoint.probe import ProbeError, preflight, resolve_endpoint
     from engine.sweep.session import SweepTarget
 
     key = args.api_key or api_key_from_env()

@@ -27,7 +27,7 @@ from time import perf_counter_ns
 from typing import Any
 
 from engine.config import RunConfig
-from engine.load.http_choice import RequestRunner, describe, open_stream_client
+from engine.endpoint.http_choice import RequestRunner, describe, open_stream_client
 from engine.load.schedule import PoissonArrivals, worker_seed
 from engine.records import RequestRecord, StreamProgress
 from engine.snapshot import LoadMode

@@ -70,8 +70,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _drive(args: argparse.Namespace) -> int:
+    from engine.endpoint.probe import ProbeError, resolve_endpoint
     from engine.load.controller import Controller
-    from engine.load.probe import ProbeError, resolve_endpoint
     from engine.replay.redrive import control_timeline, redrive, redrive_config
     from engine.storage.recorder import attach_recorder
     from engine.storage.store import RecordingError

@@ -8,7 +8,7 @@ uses; headers and chunked decoding in C) into the request's ``StreamParser``: th
 both clients side by side.
 
 What it does not do, on purpose: redirects, compressed bodies, credentials in the URL. ``--http-client auto``
-(``engine/load/http_choice.py``) hands those to aiohttp and says so; ``--http-client lean`` reports them as errors.
+(``engine/endpoint/http_choice.py``) hands those to aiohttp and says so; ``--http-client lean`` reports them as errors.
 Each worker keeps its own keep-alive pool (``LeanPool``); TLS goes through asyncio's SSL transport.
 """
 
@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from engine.config import RunConfig
-from engine.load.client import (
+from engine.endpoint.client import (
     CONNECT_TIMEOUT_S,
     IGNORE_EOS_REJECTED,
     completions_url,
@@ -35,9 +35,8 @@ from engine.load.client import (
     request_body,
     request_headers,
 )
-from engine.load.sse import StreamParser, one_line
-from engine.records import ErrorClass, RequestRecord
-from engine.workload.synthetic import RequestSpec
+from engine.endpoint.sse import StreamParser, one_line
+from engine.records import ErrorClass, RequestRecord, RequestSpec
 
 _ERROR_BODY_BYTES = 4096
 _REDIRECTS = frozenset((301, 302, 303, 307, 308))
@@ -427,7 +426,7 @@ class LeanStreamClient:
         parser: StreamParser,
         error: Failure | None,
     ) -> RequestRecord:
-        """The same record ``StreamClient.run`` builds (kept in step with engine/load/client.py)."""
+        """The same record ``StreamClient.run`` builds (kept in step with engine/endpoint/client.py)."""
         usage_out = parser.completion_tokens
         cls, detail = error if error is not None else (None, "")
         if detail and self._secret and self._secret in detail:

@@ -1,6 +1,6 @@
 """Which HTTP client streams a worker's requests: ``--http-client auto|lean|aiohttp``.
 
-``lean`` (engine/load/lean_client.py) is the fast path; ``aiohttp`` (engine/load/client.py) does what lean does
+``lean`` (engine/endpoint/lean_client.py) is the fast path; ``aiohttp`` (engine/endpoint/client.py) does what lean does
 not: redirects and compressed bodies. ``auto`` streams with lean and, the first time a response needs aiohttp,
 sends that request again through aiohttp, keeps aiohttp for the rest of the run and says so in one line.
 """
@@ -15,10 +15,9 @@ from typing import Literal, Protocol
 import aiohttp
 
 from engine.config import RunConfig
-from engine.load.client import StreamClient, open_session
-from engine.load.lean_client import LeanPool, LeanStreamClient, NeedsFallback
-from engine.records import RequestRecord
-from engine.workload.synthetic import RequestSpec
+from engine.endpoint.client import StreamClient, open_session
+from engine.endpoint.lean_client import LeanPool, LeanStreamClient, NeedsFallback
+from engine.records import RequestRecord, RequestSpec
 
 HttpClientKind = Literal["auto", "lean", "aiohttp"]
 HTTP_CLIENTS: tuple[HttpClientKind, ...] = ("auto", "lean", "aiohttp")
