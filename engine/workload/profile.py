@@ -70,7 +70,7 @@ class WorkloadProfile(_Model):
     name: str = ""
     """Defaults to the file's stem."""
     description: str = ""
-    api: Literal["chat", "completions"] = "chat"
+    api: Literal["chat", "completions", "responses"] = "chat"
     """``chat`` sends ``messages`` to /chat/completions; ``completions`` sends ``prompt`` to /completions."""
     input: Distribution = Field(default_factory=lambda: Fixed(value=128))
     """Input (prompt) length in tokens, system prompt and shared prefix included."""

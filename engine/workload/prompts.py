@@ -100,7 +100,7 @@ class ProfileRequestFactory:
         else:
             messages = [{"role": "user", "content": entry.prompt or ""}]
         fields: dict[str, Any]
-        if self.api == "chat":
+        if self.api != "completions":  # chat and responses send messages
             if self.system_prompt and messages[0]["role"] != "system":
                 messages.insert(0, {"role": "system", "content": self.system_prompt})
             fields = {"messages": messages}
@@ -116,7 +116,7 @@ class ProfileRequestFactory:
         )
 
     def _fields(self, text: str) -> dict[str, Any]:
-        if self.api == "chat":
+        if self.api != "completions":  # chat and responses send messages
             messages: list[dict[str, str]] = []
             if self.system_prompt:
                 messages.append({"role": "system", "content": self.system_prompt})
