@@ -32,6 +32,7 @@ from engine.load.schedule import PoissonArrivals, worker_seed
 from engine.load.trace_feed import TraceFeed, is_timed
 from engine.records import RequestRecord, StreamProgress
 from engine.snapshot import LoadMode
+from engine.workload.sessions import is_session_factory
 from engine.workload.synthetic import RequestFactory, request_rng
 from engine.workload.traces.rows import TraceRow
 
@@ -159,6 +160,7 @@ class _Worker:
         self._arrivals_task: asyncio.Task[None] | None = None
         # A trace replays on its own clock in rate mode; the target rate is then the speed (1.0 = as recorded).
         self._feed = TraceFeed(factory, worker, config.workers) if is_timed(factory) else None  # type: ignore[arg-type]
+        self._sessions = is_session_factory(factory)  # closed-loop slots are conversations, not requests
         self._filler: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._records: list[RequestRecord] = []
@@ -320,8 +322,13 @@ class _Worker:
     def _launch(self, t_scheduled_ns: int | None) -> None:
         self._seq += 1
         seq = self._seq
-        spec = self._factory.make(seq, request_rng(self._config.seed, self._worker, seq))
         assert self._loop is not None and self._client is not None
+        if self._sessions:
+            task = self._loop.create_task(self._session(seq, t_scheduled_ns))
+            self._in_flight.add(task)
+            task.add_done_callback(self._on_done)
+            return
+        spec = self._factory.make(seq, request_rng(self._config.seed, self._worker, seq))
         task = self._loop.create_task(self._one(seq, spec, t_scheduled_ns))
         self._in_flight.add(task)
         task.add_done_callback(self._on_done)
@@ -359,6 +366,32 @@ class _Worker:
                     mine.tokens = (record.input_tokens or 0) + record.output_tokens
                 mine.end_ns = record.t_end_ns if record is not None else perf_counter_ns()
                 mine.done.set()
+
+    async def _session(self, seq: int, t_scheduled_ns: int | None) -> None:
+        """One conversation (``engine/workload/sessions.py``): turn k resends turns 1..k-1 with the server's
+        answers. It holds one closed-loop slot for all its turns; each later turn claims a request of the budget.
+        A failed turn ends the conversation (the next would lack its answer); so do stop and pause."""
+        assert self._client is not None
+        factory: Any = self._factory
+        rng = request_rng(self._config.seed, self._worker, seq)
+        turns = factory.turn_count(rng)
+        spec, messages = factory.opening(seq, rng)
+        scheduled, history_tokens = t_scheduled_ns, 0
+        for turn in range(1, turns + 1):
+            if turn > 1:
+                await asyncio.sleep(factory.think_s(rng))
+                if self._stopping or self._paused or not self._take_budget():
+                    return
+                spec, messages = factory.next_turn(messages, history_tokens, turn, rng)
+                self._seq += 1
+                scheduled = None
+            text: list[str] = []
+            record = await self._client.run(self._seq if turn > 1 else seq, spec, scheduled, text_out=text, turn=turn)
+            self._records.append(record)
+            if record.error is not None:
+                return
+            messages = [*messages, {"role": "assistant", "content": "".join(text)}]
+            history_tokens = (record.input_tokens or spec.input_tokens) + record.output_tokens
 
     async def _one(self, seq: int, spec: Any, t_scheduled_ns: int | None) -> None:
         assert self._client is not None

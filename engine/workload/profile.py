@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import profiles
 from engine.workload.distributions import Distribution, Fixed, coerce_distribution
+from engine.workload.session_shape import SessionShape
 
 WORKLOADS_DIR = Path(profiles.__file__).parent / "workloads"
 _KIND_TAGS = frozenset({"fixed", "uniform", "normal", "lognormal", "empirical"})
@@ -92,6 +93,8 @@ class WorkloadProfile(_Model):
     """Default seed for runs with this profile (``--seed`` wins)."""
     matrix: MatrixSpec | None = None
     sweep: SweepDefaults = SweepDefaults()
+    session: SessionShape | None = None
+    """Multi-turn conversations (``engine/workload/sessions.py``): each turn resends the conversation so far."""
 
     @field_validator("input", "output", mode="before")
     @classmethod
