@@ -374,7 +374,7 @@ class _Worker:
         assert self._client is not None
         factory: Any = self._factory
         rng = request_rng(self._config.seed, self._worker, seq)
-        turns = factory.turn_count(rng)
+        turns = factory.turn_count(seq, rng)
         spec, messages = factory.opening(seq, rng)
         scheduled, history_tokens = t_scheduled_ns, 0
         for turn in range(1, turns + 1):
@@ -382,7 +382,7 @@ class _Worker:
                 await asyncio.sleep(factory.think_s(rng))
                 if self._stopping or self._paused or not self._take_budget():
                     return
-                spec, messages = factory.next_turn(messages, history_tokens, turn, rng)
+                spec, messages = factory.next_turn(seq, messages, history_tokens, turn, rng)
                 self._seq += 1
                 scheduled = None
             text: list[str] = []

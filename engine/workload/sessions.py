@@ -34,13 +34,19 @@ class SessionFactory:
 
     base: ProfileRequestFactory
     shape: SessionShape
+    script: tuple[tuple[tuple[str, int], ...], ...] | None = None
+    """ShareGPT sessions: conversation ``seq % len`` supplies each turn's user text and output length."""
 
     def make(self, seq: int, rng: random.Random) -> RequestSpec:
         """Turn 1 (also what a caller that knows nothing of sessions gets)."""
         return self.base.make(seq, rng)
 
-    def turn_count(self, rng: random.Random) -> int:
-        return max(1, self.shape.turns.sample(rng))
+    def _scripted(self, seq: int) -> tuple[tuple[str, int], ...] | None:
+        return self.script[seq % len(self.script)] if self.script else None
+
+    def turn_count(self, seq: int, rng: random.Random) -> int:
+        scripted = self._scripted(seq)
+        return len(scripted) if scripted is not None else max(1, self.shape.turns.sample(rng))
 
     def think_s(self, rng: random.Random) -> float:
         low, high = self.shape.think_time_s, self.shape.think_time_max_s
@@ -48,26 +54,41 @@ class SessionFactory:
 
     def opening(self, seq: int, rng: random.Random) -> tuple[RequestSpec, list[dict[str, str]]]:
         """Turn 1's request and the conversation it starts (as messages, whatever the API)."""
+        scripted = self._scripted(seq)
+        if scripted is not None:
+            messages = [{"role": "system", "content": self.base.system_prompt}] if self.base.system_prompt else []
+            messages.append({"role": "user", "content": scripted[0][0]})
+            spec = RequestSpec(fields=api_fields(self.base.api, messages), max_tokens=scripted[0][1],
+                               input_tokens=round(self.base.token_model.tokens_for(len(scripted[0][0].split()))),
+                               extra={"turn": 1})  # fmt: skip
+            return spec, messages
         spec = self.base.make(seq, rng)
-        messages = spec.fields.get("messages")
-        if messages is not None:
-            return spec, [dict(m) for m in messages]
+        sent = spec.fields.get("messages")
+        if sent is not None:
+            return spec, [dict(m) for m in sent]
         return spec, [{"role": "user", "content": str(spec.fields.get("prompt", ""))}]
 
     def next_turn(
-        self, messages: Sequence[Mapping[str, str]], history_tokens: int, turn: int, rng: random.Random
+        self, seq: int, messages: Sequence[Mapping[str, str]], history_tokens: int, turn: int, rng: random.Random
     ) -> tuple[RequestSpec, list[dict[str, str]]]:
-        """Turn ``turn`` (>= 2): the conversation so far plus a new user message of the session's input length."""
-        inp = self.shape.input or self.base.input
-        out = self.shape.output or self.base.output
-        new_tokens = inp.sample(rng)
-        words = max(1, round(new_tokens / self.base.token_model.tokens_per_word))
+        """Turn ``turn`` (>= 2): the conversation so far plus a new user message of the session's input length
+        (or the script's next human turn)."""
         conversation = [dict(m) for m in messages]
-        conversation.append({"role": "user", "content": " ".join(rng.choices(VOCABULARY, k=words))})
+        scripted = self._scripted(seq)
+        if scripted is not None:
+            text, max_tokens = scripted[min(turn, len(scripted)) - 1]
+            new_tokens = round(self.base.token_model.tokens_per_word * len(text.split()))
+        else:
+            inp = self.shape.input or self.base.input
+            out = self.shape.output or self.base.output
+            new_tokens = inp.sample(rng)
+            words = max(1, round(new_tokens / self.base.token_model.tokens_per_word))
+            text, max_tokens = " ".join(rng.choices(VOCABULARY, k=words)), out.sample(rng)
+        conversation.append({"role": "user", "content": text})
         fields: dict[str, Any] = api_fields(self.base.api, conversation)
         spec = RequestSpec(
             fields=fields,
-            max_tokens=out.sample(rng),
+            max_tokens=max_tokens,
             input_tokens=history_tokens + new_tokens,  # an estimate: the template adds a few tokens per message
             extra={"turn": turn},
         )

@@ -15,6 +15,7 @@ from engine.workload.length_probe import calibrate_profile
 from engine.workload.lengths import targets_of
 from engine.workload.profile import LoadedProfile
 from engine.workload.prompts import ProfileRequestFactory
+from engine.workload.session_shape import SessionShape
 from engine.workload.sessions import SessionFactory
 
 
@@ -42,6 +43,8 @@ def calibrated_factory(
     profile's prompts do not fit the server and ``ProbeError`` when the server fails the probes (both one line).
     """
     factory, result = asyncio.run(calibrate_profile(config, loaded, config.seed if seed is None else seed))
+    if loaded.conversations:  # ShareGPT sessions: the dataset's conversations, the server's answers between
+        return SessionFactory(factory, loaded.profile.session or SessionShape(), loaded.conversations), result
     if loaded.profile.session is not None:  # turn 1 is calibrated like any request; later turns share the ratio
         return SessionFactory(factory, loaded.profile.session), result
     return factory, result

@@ -10,6 +10,7 @@ request count is the rows to replay, so the run ends with the trace.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 from pydantic import BaseModel, ConfigDict
@@ -76,7 +77,7 @@ def prepare_trace(
     mean_out = max(1, round(fingerprint.output.mean))
     profile = WorkloadProfile(name=f"trace-{source.format}", api=config.api, input=Fixed(value=mean_in),
                               output=Fixed(value=mean_out))  # fmt: skip
-    loaded = LoadedProfile(profile=profile, path=fingerprint.path, sha256=fingerprint.sha256)
+    loaded = LoadedProfile(profile=profile, path=Path(fingerprint.path), sha256=fingerprint.sha256)
     calibration: CalibrationResult | None = None
     token_model = None
     if calibrate:

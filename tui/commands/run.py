@@ -14,15 +14,17 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.common import add_load_args, config_from_args, pricing_from_args
 from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
+from engine.cli.trace_args import add_trace_args, trace_workload
 from engine.config import api_key_from_env
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
     from engine.load.controller import Controller
+    from engine.metrics.turns import TurnTally
     from engine.pricing import PricingProfile
     from engine.workload.profile import LoadedProfile
     from engine.workload.synthetic import RequestFactory
@@ -48,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--record-tokens", action="store_true",
                    help="also record every token's arrival time (replay can then show ITL; ~2 bytes per token)")
     add_load_args(p)
+    add_trace_args(p)
     p.set_defaults(func=_run)
 
 
@@ -57,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
     pricing = pricing_from_args(args)
     with _sim_server(args) as sim_url:
         url = sim_url or args.url
-        controller = _prepare(args, url, pricing, sim_url)
+        controller, workload, turns = _prepare(args, url, pricing, sim_url)
         if args.record is not None:
             _start_recording(controller, args.record)
         if not args.headless:
@@ -68,18 +71,27 @@ def _run(args: argparse.Namespace) -> int:
                 finally:
                     controller.close()
             print("wattload: the TUI is not available in this build; running headless", file=sys.stderr)
-        return run_headless(controller, json_path=args.json)
+        return run_headless(controller, json_path=args.json, workload=workload, turns=turns)
 
 
-def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None) -> Controller:
-    """Probe the endpoint (one clear line for anything the user must fix), then build the controller."""
+def _prepare(
+    args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None
+) -> tuple[Controller, dict[str, Any] | None, TurnTally]:
+    """Probe the endpoint (one clear line for anything the user must fix), then build the controller. Also returns
+    what the workload was (profile with its hash, or the trace's fingerprint) and the per-turn tally."""
     from engine.load.controller import Controller
     from engine.load.probe import ProbeError, preflight, resolve_endpoint
 
     try:
         endpoint = resolve_endpoint(url, api_key=args.api_key or api_key_from_env(), model=args.model)
         config = config_from_args(args, base_url=endpoint.base_url, model=endpoint.model)
-        loaded, factory, config = _workload(args.profile, config)
+        workload: dict[str, Any] | None = None
+        if getattr(args, "trace", None):
+            loaded = None
+            factory, config, plan = trace_workload(args, config)
+            workload = {"trace": plan.fingerprint.model_dump(mode="json"), "speed": plan.speed}
+        else:
+            loaded, factory, config = _workload(args.profile, config)
         warning = preflight(config)
     except ProbeError as exc:
         raise UserError(str(exc)) from None
@@ -87,14 +99,18 @@ def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_ur
         print(f"wattload: {warning}", file=sys.stderr)
     gpu = args.gpu or ("sim" if sim_url else "auto")
     telemetry_url = sim_url or (endpoint.base_url if gpu == "sim" else None)
+    from engine.metrics.turns import TurnTally
+
+    turns = TurnTally()
     controller = Controller(config, gpu=gpu, gpus=args.gpus, sim_url=telemetry_url, pricing=pricing,
-                            request_factory=factory)
+                            request_factory=factory, sinks=[turns])
     from engine.storage.recorder import attach_recorder
 
-    workload = loaded.info().model_dump(mode="json") if loaded is not None else None
+    if loaded is not None:
+        workload = loaded.info().model_dump(mode="json")
     attach_recorder(controller, pricing=pricing.model_dump(mode="json"), workload=workload,
                     record_tokens=args.record_tokens)
-    return controller
+    return controller, workload, turns
 
 
 def _workload(profile: str | None, config: RunConfig) -> tuple[LoadedProfile | None, RequestFactory | None, RunConfig]:
@@ -148,7 +164,13 @@ def _tui_runner() -> Callable[..., int] | None:
     return run_tui
 
 
-def run_headless(controller: Controller, *, json_path: str | None = None) -> int:
+def run_headless(
+    controller: Controller,
+    *,
+    json_path: str | None = None,
+    workload: dict[str, Any] | None = None,
+    turns: TurnTally | None = None,
+) -> int:
     """Run to the end (duration, request count, Ctrl-C or failure); print the summary; write --json."""
     from engine.reports.summary import RunReport, format_summary, progress_line, wall_clock_label, write_report
     from engine.snapshot import RunState
@@ -179,6 +201,11 @@ def run_headless(controller: Controller, *, json_path: str | None = None) -> int
     final = controller.latest
     reason, cancelled = controller.stop_reason, controller.cancelled_at_stop
     print(format_summary(final, stop_reason=reason, cancelled=cancelled, gpu_note=controller.gpu_message))
+    per_turn = turns.figures() if turns is not None else []
+    if per_turn:
+        from engine.metrics.turns import format_turns
+
+        print(format_turns(per_turn))
     if json_path:
         report = RunReport(
             started_at=started_at,
@@ -189,6 +216,8 @@ def run_headless(controller: Controller, *, json_path: str | None = None) -> int
             settings=controller.config.safe_dump(),
             pricing=final.cost.profile or None,
             result=final,
+            workload=workload,
+            turns=per_turn,
         )
         try:
             write_report(report, json_path)

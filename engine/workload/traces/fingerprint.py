@@ -6,57 +6,21 @@ sha256 means the same file, equal rows and window means the same slice of it.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
+from engine.workload.fingerprint import DataFingerprint, LengthStats, file_sha256
 from engine.workload.traces.detect import Skips, TraceSource
 from engine.workload.traces.rows import TraceError, TraceWindow
 
-_HASH_CHUNK = 1 << 20
+__all__ = ["DataFingerprint", "LengthStats", "scan_trace"]
 
 
-class LengthStats(BaseModel):
-    """Token lengths over the rows used (exact mean, min and max; streamed, no list of values kept)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    min: int = 0
-    mean: float = 0.0
-    max: int = 0
-    total: int = 0
-
-
-class DataFingerprint(BaseModel):
-    """What a result records about a trace or dataset file."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: str
-    """The detected format: mooncake, azure, burstgpt, bailian, sharegpt, jsonl."""
-    path: str
-    sha256: str
-    rows: int
-    """Rows (requests, or conversations for ShareGPT sessions) that the run uses."""
-    skipped: dict[str, int] = {}
-    window_s: tuple[float, float | None] | None = None
-    duration_s: float | None = None
-    """Trace time from the first to the last row used (at speed 1)."""
-    input: LengthStats = LengthStats()
-    output: LengthStats = LengthStats()
-    conversations: int | None = None
-    """Session traces and ShareGPT sessions: how many distinct conversations."""
-
-    def line(self) -> str:
-        """One human line for the terminal."""
-        text = f"{self.kind} {Path(self.path).name}: {self.rows:,} rows, sha256 {self.sha256[:12]}"
-        if self.rows:
-            text += f", input {self.input.mean:.0f} (max {self.input.max}), output {self.output.mean:.0f} tokens"
-        if self.duration_s is not None:
-            text += f", {self.duration_s:,.1f} s of trace"
-        return text
+def _sha256(path: str) -> str:
+    try:
+        return file_sha256(path)
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 class _Stats:
@@ -78,17 +42,6 @@ class _Stats:
         if not self.n:
             return LengthStats()
         return LengthStats(min=int(self.min), mean=self.total / self.n, max=self.max, total=self.total)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(_HASH_CHUNK):
-                digest.update(chunk)
-    except OSError as exc:
-        raise TraceError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return digest.hexdigest()
 
 
 def scan_trace(
@@ -114,7 +67,7 @@ def scan_trace(
     fingerprint = DataFingerprint(
         kind=source.format,
         path=str(Path(source.path).resolve()),
-        sha256=file_sha256(source.path),
+        sha256=_sha256(source.path),
         rows=ins.n,
         skipped=dict(skips.counts),
         window_s=window_s,
