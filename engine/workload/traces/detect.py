@@ -89,8 +89,8 @@ class TraceSource:
                 for row in _READERS[self.format](self.path, f):
                     if row.t_s < previous:
                         raise TraceError(
-                            f"{self.path}:{row.row}: timestamp goes backwards ({_seconds(row.t_s - (t0 or 0))} "
-                            f"after {_seconds(previous - (t0 or 0))}); sort the trace by time first"
+                            f"{self.path}:{row.row}: timestamp goes backwards ({previous - row.t_s:.3f} s before "
+                            "the previous row); sort the trace by time first"
                         )
                     previous = row.t_s
                     if t0 is None:
@@ -118,10 +118,6 @@ class TraceSource:
 def _at(row: TraceRow, t_s: float) -> TraceRow:
     return TraceRow(row.row, t_s, row.input_tokens, row.output_tokens, row.hash_ids, row.chat_id,
                     row.parent_chat_id, row.turn)  # fmt: skip
-
-
-def _seconds(t: float) -> str:
-    return f"{t:.3f} s"
 
 
 def open_trace(path: str | Path) -> TraceSource:
