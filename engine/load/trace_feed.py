@@ -92,9 +92,11 @@ class TraceFeed:
     def __init__(self, factory: TimedFactory, worker: int, workers: int) -> None:
         self.factory = factory
         self._rows = factory.timeline(worker, workers)
-        self._pending: TraceRow | None = None
+        # Read up to the first row now, before the worker reports ready: a window deep in a large file skips
+        # its earlier rows here, not on the session clock (where it would make the first sends late).
+        self._pending: TraceRow | None = next(self._rows, None)
         self.clock = TraceClock(factory.start_t)
-        self.exhausted = False
+        self.exhausted = self._pending is None
         self.sent = 0
         self.orphans = 0  # later turns whose earlier turn was not replayed (outside the window, or dropped)
         self._conversations: OrderedDict[int, _Turn] = OrderedDict()

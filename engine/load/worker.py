@@ -161,6 +161,7 @@ class _Worker:
         # A trace replays on its own clock in rate mode; the target rate is then the speed (1.0 = as recorded).
         self._feed = TraceFeed(factory, worker, config.workers) if is_timed(factory) else None  # type: ignore[arg-type]
         self._sessions = is_session_factory(factory)  # closed-loop slots are conversations, not requests
+        self._conversations = 0  # conversations started (numbers them from 1, apart from request ids)
         self._filler: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._records: list[RequestRecord] = []
@@ -324,7 +325,8 @@ class _Worker:
         seq = self._seq
         assert self._loop is not None and self._client is not None
         if self._sessions:
-            task = self._loop.create_task(self._session(seq, t_scheduled_ns))
+            self._conversations += 1
+            task = self._loop.create_task(self._session(seq, self._conversations, t_scheduled_ns))
             self._in_flight.add(task)
             task.add_done_callback(self._on_done)
             return
@@ -367,22 +369,22 @@ class _Worker:
                 mine.end_ns = record.t_end_ns if record is not None else perf_counter_ns()
                 mine.done.set()
 
-    async def _session(self, seq: int, t_scheduled_ns: int | None) -> None:
+    async def _session(self, seq: int, conversation: int, t_scheduled_ns: int | None) -> None:
         """One conversation (``engine/workload/sessions.py``): turn k resends turns 1..k-1 with the server's
         answers. It holds one closed-loop slot for all its turns; each later turn claims a request of the budget.
         A failed turn ends the conversation (the next would lack its answer); so do stop and pause."""
         assert self._client is not None
         factory: Any = self._factory
         rng = request_rng(self._config.seed, self._worker, seq)
-        turns = factory.turn_count(seq, rng)
-        spec, messages = factory.opening(seq, rng)
+        turns = factory.turn_count(conversation, rng)
+        spec, messages = factory.opening(conversation, rng)
         scheduled, history_tokens = t_scheduled_ns, 0
         for turn in range(1, turns + 1):
             if turn > 1:
                 await asyncio.sleep(factory.think_s(rng))
                 if self._stopping or self._paused or not self._take_budget():
                     return
-                spec, messages = factory.next_turn(seq, messages, history_tokens, turn, rng)
+                spec, messages = factory.next_turn(conversation, messages, history_tokens, turn, rng)
                 self._seq += 1
                 scheduled = None
             text: list[str] = []

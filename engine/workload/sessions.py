@@ -35,14 +35,14 @@ class SessionFactory:
     base: ProfileRequestFactory
     shape: SessionShape
     script: tuple[tuple[tuple[str, int], ...], ...] | None = None
-    """ShareGPT sessions: conversation ``seq % len`` supplies each turn's user text and output length."""
+    """ShareGPT sessions: conversation ``(seq - 1) % len`` supplies each turn's user text and output length."""
 
     def make(self, seq: int, rng: random.Random) -> RequestSpec:
         """Turn 1 (also what a caller that knows nothing of sessions gets)."""
         return self.base.make(seq, rng)
 
     def _scripted(self, seq: int) -> tuple[tuple[str, int], ...] | None:
-        return self.script[seq % len(self.script)] if self.script else None
+        return self.script[(seq - 1) % len(self.script)] if self.script else None  # conversations count from 1
 
     def turn_count(self, seq: int, rng: random.Random) -> int:
         scripted = self._scripted(seq)
