@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from engine_helpers import CollectingSink, config, run_to_end, sim_server
+from engine_helpers import CollectingSink, config, run_to_end, sim_server, wait_for
 
 from engine.load.controller import Controller
 from engine.workload.trace_setup import prepare_trace
@@ -108,3 +110,31 @@ def test_a_bad_trace_is_one_line_and_no_request_is_sent(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if "bad.jsonl" in line]
     assert lines == [f"wattload: {bad}:2: timestamp goes backwards (0.004 s before the previous row); sort the trace "
                      "by time first"]
+
+
+def test_speed_changes_live_and_pause_resume_neither_skips_nor_repeats_rows(sim, tmp_path):
+    """The rate keys call set_rate: in trace mode that is the speed. Rows 1 s apart at speed 4 (250 ms); after
+    set_rate(16) they come 62.5 ms apart; a pause freezes the trace clock and a resume goes on from there."""
+    path = tmp_path / "even.jsonl"
+    path.write_text("".join(json.dumps({"timestamp": 1000 * i, "input_length": 40, "output_length": 2}) + "\n"
+                            for i in range(80)))  # fmt: skip
+    cfg = config(sim, workers=1)
+    factory, cfg, _ = prepare_trace(cfg, str(path), speed=4.0)
+    sink = CollectingSink()
+    controller = Controller(cfg, request_factory=factory, sinks=[sink])
+    controller.start()
+    try:
+        wait_for(lambda: len(sink.records) >= 6, 30, "the first rows at speed 4")
+        controller.set_rate(16.0)
+        wait_for(lambda: len(sink.records) >= 14, 30, "rows at speed 16")
+        controller.pause()
+        time.sleep(0.5)
+        controller.resume()
+        assert controller.wait(60), "the replay did not end with the trace"
+    finally:
+        controller.close()
+    sched = sorted(r.t_scheduled_ns for r in sink.records)
+    assert len(sched) == 80 and len(set(sched)) == 80
+    gaps_ms = [(b - a) / 1e6 for a, b in itertools.pairwise(sched)]
+    assert gaps_ms[1] == pytest.approx(250, abs=1) and gaps_ms[-1] == pytest.approx(62.5, abs=1)
+    assert max(gaps_ms) > 400  # the pause: nothing was due while it lasted, and nothing was skipped after it

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 
 from engine.sim.model import SimConfig
-from engine.sim.prefix_cache import prompt_blocks
+from engine.sim.prefix_cache import NO_BLOCKS, PromptBlocks, prompt_blocks
 from engine.sim.tokens import PromptError, count_chat_tokens, count_completion_tokens
 
 # Fields of the OpenAI API; anything else (ignore_eos, min_tokens, ...) is an extension that strict servers reject.
@@ -60,7 +60,7 @@ class CompletionRequest:
     max_tokens: int
     min_tokens: int
     ignore_eos: bool
-    blocks: tuple[int, ...] = ()  # prefix-cache keys of the prompt's full blocks (engine/sim/prefix_cache.py)
+    blocks: PromptBlocks = NO_BLOCKS  # prefix-cache keys of the prompt (engine/sim/prefix_cache.py)
 
 
 def _bad(message: str, param: str | None = None) -> ApiError:
@@ -129,7 +129,7 @@ def parse_request(raw: bytes, chat: bool, cfg: SimConfig) -> CompletionRequest:
     ignore_eos = body.get("ignore_eos", False)
     if not isinstance(ignore_eos, bool):
         raise _bad("'ignore_eos' must be a boolean", "ignore_eos")
-    blocks = prompt_blocks(body.get("messages"), body.get("prompt")) if cfg.prefix_cache_tokens else ()
+    blocks = prompt_blocks(body.get("messages"), body.get("prompt")) if cfg.prefix_cache_tokens else NO_BLOCKS
     return CompletionRequest(
         chat, model, stream, include_usage, prompt_tokens, max_tokens, min_tokens, ignore_eos, blocks
     )

@@ -1,52 +1,59 @@
 """Automatic prefix caching, as vLLM does it: a prompt whose leading blocks were prefilled recently skips them.
 
-A prompt is cut into blocks of ``BLOCK_TOKENS`` pseudo-tokens; block k's key hashes block k's tokens together with
-block k-1's key, so a key stands for the whole prefix up to it (two prompts share a key only if everything before
-it is identical). The cache is an LRU of keys bounded in tokens; a request admitted with its first n blocks cached
-starts its prefill at n * BLOCK_TOKENS (always leaving at least one token to compute, as vLLM does), so its TTFT
-falls by what those tokens would have cost. Only blocks that were fully prefilled are cached.
+The prompt's text (chat messages with their roles, or the completions prompt) is cut into blocks of
+``BLOCK_CHARS`` characters (~32 pseudo-tokens); block k's key hashes its text together with block k-1's key, so a
+key stands for the whole prefix up to it (two prompts share a key only if everything before it is identical).
+Characters rather than tokens keep this to a few string hashes per request (tokenizing again would double the
+simulator's per-request parsing); the cached token count is the prompt's tokens times the cached share of its
+characters. The cache is an LRU of keys bounded in tokens; a request admitted with a cached prefix starts its
+prefill after it (always leaving at least one token to compute, as vLLM does), so its TTFT falls by what those
+tokens would have cost. Blocks are cached once the request's prefill is done.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from dataclasses import dataclass
 
-from engine.sim.tokens import TOKEN_RE
+BLOCK_CHARS = 128
+_TOKENS_PER_BLOCK = 32  # for sizing the LRU: roughly what BLOCK_CHARS of prompt text holds
 
-BLOCK_TOKENS = 32
+
+@dataclass(frozen=True, slots=True)
+class PromptBlocks:
+    """A prompt's chained block keys and its length in characters."""
+
+    keys: tuple[int, ...] = ()
+    chars: int = 0
 
 
-def _tokens_of(content: object) -> list[str]:
+NO_BLOCKS = PromptBlocks()
+
+
+def _text_of(content: object) -> str:
     if isinstance(content, str):
-        return TOKEN_RE.findall(content)
+        return content
     if isinstance(content, list):
-        out: list[str] = []
-        for part in content:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                out += TOKEN_RE.findall(part["text"])
-        return out
-    return []
+        return "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
 
 
-def prompt_blocks(messages: object = None, prompt: object = None) -> tuple[int, ...]:
+def prompt_blocks(messages: object = None, prompt: object = None) -> PromptBlocks:
     """The chained keys of a prompt's full blocks (chat messages with their roles, or completions text)."""
-    tokens: list[str] = []
     if isinstance(messages, list):
-        for m in messages:
-            if isinstance(m, dict):
-                tokens.append(f"<|{m.get('role')}|>")
-                tokens += _tokens_of(m.get("content"))
+        text = "".join(f"<|{m.get('role')}|>{_text_of(m.get('content'))}" for m in messages if isinstance(m, dict))
     elif isinstance(prompt, str):
-        tokens = TOKEN_RE.findall(prompt)
-    elif isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
-        tokens = [str(t) for t in prompt]
+        text = prompt
+    elif isinstance(prompt, list):
+        text = ",".join(map(str, prompt))
+    else:
+        return NO_BLOCKS
     keys: list[int] = []
     key = 0
-    for i in range(0, len(tokens) - BLOCK_TOKENS + 1, BLOCK_TOKENS):
-        key = hash((key, *tokens[i : i + BLOCK_TOKENS]))
+    for i in range(0, len(text) - BLOCK_CHARS + 1, BLOCK_CHARS):
+        key = hash((key, text[i : i + BLOCK_CHARS]))
         keys.append(key)
-    return tuple(keys)
+    return PromptBlocks(tuple(keys), len(text))
 
 
 class PrefixCache:
@@ -55,30 +62,32 @@ class PrefixCache:
 
     def __init__(self, capacity_tokens: int) -> None:
         self._blocks: OrderedDict[int, None] = OrderedDict()
-        self._capacity = capacity_tokens // BLOCK_TOKENS
+        self._capacity = capacity_tokens // _TOKENS_PER_BLOCK
         self.queries_tokens = 0
         self.hits_tokens = 0
 
-    def lookup(self, keys: Iterable[int], prompt_tokens: int) -> int:
+    def lookup(self, blocks: PromptBlocks, prompt_tokens: int) -> int:
         """Tokens of the prompt's prefix that are cached (at most prompt_tokens - 1)."""
         hit = 0
         if self._capacity > 0:
-            for key in keys:
+            for key in blocks.keys:
                 if key not in self._blocks:
                     break
                 self._blocks.move_to_end(key)
                 hit += 1
-        cached = min(hit * BLOCK_TOKENS, max(0, prompt_tokens - 1))
+        cached = 0
+        if hit and blocks.chars:
+            cached = min(prompt_tokens * hit * BLOCK_CHARS // blocks.chars, max(0, prompt_tokens - 1))
         self.queries_tokens += prompt_tokens
         self.hits_tokens += cached
         return cached
 
-    def insert(self, keys: Iterable[int]) -> None:
+    def insert(self, blocks: PromptBlocks) -> None:
         if self._capacity <= 0:
             return
-        blocks = self._blocks
-        for key in keys:
-            blocks[key] = None
-            blocks.move_to_end(key)
-        while len(blocks) > self._capacity:
-            blocks.popitem(last=False)
+        cache = self._blocks
+        for key in blocks.keys:
+            cache[key] = None
+            cache.move_to_end(key)
+        while len(cache) > self._capacity:
+            cache.popitem(last=False)

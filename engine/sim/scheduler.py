@@ -14,7 +14,7 @@ from collections import deque
 
 from engine.sim.gpu import SimGpu
 from engine.sim.model import SimConfig, StepCost, step_cost
-from engine.sim.prefix_cache import PrefixCache
+from engine.sim.prefix_cache import NO_BLOCKS, PrefixCache, PromptBlocks
 from engine.sim.stream import Sink
 
 MAX_CATCH_UP_NS = 20_000_000
@@ -28,7 +28,7 @@ class Seq:
     )  # fmt: skip
 
     def __init__(
-        self, sink: Sink, prompt_tokens: int, max_tokens: int, target: int, blocks: tuple[int, ...] = ()
+        self, sink: Sink, prompt_tokens: int, max_tokens: int, target: int, blocks: PromptBlocks = NO_BLOCKS
     ) -> None:
         self.sink = sink
         self.prompt_tokens = prompt_tokens
@@ -36,7 +36,7 @@ class Seq:
         self.target = target  # tokens it will generate (== max_tokens unless it stops early)
         self.kv_tokens = prompt_tokens + max_tokens  # reserved at admission, so a running request never waits
         self.prefilled = 0
-        self.blocks = blocks  # prefix-cache keys of the prompt's full blocks
+        self.blocks = blocks  # prefix-cache keys of the prompt
         self.generated = 0
         self.freed = False
 

@@ -20,7 +20,7 @@ import json
 import random
 import re
 
-TOKEN_RE = re.compile(r"\w{1,4}|[^\w\s]")
+_TOKEN_RE = re.compile(r"\w{1,4}|[^\w\s]")
 
 BOS_TOKENS = 1
 CHAT_MESSAGE_OVERHEAD = 5
@@ -29,7 +29,7 @@ CHAT_ASSISTANT_PRIMER = 4
 
 def count_text_tokens(text: str) -> int:
     """Pseudo-tokens in a piece of text (see the module docstring)."""
-    return len(TOKEN_RE.findall(text))
+    return len(_TOKEN_RE.findall(text))
 
 
 class PromptError(ValueError):

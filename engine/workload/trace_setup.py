@@ -28,7 +28,7 @@ from engine.workload.traces.requests import TraceFactory
 class TracePlan(BaseModel):
     """What ``--trace`` resolved to (printed, stored in results and recordings)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     fingerprint: DataFingerprint
     skipped: str = ""
