@@ -160,3 +160,16 @@ def test_workers_share_the_rows_and_conversations_stay_on_one_worker():
     assert sorted(r.row for s in shares for r in s) == list(range(1, 301))
     sessions = TraceFactory(open_trace(SAMPLES / "bailian-sample.jsonl"), TokenModel())
     assert len(list(sessions.timeline(0, 2))) == 242 and not list(sessions.timeline(1, 2))
+
+
+@pytest.mark.parametrize("name", ["mooncake-sample.jsonl", "azure-sample.csv", "burstgpt-sample.csv"])
+def test_a_later_pass_seeks_to_the_window_and_sees_the_same_rows(name):
+    """The validating pass notes where the window starts; workers seek there instead of re-reading the file."""
+    source = open_trace(SAMPLES / name)
+    window = TraceWindow(12.0, 15.0)
+    starts = []
+    fp, _ = scan_trace(source, window, found=starts.append)
+    (start,) = starts
+    assert start.offset > 1000 and start.line > 50
+    direct = list(source.rows(window, start=start))
+    assert direct == list(source.rows(window)) and len(direct) == fp.rows > 5

@@ -22,6 +22,7 @@ from engine.workload.distributions import Fixed
 from engine.workload.length_probe import calibrate_profile
 from engine.workload.profile import LoadedProfile, WorkloadProfile
 from engine.workload.traces import DataFingerprint, TraceError, TraceWindow, open_trace, scan_trace
+from engine.workload.traces.detect import TraceStart
 from engine.workload.traces.requests import TraceFactory
 
 
@@ -70,7 +71,8 @@ def prepare_trace(
     source = open_trace(path)
     window = window or TraceWindow()
     context = max_context if max_context is not None else server_context(config)
-    fingerprint, skips = scan_trace(source, window, context)
+    starts: list[TraceStart] = []
+    fingerprint, skips = scan_trace(source, window, context, found=starts.append)
     if fingerprint.rows == 0:
         raise TraceError(f"{path}: no rows to replay" + (f" ({skips.summary()})" if skips.total else " in the window"))
     mean_in = max(1, round(fingerprint.input.mean))
@@ -83,7 +85,8 @@ def prepare_trace(
     if calibrate:
         factory, calibration = asyncio.run(calibrate_profile(config, loaded, config.seed))
         token_model = factory.token_model
-    trace_factory = TraceFactory(source, token_model or TokenModel(), config.api, config.seed, window, context)
+    trace_factory = TraceFactory(source, token_model or TokenModel(), config.api, config.seed, window, context,
+                                 starts[0] if starts else None)  # fmt: skip
     label = f"trace {source.format} {fingerprint.path.rsplit('/', 1)[-1]}"
     if speed != 1.0:
         label += f" ×{speed:g}"

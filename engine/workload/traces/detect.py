@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from engine.workload.traces import readers
 from engine.workload.traces.rows import TraceError, TraceRow, TraceWindow
@@ -27,7 +27,7 @@ TRACE_FORMATS: dict[TraceFormat, str] = {
     "burstgpt": "BurstGPT CSV (Timestamp s, Request tokens, Response tokens)",
     "bailian": "Bailian session JSONL (chat_id, parent_chat_id, turn, timestamp s, lengths, hash_ids)",
 }
-_READERS: dict[TraceFormat, Callable[[str, IO[str]], Iterator[TraceRow]]] = {
+_READERS: dict[TraceFormat, Callable[[str, Any], Iterator[TraceRow]]] = {
     "mooncake": readers.read_mooncake,
     "azure": readers.read_azure,
     "burstgpt": readers.read_burstgpt,
@@ -77,16 +77,27 @@ class TraceSource:
         return TRACE_FORMATS[self.format]
 
     def rows(
-        self, window: TraceWindow | None = None, max_context: int | None = None, skips: Skips | None = None
+        self,
+        window: TraceWindow | None = None,
+        max_context: int | None = None,
+        skips: Skips | None = None,
+        *,
+        start: TraceStart | None = None,
+        found: Callable[[TraceStart], None] | None = None,
     ) -> Iterator[TraceRow]:
-        """Rows in file order with ``t_s`` from the first row (so a window is in the trace's own seconds)."""
+        """Rows in file order with ``t_s`` from the first row (so a window is in the trace's own seconds).
+
+        ``found`` is told where the first row of the window starts in the file; a later pass given that as
+        ``start`` seeks straight there (a window deep in a large file costs no re-reading of what precedes it).
+        """
         window = window or TraceWindow()
         skips = skips if skips is not None else Skips()
-        t0: float | None = None
-        previous = -float("inf")
+        t0: float | None = start.t0 if start is not None else None
+        previous = start.t0 if start is not None else -float("inf")
         try:
-            with open(self.path, encoding="utf-8-sig", newline="") as f:
-                for row in _READERS[self.format](self.path, f):
+            with open(self.path, "rb") as f:
+                lines = _Lines(f, start, header=self.format in ("azure", "burstgpt"))
+                for row in _READERS[self.format](self.path, lines):
                     if row.t_s < previous:
                         raise TraceError(
                             f"{self.path}:{row.row}: timestamp goes backwards ({previous - row.t_s:.3f} s before "
@@ -100,6 +111,9 @@ class TraceSource:
                         return
                     if t < window.start_s:
                         continue
+                    if found is not None:
+                        found(TraceStart(lines.line_start, row.row, t0))
+                        found = None
                     if row.output_tokens == 0:
                         skips.add(SKIP_FAILED, row.row)
                         continue
@@ -113,6 +127,49 @@ class TraceSource:
             raise TraceError(f"{self.path}: invalid CSV: {exc}") from None
         except OSError as exc:
             raise TraceError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class TraceStart:
+    """Where a window's first row starts: its byte offset and line number, and the trace's first timestamp."""
+
+    offset: int
+    line: int
+    t0: float
+
+
+class _Lines:
+    """The file's lines as text, numbered, with the byte offset where the current line starts; from ``start``
+    it yields the header (CSV) and then seeks to the start's offset."""
+
+    def __init__(self, f: IO[bytes], start: TraceStart | None, header: bool) -> None:
+        self._f = f
+        self._start = start
+        self.line_start = 0
+        self._offset = 0
+        self.first_line = 1 if start is None else start.line  # JSONL: the number of the first line yielded
+        self.line_shift = 0 if start is None or not header else start.line - 2  # CSV: add to csv's line_num
+        self._header_pending = start is not None and header
+        if start is not None and not header:
+            f.seek(start.offset)
+            self._offset = start.offset
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        if self._header_pending and self._start is not None:
+            self._header_pending = False
+            header = self._f.readline()
+            self._f.seek(self._start.offset)
+            self._offset = self._start.offset
+            return header.decode("utf-8-sig")
+        self.line_start = self._offset
+        line = self._f.readline()
+        if not line:
+            raise StopIteration
+        self._offset += len(line)
+        return line.decode("utf-8-sig" if self.line_start == 0 else "utf-8")
 
 
 def _at(row: TraceRow, t_s: float) -> TraceRow:

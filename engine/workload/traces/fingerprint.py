@@ -7,10 +7,11 @@ sha256 means the same file, equal rows and window means the same slice of it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.workload.fingerprint import DataFingerprint, LengthStats, file_sha256
-from engine.workload.traces.detect import Skips, TraceSource
+from engine.workload.traces.detect import Skips, TraceSource, TraceStart
 from engine.workload.traces.rows import TraceError, TraceWindow
 
 __all__ = ["DataFingerprint", "LengthStats", "scan_trace"]
@@ -45,7 +46,10 @@ class _Stats:
 
 
 def scan_trace(
-    source: TraceSource, window: TraceWindow | None = None, max_context: int | None = None
+    source: TraceSource,
+    window: TraceWindow | None = None,
+    max_context: int | None = None,
+    found: Callable[[TraceStart], None] | None = None,
 ) -> tuple[DataFingerprint, Skips]:
     """One validating pass over the rows a replay will send (the first bad row raises its one-line TraceError)."""
     skips = Skips()
@@ -53,7 +57,7 @@ def scan_trace(
     first: float | None = None
     last = 0.0
     conversations = 0
-    for row in source.rows(window, max_context, skips):
+    for row in source.rows(window, max_context, skips, found=found):
         ins.add(row.input_tokens)
         outs.add(row.output_tokens)
         if first is None:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-from collections.abc import Iterator
-from typing import IO, Any
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from engine.workload.traces.rows import TraceError, TraceRow, finite_number, positive_length
 
@@ -30,8 +30,8 @@ AZURE_FIELDS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 BURSTGPT_FIELDS = ("Timestamp", "Request tokens", "Response tokens")
 
 
-def _json_objects(path: str, f: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    for lineno, line in enumerate(f, start=1):
+def _json_objects(path: str, f: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    for lineno, line in enumerate(f, start=getattr(f, "first_line", 1)):
         if not line.strip():
             continue
         try:
@@ -57,7 +57,7 @@ def _hash_ids(path: str, lineno: int, value: object) -> tuple[int, ...]:
     return tuple(value)
 
 
-def read_mooncake(path: str, f: IO[str]) -> Iterator[TraceRow]:
+def read_mooncake(path: str, f: Iterable[str]) -> Iterator[TraceRow]:
     for lineno, obj in _json_objects(path, f):
         _need(path, lineno, obj, MOONCAKE_FIELDS)
         yield TraceRow(
@@ -69,7 +69,7 @@ def read_mooncake(path: str, f: IO[str]) -> Iterator[TraceRow]:
         )
 
 
-def read_bailian(path: str, f: IO[str]) -> Iterator[TraceRow]:
+def read_bailian(path: str, f: Iterable[str]) -> Iterator[TraceRow]:
     for lineno, obj in _json_objects(path, f):
         _need(path, lineno, obj, BAILIAN_FIELDS)
         chat = int(finite_number(path, lineno, "chat_id", obj["chat_id"]))
@@ -86,7 +86,8 @@ def read_bailian(path: str, f: IO[str]) -> Iterator[TraceRow]:
         )
 
 
-def _csv_rows(path: str, f: IO[str], fields: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+def _csv_rows(path: str, f: Iterable[str], fields: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    shift = getattr(f, "line_shift", 0)  # resuming mid-file: csv counts from the header it was given again
     reader = csv.reader(f)
     header = [h.strip() for h in next(reader, [])]
     missing = [name for name in fields if name not in header]
@@ -94,7 +95,7 @@ def _csv_rows(path: str, f: IO[str], fields: tuple[str, ...]) -> Iterator[tuple[
         raise TraceError(f"{path}:1: missing column(s) {', '.join(missing)} (found: {', '.join(header) or 'none'})")
     index = {name: header.index(name) for name in fields}
     for row in reader:
-        lineno = reader.line_num
+        lineno = reader.line_num + shift
         if not row or not any(cell.strip() for cell in row):
             continue
         if len(row) < len(header):
@@ -113,7 +114,7 @@ def parse_datetime(path: str, lineno: int, text: str) -> float:
     return stamp.timestamp()
 
 
-def read_azure(path: str, f: IO[str]) -> Iterator[TraceRow]:
+def read_azure(path: str, f: Iterable[str]) -> Iterator[TraceRow]:
     for lineno, cells in _csv_rows(path, f, AZURE_FIELDS):
         yield TraceRow(
             row=lineno,
@@ -123,7 +124,7 @@ def read_azure(path: str, f: IO[str]) -> Iterator[TraceRow]:
         )
 
 
-def read_burstgpt(path: str, f: IO[str]) -> Iterator[TraceRow]:
+def read_burstgpt(path: str, f: Iterable[str]) -> Iterator[TraceRow]:
     for lineno, cells in _csv_rows(path, f, BURSTGPT_FIELDS):
         yield TraceRow(
             row=lineno,

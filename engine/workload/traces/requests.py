@@ -17,7 +17,7 @@ from typing import Any
 from engine.workload.calibration import TokenModel
 from engine.workload.prompts import VOCABULARY
 from engine.workload.synthetic import Api, RequestSpec
-from engine.workload.traces.detect import TraceSource
+from engine.workload.traces.detect import TraceSource, TraceStart
 from engine.workload.traces.rows import BLOCK_TOKENS, TraceRow, TraceWindow
 
 
@@ -65,6 +65,8 @@ class TraceFactory:
     seed: int = 0
     window: TraceWindow = field(default_factory=TraceWindow)
     max_context: int | None = None
+    start: TraceStart | None = None
+    """Where the window's first row is in the file (found by the validating pass): workers seek there."""
 
     @property
     def start_t(self) -> float:
@@ -73,9 +75,9 @@ class TraceFactory:
     def timeline(self, worker: int, workers: int) -> Iterator[TraceRow]:
         if self.source.sessions:
             if worker == 0:
-                yield from self.source.rows(self.window, self.max_context)
+                yield from self.source.rows(self.window, self.max_context, start=self.start)
             return
-        for i, row in enumerate(self.source.rows(self.window, self.max_context)):
+        for i, row in enumerate(self.source.rows(self.window, self.max_context, start=self.start)):
             if i % workers == worker:
                 yield row
 
