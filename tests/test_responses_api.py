@@ -8,9 +8,9 @@ import httpx
 import pytest
 from engine_helpers import CollectingSink, config, root_of, run_to_end, sim_server, sim_stamps
 
-from engine.load.client import request_body
+from engine.endpoint.client import request_body
+from engine.endpoint.sse import StreamParser
 from engine.load.controller import Controller
-from engine.load.sse import StreamParser
 from engine.records import ErrorClass
 from engine.workload.synthetic import RequestSpec
 

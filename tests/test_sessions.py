@@ -13,9 +13,9 @@ from engine_helpers import CollectingSink, config, run_to_end, sim_server
 
 from engine.load.controller import Controller
 from engine.metrics.turns import TurnTally
+from engine.session.workload_setup import apply_profile, calibrated_factory
 from engine.workload.profile import ProfileError, load_profile
 from engine.workload.sessions import SessionFactory
-from engine.workload.setup import apply_profile, calibrated_factory
 
 pytestmark = pytest.mark.slow
 

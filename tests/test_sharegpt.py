@@ -10,9 +10,9 @@ from conversation_server import conversation_server
 from engine_helpers import CollectingSink, config, run_to_end
 
 from engine.load.controller import Controller
+from engine.session.workload_setup import apply_profile, calibrated_factory
 from engine.workload.profile import ProfileError, load_profile
 from engine.workload.sessions import SessionFactory
-from engine.workload.setup import apply_profile, calibrated_factory
 
 CONVERSATIONS = [
     {"id": "a", "conversations": [{"from": "human", "value": "What is a watt?"},

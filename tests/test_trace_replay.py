@@ -15,7 +15,7 @@ import pytest
 from engine_helpers import CollectingSink, config, run_to_end, sim_server, wait_for
 
 from engine.load.controller import Controller
-from engine.workload.trace_setup import prepare_trace
+from engine.session.trace_setup import prepare_trace
 from engine.workload.traces import TraceWindow, open_trace
 
 pytestmark = pytest.mark.slow

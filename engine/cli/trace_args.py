@@ -15,7 +15,7 @@ from engine.cli.exits import UserError
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
-    from engine.workload.trace_setup import TracePlan
+    from engine.session.trace_setup import TracePlan
     from engine.workload.traces.requests import TraceFactory
 
 
@@ -33,8 +33,8 @@ def add_trace_args(parser: argparse.ArgumentParser) -> None:
 
 def trace_workload(args: argparse.Namespace, config: RunConfig) -> tuple[TraceFactory, RunConfig, TracePlan]:
     """Detect, check and fingerprint the trace, calibrate lengths on the server; one line for every problem."""
-    from engine.workload.length_probe import ProbeError as LengthProbeError
-    from engine.workload.trace_setup import prepare_trace
+    from engine.endpoint.errors import ProbeError as LengthProbeError
+    from engine.session.trace_setup import prepare_trace
     from engine.workload.traces import TraceError, TraceWindow
 
     if getattr(args, "profile", None):

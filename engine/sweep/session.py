@@ -16,14 +16,15 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.config import RunConfig
 from engine.control import LoadControl, SessionSink
+from engine.session.calibrate import ExceedsContext, ProbeError, check_cell_fits
+from engine.session.workload_setup import apply_profile, calibrated_factory
 from engine.sweep.rules import SweepOutcome, SweepSettings
 from engine.sweep.runner import ProgressCallback, SweepRunner
 from engine.workload.calibration import CalibrationResult
-from engine.workload.length_probe import ExceedsContext, ProbeError, check_cell_fits
 from engine.workload.lengths import LengthCheck, LengthTally
 from engine.workload.profile import LoadedProfile
 from engine.workload.prompts import ProfileRequestFactory
-from engine.workload.setup import apply_profile, calibrated_factory
+from engine.workload.sessions import SessionFactory
 from engine.workload.synthetic import RequestFactory
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ class Prepared:
 
     loaded: LoadedProfile
     config: RunConfig
-    factory: ProfileRequestFactory
+    factory: ProfileRequestFactory | SessionFactory
     calibration: CalibrationResult | None
     t0_ns: int
 
@@ -111,7 +112,8 @@ def prepare(
     try:
         factory, calibration = calibrated_factory(config, loaded, seed)
         if check_fits is not None:
-            asyncio.run(check_cell_fits(config, factory, *check_fits))
+            asyncio.run(check_cell_fits(config, factory.base if isinstance(factory, SessionFactory) else factory,
+                                        *check_fits))  # fmt: skip
     except ExceedsContext as exc:
         return _ended(loaded, t0, "exceeds context", str(exc))
     except (ProbeError, ValueError, OSError) as exc:

@@ -19,7 +19,7 @@ from typing import Any
 from engine.workload.calibration import TokenModel
 from engine.workload.distributions import Distribution
 from engine.workload.profile import DatasetEntry, LoadedProfile
-from engine.workload.synthetic import Api, RequestSpec
+from engine.workload.synthetic import Api, RequestFactory, RequestSpec
 
 # Common lower-case English words of 5 to 8 letters. Real tokenizers (BPE with a leading space) map nearly all of
 # them to one token each, and the simulator's pseudo-tokenizer (runs of up to 4 word characters) to exactly two, so
@@ -167,7 +167,7 @@ class SwitchableFactory:
     flight (concurrency 0, drained), so every request belongs to exactly one cell.
     """
 
-    def __init__(self, factories: Sequence[ProfileRequestFactory]) -> None:
+    def __init__(self, factories: Sequence[RequestFactory]) -> None:
         if not factories:
             raise ValueError("SwitchableFactory needs at least one factory")
         self.factories = tuple(factories)
@@ -183,4 +183,4 @@ class SwitchableFactory:
         self._index.value = index
 
     def make(self, seq: int, rng: random.Random) -> RequestSpec:
-        return self.factories[self._index.value].make(seq, rng)
+        return self.factories[int(self._index.value)].make(seq, rng)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 PROGRESS_EVERY_S = 3.0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "run",
         help="load an endpoint and watch latency, tokens/s, watts and $/M tokens",
@@ -79,13 +79,14 @@ def _prepare(
 ) -> tuple[Controller, dict[str, Any] | None, TurnTally]:
     """Probe the endpoint (one clear line for anything the user must fix), then build the controller. Also returns
     what the workload was (profile with its hash, or the trace's fingerprint) and the per-turn tally."""
+    from engine.endpoint.probe import ProbeError, preflight, resolve_endpoint
     from engine.load.controller import Controller
-    from engine.load.probe import ProbeError, preflight, resolve_endpoint
 
     try:
         endpoint = resolve_endpoint(url, api_key=args.api_key or api_key_from_env(), model=args.model)
         config = config_from_args(args, base_url=endpoint.base_url, model=endpoint.model)
         workload: dict[str, Any] | None = None
+        factory: RequestFactory | None
         if getattr(args, "trace", None):
             loaded = None
             factory, config, plan = trace_workload(args, config)
@@ -117,9 +118,9 @@ def _workload(profile: str | None, config: RunConfig) -> tuple[LoadedProfile | N
     """With --profile: load it (one-line errors), shape the config by it, and calibrate input lengths on the server."""
     if not profile:
         return None, None, config
-    from engine.workload.length_probe import ProbeError as LengthProbeError
+    from engine.session.calibrate import ProbeError as LengthProbeError
+    from engine.session.workload_setup import apply_profile, calibrated_factory
     from engine.workload.profile import ProfileError, load_profile
-    from engine.workload.setup import apply_profile, calibrated_factory
 
     try:
         loaded = load_profile(profile)

@@ -16,10 +16,10 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from engine.config import RunConfig
+from engine.session.calibrate import calibrate_profile
 from engine.snapshot import LoadMode
 from engine.workload.calibration import CalibrationResult, TokenModel
 from engine.workload.distributions import Fixed
-from engine.workload.length_probe import calibrate_profile
 from engine.workload.profile import LoadedProfile, WorkloadProfile
 from engine.workload.traces import DataFingerprint, TraceError, TraceWindow, open_trace, scan_trace
 from engine.workload.traces.detect import TraceStart
