@@ -53,7 +53,9 @@ def test_each_format_replays_every_row_on_the_trace_clock_at_its_length(sim, nam
         assert (rec.t_scheduled_ns - t0) / 1e9 == pytest.approx(row.t_s / SPEED, abs=1e-3)
     lags_ms = sorted((r.t_start_ns - r.t_scheduled_ns) / 1e6 for r in records)
     assert lags_ms[0] >= -0.2, "a request went out before its due time (the sender allows 0.2 ms of timer slack)"
-    assert lags_ms[len(lags_ms) // 2] < 25, lags_ms  # the median send is on time even on a busy machine
+    # sends follow the schedule rather than each other: the median lag stays far below the rows' spacing even on
+    # a busy shared machine (the bench measures the real figure: tests/bench/trace_replay.py)
+    assert lags_ms[len(lags_ms) // 2] < 250, lags_ms
     # input lengths as the server counted them, per row (ties in time may swap rows of the same stamp)
     by_time: dict[int, list[int]] = {}
     for row in rows:
