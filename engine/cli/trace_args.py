@@ -14,9 +14,7 @@ from engine.cli.common import positive
 from engine.cli.exits import UserError
 
 if TYPE_CHECKING:
-    from engine.config import RunConfig
-    from engine.session.trace_setup import TracePlan
-    from engine.workload.traces.requests import TraceFactory
+    from engine.session.spec import TraceSpec
 
 
 def add_trace_args(parser: argparse.ArgumentParser) -> None:
@@ -31,31 +29,22 @@ def add_trace_args(parser: argparse.ArgumentParser) -> None:
                        help="replay only rows with START <= t < END, in the trace's seconds (e.g. 600:900)")
 
 
-def trace_workload(args: argparse.Namespace, config: RunConfig) -> tuple[TraceFactory, RunConfig, TracePlan]:
-    """Detect, check and fingerprint the trace, calibrate lengths on the server; one line for every problem."""
-    from engine.endpoint.errors import ProbeError as LengthProbeError
-    from engine.session.trace_setup import prepare_trace
-    from engine.workload.traces import TraceError, TraceWindow
+def trace_spec(args: argparse.Namespace) -> TraceSpec | None:
+    """The trace options as a ``TraceSpec`` (None without ``--trace``); one line for what cannot be combined."""
+    from engine.session.spec import TraceSpec
+    from engine.workload.traces import TraceWindow
 
+    if not getattr(args, "trace", None):
+        return None
     if getattr(args, "profile", None):
         raise UserError("--trace and --profile cannot be combined: the trace sets lengths and arrival times")
     if getattr(args, "rate", None) is not None or getattr(args, "concurrency", None) is not None:
         raise UserError("--trace replays on the trace's own clock; use --trace-speed instead of --rate/--concurrency")
-    try:
-        window = TraceWindow.parse(args.trace_window) if args.trace_window else None
-    except ValueError as exc:
-        raise UserError(f"--trace-window: {exc}") from None
-    try:
-        factory, config, plan = prepare_trace(config, args.trace, speed=args.trace_speed, window=window)
-    except (TraceError, LengthProbeError) as exc:
-        raise UserError(str(exc)) from None
-    fp = plan.fingerprint
-    print(f"wattload: trace detected as {factory.source.description}", file=sys.stderr)
-    print(f"wattload: {fp.line()}", file=sys.stderr)
-    if plan.skipped:
-        print(f"wattload: {args.trace}: {plan.skipped}", file=sys.stderr)
-    if plan.calibration is not None and plan.calibration.measured_tokens is not None:
-        cal = plan.calibration
-        print(f"wattload: input length calibrated on the server: target {cal.target_tokens:.0f} tokens, "
-              f"measured {cal.measured_tokens:.0f} ({cal.error_pct or 0.0:+.1f}%)", file=sys.stderr)  # fmt: skip
-    return factory, config, plan
+    window = None
+    if args.trace_window:
+        try:
+            parsed = TraceWindow.parse(args.trace_window)
+        except ValueError as exc:
+            raise UserError(f"--trace-window: {exc}") from None
+        window = (parsed.start_s, parsed.end_s)
+    return TraceSpec(path=args.trace, speed=args.trace_speed, window_s=window)
