@@ -7,7 +7,6 @@ load shape itself (open loop on the trace's clock, as many requests as it has ro
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import TYPE_CHECKING
 
 from engine.cli.common import positive

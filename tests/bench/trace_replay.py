@@ -35,7 +35,8 @@ from engine.load.controller import Controller  # noqa: E402
 from engine.sim import SimConfig, start_sim_process  # noqa: E402
 from engine.snapshot import LoadMode  # noqa: E402
 from engine.workload.calibration import TokenModel  # noqa: E402
-from engine.workload.traces import TraceWindow, open_trace  # noqa: E402
+from engine.workload.traces import TraceWindow, open_trace, scan_trace  # noqa: E402
+from engine.workload.traces.detect import TraceStart  # noqa: E402
 from engine.workload.traces.requests import TraceFactory  # noqa: E402
 
 MEMORY_CHILD = r"""
@@ -142,8 +143,13 @@ def main() -> None:
                                cpus=[0] if (os.cpu_count() or 1) >= 2 else None) as sim:  # fmt: skip
             base_cfg = RunConfig(base_url=sim.url, model=SimConfig().model, workers=1, ignore_eos=True,
                                  input_tokens=128, max_tokens=4)  # fmt: skip
-            factory = TraceFactory(open_trace(path), TokenModel(overhead_tokens=10, tokens_per_word=2.0),
-                                   window=window)  # fmt: skip
+            source = open_trace(path)
+            starts: list[TraceStart] = []
+            t = time.perf_counter()
+            scan_trace(source, window, found=starts.append)  # what --trace does first: finds the window's offset
+            scan_s = time.perf_counter() - t
+            factory = TraceFactory(source, TokenModel(overhead_tokens=10, tokens_per_word=2.0), window=window,
+                                   start=starts[0])  # fmt: skip
             t = time.perf_counter()
             trace_cfg = base_cfg.model_copy(update={"mode": LoadMode.RATE, "rate": 1.0, "duration_s": args.seconds})
             errors, lags = replay_lag(trace_cfg, factory)
@@ -152,7 +158,8 @@ def main() -> None:
                                                       "duration_s": args.seconds})  # fmt: skip
             p_errors, p_lags = replay_lag(poisson_cfg, None)
         print(f"schedule lag, {args.seconds:g} s from t={mid:,.0f} s of the trace at speed 1 (one worker, "
-              f"simulator on another core; start-up including the skip to the window {wall - args.seconds:.1f} s):")
+              f"simulator on another core; validating pass to the window's end {scan_s:.1f} s, then start-up "
+              f"{wall - args.seconds:.1f} s):")
         for name, ls, errs in (("trace replay", lags, errors), ("Poisson rate", p_lags, p_errors)):
             print(f"  {name:13s} {len(ls):6,} requests ({len(ls) / args.seconds:.0f} req/s), {errs} errors: "
                   f"send lag p50 {pct(ls, 0.5):.2f} ms, p99 {pct(ls, 0.99):.2f} ms, max {ls[-1] if ls else 0:.2f} ms")
