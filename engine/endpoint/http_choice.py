@@ -28,7 +28,15 @@ class RequestRunner(Protocol):
 
     chunks: int
 
-    async def run(self, request_id: int, spec: RequestSpec, t_scheduled_ns: int | None = None) -> RequestRecord: ...
+    async def run(
+        self,
+        request_id: int,
+        spec: RequestSpec,
+        t_scheduled_ns: int | None = None,
+        *,
+        text_out: list[str] | None = None,
+        turn: int = 0,
+    ) -> RequestRecord: ...
 
 
 def describe(kind: str) -> str:
@@ -64,16 +72,26 @@ class AutoStreamClient:
         if self._aiohttp is not None:
             self._aiohttp.chunks = 0
 
-    async def run(self, request_id: int, spec: RequestSpec, t_scheduled_ns: int | None = None) -> RequestRecord:
+    async def run(
+        self,
+        request_id: int,
+        spec: RequestSpec,
+        t_scheduled_ns: int | None = None,
+        *,
+        text_out: list[str] | None = None,
+        turn: int = 0,
+    ) -> RequestRecord:
         if self._aiohttp is None:
             try:
-                return await self._lean.run(request_id, spec, t_scheduled_ns)
+                return await self._lean.run(request_id, spec, t_scheduled_ns, text_out=text_out, turn=turn)
             except NeedsFallback as why:
                 if self._aiohttp is None:  # several streams may find out at once: switch and say so once
                     self._aiohttp = self._open_fallback()
                     if self._notice is not None:
                         self._notice(f"HTTP client: {why.reason}; streaming through aiohttp from now on")
-        return await self._aiohttp.run(request_id, spec, t_scheduled_ns)
+        if text_out is not None:
+            text_out.clear()  # the lean attempt may have collected part of an answer before it handed over
+        return await self._aiohttp.run(request_id, spec, t_scheduled_ns, text_out=text_out, turn=turn)
 
 
 @contextlib.asynccontextmanager

@@ -321,11 +321,19 @@ class LeanStreamClient:
         data = json.dumps(request_body(self._config, spec), separators=(",", ":")).encode()
         return b"%sContent-Length: %d\r\n\r\n%s" % (self._head, len(data), data)
 
-    async def run(self, request_id: int, spec: RequestSpec, t_scheduled_ns: int | None = None) -> RequestRecord:
+    async def run(
+        self,
+        request_id: int,
+        spec: RequestSpec,
+        t_scheduled_ns: int | None = None,
+        *,
+        text_out: list[str] | None = None,
+        turn: int = 0,
+    ) -> RequestRecord:
         """Send one request and stream its answer; never raises (except cancellation, and ``NeedsFallback`` when
-        built with ``fallback=True``): failures are records."""
+        built with ``fallback=True``): failures are records. ``text_out`` and ``turn`` as in ``StreamClient.run``."""
         request = self._request(spec)
-        parser = StreamParser(self._keep_times)
+        parser = StreamParser(self._keep_times, text_out)
         conn: _Connection | None = None
         error: Failure | None = None
         t_start = perf_counter_ns()
@@ -358,7 +366,7 @@ class LeanStreamClient:
         t_end = perf_counter_ns()
         if conn is not None:
             self._pool.release(conn)
-        return self._record(request_id, t_scheduled_ns, t_start, t_end, conn, parser, error)
+        return self._record(request_id, t_scheduled_ns, t_start, t_end, conn, parser, error, turn)
 
     async def _connect(self) -> tuple[_Connection, bool] | tuple[Failure, None]:
         origin = self._origin
@@ -425,6 +433,7 @@ class LeanStreamClient:
         conn: _Connection | None,
         parser: StreamParser,
         error: Failure | None,
+        turn: int,
     ) -> RequestRecord:
         """The same record ``StreamClient.run`` builds (kept in step with engine/endpoint/client.py)."""
         usage_out = parser.completion_tokens
@@ -448,4 +457,5 @@ class LeanStreamClient:
             error_detail=detail,
             response_id=parser.response_id,
             token_times_ns=tuple(parser.times) if parser.times else (),
+            turn=turn,
         )
