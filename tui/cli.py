@@ -17,7 +17,7 @@ EXIT_FAILED = 1  # the engine failed (a worker died, the server refused everythi
 EXIT_USER = 2  # a problem the user can fix: one line, no traceback
 EXIT_INTERRUPTED = 130  # Ctrl-C: the summary so far was still printed and written
 
-COMMANDS = ("run", "demo", "sim", "gpu", "replay", "report", "export", "sweep")
+COMMANDS = ("run", "demo", "sim", "gpu", "replay", "report", "export", "sweep", "plan")
 
 
 class UserError(Exception):
