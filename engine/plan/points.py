@@ -99,4 +99,5 @@ def _from_caps(result: dict[str, Any], ttft: float | None, tpot: float | None) -
         raise PlanInputError("no cap of the sweep met the SLO: nothing to plan from")
     cap, step = chosen[0]
     watts = step.get("watts")
-    return float(step["output_tokens_per_s"]), None if watts is None else float(watts), f"capped at {cap:g} W"
+    tps = float(step["output_tokens_per_s"] or 0.0)
+    return tps, None if watts is None else float(watts), f"capped at {cap:g} W"

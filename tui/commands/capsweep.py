@@ -201,6 +201,7 @@ def _progress(p: CapProgress) -> None:
 def render_text(result: CapSweepResult) -> str:
     """The per-cap table and the sweet spot, plain text (stdout)."""
     from engine.reports.numbers import fmt_num
+    from engine.reports.text import sweet_spot_text
 
     rows = [("cap W", "runs", "out tok/s", "rel", "W", "J/tok", "$/M out", "TTFT p99", "TPOT p99", "binding")]
     for s in result.summaries:
@@ -231,7 +232,7 @@ def render_text(result: CapSweepResult) -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.append("")
     lines.append(f"load: {result.load}; sweet spot rule: {result.sweet_spot.rule}")
-    lines.append(sweet_spot_line(result))
+    lines.append(sweet_spot_text(result))
     for kind, alt in result.alternatives.items():
         if alt.cap_w is not None:
             lines.append(f"  --pick {kind}: {fmt_num(alt.cap_w)} W ({alt.reason})")
@@ -243,25 +244,6 @@ def render_text(result: CapSweepResult) -> str:
     if not result.completed:
         lines.append(f"stopped early: {result.stop_reason}")
     return "\n".join(lines)
-
-
-def sweet_spot_line(result: CapSweepResult) -> str:
-    from engine.reports.numbers import fmt_num
-
-    spot = result.sweet_spot
-    if spot.cap_w is None:
-        return f"sweet spot: none ({spot.reason})"
-    sv = spot.savings
-    parts = [f"sweet spot: {fmt_num(spot.cap_w)} W ({spot.reason})"]
-    if sv.watts is not None:
-        parts.append(f"saves {fmt_num(sv.watts)} W")
-    if sv.joules_per_output_token is not None and sv.joules_fraction is not None:
-        parts.append(f"{fmt_num(sv.joules_per_output_token)} J/token ({sv.joules_fraction:.1%})")
-    if sv.kwh_per_month is not None:
-        parts.append(f"{fmt_num(sv.kwh_per_month)} kWh/month")
-    if sv.dollars_per_month is not None:
-        parts.append(f"${fmt_num(sv.dollars_per_month)}/month")
-    return parts[0] + (": " + ", ".join(parts[1:]) if len(parts) > 1 else "")
 
 
 CAP_COLUMNS = (
