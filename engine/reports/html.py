@@ -164,10 +164,10 @@ def _pct(v: float | None) -> str:
 
 
 def _recording_page(p: Path) -> tuple[str, list[Chart]]:
-    from engine.recording.reader import open_recording
-    from engine.recording.report import build_report
-    from engine.recording.store import RecordingError
     from engine.reports import charts as ch
+    from engine.reports.report import build_report
+    from engine.storage.reader import open_recording
+    from engine.storage.store import RecordingError
 
     try:
         with open_recording(p) as rec:

@@ -14,8 +14,8 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from tui.cli import EXIT_FAILED, EXIT_INTERRUPTED, UserError
-from tui.commands.common import parse_duration, positive
+from engine.cli.common import parse_duration, positive
+from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
 
 if TYPE_CHECKING:
     from engine.sweep.powercap_session import CapLoad
@@ -62,9 +62,9 @@ def run(
     seed: int,
     target: SweepTarget,
 ) -> int:
+    from engine.cli.sweep import _sysinfo
+    from engine.reports.sweep import SweepReport, wall_clock_label, write_json
     from engine.sweep.powercap_session import CapSweepError, run_cap_sweep
-    from engine.sweep.report import SweepReport, wall_clock_label, write_json
-    from tui.commands.sweep import _sysinfo
 
     settings, load = settings_from_args(args, ceiling)
     stop = threading.Event()

@@ -9,8 +9,8 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from tui.cli import UserError
-from tui.commands.common import parse_duration, positive
+from engine.cli.common import parse_duration, positive
+from engine.cli.exits import UserError
 
 if TYPE_CHECKING:
     from engine.plan.capacity import Demand, Plan
