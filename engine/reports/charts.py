@@ -8,6 +8,7 @@ made directly (never pyplot), so nothing global is touched and no display is nee
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,12 @@ ACCENT = "#d9480f"
 BLUE = "#1971c2"
 GREEN = "#2f9e44"
 GREY = "#868e96"
+_GIDS = itertools.count()
+
+
+def _gid() -> str:
+    """An SVG id for an artist that draws data ("data-N"): the browser test checks every chart has some."""
+    return f"data-{next(_GIDS)}"
 
 
 @dataclass
@@ -37,7 +44,9 @@ class Chart:
         buf = io.StringIO()
         self.figure.savefig(buf, format="svg", bbox_inches="tight")
         text = buf.getvalue()
-        return text[text.index("<svg") :]  # drop the XML prolog and DOCTYPE: the SVG goes inline
+        text = text[text.index("<svg") :]  # drop the XML prolog and DOCTYPE: the SVG goes inline
+        start, end = text.find("<metadata>"), text.find("</metadata>")
+        return text[:start] + text[end + len("</metadata>") :] if 0 <= start < end else text
 
     def png(self, path: str) -> None:
         self.figure.savefig(path, format="png", dpi=120, bbox_inches="tight")
@@ -81,14 +90,14 @@ def timeline_chart(tl: Timeline) -> Chart:
         ("output tok/s", [tl.output_tps], [BLUE]),
         ("TTFT ms (p50, p99)", [tl.ttft_p50, tl.ttft_p99], [GREEN, ACCENT]),
         ("GPU W", [tl.watts], [ACCENT]),
-        ("concurrency", [tl.concurrency], [GREY]),
+        ("in flight", [tl.concurrency], [GREY]),
     )
     n = 0
     for ax, (label, ys_list, colors) in zip(axes, series, strict=True):
         for ys, color in zip(ys_list, colors, strict=True):
             xs, vs = _xy(tl.t_s, ys)
             n += len(vs)
-            ax.plot(xs, vs, color=color, linewidth=1.4, marker="." if len(vs) < 60 else None)
+            ax.plot(xs, vs, color=color, linewidth=1.4, marker="." if len(vs) < 60 else None, gid=_gid())
         ax.set_ylabel(label, fontsize=8, color=INK)
         _style(ax)
         for t, kind in tl.markers:
@@ -104,7 +113,7 @@ def sweep_chart(outcome: dict[str, Any]) -> Chart:
     ax = fig.subplots()
     xs = [s["ttft_p99_ms"] or 0.0 for s in steps]
     ys = [s["output_tokens_per_s"] for s in steps]
-    ax.plot(xs, ys, color=BLUE, marker="o", linewidth=1.5)
+    ax.plot(xs, ys, color=BLUE, marker="o", linewidth=1.5, gid=_gid())
     for s, x, y in zip(steps, xs, ys, strict=True):
         ax.annotate(f"c={s['concurrency']}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     marks = (("capacity", outcome.get("capacity"), ACCENT, "s"), ("knee", outcome.get("knee"), GREEN, "D"))
@@ -128,7 +137,7 @@ def powercap_chart(result: CapSweepResult) -> Chart:
     ax = fig.subplots()
     caps = [s.cap_w for s in rows]
     rel = [(s.mean("relative_throughput") or 0.0) * 100 for s in rows]
-    ax.plot(caps, rel, color=BLUE, marker="o", linewidth=1.5, label="throughput (% of highest cap)")
+    ax.plot(caps, rel, color=BLUE, marker="o", linewidth=1.5, label="throughput (% of highest cap)", gid=_gid())
     ax.set_xlabel("power cap (W)", fontsize=8)
     ax.set_ylabel("throughput %", fontsize=8, color=BLUE)
     ax.invert_xaxis()
@@ -138,7 +147,8 @@ def powercap_chart(result: CapSweepResult) -> Chart:
     jm = [iv.mean if iv else None for iv in j]
     jx, jy = _xy(caps, jm)
     err = [(iv.half_width or 0.0) if iv else 0.0 for iv in j if iv]
-    ax2.errorbar(jx, jy, yerr=err, color=ACCENT, marker="s", linewidth=1.5, capsize=3, label="J per output token")
+    ax2.errorbar(jx, jy, yerr=err, color=ACCENT, marker="s", linewidth=1.5, capsize=3, label="J per output token",
+                 gid=_gid())
     ax2.set_ylabel("J / output token", fontsize=8, color=ACCENT)
     ax2.tick_params(labelsize=8)
     spot = result.sweet_spot.cap_w
@@ -157,10 +167,10 @@ def pareto_chart(result: CapSweepResult) -> Chart:
     fig = _figure()
     ax = fig.subplots()
     xs, ys = _xy([s.mean("watts") or 0.0 for s in pool], [s.mean("output_tokens_per_s") for s in pool])
-    ax.scatter(xs, ys, color=GREY, s=20, label="cap x concurrency")
+    ax.scatter(xs, ys, color=GREY, s=20, label="cap x concurrency", gid=_gid())
     front = result.pareto_throughput_watts
     fx, fy = _xy([s.mean("watts") or 0.0 for s in front], [s.mean("output_tokens_per_s") for s in front])
-    ax.plot(fx, fy, color=ACCENT, marker="o", linewidth=1.5, label="Pareto frontier")
+    ax.plot(fx, fy, color=ACCENT, marker="o", linewidth=1.5, label="Pareto frontier", gid=_gid())
     ax.set_xlabel("mean GPU W", fontsize=8)
     ax.set_ylabel("output tok/s", fontsize=8)
     ax.legend(fontsize=7, frameon=False)
@@ -181,7 +191,7 @@ def heatmap_chart(cells: Sequence[dict[str, Any]], metric: str, title: str) -> C
             n += 1
     fig = _figure(height=3.4)
     ax = fig.subplots()
-    im = ax.imshow(grid, cmap="viridis", aspect="auto")
+    im = ax.imshow(grid, cmap="viridis", aspect="auto", gid=_gid())
     ax.set_xticks(range(len(outputs)), [str(o) for o in outputs], fontsize=8)
     ax.set_yticks(range(len(inputs)), [str(i) for i in inputs], fontsize=8)
     ax.set_xlabel("output tokens", fontsize=8)

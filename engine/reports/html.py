@@ -192,21 +192,57 @@ def _recording_page(p: Path) -> tuple[str, list[Chart]]:
     return _page(title, subtitle, blocks, charts, meta), charts
 
 
-def _timeline(rec: Any) -> Timeline:
+def _timeline(rec: Any, max_bins: int = 300) -> Timeline:
+    """The session in bins of at least 1 s, from the recorded facts (not the sparse stored snapshots): output tok/s
+    from stream progress as chunks arrived, TTFT p50/p99 of the requests whose first token fell in the bin (from
+    their scheduled time), summed GPU watts, and requests in flight at the bin's middle."""
+    import numpy as np
+
+    duration = max(rec.duration_s, 1e-3)
+    width = max(1.0, duration / max_bins)
+    n = max(1, int(np.ceil(duration / width)))
+    tokens = np.zeros(n)
+    progress_seen = False
+    for pr in rec.progress():
+        progress_seen = True
+        tokens[min(n - 1, max(0, int(pr.t_ns / 1e9 / width)))] += pr.chunks
+    ttft: list[list[float]] = [[] for _ in range(n)]
+    starts: list[int] = []
+    ends: list[int] = []
+    for r in rec.requests():
+        starts.append(r.t_start_ns)
+        ends.append(r.t_end_ns)
+        if not progress_seen and r.ok:
+            tokens[min(n - 1, max(0, int(r.t_end_ns / 1e9 / width)))] += r.output_tokens
+        if r.ok and r.t_first_token_ns is not None:
+            k = min(n - 1, max(0, int(r.t_first_token_ns / 1e9 / width)))
+            ttft[k].append((r.t_first_token_ns - r.t_scheduled_ns) / 1e6)
+    power: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for t in rec.telemetry():
+        if t.power_w is None:
+            continue
+        sums, counts = power.setdefault(t.gpu_index, (np.zeros(n), np.zeros(n)))
+        k = min(n - 1, max(0, int(t.t_ns / 1e9 / width)))
+        sums[k] += t.power_w
+        counts[k] += 1
+    s_sorted, e_sorted = np.sort(np.array(starts, dtype=np.int64)), np.sort(np.array(ends, dtype=np.int64))
     tl = Timeline()
-    for t_us, snap in rec.snapshots():
-        w = snap.get("window") or {}
-        gpu = snap.get("gpu") or {}
-        tl.t_s.append(t_us / 1e6)
-        tl.output_tps.append(w.get("output_tokens_per_s"))
-        tl.ttft_p50.append((w.get("ttft") or {}).get("p50"))
-        tl.ttft_p99.append((w.get("ttft") or {}).get("p99"))
-        tl.watts.append(gpu.get("watts"))
-        tl.concurrency.append(snap.get("in_flight"))
-    for t_us, ev in rec.events():
+    for k in range(n):
+        mid_ns = int((k + 0.5) * width * 1e9)
+        tl.t_s.append((k + 0.5) * width)
+        tl.output_tps.append(float(tokens[k] / width))
+        tl.ttft_p50.append(float(np.percentile(ttft[k], 50)) if ttft[k] else None)
+        tl.ttft_p99.append(float(np.percentile(ttft[k], 99)) if ttft[k] else None)
+        if power and all(c[k] > 0 for _, c in power.values()):
+            tl.watts.append(float(sum(sm[k] / c[k] for sm, c in power.values())))
+        else:
+            tl.watts.append(None)
+        active = int(np.searchsorted(s_sorted, mid_ns, "right") - np.searchsorted(e_sorted, mid_ns, "right"))
+        tl.concurrency.append(float(active))
+    for _, ev in rec.events():
         kind = getattr(ev.kind, "value", str(ev.kind))
         if kind in ("concurrency", "rate"):
-            tl.markers.append((t_us / 1e6, "load"))
+            tl.markers.append((ev.t_ns / 1e9, "load"))
         elif kind == "power_cap":
-            tl.markers.append((t_us / 1e6, "power cap"))
+            tl.markers.append((ev.t_ns / 1e9, "power cap"))
     return tl
