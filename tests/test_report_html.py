@@ -85,7 +85,7 @@ def open_in_chromium(html_path: Path) -> dict:
                     const points = data.map(e => [...e.querySelectorAll('path')].map(p => (p.getAttribute('d') || '')
                         .split(/[ML]/).length - 1).reduce((a, b) => a + b, 0)).reduce((a, b) => a + b, 0);
                     const images = data.filter(e => e.tagName === 'image' || e.querySelector('image')).length;
-                    return {id: f.id, svg: !!f.querySelector('svg'), drawn: drawn.length, points: points, images: images,
+                    return {id: f.id, svg: !!f.querySelector('svg'), drawn: drawn.length, points, images,
                             width: f.querySelector('svg').getBoundingClientRect().width};
                 })""",
             )

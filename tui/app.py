@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from textual import events
 from textual.app import App, SystemCommand
@@ -28,6 +28,10 @@ from engine.reports import format as fmt
 from engine.snapshot import EventView, LoadMode, RunState, Snapshot
 from engine.sweep.rules import SweepSettings
 from engine.sweep.runner import AutoRamp
+
+if TYPE_CHECKING:
+    from engine.sweep.live_capsweep import LiveCapSweep
+    from engine.sweep.powercap_sweep import CapControl
 from tui.screens.confirm_quit import ConfirmQuitScreen, QuitChoice
 from tui.screens.dashboard import DashboardScreen, LiveDashboard, ReplayDashboard
 from tui.screens.failed import FailedScreen
@@ -134,6 +138,7 @@ class WattloadApp(App[int]):
         self.handle_signals = handle_signals
         self.history = ChartHistory()
         self.ramp = None if replay else RampLink(cast(LoadControl, control), ramp_settings)
+        self._cap_sweep: LiveCapSweep | None = None
         self.closed = False  # control.close() has been called (run_tui must not call it again)
         self.exit_message = ""  # printed by run_tui after the terminal is restored
         self.renders = 0  # how many frames were drawn (tests and the CPU benchmark read it)
@@ -378,6 +383,17 @@ class WattloadApp(App[int]):
             self.notify("auto-ramp: the session has ended", severity="warning", timeout=3)
             return
         self.ramp.request_toggle()
+
+    def action_toggle_cap_sweep(self) -> None:
+        """w: start or stop a live power-cap sweep (engine.sweep.live_capsweep); its results go to the event log."""
+        control = self._live()
+        if control is None:
+            return
+        if self._cap_sweep is None:
+            from engine.sweep.live_capsweep import LiveCapSweep
+
+            self._cap_sweep = LiveCapSweep(cast("CapControl", control))
+        self.notify(self._cap_sweep.toggle(), title="cap sweep", timeout=4)
 
     def action_load_disabled(self) -> None:
         self.notify(REPLAY_DISABLED, severity="warning", timeout=2)
