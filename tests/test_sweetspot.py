@@ -75,3 +75,18 @@ def test_pareto_frontier_throughput_against_watts():
                             maximize_y=True)
     # 700 W is dominated by 600 W (same tok/s, fewer watts); every other cap trades watts for tok/s
     assert [p.cap_w for p in front] == [300, 400, 500, 600]
+
+
+def test_caps_that_never_bound_but_differ_raise_a_noise_warning():
+    from engine.sweep.powercap_sweep import CapSummary, noise_warnings
+    from engine.sweep.sweetspot import Interval
+
+    def summary(cap, rel, binding):
+        return CapSummary(cap_w=cap, runs=1, steady_runs=1, cap_binding=binding,
+                          figures={"relative_throughput": Interval(mean=rel)})
+
+    quiet = [summary(700, 1.0, False), summary(600, 0.99, False), summary(400, 0.90, True)]
+    assert noise_warnings(quiet, 0.05) == []  # 1% apart: within half the 5% limit; the bound cap may well be slower
+    noisy = [summary(700, 1.0, False), summary(600, 0.96, False), summary(400, 0.90, True)]
+    (w,) = noise_warnings(noisy, 0.05)
+    assert "4.0% between caps that never bound (700, 600 W)" in w

@@ -172,7 +172,7 @@ def settings_from_args(args: argparse.Namespace, ceiling: SweepSettings) -> tupl
     if args.rate is not None:
         load = CapLoad(kind="rate", rate=args.rate)
     elif args.at == "capacity":
-        load = CapLoad(kind="capacity")
+        load = CapLoad(kind="capacity", concurrency=0)
     else:
         load = CapLoad(kind="concurrency", concurrency=args.concurrency or 16, grid=grid)
     return settings, load
@@ -241,6 +241,7 @@ def render_text(result: CapSweepResult) -> str:
         lines.append(f"Pareto frontier, tok/s against watts: {front}")
         front = ", ".join(f"c={s.concurrency} {fmt_num(s.cap_w)} W" for s in result.pareto_energy_latency)
         lines.append(f"Pareto frontier, J/token against TTFT p99: {front}")
+    lines += [f"warning: {w}" for w in result.warnings]
     if not result.completed:
         lines.append(f"stopped early: {result.stop_reason}")
     return "\n".join(lines)

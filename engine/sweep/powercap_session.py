@@ -34,6 +34,7 @@ class CapLoad(BaseModel):
 
     kind: Literal["concurrency", "rate", "capacity"] = "concurrency"
     concurrency: int = 16
+    """The held concurrency (for "capacity": 0 until the ceiling finder has found it)."""
     rate: float = 1.0
     grid: tuple[int, ...] = ()
     """--grid: concurrency steps, each swept over all caps (the 2-D profile)."""
@@ -44,7 +45,8 @@ class CapLoad(BaseModel):
         if self.kind == "rate":
             return f"rate {self.rate:g} req/s"
         if self.kind == "capacity":
-            return f"capacity (concurrency {self.concurrency})"
+            return "capacity (the ceiling finder runs first)" if self.concurrency <= 0 else (
+                f"capacity (concurrency {self.concurrency})")
         return f"concurrency {self.concurrency}"
 
 

@@ -167,6 +167,7 @@ class CapSweepResult(BaseModel):
     pareto_energy_latency: list[CapSummary] = Field(default_factory=list)
     stop_reason: str = ""
     completed: bool = True
+    warnings: list[str] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +278,7 @@ def conclude(
         if kind != settings.rule.kind
     }
     pool = grid_rows or summaries
+    warnings = noise_warnings(summaries, settings.rule.max_slowdown)
     return CapSweepResult(
         settings=settings,
         load=load,
@@ -297,7 +299,25 @@ def conclude(
         ),
         stop_reason=stop_reason,
         completed=completed,
+        warnings=warnings,
     )
+
+
+def noise_warnings(summaries: Sequence[CapSummary], max_slowdown: float) -> list[str]:
+    """Caps that never bound cannot change the throughput: when they differ by more than half the slowdown limit,
+    the load (or the client) is noisier than the rule can judge, and the sweet spot is not to be trusted."""
+    free = [s for s in summaries if s.cap_binding is False and s.mean("relative_throughput") is not None]
+    if len(free) < 2:
+        return []
+    rel = [s.mean("relative_throughput") or 0.0 for s in free]
+    spread = max(rel) - min(rel)
+    if spread <= max_slowdown / 2:
+        return []
+    caps = ", ".join(f"{s.cap_w:g}" for s in free)
+    return [
+        f"throughput varied {spread:.1%} between caps that never bound ({caps} W): the measurement is noisier "
+        f"than the {max_slowdown:.0%} slowdown limit (longer --step-time, --repeat, or a quieter client machine)"
+    ]
 
 
 class CapJudge:
