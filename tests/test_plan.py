@@ -65,3 +65,42 @@ def test_demand_units():
     for bad in ("2e9", "lots/day", "5/fortnight", "-3/s"):
         with pytest.raises(ValueError):
             parse_demand(bad)
+
+
+def cap_result(path, name, tps_by_cap, watts_by_cap):
+    summaries = [{"cap_w": c, "figures": {"output_tokens_per_s": {"mean": t}, "watts": {"mean": watts_by_cap[c]},
+                                          "relative_throughput": {"mean": t / tps_by_cap[700]},
+                                          "joules_per_output_token": {"mean": watts_by_cap[c] / t}}}
+                 for c, t in tps_by_cap.items()]  # fmt: skip
+    data = {"format": "wattload-sweep", "kind": "powercap", "model": name, "pricing": "h100-sxm-rental",
+            "sysinfo": {"gpus": [{"name": name}]},
+            "powercap": {"summaries": summaries, "sweet_spot": {"cap_w": 400}, "settings": {"rule": {}}}}  # fmt: skip
+    path.write_text(__import__("json").dumps(data))
+    return path
+
+
+def test_plan_command_ranks_two_results_cheapest_first(tmp_path, capsys):
+    from tui.cli import main
+
+    a = cap_result(tmp_path / "a.json", "GPU-A", {700: 3000.0, 400: 2900.0}, {700: 500.0, 400: 400.0})
+    b = cap_result(tmp_path / "b.json", "GPU-B", {700: 2000.0, 400: 1900.0}, {700: 500.0, 400: 400.0})
+    out = tmp_path / "plans.json"
+    assert main(["plan", str(b), str(a), "--demand", "2e9/day", "--peak", "2.5", "--headroom", "20%",
+                 "--api-price", "0.20", "--json", str(out)]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    first, second = (ln for ln in text.splitlines() if ln.startswith(("1 ", "2 ")))
+    assert "GPU-A capped at 400 W" in first and "GPU-B" in second
+    plans = __import__("json").loads(out.read_text())
+    # GPU-A at its 400 W sweet spot: ceil(57,870.4 / (2900 x 0.8)) = 25 GPUs x $2.50 x 730 h = $45,625/month
+    assert plans[0]["gpus"] == 25 and plans[0]["dollars_per_month"] == pytest.approx(45_625)
+    assert plans[1]["gpus"] == 39  # ceil(57,870.4 / 1520) = 39
+    assert "break-even API price: $0.750 per M output tokens" in text
+
+
+def test_plan_of_a_file_that_is_not_a_result_is_one_line(tmp_path, capsys):
+    from tui.cli import main
+
+    bad = tmp_path / "x.json"
+    bad.write_text("[1, 2]")
+    assert main(["plan", str(bad), "--demand", "1e6/h"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

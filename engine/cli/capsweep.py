@@ -62,7 +62,7 @@ def run(
     seed: int,
     target: SweepTarget,
 ) -> int:
-    from engine.cli.sweep import _sysinfo
+    from engine.cli.sweep import ProgressPrinter, _sysinfo
     from engine.reports.sweep import SweepReport, wall_clock_label, write_json
     from engine.sweep.powercap_session import CapSweepError, run_cap_sweep
 
@@ -96,6 +96,7 @@ def run(
             seed=seed,
             ceiling_settings=ceiling,
             on_progress=_progress,
+            on_ceiling_progress=ProgressPrinter().step,
             stop_flag=stop,
         )
     except CapSweepError as exc:

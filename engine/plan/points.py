@@ -92,8 +92,9 @@ def _from_caps(result: dict[str, Any], ttft: float | None, tpot: float | None) -
     spot = (result.get("sweet_spot") or {}).get("cap_w")
     if ttft is None and tpot is None and spot is not None:
         chosen = [r for r in rows if r[0] == spot]
-    else:
-        ok = [r for r in rows if _ok(r[1], ttft, tpot)]
+    else:  # the sweep's own rule (lowest J/token within its slowdown limit), among the caps within this SLO
+        limit = ((result.get("settings") or {}).get("rule") or {}).get("max_slowdown", 0.05)
+        ok = [r for r in rows if _ok(r[1], ttft, tpot) and (r[1].get("relative_throughput") or 0.0) >= 1 - limit]
         chosen = sorted(ok, key=lambda r: (r[1].get("joules_per_output_token") or float("inf"), -r[0]))[:1]
     if not chosen:
         raise PlanInputError("no cap of the sweep met the SLO: nothing to plan from")

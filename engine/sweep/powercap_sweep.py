@@ -36,6 +36,8 @@ from engine.sweep.sweetspot import (
 )
 
 READBACK_TOLERANCE_W = 1.0
+BINDING_FRACTION = 0.95  # "cap binding": the window's mean draw reached 95% of the enforced limit (an instant
+# throttle flag says only what one sample saw: a prefill burst trips it although the window mostly ran free)
 READBACK_TIMEOUT_S = 10.0  # the telemetry samples at 10 Hz: a cap not seen by then was not applied
 _SNAPSHOT_WAIT_S = 2.0
 _MAX_SILENT_WAITS = 5
@@ -303,10 +305,19 @@ def conclude(
     )
 
 
+FREE_MARGIN = 1.25  # a cap this far above the uncapped mean draw cannot slow the load (prefill peaks included)
+
+
 def noise_warnings(summaries: Sequence[CapSummary], max_slowdown: float) -> list[str]:
-    """Caps that never bound cannot change the throughput: when they differ by more than half the slowdown limit,
-    the load (or the client) is noisier than the rule can judge, and the sweet spot is not to be trusted."""
-    free = [s for s in summaries if s.cap_binding is False and s.mean("relative_throughput") is not None]
+    """Caps far above what the GPU drew uncapped cannot change the throughput: when they differ by more than half
+    the slowdown limit, the load (or the client) is noisier than the rule can judge."""
+    if not summaries:
+        return []
+    top = max(summaries, key=lambda s: s.cap_w)
+    draw = top.mean("watts")
+    if draw is None:
+        return []
+    free = [s for s in summaries if s.cap_w >= FREE_MARGIN * draw and s.mean("relative_throughput") is not None]
     if len(free) < 2:
         return []
     rel = [s.mean("relative_throughput") or 0.0 for s in free]
@@ -315,8 +326,9 @@ def noise_warnings(summaries: Sequence[CapSummary], max_slowdown: float) -> list
         return []
     caps = ", ".join(f"{s.cap_w:g}" for s in free)
     return [
-        f"throughput varied {spread:.1%} between caps that never bound ({caps} W): the measurement is noisier "
-        f"than the {max_slowdown:.0%} slowdown limit (longer --step-time, --repeat, or a quieter client machine)"
+        f"throughput varied {spread:.1%} between caps far above the uncapped draw of {draw:.0f} W ({caps} W): the "
+        f"measurement is noisier than the {max_slowdown:.0%} slowdown limit (longer --step-time, --repeat, or a "
+        "quieter client machine)"
     ]
 
 
@@ -501,13 +513,16 @@ class CapSweepRunner:
         clocks = [g.sm_clock_mhz for g in gpus if g.sm_clock_mhz is not None]
         temps = [g.temperature_c for g in gpus if g.temperature_c is not None]
         binding = [g.power_cap_binding for g in gpus if g.power_cap_binding is not None]
+        limit = judge.enforced_w
+        if result.watts is not None and limit:  # the window's mean draw at the limit: the cap held the GPU back
+            binding = [result.watts >= BINDING_FRACTION * limit]
         return CapStep(
             repetition=rep,
             cap_w=cap,
             concurrency=c if c is not None else (snap.target_concurrency if snap.mode.value == "concurrency" else None),
             rate=snap.target_rate if snap.mode.value == "rate" else None,
             enforced_limit_w=judge.enforced_w,
-            cap_binding=any(binding) if binding else None,
+            cap_binding=all(binding) if binding else None,
             sm_clock_mhz=round(sum(clocks) / len(clocks)) if clocks else None,
             temperature_c=max(temps) if temps else None,
             step=result,
