@@ -30,7 +30,7 @@ from engine.sweep.rules import SweepSettings
 from engine.sweep.runner import AutoRamp
 
 if TYPE_CHECKING:
-    from engine.sweep.live_capsweep import LiveCapSweep
+    from tui.live_capsweep import LiveCapSweep
     from engine.sweep.powercap_sweep import CapControl
 from tui.screens.confirm_quit import ConfirmQuitScreen, QuitChoice
 from tui.screens.dashboard import DashboardScreen, LiveDashboard, ReplayDashboard
@@ -385,12 +385,12 @@ class WattloadApp(App[int]):
         self.ramp.request_toggle()
 
     def action_toggle_cap_sweep(self) -> None:
-        """w: start or stop a live power-cap sweep (engine.sweep.live_capsweep); its results go to the event log."""
+        """w: start or stop a live power-cap sweep (tui.live_capsweep); its results go to the event log."""
         control = self._live()
         if control is None:
             return
         if self._cap_sweep is None:
-            from engine.sweep.live_capsweep import LiveCapSweep
+            from tui.live_capsweep import LiveCapSweep
 
             self._cap_sweep = LiveCapSweep(cast("CapControl", control))
         self.notify(self._cap_sweep.toggle(), title="cap sweep", timeout=4)
