@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "sweep",
         help="find the ceiling: step concurrency up until throughput stops rising (or run the token matrix)",
@@ -266,7 +266,7 @@ def _sim_server(args: argparse.Namespace, seed: int) -> Iterator[str | None]:
 
 def _target(args: argparse.Namespace, loaded: LoadedProfile, sim_url: str | None, pricing: Any) -> SweepTarget:
     """Resolve the endpoint and model, check one request shaped like the profile's, and describe the target."""
-    from engine.load.probe import ProbeError, preflight, resolve_endpoint
+    from engine.endpoint.probe import ProbeError, preflight, resolve_endpoint
     from engine.sweep.session import SweepTarget
 
     key = args.api_key or api_key_from_env()
@@ -353,7 +353,8 @@ def _sweep(
     console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 150)
     if cells is not None:
         console.print(matrix_view(cells, heatmaps))
-        if is_matrix and len(cells) < len(loaded.profile.matrix.inputs) * len(loaded.profile.matrix.outputs):  # type: ignore[union-attr]
+        matrix = loaded.profile.matrix
+        if matrix is not None and len(cells) < len(matrix.inputs) * len(matrix.outputs):
             print(f"wattload: {len(cells)} cells finished; rerun with --resume to run the rest", file=sys.stderr)
     elif result is not None:
         console.print(sweep_view(result))

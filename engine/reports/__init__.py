@@ -1,1 +1,2 @@
-"""What wattload writes for people: number formatting shared by every report, HTML reports and their charts."""
+"""Every report a session produces: run summary, phases, session report and rendering, export, sweep report,
+the HTML report and its charts, and the one number format they share."""

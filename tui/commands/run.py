@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 PROGRESS_EVERY_S = 3.0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "run",
         help="load an endpoint and watch latency, tokens/s, watts and $/M tokens",
@@ -73,8 +73,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None) -> Controller:
     """Probe the endpoint (one clear line for anything the user must fix), then build the controller."""
+    from engine.endpoint.probe import ProbeError, preflight, resolve_endpoint
     from engine.load.controller import Controller
-    from engine.load.probe import ProbeError, preflight, resolve_endpoint
 
     try:
         endpoint = resolve_endpoint(url, api_key=args.api_key or api_key_from_env(), model=args.model)
@@ -101,9 +101,9 @@ def _workload(profile: str | None, config: RunConfig) -> tuple[LoadedProfile | N
     """With --profile: load it (one-line errors), shape the config by it, and calibrate input lengths on the server."""
     if not profile:
         return None, None, config
-    from engine.workload.length_probe import ProbeError as LengthProbeError
+    from engine.session.calibrate import ProbeError as LengthProbeError
+    from engine.session.workload_setup import apply_profile, calibrated_factory
     from engine.workload.profile import ProfileError, load_profile
-    from engine.workload.setup import apply_profile, calibrated_factory
 
     try:
         loaded = load_profile(profile)
