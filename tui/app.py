@@ -28,10 +28,6 @@ from engine.reports import format as fmt
 from engine.snapshot import EventView, LoadMode, RunState, Snapshot
 from engine.sweep.rules import SweepSettings
 from engine.sweep.runner import AutoRamp
-
-if TYPE_CHECKING:
-    from tui.live_capsweep import LiveCapSweep
-    from engine.sweep.powercap_sweep import CapControl
 from tui.screens.confirm_quit import ConfirmQuitScreen, QuitChoice
 from tui.screens.dashboard import DashboardScreen, LiveDashboard, ReplayDashboard
 from tui.screens.failed import FailedScreen
@@ -39,6 +35,10 @@ from tui.screens.help import HelpScreen, help_rows
 from tui.screens.too_small import TooSmallScreen, too_small
 from tui.widgets.charts import ChartHistory, snapshot_row
 from tui.widgets.timeline import speed_label
+
+if TYPE_CHECKING:
+    from engine.sweep.powercap_sweep import CapControl
+    from tui.live_capsweep import LiveCapSweep
 
 DEFAULT_CAP_STEP_W = 25.0
 PENDING_S = 1.5  # a key's new target is trusted over the snapshot's until the engine reports it (or this long)

@@ -173,7 +173,8 @@ def cap_clock_ratio(cfg: SimConfig, demand_w: float, cap_w: float) -> float:
     dynamic = demand_w - cfg.static_w
     if dynamic <= 0.0:
         return 1.0
-    return min(1.0, max(MIN_DYNAMIC_SHARE, (cap_w - cfg.static_w) / dynamic) ** (1.0 / cfg.cap_gamma))
+    share: float = max(MIN_DYNAMIC_SHARE, (cap_w - cfg.static_w) / dynamic)
+    return min(1.0, float(share ** (1.0 / cfg.cap_gamma)))
 
 
 def step_cost(cfg: SimConfig, decode_seqs: int, prefill_tokens: int, cap_w: float) -> StepCost:
