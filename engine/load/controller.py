@@ -262,6 +262,13 @@ class Controller:
             self.emit(event)
         return message
 
+    def set_power_cap(self, watts: float) -> str:
+        """Set every selected GPU's cap (the power-cap sweep); the change events go to the log like a key press."""
+        message, events = self._gpu.set_power_cap(watts)
+        for event in events:
+            self.emit(event)
+        return message
+
     @property
     def power_cap_changed(self) -> bool:
         return self._gpu.power_cap_changed
