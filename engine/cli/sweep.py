@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr, ValidationError
 
 from engine.cli import capsweep
-from engine.cli.common import parse_duration, positive, pricing_from_args, sigint_blocked
+from engine.cli.common import add_http_client_option, parse_duration, positive, pricing_from_args, sigint_blocked
 from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
 from engine.config import RunConfig, api_key_from_env
 
@@ -139,6 +139,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="bearer token (default: $WATTLOAD_API_KEY or $OPENAI_API_KEY); never written anywhere",
     )
     run.add_argument("--workers", type=positive(int), default=None, metavar="N", help="worker processes")
+    add_http_client_option(run)
     run.add_argument("--seed", type=int, default=None, help="seed for prompts (default: the profile's, else 0)")
     run.add_argument("--refresh", type=positive(float), default=4.0, metavar="HZ", help="snapshots per second (4)")
 
@@ -287,6 +288,7 @@ def _target(
         }
         if args.workers is not None:
             fields["workers"] = args.workers
+        fields["http_client"] = args.http_client
         spec = SessionSpec(config=RunConfig(**fields), gpu=args.gpu, gpus=args.gpus, sim_url=sim_url,
                            pricing=pricing, recording=None)
         probed = probe(spec, notify=lambda line: print(f"wattload: {line}", file=sys.stderr)).spec
