@@ -21,7 +21,7 @@ from engine.load.controller import Controller
 from engine.pricing import DEFAULT_PRICING, load_pricing
 from engine.sim.model import SimConfig
 from engine.sim.process import start_sim_process
-from tui.app import WattloadApp
+from tui.app import WattloadApp, live_app
 
 DOCS = Path(__file__).resolve().parent
 SCRIPT = ((40.0, ("plus", "plus")), (80.0, ("left_square_bracket",) * 4), (110.0, ("asterisk",)))
@@ -37,7 +37,7 @@ async def session(seconds: float) -> None:
     config = RunConfig(base_url=sim.url, model=SimConfig().model, concurrency=8, step=4)
     controller = Controller(config, gpu="sim", sim_url=sim.url, pricing=load_pricing(DEFAULT_PRICING))
     controller.start()
-    app = WattloadApp(controller)
+    app = live_app(controller)
     try:
         async with app.run_test(size=(160, 48)) as pilot:
             start = time.monotonic()

@@ -168,9 +168,9 @@ class Aggregator:
         send_lag = window.send_lag.quantile_ms(0.99) or 0.0
         reasons = []
         if loop_lag > LOOP_LAG_LIMIT_MS:
-            reasons.append(f"event-loop lag {loop_lag:.0f} ms > {LOOP_LAG_LIMIT_MS:.0f} ms: chunks are stamped late")
+            reasons.append(f"event-loop lag {loop_lag:.1f} ms > {LOOP_LAG_LIMIT_MS:.0f} ms: chunks are stamped late")
         if send_lag > SEND_LAG_LIMIT_MS:
-            reasons.append(f"send lag p99 {send_lag:.0f} ms > {SEND_LAG_LIMIT_MS:.0f} ms: sends are behind schedule")
+            reasons.append(f"send lag p99 {send_lag:.1f} ms > {SEND_LAG_LIMIT_MS:.0f} ms: sends are behind schedule")
         return ClientHealth(
             loop_lag_ms=loop_lag, schedule_lag_ms=send_lag, saturated=bool(reasons), reason="; ".join(reasons)
         )

@@ -21,11 +21,11 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.control import SnapshotCallback
+from engine.control import Backfill, SnapshotCallback
 from engine.recording.feeder import Feeder
 from engine.recording.reader import Recording, open_recording
 from engine.records import EventKind
-from engine.snapshot import Snapshot
+from engine.snapshot import EventView, Snapshot
 
 CHECKPOINT_S = 10.0
 TICK_HZ = 4.0
@@ -45,14 +45,18 @@ class Checkpoints:
         self._progress = threading.Condition(self._lock)
         self._times: list[int] = []
         self._blobs: list[bytes] = []
+        self._events: list[EventView] = []  # every event the walk has seen, in order
+        self._event_counts: list[int] = []  # how many of them came at or before each checkpoint
         self.frontier_us = -1  # the index thread has fed everything up to here
         self.complete = False
         self.ended = False  # the index thread is done (complete, stopped or failed)
 
-    def add(self, t_us: int, blob: bytes) -> None:
+    def add(self, t_us: int, blob: bytes, events: Sequence[EventView] = ()) -> None:
         with self._lock:
             self._times.append(t_us)
             self._blobs.append(blob)
+            self._events.extend(events)
+            self._event_counts.append(len(self._events))
             self.frontier_us = t_us
             self._progress.notify_all()
 
@@ -72,6 +76,12 @@ class Checkpoints:
         with self._lock:
             i = bisect_right(self._times, t_us)
             return None if i == 0 else (self._times[i - 1], self._blobs[i - 1])
+
+    def events_through(self, t_us: int) -> list[EventView]:
+        """The events up to the checkpoint at ``t_us`` (one that ``best`` returned)."""
+        with self._lock:
+            i = bisect_right(self._times, t_us)
+            return [] if i == 0 else self._events[: self._event_counts[i - 1]]
 
     @property
     def nbytes(self) -> int:
@@ -187,6 +197,37 @@ class Player:
             self._speed = min(max(0.0, float(speed)), MAX_SPEED)
             self._republish = True
         self._wake.set()
+
+    def backfill(self, until_s: float, span_s: float, step_s: float) -> Backfill:
+        """Recompute the ``span_s`` before ``until_s`` at ``step_s`` and every event up to it, on a connection and
+        aggregator of its own (any thread): the nearest checkpoint, then a walk of at most span + checkpoint."""
+        until_us = min(max(0, round(until_s * 1e6)), self._duration_us)
+        start_us = max(0, until_us - round(span_s * 1e6))
+        step_us = max(1, round(step_s * 1e6))
+        rec = self.recording.reopen()
+        try:
+            feeder = Feeder(rec)
+            events: list[EventView] = []
+            best = self.checkpoints.best(start_us)
+            if best is not None:
+                feeder.restore(best[1])
+                events = self.checkpoints.events_through(best[0])
+            feeder.advance(start_us)
+            snapshots: list[Snapshot] = []
+            t = start_us
+            while True:
+                snap = feeder.snapshot()
+                events.extend(e for e in snap.new_events if e.t_s <= until_s)
+                snapshots.append(snap.model_copy(update={"new_events": ()}))
+                if t >= until_us or self._closed:
+                    break
+                t = min(until_us, t + step_us)
+                feeder.advance(t)
+        finally:
+            rec.close()
+        if snapshots and snapshots[-1].t_s >= until_s - 1e-6:
+            snapshots.pop()  # the position itself is the snapshot on screen
+        return Backfill(until_s=until_us / 1e6, snapshots=tuple(snapshots), events=tuple(events))
 
     def close(self) -> None:
         if self._closed:
@@ -343,8 +384,8 @@ class Player:
             t = self._checkpoint_us
             while t <= self._duration_us and not self._index_stop.is_set():
                 feeder.advance(t)
-                feeder.snapshot()  # as a live tick would: drains pending events, prunes old window slots
-                self.checkpoints.add(t, feeder.save())
+                snap = feeder.snapshot()  # as a live tick would: drains pending events, prunes old window slots
+                self.checkpoints.add(t, feeder.save(), snap.new_events)
                 t += self._checkpoint_us
         except Exception:  # the index only speeds seeking up; without it seeks replay from the start
             pass
