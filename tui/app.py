@@ -71,7 +71,7 @@ class WattloadApp(App[int]):
     TITLE = "wattload"
     BINDINGS: ClassVar[list[BindingType]] = APP_BINDINGS
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (100, "-medium"), (150, "-wide")]
-    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-short"), (34, "-tall")]
+    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-tiny"), (20, "-short"), (34, "-tall")]
 
     def __init__(self, dashboard: DashboardScreen, *, refresh_hz: float = 4.0, handle_signals: bool = False) -> None:
         super().__init__()

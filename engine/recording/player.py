@@ -217,7 +217,7 @@ class Player:
             t = start_us
             while True:
                 snap = feeder.snapshot()
-                events.extend(e for e in snap.new_events if e.t_s <= until_s)
+                events.extend(snap.new_events)  # the events that arrived by this step, once each
                 snapshots.append(snap.model_copy(update={"new_events": ()}))
                 if t >= until_us or self._closed:
                     break

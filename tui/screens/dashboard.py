@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from textual import events
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import BindingType
 from textual.containers import Grid, Horizontal
@@ -30,7 +31,7 @@ from tui.widgets.gpu_cost import GpuCostPanel
 from tui.widgets.header import HeaderPanel
 from tui.widgets.latency import LatencyPanel
 from tui.widgets.load import LoadPanel
-from tui.widgets.status_line import StatusLine
+from tui.widgets.status_line import SaturationLatch, StatusLine
 from tui.widgets.throughput import ThroughputPanel
 
 
@@ -59,6 +60,7 @@ class DashboardScreen(Screen[None]):
         self.history = ChartHistory()
         self._panels: Panels | None = None
         self.shown: Snapshot | None = None  # the snapshot on screen
+        self.saturation = SaturationLatch()  # fed every snapshot on the engine thread; the status line reads it
 
     @property
     def current(self) -> Snapshot:
@@ -97,10 +99,16 @@ class DashboardScreen(Screen[None]):
     def compose_extra(self) -> ComposeResult:
         yield from ()
 
+    def on_resize(self, event: events.Resize) -> None:
+        # the footer's right-docked "^p palette" overprints the keys below 100 columns (ctrl+p still works)
+        self.query_one(Footer).show_command_palette = event.size.width >= 100
+
     # -- hooks the app calls -----------------------------------------------------------------------------------
 
     def ingest(self, snapshot: Snapshot) -> tuple[RampLine, ...]:
-        """Engine thread, once per snapshot: work that must see every snapshot; returns event-log lines."""
+        """Engine thread, once per snapshot: work that must see every snapshot (frames skip some); returns
+        event-log lines. Overrides call this first."""
+        self.saturation.update(snapshot)
         return ()
 
     def absorb(self, t_s: float, row: tuple[float, ...], events: tuple[EventView, ...],
@@ -121,7 +129,7 @@ class DashboardScreen(Screen[None]):
         panels.throughput.show(snapshot)
         panels.gpu.show(snapshot)
         panels.charts.refresh_from_history()
-        panels.status.show(snapshot)
+        panels.status.show(snapshot, saturated=self.saturation.active, reason=self.saturation.reason)
         self.shown = snapshot
 
     def quit_question(self) -> tuple[str | None, bool]:

@@ -73,6 +73,7 @@ class LiveDashboard(DashboardScreen):
     # -- hooks -------------------------------------------------------------------------------------------------
 
     def ingest(self, snapshot: Snapshot) -> tuple[RampLine, ...]:
+        super().ingest(snapshot)
         return self.ramp.feed(snapshot)
 
     def absorb(self, t_s: float, row: tuple[float, ...], events: tuple[EventView, ...],

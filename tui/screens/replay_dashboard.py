@@ -65,8 +65,8 @@ class ReplayDashboard(DashboardScreen):
         self.player = player
         self._seek_key_at = -1e9  # perf_counter of the last seek key
         self._generation = 0  # bumped per detected seek; a backfill for an older one is dropped
-        self._horizon_s = -1.0  # events at or before this time come from the backfill, not from snapshots
-        self._since_seek: list[EventView] = []  # events after the horizon, re-added when the backfill lands
+        self._horizon_s = -1.0  # the position of the last backfill
+        self._since_seek: list[EventView] = []  # events of the snapshots after it, re-added when it lands
         self._events: list[EventView] = []  # what the log shows, oldest first
         self.backfills = 0  # landed backfills (tests read it)
 
@@ -81,13 +81,16 @@ class ReplayDashboard(DashboardScreen):
     def absorb(self, t_s: float, row: tuple[float, ...], events: tuple[EventView, ...],
                lines: tuple[RampLine, ...]) -> None:
         last = self.history.last_t
-        if last is not None and self._is_seek(last, t_s):
+        if last is None:
+            last = self._horizon_s  # nothing drawn since the last backfill: compare with where it ended
+        if self._is_seek(last, t_s):
             self.history.clear()
             self._start_backfill(t_s)
+            self.history.append(t_s, row, events)
+            return  # this snapshot's events arrived by the seek's position: the backfill has them
         self.history.append(t_s, row, events)
-        fresh = tuple(e for e in events if e.t_s > self._horizon_s)
-        self._since_seek.extend(fresh)
-        self._log(fresh)
+        self._since_seek.extend(events)
+        self._log(events)
 
     def _is_seek(self, last: float, t_s: float) -> bool:
         if t_s < last - 1e-6:
@@ -152,7 +155,7 @@ class ReplayDashboard(DashboardScreen):
         if generation != self._generation or not self.is_mounted:
             return
         rows = [(s.t_s, snapshot_row(s), s.new_events) for s in backfill.snapshots]
-        self.history.prepend(rows)
+        self.history.prepend(rows, backfill.events)
         panels = self.panels
         panels.events.clear()
         self._events = []

@@ -54,7 +54,8 @@ class StatusLine(SnapshotPanel):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.latch = SaturationLatch()
+        self.saturated = False
+        self.reason = ""
         self.last_event: tuple[float, str, str] | None = None
 
     def note(self, t_s: float, kind: str, message: str) -> None:
@@ -62,13 +63,18 @@ class StatusLine(SnapshotPanel):
         if self.last_event is None or t_s >= self.last_event[0]:
             self.last_event = (t_s, kind, message)
 
+    def show(self, snapshot: Snapshot, *, saturated: bool = False, reason: str = "") -> None:
+        """``saturated``: the dashboard's latched verdict (it sees every snapshot; frames skip some)."""
+        self.saturated, self.reason = saturated, reason
+        super().show(snapshot)
+
     def build(self, snapshot: Snapshot) -> Content:
-        saturated = self.latch.update(snapshot)
+        saturated = self.saturated and snapshot.state is not RunState.PAUSED
         if snapshot.message:
             style = "$error bold" if snapshot.state is RunState.FAILED else "$text-warning"
             return Content.styled(f" {snapshot.message}", style)
         if saturated:
-            reason = self.latch.reason or "the load generator is the bottleneck"
+            reason = self.reason or "the load generator is the bottleneck"
             return Content.styled(f" ⚠ client saturated: {reason} (figures are suspect)", "$warning bold")
         if self.last_event is not None and not _events_visible(self):
             t_s, kind, message = self.last_event
