@@ -32,7 +32,8 @@ class HeaderPanel(SnapshotPanel):
 
     def build(self, snapshot: Snapshot) -> Content:
         sep = Content.styled(" │ ", "$text-muted")
-        who = " · ".join(part for part in (snapshot.model, snapshot.workload, snapshot.endpoint) if part)  # model first: a narrow header keeps it
+        # the model first: a narrow header cuts from the right and keeps it
+        who = " · ".join(part for part in (snapshot.model, snapshot.workload, snapshot.endpoint) if part)
         target = fmt.load_target(snapshot.mode, snapshot.target_concurrency, snapshot.target_rate)
         parts: list[Content] = [Content.styled(" wattload ", "$text-accent bold")]
         if snapshot.source == "replay":  # the transport first; the recorded state is what the session was doing
