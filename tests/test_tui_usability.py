@@ -6,11 +6,11 @@ replay keeps its chart history and event log across seeks. Pilot over canned sou
 from __future__ import annotations
 
 import pytest
+from synthetic_recording import SyntheticSpec, write_synthetic
 from tui_canned import CannedControl, screen_text, session, session_snapshot, until
 
-from engine.recording.player import Player
-from engine.recording.synthetic import SyntheticSpec, write_synthetic
 from engine.records import EventKind
+from engine.replay.player import Player
 from engine.snapshot import ClientHealth, EventView, RunState
 from tui.app import live_app, replay_app
 from tui.screens.log_view import LogViewScreen

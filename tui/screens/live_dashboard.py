@@ -15,9 +15,9 @@ from textual.app import SystemCommand
 from textual.binding import Binding, BindingType
 
 from engine.control import LoadControl
+from engine.reports import format as fmt
 from engine.snapshot import EventView, LoadMode, RunState, Snapshot
 from engine.sweep.rules import SweepSettings
-from tui import format as fmt
 from tui.ramp_link import RampLine, RampLink
 from tui.screens.dashboard import DashboardScreen
 from tui.toasts import toasts

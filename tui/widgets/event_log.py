@@ -15,8 +15,8 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.widgets import RichLog
 
+from engine.reports import format as fmt
 from engine.snapshot import EventView
-from tui import format as fmt
 from tui.widgets.base import theme_style
 
 MAX_LINES = 500

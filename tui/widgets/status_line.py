@@ -14,8 +14,8 @@ from __future__ import annotations
 from textual.content import Content
 from textual.widget import Widget
 
+from engine.reports import format as fmt
 from engine.snapshot import RunState, Snapshot
-from tui import format as fmt
 from tui.widgets.base import SnapshotPanel
 from tui.widgets.event_log import KIND_TAG
 
