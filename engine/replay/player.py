@@ -110,6 +110,8 @@ class Player:
         self._period = 1.0 / tick_hz
         self._checkpoint_us = max(1, round(checkpoint_s * 1e6))
         self._duration_us = self.recording.duration_us
+        # a recording started partway (r): the file begins there, and so does everything the player shows
+        self._start_us = min(max(0, self.recording.meta.recorded_from_us), self._duration_us)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._wake = threading.Event()
@@ -126,7 +128,7 @@ class Player:
         self._markers = self._build_markers()
 
         self._feeder = Feeder(self.recording)
-        self._feeder.advance(0)
+        self._feeder.advance(self._start_us)
         self._latest = self._stamp(self._feeder.snapshot())
         self.checkpoints = Checkpoints()
         self._index_stop = threading.Event()
@@ -155,6 +157,11 @@ class Player:
         return self._duration_us / 1e6
 
     @property
+    def start_s(self) -> float:
+        """Where the recording begins on the session clock (later than 0 when ``r`` started it partway)."""
+        return self._start_us / 1e6
+
+    @property
     def position_s(self) -> float:
         with self._lock:
             pos = self._pending if self._pending is not None else self._feeder.position_us
@@ -176,7 +183,7 @@ class Player:
         with self._lock:
             at_end = (self._pending if self._pending is not None else self._feeder.position_us) >= self._duration_us
             if not self._playing and at_end:
-                self._seek_locked(0)
+                self._seek_locked(self._start_us)
             self._playing = not self._playing and self._duration_us > 0
             self._republish = True
         self._wake.set()
@@ -201,8 +208,8 @@ class Player:
     def backfill(self, until_s: float, span_s: float, step_s: float) -> Backfill:
         """Recompute the ``span_s`` before ``until_s`` at ``step_s`` and every event up to it, on a connection and
         aggregator of its own (any thread): the nearest checkpoint, then a walk of at most span + checkpoint."""
-        until_us = min(max(0, round(until_s * 1e6)), self._duration_us)
-        start_us = max(0, until_us - round(span_s * 1e6))
+        until_us = min(max(self._start_us, round(until_s * 1e6)), self._duration_us)
+        start_us = max(self._start_us, until_us - round(span_s * 1e6))
         step_us = max(1, round(step_s * 1e6))
         rec = self.recording.reopen()
         try:
@@ -270,7 +277,7 @@ class Player:
     # ------------------------------------------------------------------------------------ threads
 
     def _seek_locked(self, t_us: int) -> None:
-        self._pending = min(max(0, t_us), self._duration_us)
+        self._pending = min(max(self._start_us, t_us), self._duration_us)
         self._requested += 1
 
     def _build_markers(self) -> list[tuple[float, str]]:
