@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from engine.cli.common import add_load_args, config_from_args, pricing_from_args, sigint_blocked
 from engine.cli.exits import UserError
+from engine.cli.session_end import print_session_end, track_recordings
+from engine.reports.summary import wall_clock_label
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
@@ -52,10 +54,14 @@ def _run(args: argparse.Namespace) -> int:
         config = config_from_args(args, base_url=url, model=args.model or model)
         controller = build_controller(config, gpu=args.gpu or "sim", sim_url=url, pricing=pricing,
                                       gpus=args.gpus, record_dir=args.record_dir)  # fmt: skip
+        recordings = track_recordings(controller)
+        started_at = wall_clock_label()
         try:
-            return run_tui(controller, refresh_hz=args.refresh)
+            code = run_tui(controller, refresh_hz=args.refresh)
         finally:
             controller.close()
+    print_session_end(controller, started_at=started_at, recordings=recordings, sim_url=url)
+    return code
 
 
 @contextlib.contextmanager
