@@ -202,3 +202,24 @@ async def test_every_size_draws_the_status_line_and_the_footer(size):
         lines = screen_text(app).splitlines()
         assert len(lines) == size[1]
         assert ("wattload" in lines[0] and "quit" in lines[-1]) or "help" in lines[-1]
+
+
+async def test_s_saves_a_screenshot_in_the_working_directory_and_says_where(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = live_app(CannedControl(session(20)), refresh_hz=0)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("s")
+        await until(pilot, lambda: any(k == "screenshot" for k, _ in app.toasts.said))
+        saved = list(tmp_path.glob("*.svg"))
+        assert len(saved) == 1 and saved[0].read_text().startswith("<svg")
+        assert app.toasts.said[-1] == ("screenshot", f"saved {saved[0].resolve()}")
+
+
+async def test_a_screenshot_that_cannot_be_saved_says_why(tmp_path):
+    app = live_app(CannedControl(session(20)), refresh_hz=0)
+    app.screenshot_dir = str(tmp_path / "missing" / "dir")
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.deliver_screenshot()  # what the palette's "Save screenshot" calls
+        await pilot.pause()
+        kind, message = app.toasts.said[-1]
+        assert kind == "screenshot" and "missing/dir" in message and "No such file or directory" in message

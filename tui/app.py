@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import events
@@ -47,6 +48,7 @@ EXIT_HANGUP = 129  # 128 + SIGHUP, as a shell reports it
 APP_BINDINGS: list[BindingType] = [
     Binding("question_mark", "help", "help", key_display="?", tooltip="this help"),
     Binding("l", "log_view", "log", tooltip="every event, full screen, with a filter (/)"),
+    Binding("s", "screenshot", "shot", show=False, tooltip="save an SVG screenshot (working directory)"),
     Binding("q", "quit", "quit", tooltip="quit (asks first if recording or power caps changed)"),
     Binding("ctrl+c", "force_quit", "force quit", show=False, priority=True, tooltip="quit now, restoring caps"),
 ]
@@ -73,8 +75,10 @@ class WattloadApp(App[int]):
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (100, "-medium"), (150, "-wide")]
     VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-tiny"), (20, "-short"), (34, "-tall")]
 
-    def __init__(self, dashboard: DashboardScreen, *, refresh_hz: float = 4.0, handle_signals: bool = False) -> None:
+    def __init__(self, dashboard: DashboardScreen, *, refresh_hz: float = 4.0, handle_signals: bool = False,
+                 screenshot_dir: str | None = None) -> None:
         super().__init__()
+        self.screenshot_dir = screenshot_dir  # None: the working directory (a server has no ~/Downloads)
         self.dashboard = dashboard
         self.source = dashboard.source
         self.min_interval_s = 1.0 / refresh_hz if refresh_hz > 0 else 0.0
@@ -199,6 +203,20 @@ class WattloadApp(App[int]):
             return
         if self.screen is self.dashboard:
             self.push_screen(LogViewScreen(self.dashboard.panels.events))
+
+    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
+                           time_format: str | None = None) -> str | None:
+        """s, or the palette's screenshot: save the SVG where the operator can find it and say where (or why
+        not). Textual's own delivery aims at ~/Downloads and fails without a reason where there is none."""
+        directory = Path(path or self.screenshot_dir or os.getcwd())
+        try:
+            saved = Path(self.save_screenshot(filename, str(directory), time_format)).resolve()
+        except OSError as exc:
+            self.toasts.say("screenshot", f"cannot save a screenshot in {directory}: {exc.strerror or exc}",
+                            title="screenshot", severity="error", timeout=8)  # fmt: skip
+            return None
+        self.toasts.say("screenshot", f"saved {saved}", title="screenshot", timeout=6)
+        return str(saved)
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
