@@ -7,9 +7,10 @@ import contextlib
 import time
 
 from engine.config import RunConfig
+from engine.load.controller import Controller
 from engine.load.deferred import STILL_STARTING, DeferredControl
 from engine.snapshot import RunState, Snapshot
-from tui.commands.demo import build_controller, simulated_server
+from tui.commands.demo import simulated_server
 
 
 def test_before_the_session_it_says_what_is_happening_and_answers_keys():
@@ -32,8 +33,8 @@ def test_it_hands_over_to_the_controller_and_closes_it(tmp_path, monkeypatch):
     DeferredControl.prepare_process_spawning()
     with contextlib.ExitStack() as stack:
         url, model = stack.enter_context(simulated_server(0, 4.0))
-        controller = build_controller(RunConfig(base_url=url, model=model, concurrency=2, max_tokens=16),
-                                      gpu="sim", sim_url=url, pricing=None, record_dir=str(tmp_path))  # fmt: skip
+        controller = Controller(RunConfig(base_url=url, model=model, concurrency=2, max_tokens=16), gpu="sim",
+                                sim_url=url)  # fmt: skip
         assert deferred.attach(controller, endpoint=url)
         deadline = time.monotonic() + 60
         while not any(s.state is RunState.RUNNING and s.in_flight > 0 for s in seen):

@@ -17,7 +17,7 @@ from engine.reports.report import build_report
 from engine.sim.model import SimConfig
 from engine.sim.server import SimServer
 from engine.storage.reader import open_recording
-from engine.storage.recorder import attach_recorder
+from engine.storage.recorder import session_recorders
 
 LATE_S = 2.5
 
@@ -36,8 +36,7 @@ def late(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("late")
     cfg = RunConfig(base_url=url, model=SimConfig().model, concurrency=2, max_tokens=24, input_tokens=32,
                     workers=1, window_s=1.0, tick_hz=4)  # fmt: skip
-    c = Controller(cfg, gpu="sim", sim_url=url, stop_grace_s=0.5)
-    attach_recorder(c)
+    c = Controller(cfg, gpu="sim", sim_url=url, stop_grace_s=0.5, recorder_factory=session_recorders())
     c.start()
     try:
         wait_for(lambda: c.t0_ns is not None, 60, "the workers to start")

@@ -72,8 +72,9 @@ class WattloadApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "wattload"
     BINDINGS: ClassVar[list[BindingType]] = APP_BINDINGS
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (100, "-medium"), (150, "-wide")]
-    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-tiny"), (20, "-short"), (34, "-tall")]
+    # textual declares the breakpoints as instance attributes with class defaults, so no ClassVar here.
+    HORIZONTAL_BREAKPOINTS: list[tuple[int, str]] | None = [(0, "-narrow"), (100, "-medium"), (150, "-wide")]  # noqa: RUF012
+    VERTICAL_BREAKPOINTS: list[tuple[int, str]] | None = [(0, "-tiny"), (20, "-short"), (34, "-tall")]  # noqa: RUF012
 
     def __init__(self, dashboard: DashboardScreen, *, refresh_hz: float = 4.0, handle_signals: bool = False,
                  screenshot_dir: str | None = None) -> None:

@@ -11,14 +11,15 @@ import sys
 from pathlib import Path
 
 from engine.cli.exits import UserError
-from engine.gpu.base import BACKEND_KINDS, GpuBackend, open_backend
+from engine.gpu import open_backend
+from engine.gpu.base import BACKEND_KINDS, GpuBackend
 from engine.gpu.nvml import clock_event_labels
 from engine.gpu.powercap import restore_from_state_file
 from engine.gpu.statefile import StateFileError, default_state_file, read_state
 from engine.records import EventKind, TelemetrySample
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "gpu",
         help="list GPUs, power limits and constraints; `gpu restore` puts back power caps a killed run left",
@@ -57,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _kind(args: argparse.Namespace, default: str = "auto") -> str:
     if args.backend:
-        return args.backend
+        return str(args.backend)
     return "sim" if args.sim else default
 
 

@@ -12,20 +12,19 @@ from engine.cli.exits import UserError
 
 
 def track_recordings(controller: Any) -> list[str]:
-    """Wrap the controller's recorder factory so every file it opens (``r``, --record) is remembered; returns
-    the list it fills. A controller that cannot record is left alone."""
+    """Remember every file the controller starts recording to (``r``, --record); returns the list it fills.
+    Wraps the instance's public ``start_recording``, reading ``recording_path`` after each call."""
     paths: list[str] = []
-    factory: Callable[[str | None], Any] | None = getattr(controller, "recorder_factory", None)
-    if factory is None:
-        return paths
+    original: Callable[..., str] = controller.start_recording
 
-    def remembering(path: str | None = None) -> Any:
-        recorder = factory(path)
-        if not getattr(recorder, "failed", None):
-            paths.append(str(recorder.path))
-        return recorder
+    def start_recording(path: str | None = None) -> str:
+        message = original(path)
+        current = getattr(controller, "recording_path", None)
+        if current and current not in paths:
+            paths.append(str(current))
+        return message
 
-    controller.recorder_factory = remembering
+    setattr(controller, "start_recording", start_recording)  # noqa: B010 (an instance attribute, on purpose)
     return paths
 
 

@@ -20,7 +20,6 @@ from engine.load.deferred import DeferredControl
 from engine.reports.summary import wall_clock_label
 
 if TYPE_CHECKING:
-    from engine.config import RunConfig
     from engine.load.controller import Controller
     from engine.pricing import PricingProfile
 
@@ -28,7 +27,7 @@ DEMO_CONCURRENCY = 8
 DEMO_STEP = 4.0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
         help="watch wattload on the built-in simulated server and GPU (nothing to set up)",
@@ -65,11 +64,9 @@ def _run(args: argparse.Namespace) -> int:
             url, model = stack.enter_context(simulated_server(args.seed, args.sim_speed))
             sim_urls.append(url)
             deferred.say("starting the engine…")
-            config = config_from_args(args, base_url=url, model=args.model or model)
-            controller = build_controller(config, gpu=args.gpu or "sim", sim_url=url, pricing=pricing,
-                                          gpus=args.gpus, record_dir=args.record_dir)  # fmt: skip
+            controller = open_demo_session(args, url, model, pricing)
             recordings.append(track_recordings(controller))  # the files r opens, for the end summary
-            deferred.attach(controller, endpoint=url, model=config.model)
+            deferred.attach(controller, endpoint=url, model=controller.config.model)
         except UserError as exc:
             deferred.fail(str(exc))
         except Exception as exc:  # one line in the dashboard's failure box, never a traceback over it
@@ -112,20 +109,18 @@ def simulated_server(seed: int = 0, speed: float = 1.0) -> Iterator[tuple[str, s
         sim.stop()
 
 
-def build_controller(
-    config: RunConfig,
-    *,
-    gpu: str,
-    sim_url: str,
-    pricing: PricingProfile | None,
-    gpus: str | None = None,
-    record_dir: str = "recordings",
-) -> Controller:
-    """A Controller over the simulated GPU, with `r` (recording) wired to the real recorder."""
-    from engine.load.controller import Controller
-    from engine.storage.recorder import attach_recorder
+def open_demo_session(args: argparse.Namespace, url: str, model: str, pricing: PricingProfile) -> Controller:
+    """The demo's session: the simulator as given (no probing), its simulated GPU, `r` writing to --record-dir."""
+    from engine.session.build import build_session
+    from engine.session.spec import RecordingSpec, SessionSpec
 
-    controller = Controller(config, gpu=gpu, gpus=gpus, sim_url=sim_url, pricing=pricing)
-    attach_recorder(controller, pricing=pricing.model_dump(mode="json") if pricing is not None else None,
-                    directory=record_dir)
-    return controller
+    spec = SessionSpec(
+        config=config_from_args(args, base_url=url, model=args.model or model),
+        probe="none",
+        gpu=args.gpu,
+        gpus=args.gpus,
+        sim_url=url,
+        pricing=pricing,
+        recording=RecordingSpec(directory=args.record_dir),
+    )
+    return build_session(spec).controller

@@ -7,13 +7,19 @@ textual is imported only to open the TUI, so `replay --drive` stays headless.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from engine.cli.common import open_recording_or_fail
 from engine.cli.exits import UserError
 from engine.config import api_key_from_env
 
+if TYPE_CHECKING:
+    from engine.pricing import PricingProfile
+    from engine.replay.player import Player
+    from engine.storage.reader import Recording
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "replay",
         help="replay a recording in the dashboard, or re-drive its control timeline against a live endpoint",
@@ -39,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _open_player(args: argparse.Namespace) -> object:
+def _open_player(args: argparse.Namespace) -> Player:
     from engine.replay.player import Player
     from engine.storage.store import RecordingError
 
@@ -58,35 +64,37 @@ def _run(args: argparse.Namespace) -> int:
     try:
         from tui.app import run_replay_tui
     except ImportError as exc:
-        player.close()  # type: ignore[attr-defined]
+        player.close()
         raise UserError(f"the TUI is not available in this build ({exc})") from None
-    return run_replay_tui(player)  # type: ignore[arg-type]
+    return run_replay_tui(player)
 
 
 def _drive(args: argparse.Namespace) -> int:
-    from engine.load.controller import Controller
-    from engine.load.probe import ProbeError, resolve_endpoint
+    from engine.endpoint.errors import ProbeError
     from engine.replay.redrive import control_timeline, redrive, redrive_config
-    from engine.storage.recorder import attach_recorder
+    from engine.session.build import build_session
+    from engine.session.spec import RecordingSpec, SessionSpec
     from engine.storage.store import RecordingError
 
     with open_recording_or_fail(args.file) as rec:
         key = args.api_key or api_key_from_env()
-        try:
-            endpoint = resolve_endpoint(args.drive, api_key=key, model=args.model or rec.meta.session.model or None)
-        except ProbeError as exc:
-            raise UserError(str(exc)) from None
         _, end_s = control_timeline(rec, with_power=args.with_power)
         try:
-            config = redrive_config(rec, endpoint.base_url, endpoint.model, key, end_s)
+            config = redrive_config(rec, args.drive, args.model or rec.meta.session.model or "", key, end_s)
         except RecordingError as exc:
             raise UserError(str(exc)) from None
-        pricing = _recorded_pricing(rec)
-        gpu = args.gpu or "auto"
-        controller = Controller(config, gpu=gpu, sim_url=endpoint.base_url if gpu == "sim" else None,
-                                pricing=pricing)
-        attach_recorder(controller, pricing=pricing, workload=rec.meta.workload,
-                        record_tokens=args.record_tokens or rec.meta.record_tokens)
+        spec = SessionSpec(
+            config=config,
+            probe="resolve",  # the recorded timeline is the test: no preflight request
+            gpu=args.gpu,
+            pricing=_recorded_pricing(rec),
+            recording=RecordingSpec(workload=rec.meta.workload,
+                                    record_tokens=args.record_tokens or rec.meta.record_tokens),
+        )
+        try:
+            controller = build_session(spec).controller
+        except ProbeError as exc:
+            raise UserError(str(exc)) from None
         try:
             path = redrive(rec, controller, record_path=args.record, with_power=args.with_power,
                            log=lambda line: print(line, flush=True))
@@ -98,12 +106,12 @@ def _drive(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recorded_pricing(rec: object) -> object:
+def _recorded_pricing(rec: Recording) -> PricingProfile | None:
     from pydantic import ValidationError
 
     from engine.pricing import PricingProfile
 
-    data = rec.meta.pricing  # type: ignore[attr-defined]
+    data = rec.meta.pricing
     if not data:
         return None
     try:
