@@ -202,7 +202,7 @@ async def test_a_starts_the_auto_ramp_which_raises_the_load_by_itself_until_a_st
             await pilot.press("a")
             await until(pilot, lambda: not app.dashboard.ramp.ramp.enabled, 5, "the ramp to stop")
             await until(pilot, lambda: "auto:" not in str(header.render()), 5, "the status to leave the header")
-            assert any(n.message.startswith("auto-ramp off") for n in app._notifications)
+            assert any(m.startswith("auto-ramp off") for _, m in app.toasts.said)  # said at once, shown when posted
             held = c.latest.target_concurrency
             await pilot.pause(0.5)
             assert c.latest.target_concurrency == held  # switched off, it leaves the load alone
