@@ -180,7 +180,7 @@ def test_ctrl_c_stops_cleanly_and_still_prints_the_summary():
 
 def test_profile_and_record_from_the_start(capsys, sim, tmp_path):
     """--profile shapes and calibrates the requests; --record captures the whole session, tokens on request."""
-    from engine.recording.reader import open_recording
+    from engine.storage.reader import open_recording
 
     path = tmp_path / "run.wattload.sqlite"
     code = main(["run", sim, "--headless", "--workers", "1", "-c", "2", "-n", "6", "--profile", "chat-short",

@@ -24,10 +24,10 @@ from textual.message import Message
 from textual.screen import Screen
 
 from engine.control import LoadControl, ReplayControl
+from engine.reports import format as fmt
 from engine.snapshot import EventView, LoadMode, RunState, Snapshot
 from engine.sweep.rules import SweepSettings
 from engine.sweep.runner import AutoRamp
-from tui import format as fmt
 from tui.screens.confirm_quit import ConfirmQuitScreen, QuitChoice
 from tui.screens.dashboard import DashboardScreen, LiveDashboard, ReplayDashboard
 from tui.screens.failed import FailedScreen

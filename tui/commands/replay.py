@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
+from engine.cli.common import open_recording_or_fail
+from engine.cli.exits import UserError
 from engine.config import api_key_from_env
-from tui.cli import UserError
-from tui.commands.common import open_recording_or_fail
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,8 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _open_player(args: argparse.Namespace) -> object:
-    from engine.recording.player import Player
-    from engine.recording.store import RecordingError
+    from engine.replay.player import Player
+    from engine.storage.store import RecordingError
 
     if args.speed < 0:
         raise UserError(f"--speed must be >= 0, got {args.speed:g}")
@@ -66,9 +66,9 @@ def _run(args: argparse.Namespace) -> int:
 def _drive(args: argparse.Namespace) -> int:
     from engine.load.controller import Controller
     from engine.load.probe import ProbeError, resolve_endpoint
-    from engine.recording.recorder import attach_recorder
-    from engine.recording.redrive import control_timeline, redrive, redrive_config
-    from engine.recording.store import RecordingError
+    from engine.replay.redrive import control_timeline, redrive, redrive_config
+    from engine.storage.recorder import attach_recorder
+    from engine.storage.store import RecordingError
 
     with open_recording_or_fail(args.file) as rec:
         key = args.api_key or api_key_from_env()

@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from engine.cli.common import add_load_args, config_from_args, pricing_from_args
+from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
 from engine.config import api_key_from_env
-from tui.cli import EXIT_FAILED, EXIT_INTERRUPTED, UserError
-from tui.commands.common import add_load_args, config_from_args, pricing_from_args
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
@@ -89,7 +89,7 @@ def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_ur
     telemetry_url = sim_url or (endpoint.base_url if gpu == "sim" else None)
     controller = Controller(config, gpu=gpu, gpus=args.gpus, sim_url=telemetry_url, pricing=pricing,
                             request_factory=factory)
-    from engine.recording.recorder import attach_recorder
+    from engine.storage.recorder import attach_recorder
 
     workload = loaded.info().model_dump(mode="json") if loaded is not None else None
     attach_recorder(controller, pricing=pricing.model_dump(mode="json"), workload=workload,
@@ -150,7 +150,7 @@ def _tui_runner() -> Callable[..., int] | None:
 
 def run_headless(controller: Controller, *, json_path: str | None = None) -> int:
     """Run to the end (duration, request count, Ctrl-C or failure); print the summary; write --json."""
-    from engine.metrics.summary import RunReport, format_summary, progress_line, wall_clock_label, write_report
+    from engine.reports.summary import RunReport, format_summary, progress_line, wall_clock_label, write_report
     from engine.snapshot import RunState
 
     interrupted = False

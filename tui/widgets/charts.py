@@ -23,8 +23,8 @@ from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
 
+from engine.reports import format as fmt
 from engine.snapshot import EventView, LoadMode, Snapshot
-from tui import format as fmt
 from tui.widgets.base import theme_style
 from tui.widgets.braille import (
     BRAILLE_BASE,

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr, ValidationError
 
+from engine.cli.common import parse_duration, positive, pricing_from_args, sigint_blocked
+from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
 from engine.config import RunConfig, api_key_from_env
-from tui.cli import EXIT_FAILED, EXIT_INTERRUPTED, UserError
-from tui.commands.common import parse_duration, positive, pricing_from_args, sigint_blocked
 
 if TYPE_CHECKING:
     from engine.sweep.matrix import MatrixProgress
@@ -214,7 +214,7 @@ def settings_from_args(args: argparse.Namespace, loaded: LoadedProfile) -> Sweep
 
 
 def _heatmaps(text: str) -> tuple[str, ...]:
-    from tui.sweep_view import HEATMAPS
+    from engine.cli.sweep_view import HEATMAPS
 
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     unknown = [n for n in names if n not in HEATMAPS]
@@ -298,10 +298,10 @@ def _sweep(
 ) -> int:
     from rich.console import Console
 
+    from engine.cli.sweep_view import matrix_view, sweep_view
+    from engine.reports.sweep import SweepReport, wall_clock_label, write_csv, write_json
     from engine.sweep.matrix import MatrixError, run_matrix, state_path_for
-    from engine.sweep.report import SweepReport, wall_clock_label, write_csv, write_json
     from engine.sweep.session import find_ceiling
-    from tui.sweep_view import matrix_view, sweep_view
 
     stop = threading.Event()
     interrupted = False

@@ -7,9 +7,9 @@ from dataclasses import replace
 from typing import Any
 
 from engine.control import ControlState
-from engine.recording.reader import Recording
 from engine.records import ControlEvent, EventKind
 from engine.snapshot import LoadMode, RunState
+from engine.storage.reader import Recording
 
 
 def initial_control(rec: Recording) -> ControlState:

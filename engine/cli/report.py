@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tui.cli import UserError
+from engine.cli.exits import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,10 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from engine.recording.reader import open_recording
-    from engine.recording.render import render_comparison, render_report
-    from engine.recording.report import build_report, compare
-    from engine.recording.store import RecordingError
+    from engine.reports.render import render_comparison, render_report
+    from engine.reports.report import build_report, compare
+    from engine.storage.reader import open_recording
+    from engine.storage.store import RecordingError
 
     if len(args.files) > 2:
         raise UserError("give one recording, or two to compare")

@@ -24,8 +24,9 @@ from urllib.parse import quote
 from pydantic import ValidationError
 
 from engine import __version__
-from engine.recording.schema import FACT_TABLES, FORMAT_TAG, SCHEMA_VERSION
-from engine.recording.store import (
+from engine.records import ControlEvent, RequestRecord, StreamProgress, TelemetrySample
+from engine.storage.schema import FACT_TABLES, FORMAT_TAG, SCHEMA_VERSION
+from engine.storage.store import (
     EVENT_COLUMNS,
     PROGRESS_COLUMNS,
     REQUEST_COLUMNS,
@@ -39,7 +40,6 @@ from engine.recording.store import (
     decode_telemetry,
     decode_token_times,
 )
-from engine.records import ControlEvent, RequestRecord, StreamProgress, TelemetrySample
 
 PAGE_ROWS = 4096
 FIRST_PAGE_ROWS = 128  # after a seek only a few seconds of rows are wanted: start small, double up to PAGE_ROWS

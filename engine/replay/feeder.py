@@ -20,9 +20,9 @@ from pydantic import ValidationError
 
 from engine.control import SessionMeta
 from engine.metrics.aggregator import Aggregator
-from engine.recording.reader import Recording
-from engine.recording.timeline import apply_event, initial_control
+from engine.replay.timeline import apply_event, initial_control
 from engine.snapshot import Snapshot
+from engine.storage.reader import Recording
 
 _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 

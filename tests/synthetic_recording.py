@@ -14,8 +14,8 @@ from pathlib import Path
 
 from engine.config import RunConfig
 from engine.control import SessionMeta
-from engine.recording.recorder import Recorder
 from engine.records import ControlEvent, ErrorClass, EventKind, RequestRecord, StreamProgress, TelemetrySample
+from engine.storage.recorder import Recorder
 
 NS = 1_000_000_000
 _MS = 1_000_000

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr, ValidationError
 
+from engine.cli.exits import UserError
 from engine.config import RunConfig, api_key_from_env, default_workers
 from engine.snapshot import LoadMode
-from tui.cli import UserError
 
 if TYPE_CHECKING:
     from engine.pricing import PricingProfile
-    from engine.recording.reader import Recording
+    from engine.storage.reader import Recording
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|min|h)?\s*$", re.IGNORECASE)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
@@ -150,8 +150,8 @@ def pricing_from_args(args: argparse.Namespace) -> PricingProfile:
 
 def open_recording_or_fail(path: str) -> Recording:
     """Open a recording for a command: one line (exit 2) if it is not readable, its warnings on stderr."""
-    from engine.recording.reader import open_recording
-    from engine.recording.store import RecordingError
+    from engine.storage.reader import open_recording
+    from engine.storage.store import RecordingError
 
     try:
         rec = open_recording(path)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tui.cli import UserError
-from tui.commands.common import open_recording_or_fail
+from engine.cli.common import open_recording_or_fail
+from engine.cli.exits import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from engine.recording.export import export_csv, write_csv
+    from engine.reports.export import export_csv, write_csv
 
     targets = [(t, getattr(args, t)) for t in ("requests", "telemetry", "events") if getattr(args, t)]
     if not targets:

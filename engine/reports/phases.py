@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from engine.control import ControlState
-from engine.recording.timeline import apply_event
 from engine.records import ControlEvent, EventKind
+from engine.replay.timeline import apply_event
 from engine.snapshot import LoadMode, RunState
 
 MERGE_S = 0.05

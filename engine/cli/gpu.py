@@ -10,12 +10,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from engine.cli.exits import UserError
 from engine.gpu.base import BACKEND_KINDS, GpuBackend, open_backend
 from engine.gpu.nvml import clock_event_labels
 from engine.gpu.powercap import restore_from_state_file
 from engine.gpu.statefile import StateFileError, default_state_file, read_state
 from engine.records import EventKind, TelemetrySample
-from tui.cli import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.recording.schema import FORMAT_TAG, SCHEMA_VERSION
 from engine.records import ControlEvent, ErrorClass, EventKind, RequestRecord, StreamProgress, TelemetrySample
+from engine.storage.schema import FORMAT_TAG, SCHEMA_VERSION
 
 
 class RecordingError(Exception):

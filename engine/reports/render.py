@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from engine.recording.report import Comparison, PhaseFigures, SessionReport, SpanFigures, comparable_metrics
+from engine.reports.report import Comparison, PhaseFigures, SessionReport, SpanFigures, comparable_metrics
 
 FORMATS = ("md", "csv", "json")
 DASH = "–"

@@ -26,10 +26,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.metrics.windows import LatencyMetric
-from engine.recording.phases import WARMUP_RULE, Phase, split_phases
-from engine.recording.reader import Recording
-from engine.recording.timeline import initial_control
 from engine.records import RequestRecord
+from engine.replay.timeline import initial_control
+from engine.reports.phases import WARMUP_RULE, Phase, split_phases
+from engine.storage.reader import Recording
 
 _FLUSH = 10_000
 NS = 1_000_000_000

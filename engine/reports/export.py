@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from engine.recording.reader import Recording
 from engine.records import RequestRecord, TelemetrySample
+from engine.storage.reader import Recording
 
 REQUEST_FIELDS = (
     "worker", "request_id", "scheduled_ms", "start_ms", "headers_ms", "first_token_ms", "end_ms", "ttft_ms",

@@ -12,10 +12,10 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from engine.reports.format import DASH, dollars, ms, percent, sig
 from engine.sweep.matrix import MatrixCell
 from engine.sweep.rules import Verdict
 from engine.sweep.session import CeilingResult
-from tui.format import DASH, dollars, ms, percent, sig
 
 _VERDICT_STYLE = {
     Verdict.IMPROVED: "green",

@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine.control import SnapshotCallback
-from engine.recording.feeder import Feeder
-from engine.recording.reader import Recording, open_recording
 from engine.records import EventKind
+from engine.replay.feeder import Feeder
 from engine.snapshot import Snapshot
+from engine.storage.reader import Recording, open_recording
 
 CHECKPOINT_S = 10.0
 TICK_HZ = 4.0

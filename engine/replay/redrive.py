@@ -17,9 +17,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from engine.config import RunConfig
-from engine.recording.reader import Recording
-from engine.recording.store import RecordingError
 from engine.records import ControlEvent, EventKind
+from engine.storage.reader import Recording
+from engine.storage.store import RecordingError
 
 STEP_KINDS = frozenset({EventKind.CONCURRENCY, EventKind.RATE, EventKind.PAUSE, EventKind.RESUME})
 START_WAIT_S = 60.0

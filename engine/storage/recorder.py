@@ -29,8 +29,10 @@ from pydantic import BaseModel
 
 from engine import __version__
 from engine.control import SessionMeta
-from engine.recording.schema import APPLICATION_ID, FILE_SUFFIX, SCHEMA_VERSION, create_statements
-from engine.recording.store import (
+from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
+from engine.snapshot import GpuStats, Snapshot
+from engine.storage.schema import APPLICATION_ID, FILE_SUFFIX, SCHEMA_VERSION, create_statements
+from engine.storage.store import (
     ClosedInfo,
     GpuLabel,
     RecordingMeta,
@@ -42,8 +44,6 @@ from engine.recording.store import (
     encode_telemetry,
     encode_token_times,
 )
-from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
-from engine.snapshot import GpuStats, Snapshot
 
 WarningCallback = Callable[[ControlEvent], None]
 
