@@ -3,12 +3,12 @@
 import time
 
 import pytest
+from prom_servers import exporter, raw_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from engine.telemetry.scrape import MetricsEndpoint, fetch_all_now
 from engine.telemetry.server_account import ServerAccount
 from engine.telemetry.server_source import origin_metrics_url, server_sources, to_server_sample
-from prom_servers import exporter, raw_server
 
 NS = 1_000_000_000
 

@@ -14,11 +14,14 @@ from typing import TYPE_CHECKING
 
 from engine.cli.common import add_load_args, config_from_args, pricing_from_args, sigint_blocked
 from engine.cli.exits import UserError
+from engine.cli.telemetry_args import add_telemetry_args, check_telemetry_args, telemetry_from_args
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
+    from engine.gpu.base import GpuBackend
     from engine.load.controller import Controller
     from engine.pricing import PricingProfile
+    from engine.telemetry.server_source import ServerMetrics
 
 DEMO_CONCURRENCY = 8
 DEMO_STEP = 4.0
@@ -35,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sim-speed", type=float, default=1.0, metavar="X",
                    help="run the simulated server X times faster (J/token shrinks by the same factor)")  # fmt: skip
     p.add_argument("--record-dir", default="recordings", metavar="DIR", help="where `r` writes recordings")
+    add_telemetry_args(p, demo=True)
     p.set_defaults(func=_run)
 
 
@@ -45,13 +49,16 @@ def _run(args: argparse.Namespace) -> int:
         args.concurrency = DEMO_CONCURRENCY
     if args.sim_speed <= 0:
         raise UserError("--sim-speed must be > 0")
+    check_telemetry_args(args)
     pricing = pricing_from_args(args)
     from tui.app import run_tui
 
     with simulated_server(args.seed, args.sim_speed) as (url, model):
         config = config_from_args(args, base_url=url, model=args.model or model)
-        controller = build_controller(config, gpu=args.gpu or "sim", sim_url=url, pricing=pricing,
-                                      gpus=args.gpus, record_dir=args.record_dir)  # fmt: skip
+        telemetry = telemetry_from_args(args, url, sim_root=url.removesuffix("/v1"))
+        controller = build_controller(config, gpu=telemetry.gpu or args.gpu or "sim", sim_url=url, pricing=pricing,
+                                      gpus=args.gpus, record_dir=args.record_dir,
+                                      server_metrics=telemetry.server)  # fmt: skip
         try:
             return run_tui(controller, refresh_hz=args.refresh)
         finally:
@@ -79,17 +86,18 @@ def simulated_server(seed: int = 0, speed: float = 1.0) -> Iterator[tuple[str, s
 def build_controller(
     config: RunConfig,
     *,
-    gpu: str,
+    gpu: str | GpuBackend,
     sim_url: str,
     pricing: PricingProfile | None,
     gpus: str | None = None,
     record_dir: str = "recordings",
+    server_metrics: ServerMetrics | None = None,
 ) -> Controller:
     """A Controller over the simulated GPU, with `r` (recording) wired to the real recorder."""
     from engine.load.controller import Controller
     from engine.storage.recorder import attach_recorder
 
-    controller = Controller(config, gpu=gpu, gpus=gpus, sim_url=sim_url, pricing=pricing)
+    controller = Controller(config, gpu=gpu, gpus=gpus, sim_url=sim_url, pricing=pricing, server_metrics=server_metrics)
     attach_recorder(controller, pricing=pricing.model_dump(mode="json") if pricing is not None else None,
                     directory=record_dir)
     return controller

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING
 
 from engine.cli.common import add_load_args, config_from_args, pricing_from_args
 from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
+from engine.cli.telemetry_args import add_telemetry_args, check_telemetry_args, telemetry_from_args
 from engine.config import api_key_from_env
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
+    from engine.gpu.base import GpuBackend
     from engine.load.controller import Controller
     from engine.pricing import PricingProfile
     from engine.workload.profile import LoadedProfile
@@ -48,12 +50,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--record-tokens", action="store_true",
                    help="also record every token's arrival time (replay can then show ITL; ~2 bytes per token)")
     add_load_args(p)
+    add_telemetry_args(p)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     if bool(args.url) == bool(args.sim):
         raise UserError("give the endpoint URL (e.g. http://127.0.0.1:8000), or --sim for the simulated server")
+    check_telemetry_args(args)
     pricing = pricing_from_args(args)
     with _sim_server(args) as sim_url:
         url = sim_url or args.url
@@ -85,10 +89,12 @@ def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_ur
         raise UserError(str(exc)) from None
     if warning:
         print(f"wattload: {warning}", file=sys.stderr)
-    gpu = args.gpu or ("sim" if sim_url else "auto")
+    gpu: str | GpuBackend = args.gpu or ("sim" if sim_url else "auto")
     telemetry_url = sim_url or (endpoint.base_url if gpu == "sim" else None)
+    telemetry = telemetry_from_args(args, endpoint.base_url, sim_root=sim_url and sim_url.removesuffix("/v1"))
+    gpu = telemetry.gpu or gpu
     controller = Controller(config, gpu=gpu, gpus=args.gpus, sim_url=telemetry_url, pricing=pricing,
-                            request_factory=factory)
+                            request_factory=factory, server_metrics=telemetry.server)
     from engine.storage.recorder import attach_recorder
 
     workload = loaded.info().model_dump(mode="json") if loaded is not None else None
