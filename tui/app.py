@@ -244,6 +244,7 @@ class WattloadApp(App[int]):
                 panels.latency.show(snapshot)
                 panels.throughput.show(snapshot)
                 panels.gpu.show(snapshot)
+                panels.server.show(snapshot)
                 panels.charts.refresh_from_history()
                 if self.replay:
                     self._show_timeline()

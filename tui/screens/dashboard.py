@@ -20,6 +20,7 @@ from tui.widgets.gpu_cost import GpuCostPanel
 from tui.widgets.header import HeaderPanel
 from tui.widgets.latency import LatencyPanel
 from tui.widgets.load import LoadPanel
+from tui.widgets.server import ServerPanel
 from tui.widgets.throughput import ThroughputPanel
 from tui.widgets.timeline import TimelineBar
 
@@ -86,6 +87,7 @@ class Panels(NamedTuple):
     charts: ChartsPanel
     events: EventLogPanel
     timeline: TimelineBar | None
+    server: ServerPanel
 
 
 class DashboardScreen(Screen[None]):
@@ -109,6 +111,7 @@ class DashboardScreen(Screen[None]):
                 self.query_one(ChartsPanel),
                 self.query_one(EventLogPanel),
                 timelines.first() if timelines else None,
+                self.query_one(ServerPanel),
             )
         return self._panels
 
@@ -119,6 +122,7 @@ class DashboardScreen(Screen[None]):
             yield LatencyPanel(id="latency")
             yield ThroughputPanel(id="throughput")
             yield GpuCostPanel(id="gpu")
+        yield ServerPanel(id="server")
         with Horizontal(id="bottom"):
             yield ChartsPanel(self.history, id="charts")
             yield EventLogPanel(id="events")
