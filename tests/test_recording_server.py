@@ -1,6 +1,5 @@
 """Server samples are recorded and replayed into the same Server figures; files without the table still open."""
 
-import json
 import sqlite3
 
 import pytest
