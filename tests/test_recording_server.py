@@ -1,5 +1,6 @@
 """Server samples are recorded and replayed into the same Server figures; files without the table still open."""
 
+import json
 import sqlite3
 
 import pytest
@@ -56,3 +57,26 @@ def test_a_recording_without_the_server_table_still_replays(recorded, tmp_path):
     rec.close()
 
 
+
+
+def test_report_has_server_columns_per_phase(recorded, capsys):
+    assert main(["report", str(recorded)]) == 0
+    md = capsys.readouterr().out
+    assert "Server-side (from its Prometheus metrics" in md
+    assert "| # | phase | running | waiting | KV % | gen tok/s | TTFT p50 ms | TTFT p99 ms | preempt |" in md
+    assert main(["report", str(recorded), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    phase = report["phases"][0]
+    assert phase["server_running"] > 0 and phase["server_generation_tokens_per_s"] > 0
+    assert phase["server_ttft_p50_ms"] is not None and report["totals"]["server_ttft_p99_ms"] is not None
+    # the server's tokens and the client's agree over the same span (usage-counted, 16-token answers)
+    assert phase["server_generation_tokens_per_s"] == pytest.approx(phase["output_tokens_per_s"], rel=0.25)
+
+
+def test_a_report_without_server_samples_has_no_server_table(recorded, tmp_path, capsys):
+    old = tmp_path / "old.wattload.sqlite"
+    old.write_bytes(recorded.read_bytes())
+    with sqlite3.connect(old) as conn:
+        conn.execute("DROP TABLE server_samples")
+    assert main(["report", str(old)]) == 0
+    assert "Server-side" not in capsys.readouterr().out
