@@ -10,7 +10,7 @@ from engine.cli.common import open_recording_or_fail
 from engine.cli.exits import UserError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "export",
         help="export a recording's requests, telemetry or events as CSV",

@@ -18,7 +18,7 @@ from engine.gpu.statefile import StateFileError, default_state_file, read_state
 from engine.records import EventKind, TelemetrySample
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "gpu",
         help="list GPUs, power limits and constraints; `gpu restore` puts back power caps a killed run left",
@@ -57,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _kind(args: argparse.Namespace, default: str = "auto") -> str:
     if args.backend:
-        return args.backend
+        return str(args.backend)
     return "sim" if args.sim else default
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from engine.cli.exits import UserError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "report",
         help="phase report of a recording, or two recordings compared phase by phase",

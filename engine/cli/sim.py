@@ -7,7 +7,7 @@ import argparse
 from engine.sim.cli import add_arguments, serve
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "sim",
         help="serve a simulated OpenAI-compatible LLM endpoint (vLLM-like, 8B model on a simulated H100)",

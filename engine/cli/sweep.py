@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "sweep",
         help="find the ceiling: step concurrency up until throughput stops rising (or run the token matrix)",
@@ -347,7 +347,8 @@ def _sweep(
     console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 150)
     if cells is not None:
         console.print(matrix_view(cells, heatmaps))
-        if is_matrix and len(cells) < len(loaded.profile.matrix.inputs) * len(loaded.profile.matrix.outputs):  # type: ignore[union-attr]
+        matrix = loaded.profile.matrix
+        if matrix is not None and len(cells) < len(matrix.inputs) * len(matrix.outputs):
             print(f"wattload: {len(cells)} cells finished; rerun with --resume to run the rest", file=sys.stderr)
     elif result is not None:
         console.print(sweep_view(result))

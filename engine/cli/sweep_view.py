@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rich.console import Group, RenderableType
+from rich.console import Group, JustifyMethod, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -38,7 +38,7 @@ def steps_table(result: CeilingResult, title: str = "") -> Table:
     """One row per concurrency step, the capacity step marked."""
     outcome = result.outcome
     table = Table(title=title or f"ceiling search: {result.workload}", title_justify="left", header_style="bold")
-    for name, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("conc.", "right"),
         ("out tok/s", "right"),
         ("req/s", "right"),
@@ -51,8 +51,9 @@ def steps_table(result: CeilingResult, title: str = "") -> Table:
         ("$/M out", "right"),
         ("held", "right"),
         ("verdict", "left"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    )
+    for name, justify in columns:
+        table.add_column(name, justify=justify)
     if outcome is None:
         return table
     for st in outcome.steps:
@@ -109,7 +110,7 @@ def matrix_table(cells: list[MatrixCell]) -> Table:
     for cell in cells:
         f = cell.figures()
         r = cell.result
-        note = "" if r.status == "ok" else r.status
+        note: str = "" if r.status == "ok" else r.status
         if r.status == "ok" and r.outcome is not None and r.outcome.capacity_step is not None:
             note = _short_reason(r.outcome.stop_reason)
         table.add_row(

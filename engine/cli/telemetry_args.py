@@ -73,10 +73,10 @@ def telemetry_from_args(args: argparse.Namespace, base_url: str, *, sim_root: st
     if gpu_metrics or gpu_query:
         from engine.gpu.remote import open_dcgm, open_prometheus_gpus
 
-        if gpu_query:
+        if gpu_query and prometheus:
             backend, message = open_prometheus_gpus(prometheus, gpu_query, interval_s=interval)
         else:
-            backend, message = open_dcgm(_dcgm_urls(gpu_metrics, base_url, sim_root), interval_s=interval)
+            backend, message = open_dcgm(_dcgm_urls(str(gpu_metrics), base_url, sim_root), interval_s=interval)
         if backend is None:
             print(f"wattload: {message}", file=sys.stderr)
         gpu = backend

@@ -73,7 +73,9 @@ def open_session(config: RunConfig) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
     factory = getattr(connector, "_factory", None)
     if isinstance(factory, functools.partial) and factory.func is ResponseHandler:
-        connector._factory = functools.partial(ArrivalStampingHandler, *factory.args, **factory.keywords)
+        # aiohttp's private protocol factory: the one place to stamp chunk arrivals (see ArrivalStampingHandler).
+        setattr(connector, "_factory",  # noqa: B010
+                functools.partial(ArrivalStampingHandler, *factory.args, **factory.keywords))
     return aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
 
 

@@ -85,9 +85,10 @@ class StreamParser:
             if event[:6] == b"data: " and b"\n" not in event:
                 payload = event[6:]
             else:
-                payload = _data_of(event)
-                if payload is None:
+                joined = _data_of(event)
+                if joined is None:
                     continue  # a comment, a keep-alive or an event without data
+                payload = joined
             if prefix is not None and payload.startswith(prefix) and payload.endswith(self._suffix):
                 middle = payload[self._lp : len(payload) - self._ls]
                 if (

@@ -117,7 +117,7 @@ def worker_main(
         except ImportError:
             asyncio.run(runner.run("asyncio"))
         else:
-            uvloop.run(runner.run(f"uvloop {uvloop.__version__}"))
+            uvloop.run(runner.run(f"uvloop {getattr(uvloop, '__version__', '?')}"))
     except BaseException as exc:
         with contextlib.suppress(Exception):
             data.send(Failed(worker, f"worker {worker} crashed: {type(exc).__name__}: {exc}".splitlines()[0]))

@@ -12,17 +12,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from engine.config import RunConfig
+from engine.control import LoadControl
 from engine.records import ControlEvent, EventKind
 from engine.storage.reader import Recording
 from engine.storage.store import RecordingError
 
 STEP_KINDS = frozenset({EventKind.CONCURRENCY, EventKind.RATE, EventKind.PAUSE, EventKind.RESUME})
 START_WAIT_S = 60.0
+
+
+class DrivenSession(LoadControl, Protocol):
+    """What re-drive needs of a live session: the steering surface plus start, wait and the session clock."""
+
+    @property
+    def t0_ns(self) -> int | None: ...
+    def start(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -63,14 +73,14 @@ def redrive_config(rec: Recording, base_url: str, model: str, api_key: str | Non
     recorded = {k: v for k, v in rec.meta.config.items() if k in RunConfig.model_fields}
     recorded.update(base_url=base_url, model=model, duration_s=max(0.1, duration_s), max_requests=None)
     try:
-        return RunConfig(**recorded, api_key=api_key)
+        return RunConfig(**recorded, api_key=None if api_key is None else SecretStr(api_key))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise RecordingError(f"{rec.path}: its settings cannot drive this version ({where}: {first['msg']})") from None
 
 
-def apply_step(controller: Any, step: Step) -> str:
+def apply_step(controller: DrivenSession, step: Step) -> str:
     """Do one recorded action on the live controller; returns a line for the log."""
     e = step.event
     if e.kind is EventKind.CONCURRENCY and e.value is not None:
@@ -89,7 +99,7 @@ def apply_step(controller: Any, step: Step) -> str:
     return step.describe()
 
 
-def _current_cap(controller: Any, gpu_index: int | None) -> float | None:
+def _current_cap(controller: DrivenSession, gpu_index: int | None) -> float | None:
     gpus = controller.latest.gpu.gpus
     limits = [g.power_limit_w for g in gpus if gpu_index is None or g.index == gpu_index]
     known = [w for w in limits if w is not None]
@@ -98,7 +108,7 @@ def _current_cap(controller: Any, gpu_index: int | None) -> float | None:
 
 def redrive(
     rec: Recording,
-    controller: Any,
+    controller: DrivenSession,
     *,
     record_path: str | Path | None,
     with_power: bool,

@@ -87,7 +87,7 @@ def split_phases(
     end = next((e.t_ns / 1e9 for e in ordered if e.kind is EventKind.STOP and 0 <= e.t_ns / 1e9 < duration_s),
                duration_s)
     control = initial
-    caps: dict[int | None, float] = dict(initial_caps_w or {})
+    caps: dict[int | None, float] = {k: v for k, v in (initial_caps_w or {}).items()}
     points: list[tuple[float, ControlState, dict[int | None, float]]] = [(0.0, control, dict(caps))]
     for e in ordered:
         t = e.t_ns / 1e9
@@ -102,7 +102,7 @@ def split_phases(
             points[-1] = (points[-1][0], control, dict(caps))
         else:
             points.append((t, control, dict(caps)))
-    phases = []
+    phases: list[Phase] = []
     for i, (t, state, cap) in enumerate(points):
         stop = points[i + 1][0] if i + 1 < len(points) else end
         if stop <= t:
@@ -116,8 +116,9 @@ def _with_cap(caps: dict[int | None, float], e: ControlEvent) -> dict[int | None
     value = e.readback if e.readback is not None else e.value
     assert value is not None
     if e.gpu_index is None:
-        return dict.fromkeys([k for k in caps if k is not None] or [None], value)
-    out = {k: v for k, v in caps.items() if k is not None}
+        keys: list[int | None] = [k for k in caps if k is not None] or [None]
+        return dict.fromkeys(keys, value)
+    out: dict[int | None, float] = {k: v for k, v in caps.items() if k is not None}
     if None in caps:  # a cap set on all GPUs before we knew their indices
         out.setdefault(e.gpu_index, caps[None])
     out[e.gpu_index] = value

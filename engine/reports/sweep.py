@@ -123,6 +123,7 @@ def cell_row(cell: MatrixCell) -> dict[str, Any]:
 
 def write_csv(report: SweepReport, path: str | Path) -> None:
     """A sweep: one row per step; a matrix: one row per cell."""
+    columns: tuple[str, ...]
     if report.kind == "matrix":
         columns, rows = CELL_COLUMNS, [cell_row(c) for c in report.cells or []]
     else:

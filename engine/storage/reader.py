@@ -236,7 +236,7 @@ class Recording:
         return out
 
     def _rows(self, select: str, table: str, after_id: int, limit_rows: int | None = None,
-              id_col: str = "id") -> list[tuple]:
+              id_col: str = "id") -> list[tuple[Any, ...]]:
         """Rows with id > after_id (up to the readable limit), in id order."""
         limit = self._limits.get(table)
         sql = f"{select} WHERE {id_col} > ?"
@@ -260,7 +260,7 @@ class Recording:
                    "LEFT JOIN token_times tt ON tt.request = r.id"
         return f"SELECT {cols}, r.detail, NULL, NULL FROM requests r"
 
-    def _decode_request_row(self, row: tuple) -> RequestRecord:
+    def _decode_request_row(self, row: tuple[Any, ...]) -> RequestRecord:
         *base, detail_id, gaps, response_id = row
         detail = "" if detail_id is None else self._strings.get(detail_id, "")
         record = decode_request(base, detail)
@@ -313,7 +313,7 @@ class FactCursor:
         self._select = select
         self._decode = decode
         self._after_id = 0
-        self._buffer: list[tuple] = []
+        self._buffer: list[tuple[Any, ...]] = []
         self._pos = 0
         self._page = FIRST_PAGE_ROWS
         self.exhausted = False
@@ -532,8 +532,8 @@ def _short_file(p: Path, conn: sqlite3.Connection) -> bool:
     if Path(f"{p}-wal").exists():
         return False
     try:
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        size = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+        size = int(conn.execute("PRAGMA page_size").fetchone()[0])
     except sqlite3.DatabaseError:
         return True
     return p.stat().st_size < pages * size

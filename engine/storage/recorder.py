@@ -239,7 +239,7 @@ class Recorder:
 
     # ------------------------------------------------------------------------------------------- file
 
-    def _create(self, config: dict, meta: SessionMeta, system_info: Any, pricing: Any, workload: Any,
+    def _create(self, config: dict[str, Any], meta: SessionMeta, system_info: Any, pricing: Any, workload: Any,
                 gpus: Mapping[int, str] | None, telemetry_source: str | None) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
@@ -368,7 +368,7 @@ class _Writer:
         self.strings: dict[str, int] = {}
         self.last_t = {"requests": _NEVER, "progress": _NEVER, "telemetry": _NEVER, "events": _NEVER}
 
-    def _monotonic(self, table: str, row: tuple) -> tuple:
+    def _monotonic(self, table: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
         """Keep t_us non-decreasing per table (two threads can stamp and queue in opposite orders by a few µs).
         In the tables with a lag column it grows by the same amount, so the fact's own stamp is unchanged."""
         last = self.last_t[table]
@@ -391,13 +391,13 @@ class _Writer:
         return found
 
     def write(self, items: list[tuple[str, int, Any]]) -> None:
-        requests: list[tuple] = []
-        tokens: list[tuple] = []
-        progress: list[tuple] = []
-        telemetry: list[tuple] = []
-        events: list[tuple] = []
-        snapshots: list[tuple] = []
-        server: list[tuple] = []
+        requests: list[tuple[Any, ...]] = []
+        tokens: list[tuple[Any, ...]] = []
+        progress: list[tuple[Any, ...]] = []
+        telemetry: list[tuple[Any, ...]] = []
+        events: list[tuple[Any, ...]] = []
+        snapshots: list[tuple[Any, ...]] = []
+        server: list[tuple[Any, ...]] = []
         redact = self.rec._redact
         conn = self.conn
         t0 = self.t0 = self.rec.t0_ns

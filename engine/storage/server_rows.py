@@ -14,7 +14,9 @@ from engine.telemetry.samples import ServerSample
 SERVER_SQL = "INSERT INTO server_samples (t_us, lag_us, source, json) VALUES (?,?,?,?)"
 
 
-def encode_server_sample(s: ServerSample, arrival_ns: int, t0_ns: int, redact: Callable[[str], str]) -> tuple:
+def encode_server_sample(
+    s: ServerSample, arrival_ns: int, t0_ns: int, redact: Callable[[str], str]
+) -> tuple[int, int, str, str]:
     t_us = max(0, (arrival_ns - t0_ns) // 1000)
     lag_us = max(0, (arrival_ns - s.t_ns) // 1000)
     return (t_us, lag_us, redact(s.source), redact(s.to_json()))

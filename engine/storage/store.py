@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -136,7 +136,7 @@ def _us(t_ns: int, t0_ns: int) -> int:
     return (t_ns - t0_ns) // 1000
 
 
-def encode_request(r: RequestRecord, arrival_ns: int, t0_ns: int) -> tuple:
+def encode_request(r: RequestRecord, arrival_ns: int, t0_ns: int) -> tuple[Any, ...]:
     """The requests row without its id and detail reference (the writer interns the detail)."""
     end = _us(r.t_end_ns, t0_ns)
     sched = _us(r.t_scheduled_ns, t0_ns)
@@ -255,7 +255,7 @@ def decode_token_times(blob: Any, t_scheduled_ns: int) -> tuple[int, ...]:
 PROGRESS_COLUMNS = "id, t_us, lag_us, worker, chunks, in_flight, loop_lag_us"
 
 
-def encode_progress(p: StreamProgress, arrival_ns: int, t0_ns: int) -> tuple:
+def encode_progress(p: StreamProgress, arrival_ns: int, t0_ns: int) -> tuple[Any, ...]:
     t = _us(p.t_ns, t0_ns)
     arrival = max(_us(arrival_ns, t0_ns), t)
     return (arrival, arrival - t, p.worker, p.chunks, p.in_flight, round(p.loop_lag_ms * 1000))
@@ -282,7 +282,7 @@ TELEMETRY_COLUMNS = (
 )
 
 
-def encode_telemetry(s: TelemetrySample, arrival_ns: int, t0_ns: int) -> tuple:
+def encode_telemetry(s: TelemetrySample, arrival_ns: int, t0_ns: int) -> tuple[Any, ...]:
     t = _us(s.t_ns, t0_ns)
     arrival = max(_us(arrival_ns, t0_ns), t)
     values: list[Any] = [arrival, arrival - t, s.gpu_index]
@@ -311,7 +311,7 @@ def _same(v: int | None) -> int | None:
     return v
 
 
-_TELEMETRY_DECODERS = tuple(
+_TELEMETRY_DECODERS: tuple[Callable[[Any], Any], ...] = tuple(
     _watts if name in _WATT_FIELDS else _flag if name == "power_cap_binding" else _same for name in _TELEMETRY_FIELDS
 )
 
@@ -328,7 +328,7 @@ EVENT_COLUMNS = "id, t_us, ev_us, kind, value, gpu, readback, message"
 _KINDS = {k.value: k for k in EventKind}
 
 
-def encode_event(e: ControlEvent, arrival_ns: int, t0_ns: int, message: str) -> tuple:
+def encode_event(e: ControlEvent, arrival_ns: int, t0_ns: int, message: str) -> tuple[Any, ...]:
     t = _us(e.t_ns, t0_ns)
     return (max(_us(arrival_ns, t0_ns), t), t, e.kind.value, e.value, e.gpu_index, e.readback, message)
 

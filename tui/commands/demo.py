@@ -27,7 +27,7 @@ DEMO_CONCURRENCY = 8
 DEMO_STEP = 4.0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
         help="watch wattload on the built-in simulated server and GPU (nothing to set up)",

@@ -7,13 +7,19 @@ textual is imported only to open the TUI, so `replay --drive` stays headless.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from engine.cli.common import open_recording_or_fail
 from engine.cli.exits import UserError
 from engine.config import api_key_from_env
 
+if TYPE_CHECKING:
+    from engine.pricing import PricingProfile
+    from engine.replay.player import Player
+    from engine.storage.reader import Recording
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "replay",
         help="replay a recording in the dashboard, or re-drive its control timeline against a live endpoint",
@@ -39,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _open_player(args: argparse.Namespace) -> object:
+def _open_player(args: argparse.Namespace) -> Player:
     from engine.replay.player import Player
     from engine.storage.store import RecordingError
 
@@ -58,9 +64,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         from tui.app import run_replay_tui
     except ImportError as exc:
-        player.close()  # type: ignore[attr-defined]
+        player.close()
         raise UserError(f"the TUI is not available in this build ({exc})") from None
-    return run_replay_tui(player)  # type: ignore[arg-type]
+    return run_replay_tui(player)
 
 
 def _drive(args: argparse.Namespace) -> int:
@@ -98,12 +104,12 @@ def _drive(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recorded_pricing(rec: object) -> object:
+def _recorded_pricing(rec: Recording) -> PricingProfile | None:
     from pydantic import ValidationError
 
     from engine.pricing import PricingProfile
 
-    data = rec.meta.pricing  # type: ignore[attr-defined]
+    data = rec.meta.pricing
     if not data:
         return None
     try:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 PROGRESS_EVERY_S = 3.0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "run",
         help="load an endpoint and watch latency, tokens/s, watts and $/M tokens",

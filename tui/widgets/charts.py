@@ -412,8 +412,8 @@ class ChartsPanel(Widget):
         start = 0
         for i in range(1, plot_w + 1):
             if i == plot_w or owners[i] != owners[start]:
-                kind = owners[start]
-                style = muted if kind is None else self._on_base(MARKER_COLORS[kind], bold=True)
+                owner = owners[start]
+                style = muted if owner is None else self._on_base(MARKER_COLORS[owner], bold=True)
                 segments.append(Segment("".join(chars[start:i]), style))
                 start = i
         return Strip(segments, GUTTER + plot_w)
