@@ -222,3 +222,15 @@ def test_the_simulator_serves_vllm_names_that_wattload_reads(tmp_path):
     assert after.histograms["e2e"].count == 3 and after.histograms["queue"].count == 3
     assert {"running", "waiting", "kv_usage"} <= set(after.gauges)
     assert time.perf_counter_ns() >= after.t_ns
+
+
+def test_a_slowly_scraped_source_is_not_stale_between_its_scrapes():
+    from dataclasses import replace
+
+    reg, _ = vllm_registry()
+    with exporter(reg) as url:
+        sample = replace(scrape(url), interval_s=10.0)
+    account = ServerAccount(t0_ns=sample.t_ns)
+    account.add([sample])
+    assert account.stats(sample.t_ns + 20 * NS).available  # 20 s after a scrape every 10 s: fine
+    assert not account.stats(sample.t_ns + 31 * NS).available  # three scrapes missed: stale

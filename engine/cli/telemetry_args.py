@@ -17,6 +17,7 @@ from engine.cli.exits import UserError
 
 if TYPE_CHECKING:
     from engine.gpu.base import GpuBackend
+    from engine.load.controller import Controller
     from engine.telemetry.server_source import ServerMetrics
 
 DCGM_EXPORTER_PORT = 9400  # dcgm-exporter's default listen port
@@ -44,6 +45,19 @@ def add_telemetry_args(parser: argparse.ArgumentParser, *, demo: bool = False) -
 class Telemetry:
     gpu: GpuBackend | None  # a remote backend to use instead of --gpu, when one was asked for and answered
     server: ServerMetrics | None
+
+    def attach(self, controller: Controller) -> None:
+        """A remote GPU source that stops (or starts again) answering becomes a warning in the event log."""
+        from engine.gpu.remote import RemoteGpuBackend
+
+        if isinstance(self.gpu, RemoteGpuBackend):
+            from time import perf_counter_ns
+
+            from engine.records import ControlEvent, EventKind
+
+            self.gpu.on_problem = lambda line: controller.emit(
+                ControlEvent(perf_counter_ns(), EventKind.WARNING, message=line)
+            )
 
 
 def check_telemetry_args(args: argparse.Namespace) -> None:

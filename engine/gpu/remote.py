@@ -13,7 +13,7 @@ Power caps cannot be set remotely: ``set_power_limit`` says so in one line, and 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from engine.gpu.base import NO_TELEMETRY, DriverInfo, GpuInfo, PowerCapError, PowerLimits, describe
@@ -121,6 +121,9 @@ class RemoteGpuBackend:
         self._pending: dict[int, list[TelemetrySample]] = {}
         self.last_error: str | None = None
         self.open_message = ""  # what GpuSession shows as the telemetry source
+        # told (one line) when a source stops answering and when it answers again; the CLI logs it as a warning
+        self.on_problem: Callable[[str], None] | None = None
+        self._failing: set[str] = set()
         found: dict[GpuKey, RemoteReading] = {}
         errors: list[str] = []
         for result in first:
@@ -146,7 +149,13 @@ class RemoteGpuBackend:
         """Scraper thread: keep the readings whose values changed since the last one of that GPU."""
         if result.exposition is None:
             self.last_error = f"{result.source}: {result.error}"
+            if result.source not in self._failing:
+                self._failing.add(result.source)
+                self._tell(f"GPU telemetry from {result.source} stopped: {result.error}; GPU figures are stale")
             return
+        if result.source in self._failing:
+            self._failing.discard(result.source)
+            self._tell(f"GPU telemetry from {result.source} answers again")
         readings = gpu_readings(result.exposition, _host_of(result.source))
         with self._lock:
             for key, reading in readings.items():
@@ -169,6 +178,14 @@ class RemoteGpuBackend:
                 sample = _sample(reading, index, t_ns, grew)
                 self._limits[index] = PowerLimits(sample.power_limit_w, sample.enforced_limit_w)
                 self._pending.setdefault(index, []).append(sample)
+
+    def _tell(self, line: str) -> None:
+        callback = self.on_problem
+        if callback is not None:
+            try:
+                callback(line)
+            except Exception:  # the listener's problem must not stop the scraping
+                pass
 
     def gpus(self) -> list[GpuInfo]:
         return list(self._infos)

@@ -35,6 +35,7 @@ class ServerSample:
     families: tuple[str, ...] = ()  # unknown engine: the metric families found
     error: str = ""  # one line: why this scrape gave nothing
     warning: str = ""  # one line: a part of the scrape that was ignored (e.g. inconsistent buckets)
+    interval_s: float = 0.0  # how often the source is scraped (0 = not said): when its figures count as stale
 
     @property
     def ok(self) -> bool:
@@ -55,6 +56,8 @@ class ServerSample:
             body["error"] = self.error
         if self.warning:
             body["warning"] = self.warning
+        if self.interval_s:
+            body["i"] = self.interval_s
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
@@ -70,4 +73,5 @@ class ServerSample:
             families=tuple(str(f) for f in body.get("families", ())),
             error=str(body.get("error", "")),
             warning=str(body.get("warning", "")),
+            interval_s=float(body.get("i", 0.0)),
         )

@@ -69,7 +69,7 @@ async def get_limited(client: httpx.AsyncClient, url: str, timeout_s: float, *, 
                     chunks.append(chunk)
                 return b"".join(chunks)
     except TimeoutError:
-        raise FetchError(f"no complete answer within {timeout_s * 2:g} s") from None
+        raise FetchError(f"timed out: no complete answer within {timeout_s * 2:g} s") from None
     except httpx.TimeoutException:
         raise FetchError(f"timed out after {timeout_s:g} s") from None
     except httpx.HTTPError as exc:
@@ -196,13 +196,18 @@ def fetch_all_now(sources: Sequence[Source], timeout_s: float = 3.0) -> list[Scr
     """One fetch of every source, waiting for the answers (discovery at open time, `wattload gpu`).
 
     Runs on a short-lived thread of its own, so it works whether or not the caller runs an event loop."""
-    out: list[ScrapeResult] = []
+    out: list[ScrapeResult | None] = [None] * len(sources)
+
+    async def one(client: httpx.AsyncClient, i: int, source: Source) -> None:
+        out[i] = await fetch_once(client, source, timeout_s)
 
     async def run() -> None:
         async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as client:
-            out.extend(await asyncio.gather(*(fetch_once(client, s, timeout_s) for s in sources)))
+            await asyncio.gather(*(one(client, i, s) for i, s in enumerate(sources)))
 
     thread = threading.Thread(target=lambda: asyncio.run(run()), name="wattload-scrape-once", daemon=True)
     thread.start()
     thread.join(timeout_s * 2 + 2.0)
-    return out
+    late = f"timed out: no complete answer within {timeout_s * 2 + 2.0:g} s"
+    return [r if r is not None else ScrapeResult(s.name, time.perf_counter_ns(), time.time(), None, late)
+            for r, s in zip(out, sources, strict=True)]  # fmt: skip

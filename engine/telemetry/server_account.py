@@ -107,7 +107,8 @@ class ServerAccount:
         if last_ok is None:
             return ServerEndpoint(source=name, engine=engine, message=latest.error or "no answer yet")
         age_ns = now_ns - last_ok.t_ns
-        if not latest.ok or age_ns > self._stale_ns:
+        stale_ns = max(self._stale_ns, round(3 * latest.interval_s * NS))  # three missed scrapes at the least
+        if not latest.ok or age_ns > stale_ns:
             since = (last_ok.t_ns - self._t0) / NS
             why = latest.error or "no new scrape"
             return ServerEndpoint(source=name, engine=engine, message=f"stale since t={since:.0f}s: {why}",

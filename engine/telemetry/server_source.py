@@ -8,6 +8,7 @@ Prometheus server. The scraper runs on its own thread; ``on_samples`` receives e
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import httpx
 
@@ -39,10 +40,10 @@ def server_sources(spec: str | None, base_url: str, *, prometheus: str | None = 
     return sources
 
 
-def to_server_sample(result: ScrapeResult) -> ServerSample:
+def to_server_sample(result: ScrapeResult, interval_s: float = 0.0) -> ServerSample:
     if result.exposition is None:
-        return ServerSample(result.t_ns, result.source, error=result.error or "no answer")
-    return server_sample(result.exposition, result.t_ns, result.source)
+        return ServerSample(result.t_ns, result.source, error=result.error or "no answer", interval_s=interval_s)
+    return replace(server_sample(result.exposition, result.t_ns, result.source), interval_s=interval_s)
 
 
 class ServerMetrics:
@@ -61,7 +62,8 @@ class ServerMetrics:
     def start(self, on_samples: ServerSampleCallback) -> None:
         if self._scraper is not None or not self.sources:
             return
-        self._scraper = Scraper(self.sources, lambda r: on_samples([to_server_sample(r)]), self.interval_s)
+        interval = self.interval_s
+        self._scraper = Scraper(self.sources, lambda r: on_samples([to_server_sample(r, interval)]), interval)
         self._scraper.start()
 
     def close(self) -> None:

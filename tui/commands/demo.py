@@ -59,6 +59,7 @@ def _run(args: argparse.Namespace) -> int:
         controller = build_controller(config, gpu=telemetry.gpu or args.gpu or "sim", sim_url=url, pricing=pricing,
                                       gpus=args.gpus, record_dir=args.record_dir,
                                       server_metrics=telemetry.server)  # fmt: skip
+        telemetry.attach(controller)
         try:
             return run_tui(controller, refresh_hz=args.refresh)
         finally:

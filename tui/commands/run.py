@@ -95,6 +95,7 @@ def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_ur
     gpu = telemetry.gpu or gpu
     controller = Controller(config, gpu=gpu, gpus=args.gpus, sim_url=telemetry_url, pricing=pricing,
                             request_factory=factory, server_metrics=telemetry.server)
+    telemetry.attach(controller)
     from engine.storage.recorder import attach_recorder
 
     workload = loaded.info().model_dump(mode="json") if loaded is not None else None
