@@ -15,7 +15,7 @@ from engine.snapshot import Percentiles, ServerEndpoint, ServerStats
 from engine.telemetry.server_source import ServerMetrics, server_sources
 from tui.app import WattloadApp
 from tui.widgets.gpu_cost import GpuCostPanel
-from tui.widgets.server import ServerPanel
+from tui.widgets.server import ServerPanel, sparkline
 
 SIZE = (120, 36)
 
@@ -48,6 +48,25 @@ async def test_a_stale_source_and_an_unknown_engine_are_one_line_each():
         text = screen_text(app)
         assert "http://b:8000/metrics: stale since t=12s: timed out after 1 s" in text
         assert "1/2 sources" in text and "running 3" in text
+
+
+async def test_the_trend_line_follows_the_running_batch():
+    base = session(4)[-1]
+    control = CannedControl([base])
+    app = WattloadApp(control, refresh_hz=0)
+    async with app.run_test(size=SIZE) as pilot:
+        for i, running in enumerate((0, 2, 4, 8)):
+            server = ServerStats(available=True, engine="vllm", running=running, waiting=0, kv_usage_pct=50.0,
+                                 endpoints=(ServerEndpoint(source="http://a/metrics", engine="vllm", ok=True),))
+            control.push(base.model_copy(update={"server": server, "t_s": base.t_s + i, "seq": base.seq + i + 1}))
+            await until(pilot, lambda r=running: f"running {r}" in screen_text(app), what=f"running {running}")
+        assert "trend  running ▁▃▅█ 8  waiting ▁▁▁▁ 0  KV ▅▅▅▅ 50%" in screen_text(app)
+
+
+def test_sparkline_scales_to_its_top_and_leaves_unknowns_blank():
+    assert sparkline([0, 1, 2, None, 4]) == "▁▃▅ █"  # 1/4 * 7 = 1.75 -> 2 (▃), 2/4 * 7 = 3.5 -> 4 (▅)
+    assert sparkline([0.0, 0.0]) == "▁▁"
+    assert sparkline([50.0], top=100.0) == "▅"  # 50/100 * 7 = 3.5 rounds to 4
 
 
 @pytest.mark.slow

@@ -8,6 +8,8 @@ recognised lists the metric families it found. Fed only from the Snapshot, like 
 
 from __future__ import annotations
 
+from collections import deque
+
 from textual.content import Content
 
 from engine.reports import format as fmt
@@ -23,6 +25,19 @@ def _count(value: float | None) -> str:
     return fmt.DASH if value is None else f"{value:,.0f}"
 
 
+SPARKS = "▁▂▃▄▅▆▇█"
+TREND_POINTS = 24  # one per snapshot with new server figures: six seconds at 4 Hz
+
+
+def sparkline(values: list[float | None], top: float | None = None) -> str:
+    """Block characters scaled to ``top`` (default: the largest value); unknown values are blanks."""
+    known = [v for v in values if v is not None]
+    ceiling = top if top is not None else max(known, default=0.0)
+    if ceiling <= 0:
+        return "".join(" " if v is None else SPARKS[0] for v in values)
+    return "".join(" " if v is None else SPARKS[min(7, max(0, round(v / ceiling * 7)))] for v in values)
+
+
 def _pair(server: str, client: str, gap_ms: float | None = None) -> Content:
     """"server / client", and the client's extra time (network + client-side queueing) when known."""
     gap = Content("") if gap_ms is None else Content.styled(f" Δ{gap_ms:+.1f}", "$text-muted")
@@ -36,6 +51,8 @@ class ServerPanel(SnapshotPanel):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, title="Server")
+        # the trend line's history lives in the UI, like the charts' (a replay seek backwards starts it afresh)
+        self._trend: deque[tuple[float, float | None, float | None, float | None]] = deque(maxlen=TREND_POINTS)
 
     def show(self, snapshot: Snapshot) -> None:
         """Sessions without server metrics never see (or pay for) the panel."""
@@ -67,9 +84,26 @@ class ServerPanel(SnapshotPanel):
             ]),
         ]  # fmt: skip
         problem = self._problems(s)
-        if problem is not None:
-            lines.append(problem)
+        lines.append(problem if problem is not None else self._trend_line(snapshot))
         return Content("\n").join(lines)
+
+    def _trend_line(self, snapshot: Snapshot) -> Content:
+        s = snapshot.server
+        if self._trend and snapshot.t_s < self._trend[-1][0]:
+            self._trend.clear()
+        if not self._trend or snapshot.t_s > self._trend[-1][0]:
+            self._trend.append((snapshot.t_s, s.running, s.waiting, s.kv_usage_pct))
+        cols = list(zip(*self._trend, strict=True))
+        parts = [Content.styled("trend", "$text-muted")]
+        for label, values, top in (("running", cols[1], None), ("waiting", cols[2], None), ("KV", cols[3], 100.0)):
+            known = [v for v in values if v is not None]
+            if not known:
+                continue
+            peak = f"{max(known):.0f}%" if label == "KV" else f"{max(known):,.0f}"
+            parts.append(Content.assemble(Content.styled(f"{label} ", "$text-muted"),
+                                          Content.styled(sparkline(list(values), top), "$accent"),
+                                          Content.styled(f" {peak}", "$text-muted")))  # fmt: skip
+        return Content("  ").join(parts)
 
     @staticmethod
     def _subtitle(s: ServerStats) -> str:
