@@ -84,7 +84,10 @@ class ServerPanel(SnapshotPanel):
             ]),
         ]  # fmt: skip
         problem = self._problems(s)
-        lines.append(problem if problem is not None else self._trend_line(snapshot))
+        trend = self._trend_line(snapshot)  # kept up to date even when there is no room to show it
+        if self.screen.has_class("-short"):  # two lines: the problem, if any, takes the gauges' place
+            return Content("\n").join([problem or lines[0], lines[1]])
+        lines.append(problem if problem is not None else trend)
         return Content("\n").join(lines)
 
     def _trend_line(self, snapshot: Snapshot) -> Content:
