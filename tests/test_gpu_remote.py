@@ -168,3 +168,24 @@ def test_widen_keeps_the_matchers_and_leaves_expressions_alone():
     assert widen('{job="vllm"}', "vllm:.+") == '{__name__=~"vllm:.+", job="vllm"}'
     assert widen("up", "x") == '{__name__=~"x"}'
     assert widen("sum(rate(x[1m]))", "y") == "sum(rate(x[1m]))"
+
+
+def test_dcgm_blank_sentinels_and_impossible_values_read_as_na():
+    body = (
+        b"# TYPE DCGM_FI_DEV_GPU_TEMP gauge\n"
+        b'DCGM_FI_DEV_GPU_TEMP{gpu="0",Hostname="h"} 2147483632\n'  # DCGM's int32 blank: not supported
+        b"# TYPE DCGM_FI_DEV_POWER_USAGE gauge\n"
+        b'DCGM_FI_DEV_POWER_USAGE{gpu="0",Hostname="h"} 140737488355328.0\n'  # fp64 blank
+        b"# TYPE DCGM_FI_DEV_SM_CLOCK gauge\n"
+        b'DCGM_FI_DEV_SM_CLOCK{gpu="0",Hostname="h"} 1980\n'
+        b"# TYPE DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION counter\n"
+        b'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{gpu="0",Hostname="h"} 9223372036854775794\n'  # int64 blank
+    )
+    with raw_server(lambda path, q: (200, "text/plain", body, 0)) as root:
+        backend, message = open_dcgm([root + "/metrics"])
+        assert backend is not None, message
+        try:
+            [s] = backend.read([0])
+        finally:
+            backend.close()
+    assert (s.temperature_c, s.power_w, s.energy_mj, s.sm_clock_mhz) == (None, None, None, 1980)

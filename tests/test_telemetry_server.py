@@ -234,3 +234,17 @@ def test_a_slowly_scraped_source_is_not_stale_between_its_scrapes():
     account.add([sample])
     assert account.stats(sample.t_ns + 20 * NS).available  # 20 s after a scrape every 10 s: fine
     assert not account.stats(sample.t_ns + 31 * NS).available  # three scrapes missed: stale
+
+
+def test_impossible_gauges_are_dropped_with_a_warning():
+    body = (b"# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running -3\n"
+            b"# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc 7.5\n"
+            b"# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting +Inf\n"
+            b"# TYPE vllm:generation_tokens_total counter\nvllm:generation_tokens_total 10\n")
+    with raw_server(lambda path, q: (200, "text/plain", body, 0)) as root:
+        sample = scrape(root + "/metrics")
+    assert sample.ok and sample.engine == "vllm"
+    assert dict(sample.gauges) == {}  # -3 requests, a KV use of 750 %, and an infinite queue are not believed
+    assert "vllm:num_requests_running: ignored values outside 0..1e+09" in sample.warning
+    assert "vllm:kv_cache_usage_perc: ignored values outside 0..1" in sample.warning
+    assert sample.counters == {"generation_tokens": 10}

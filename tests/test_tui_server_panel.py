@@ -10,7 +10,7 @@ from engine.config import RunConfig
 from engine.gpu.remote import CAPS_READ_ONLY, open_dcgm
 from engine.load.controller import Controller
 from engine.sim.model import SimConfig
-from engine.sim.process import start_sim_process
+from engine.sim.server import SimServer
 from engine.snapshot import Percentiles, ServerEndpoint, ServerStats
 from engine.telemetry.server_source import ServerMetrics, server_sources
 from tui.app import WattloadApp
@@ -71,7 +71,8 @@ def test_sparkline_scales_to_its_top_and_leaves_unknowns_blank():
 
 @pytest.mark.slow
 async def test_live_server_panel_and_dcgm_watts_over_the_simulator():
-    sim = start_sim_process(SimConfig(seed=5))
+    sim = SimServer(SimConfig(seed=5))  # on a thread: starts in milliseconds even on a loaded box
+    sim.start()
     try:
         root = sim.url.removesuffix("/v1")
         backend, message = open_dcgm([root + "/sim/dcgm/metrics"], interval_s=0.25)

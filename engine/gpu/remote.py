@@ -36,6 +36,23 @@ _FIELDS: Mapping[str, str] = {
     "ENFORCED_POWER_LIMIT": "enforced_limit_w",
 }
 _EXTRA = ("FB_FREE", "FB_RESERVED", "POWER_VIOLATION")
+# What a GPU can report. DCGM marks unsupported fields with "blank" sentinels (int32 2147483632, int64
+# 9223372036854775794, fp64 1.4e14), which must read as n/a, never as a figure; so does anything out of range.
+_RANGE: Mapping[str, tuple[float, float]] = {
+    "POWER_USAGE": (0.0, 10_000.0),
+    "POWER_MGMT_LIMIT": (0.0, 10_000.0),
+    "ENFORCED_POWER_LIMIT": (0.0, 10_000.0),
+    "TOTAL_ENERGY_CONSUMPTION": (0.0, 9.0e18),
+    "SM_CLOCK": (0.0, 10_000.0),
+    "MEM_CLOCK": (0.0, 20_000.0),
+    "GPU_TEMP": (-50.0, 200.0),
+    "GPU_UTIL": (0.0, 100.0),
+    "MEM_COPY_UTIL": (0.0, 100.0),
+    "FB_USED": (0.0, 1.0e7),
+    "FB_FREE": (0.0, 1.0e7),
+    "FB_RESERVED": (0.0, 1.0e7),
+    "POWER_VIOLATION": (0.0, 9.0e18),
+}
 DCGM_NAMES_REGEX = "DCGM_FI_DEV_(" + "|".join((*_FIELDS, *_EXTRA)) + ")"
 _FLOATS = frozenset({"power_w", "power_limit_w", "enforced_limit_w"})
 CAPS_READ_ONLY = "power caps cannot be set remotely: DCGM and Prometheus telemetry is read-only"
@@ -72,10 +89,14 @@ def gpu_readings(expo: Exposition, default_host: str) -> dict[GpuKey, RemoteRead
         field = _field(sample_name)
         if field is None:
             continue
+        low, high = _RANGE[field]
         for labels, value in series:
             key, name, uuid = _identify(labels, default_host)
-            fields.setdefault(key, {})[field] = value
             meta.setdefault(key, (name, uuid))
+            if not low <= value <= high:
+                fields.setdefault(key, {})  # the GPU exists; this field is n/a
+                continue
+            fields.setdefault(key, {})[field] = value
             stamp = expo.stamps.get((sample_name, labels))
             if stamp is not None:
                 stamps[key] = max(stamps.get(key, stamp), stamp)

@@ -56,8 +56,8 @@ def parse_exposition(text: str) -> Exposition:
                 types[family.name] = family.type
             for s in family.samples:
                 value = float(s.value)
-                if math.isnan(value):
-                    continue  # NaN means "no value" in the text format (e.g. a gauge never set)
+                if math.isnan(value) or (math.isinf(value) and not s.name.endswith("_bucket")):
+                    continue  # NaN means "no value" (a gauge never set); an infinite figure is never believed
                 samples.setdefault(s.name, []).append((tuple(sorted(s.labels.items())), value))
     except (ValueError, TypeError, IndexError, KeyError) as exc:
         detail = str(exc).splitlines()[0][:80] if str(exc).strip() else type(exc).__name__

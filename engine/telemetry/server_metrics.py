@@ -27,6 +27,7 @@ class EngineNames:
 
 
 FRACTIONS = frozenset({"kv_usage", "prefix_hit_rate"})  # averaged across label sets, not summed
+MAX_GAUGE = 1e9  # requests, tokens/s: anything larger is not a figure but a broken exporter
 
 ENGINES: tuple[EngineNames, ...] = (
     EngineNames(
@@ -125,17 +126,21 @@ def server_sample(expo: Exposition, t_ns: int, source: str) -> ServerSample:
     if names is None:
         return ServerSample(t_ns, source, engine="unknown", families=expo.family_names())
     gauges: dict[str, float] = {}
+    warnings: list[str] = []
     for key, candidates in names.gauges.items():
         values = _first(expo, candidates)
-        if values:
-            gauges[key] = sum(values) / len(values) if key in FRACTIONS else sum(values)
+        top = 1.0 if key in FRACTIONS else MAX_GAUGE
+        believable = [v for v in values if 0.0 <= v <= top]
+        if len(believable) < len(values):
+            warnings.append(f"{candidates[0]}: ignored values outside 0..{top:g}")
+        if believable:
+            gauges[key] = sum(believable) / len(believable) if key in FRACTIONS else sum(believable)
     counters: dict[str, float] = {}
     for key, candidates in names.counters.items():
         values = _first(expo, candidates)
         if values:
             counters[key] = sum(max(0.0, v) for v in values)
     histograms: dict[str, Buckets] = {}
-    warnings: list[str] = []
     for key, candidates in names.histograms.items():
         for name in candidates:
             if not expo.has(f"{name}_bucket"):
