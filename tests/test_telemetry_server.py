@@ -248,3 +248,33 @@ def test_impossible_gauges_are_dropped_with_a_warning():
     assert "vllm:num_requests_running: ignored values outside 0..1e+09" in sample.warning
     assert "vllm:kv_cache_usage_perc: ignored values outside 0..1" in sample.warning
     assert sample.counters == {"generation_tokens": 10}
+
+
+def test_server_figures_through_a_prometheus_query_sum_the_replicas():
+    from prom_servers import prom_answer
+
+    from engine.telemetry.prom_query import SERVER_NAMES
+
+    queries = []
+
+    def answer(path, query):
+        queries.append(query["query"][0])
+        series = []
+        for pod, running in (("vllm-0", 5.0), ("vllm-1", 7.0)):
+            base = {"job": "vllm", "pod": pod, "model_name": "m"}
+            series.append(({**base, "__name__": "vllm:num_requests_running"}, running))
+            series.append(({**base, "__name__": "vllm:generation_tokens_total"}, 1000.0))
+            for le, n in (("0.1", 3.0), ("0.5", 8.0), ("+Inf", 10.0)):
+                series.append(({**base, "__name__": "vllm:time_to_first_token_seconds_bucket", "le": le}, n))
+        return 200, "application/json", prom_answer(series), 0
+
+    with raw_server(answer) as prom:
+        [src] = server_sources(None, "http://lb:8000/v1", prometheus=prom, query='{job="vllm"}')
+        [result] = fetch_all_now([src])
+    sample = to_server_sample(result)
+    assert queries == ['{__name__=~"' + SERVER_NAMES + '", job="vllm"}']
+    assert sample.engine == "vllm" and sample.source == 'prometheus: {job="vllm"}'
+    assert sample.gauges["running"] == 12  # both replicas
+    assert sample.counters["generation_tokens"] == 2000
+    ttft = sample.histograms["ttft"]  # merged bucket by bucket across the two pods
+    assert ttft.bounds[:2] == (0.1, 0.5) and ttft.counts == (6.0, 16.0, 20.0)
