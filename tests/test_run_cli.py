@@ -14,7 +14,7 @@ import httpx
 import pytest
 from engine_helpers import free_port, root_of, sim_server, wait_for
 
-from engine.load.client import IGNORE_EOS_REJECTED
+from engine.endpoint.client import IGNORE_EOS_REJECTED
 from engine.sim.model import SimConfig
 from engine.sim.process import start_sim_process
 from tui.cli import main

@@ -26,7 +26,7 @@ from time import perf_counter_ns
 from typing import Any
 
 from engine.config import RunConfig
-from engine.load.client import StreamClient, open_session
+from engine.endpoint.client import StreamClient, open_session
 from engine.load.schedule import PoissonArrivals, worker_seed
 from engine.records import RequestRecord, StreamProgress
 from engine.snapshot import LoadMode

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from engine.cli.common import add_load_args, config_from_args, pricing_from_args, sigint_blocked
 from engine.cli.exits import UserError
-from engine.cli.telemetry_args import add_telemetry_args, check_telemetry_args, telemetry_from_args
+from engine.cli.telemetry_args import add_telemetry_args, telemetry_spec_from_args
 
 if TYPE_CHECKING:
-    from engine.config import RunConfig
-    from engine.gpu.base import GpuBackend
     from engine.load.controller import Controller
     from engine.pricing import PricingProfile
-    from engine.telemetry.server_source import ServerMetrics
 
 DEMO_CONCURRENCY = 8
 DEMO_STEP = 4.0
@@ -49,17 +47,12 @@ def _run(args: argparse.Namespace) -> int:
         args.concurrency = DEMO_CONCURRENCY
     if args.sim_speed <= 0:
         raise UserError("--sim-speed must be > 0")
-    check_telemetry_args(args)
+    telemetry_spec_from_args(args)  # contradictory options: one line before anything starts
     pricing = pricing_from_args(args)
     from tui.app import run_tui
 
     with simulated_server(args.seed, args.sim_speed) as (url, model):
-        config = config_from_args(args, base_url=url, model=args.model or model)
-        telemetry = telemetry_from_args(args, url, sim_root=url.removesuffix("/v1"))
-        controller = build_controller(config, gpu=telemetry.gpu or args.gpu or "sim", sim_url=url, pricing=pricing,
-                                      gpus=args.gpus, record_dir=args.record_dir,
-                                      server_metrics=telemetry.server)  # fmt: skip
-        telemetry.attach(controller)
+        controller = open_demo_session(args, url, model, pricing)
         try:
             return run_tui(controller, refresh_hz=args.refresh)
         finally:
@@ -84,21 +77,23 @@ def simulated_server(seed: int = 0, speed: float = 1.0) -> Iterator[tuple[str, s
         sim.stop()
 
 
-def build_controller(
-    config: RunConfig,
-    *,
-    gpu: str | GpuBackend,
-    sim_url: str,
-    pricing: PricingProfile | None,
-    gpus: str | None = None,
-    record_dir: str = "recordings",
-    server_metrics: ServerMetrics | None = None,
-) -> Controller:
-    """A Controller over the simulated GPU, with `r` (recording) wired to the real recorder."""
-    from engine.load.controller import Controller
-    from engine.storage.recorder import attach_recorder
+def open_demo_session(args: argparse.Namespace, url: str, model: str, pricing: PricingProfile) -> Controller:
+    """The demo's session: the simulator as given (no probing), its simulated GPU, `r` writing to --record-dir."""
+    from engine.session.build import build_session
+    from engine.session.spec import RecordingSpec, SessionSpec
 
-    controller = Controller(config, gpu=gpu, gpus=gpus, sim_url=sim_url, pricing=pricing, server_metrics=server_metrics)
-    attach_recorder(controller, pricing=pricing.model_dump(mode="json") if pricing is not None else None,
-                    directory=record_dir)
-    return controller
+    spec = SessionSpec(
+        config=config_from_args(args, base_url=url, model=args.model or model),
+        probe="none",
+        gpu=args.gpu,
+        gpus=args.gpus,
+        sim_url=url,
+        pricing=pricing,
+        recording=RecordingSpec(directory=args.record_dir),
+        telemetry=telemetry_spec_from_args(args),
+    )
+    return build_session(spec, notify=_note).controller
+
+
+def _note(line: str) -> None:
+    print(f"wattload: {line}", file=sys.stderr)

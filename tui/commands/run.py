@@ -18,16 +18,12 @@ from typing import TYPE_CHECKING
 
 from engine.cli.common import add_load_args, config_from_args, pricing_from_args
 from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
-from engine.cli.telemetry_args import add_telemetry_args, check_telemetry_args, telemetry_from_args
-from engine.config import api_key_from_env
+from engine.cli.telemetry_args import add_telemetry_args, telemetry_spec_from_args
 
 if TYPE_CHECKING:
-    from engine.config import RunConfig
-    from engine.gpu.base import GpuBackend
     from engine.load.controller import Controller
     from engine.pricing import PricingProfile
     from engine.workload.profile import LoadedProfile
-    from engine.workload.synthetic import RequestFactory
 
 PROGRESS_EVERY_S = 3.0
 
@@ -57,7 +53,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _run(args: argparse.Namespace) -> int:
     if bool(args.url) == bool(args.sim):
         raise UserError("give the endpoint URL (e.g. http://127.0.0.1:8000), or --sim for the simulated server")
-    check_telemetry_args(args)
+    telemetry_spec_from_args(args)  # contradictory options: one line before anything starts
     pricing = pricing_from_args(args)
     with _sim_server(args) as sim_url:
         url = sim_url or args.url
@@ -76,53 +72,41 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None) -> Controller:
-    """Probe the endpoint (one clear line for anything the user must fix), then build the controller."""
-    from engine.load.controller import Controller
-    from engine.load.probe import ProbeError, preflight, resolve_endpoint
+    """The arguments as a SessionSpec; the engine probes the endpoint and builds the controller."""
+    from engine.endpoint.errors import ProbeError
+    from engine.session.build import build_session
+    from engine.session.spec import RecordingSpec, SessionSpec
 
+    spec = SessionSpec(
+        config=config_from_args(args, base_url=url),
+        profile=_load_profile(args.profile),
+        gpu=args.gpu,
+        gpus=args.gpus,
+        sim_url=sim_url,
+        pricing=pricing,
+        recording=RecordingSpec(record_tokens=args.record_tokens),
+        telemetry=telemetry_spec_from_args(args),
+    )
     try:
-        endpoint = resolve_endpoint(url, api_key=args.api_key or api_key_from_env(), model=args.model)
-        config = config_from_args(args, base_url=endpoint.base_url, model=endpoint.model)
-        loaded, factory, config = _workload(args.profile, config)
-        warning = preflight(config)
+        return build_session(spec, notify=_note).controller
     except ProbeError as exc:
         raise UserError(str(exc)) from None
-    if warning:
-        print(f"wattload: {warning}", file=sys.stderr)
-    gpu: str | GpuBackend = args.gpu or ("sim" if sim_url else "auto")
-    telemetry_url = sim_url or (endpoint.base_url if gpu == "sim" else None)
-    telemetry = telemetry_from_args(args, endpoint.base_url, sim_root=sim_url and sim_url.removesuffix("/v1"))
-    gpu = telemetry.gpu or gpu
-    controller = Controller(config, gpu=gpu, gpus=args.gpus, sim_url=telemetry_url, pricing=pricing,
-                            request_factory=factory, server_metrics=telemetry.server)
-    telemetry.attach(controller)
-    from engine.storage.recorder import attach_recorder
-
-    workload = loaded.info().model_dump(mode="json") if loaded is not None else None
-    attach_recorder(controller, pricing=pricing.model_dump(mode="json"), workload=workload,
-                    record_tokens=args.record_tokens)
-    return controller
 
 
-def _workload(profile: str | None, config: RunConfig) -> tuple[LoadedProfile | None, RequestFactory | None, RunConfig]:
-    """With --profile: load it (one-line errors), shape the config by it, and calibrate input lengths on the server."""
+def _note(line: str) -> None:
+    print(f"wattload: {line}", file=sys.stderr)
+
+
+def _load_profile(profile: str | None) -> LoadedProfile | None:
+    """--profile: the loaded profile (one line when it is invalid), or None."""
     if not profile:
-        return None, None, config
-    from engine.workload.length_probe import ProbeError as LengthProbeError
+        return None
     from engine.workload.profile import ProfileError, load_profile
-    from engine.workload.setup import apply_profile, calibrated_factory
 
     try:
-        loaded = load_profile(profile)
-        config = apply_profile(config, loaded)
-        factory, calibration = calibrated_factory(config, loaded)
-    except (ProfileError, LengthProbeError) as exc:
+        return load_profile(profile)
+    except ProfileError as exc:
         raise UserError(str(exc)) from None
-    if calibration is not None and calibration.measured_tokens is not None:
-        print(f"wattload: input length calibrated on the server: target {calibration.target_tokens:.0f} tokens, "
-              f"measured {calibration.measured_tokens:.0f} ({calibration.error_pct or 0.0:+.1f}%) "
-              f"after {calibration.probes} probe requests", file=sys.stderr)
-    return loaded, factory, config
 
 
 def _start_recording(controller: Controller, path: str) -> None:

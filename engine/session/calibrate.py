@@ -1,18 +1,20 @@
-"""Probe requests that calibrate prompt lengths and check that a request shape fits the server's context.
+"""Calibrating a profile's prompt lengths on the server, and checking that a request shape fits its context.
 
-They go through the same client (``engine.load.client``) as the load itself, so the bodies, headers and usage parsing
-are identical to what the workers send; only ``max_tokens`` is 1, so a probe costs one prefill.
+The arithmetic is ``engine.workload.calibration`` (pure, the probe is a callable); the requests are
+``engine.endpoint.length_probe`` (the load's own client, so bodies, headers and usage parsing are identical to what
+the workers send; only ``max_tokens`` is 1, so a probe costs one prefill). This module joins the two.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import replace
 
 from engine.config import RunConfig
-from engine.load.client import StreamClient, completions_url, error_message, open_session, request_body, request_headers
+from engine.endpoint.client import StreamClient, open_session
+from engine.endpoint.errors import PROBE_TIMEOUT_S, ExceedsContext, ProbeError
+from engine.endpoint.length_probe import check_fits, prompt_tokens_of
 from engine.workload.calibration import (
     DEFAULT_TOLERANCE,
     CalibrationResult,
@@ -24,56 +26,12 @@ from engine.workload.calibration import (
 )
 from engine.workload.profile import LoadedProfile
 from engine.workload.prompts import VOCABULARY, ProfileRequestFactory, build_factory, prefix_words
-from engine.workload.synthetic import RequestSpec
 
-PROBE_TIMEOUT_S = 120.0
-_CONTEXT_RE = re.compile(r"context|max_model_len|too long|must be <=|exceeds", re.IGNORECASE)
-
-
-class ProbeError(RuntimeError):
-    """A probe request failed; ``str()`` is one line (the server's own reason when it gave one)."""
-
-
-class ExceedsContext(ProbeError):
-    """The server refused the request shape as too long for its context window (or its whole KV cache)."""
+__all__ = ["ExceedsContext", "ProbeError", "calibrate_profile", "check_cell_fits"]
 
 
 def _probe_config(config: RunConfig) -> RunConfig:
     return config.model_copy(update={"request_timeout_s": min(config.request_timeout_s, PROBE_TIMEOUT_S)})
-
-
-async def prompt_tokens_of(client: StreamClient, spec: RequestSpec) -> int:
-    """Send ``spec`` with max_tokens=1 and return the server's usage.prompt_tokens."""
-    record = await client.run(0, replace(spec, max_tokens=1))
-    if record.error is not None:
-        detail = record.error_detail or record.error.value
-        if record.status in (400, 413, 422) and _CONTEXT_RE.search(detail):
-            raise ExceedsContext(detail)
-        raise ProbeError(f"calibration probe failed: {detail}")
-    if record.input_tokens is None:
-        raise ProbeError("the server sent no usage.prompt_tokens, so prompt lengths cannot be calibrated")
-    return record.input_tokens
-
-
-async def check_fits(config: RunConfig, spec: RequestSpec) -> None:
-    """Raise ExceedsContext when the server refuses this prompt with its full max_tokens; the stream is closed as
-    soon as the status line arrives, so a fitting request costs almost nothing."""
-    import aiohttp
-
-    body = request_body(config, spec)
-    timeout = aiohttp.ClientTimeout(total=min(config.request_timeout_s, PROBE_TIMEOUT_S))
-    async with (
-        open_session(config) as session,
-        session.post(completions_url(config), json=body, headers=request_headers(config), timeout=timeout) as resp,
-    ):
-        if resp.status == 200:
-            resp.close()  # do not wait for the generation: closing the stream frees the server's slot
-            return
-        message = error_message(await resp.content.read(4096))
-        line = f"HTTP {resp.status}: {message}" if message else f"HTTP {resp.status}"
-        if resp.status in (400, 413, 422) and _CONTEXT_RE.search(message):
-            raise ExceedsContext(line)
-        raise ProbeError(f"probe failed: {line}")
 
 
 async def calibrate_profile(

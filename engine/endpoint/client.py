@@ -1,14 +1,16 @@
 """One streaming request: HTTP with aiohttp, SSE parsing, perf_counter_ns stamps, usage, error class.
 
 aiohttp carries the hot path because it streams 4-5x more SSE chunks per core than httpx at 32 streams and 10x
-more at 256 (tests/bench/client_capacity.py prints both); httpx serves only the control plane (engine/load/probe.py).
+more at 256 (tests/bench/client_capacity.py prints both); httpx serves only the
+control plane (engine/endpoint/probe.py).
 Stamps: ``t_start`` just before the request is handed to the connection pool; every later stamp is the
 ``perf_counter_ns()`` taken in the connection's ``data_received``, the moment the bytes reach the process, before
 any task runs. A server that writes one token to 256 streams at once makes the event loop handle 256 arrivals in a
 row; stamping on arrival rather than when each stream's task gets its turn keeps the last of them from being
 ~10 ms late. Each read of the body is stamped with the arrival of its newest bytes (exact when the task keeps up
 with its connection, never later than the read), and every SSE event completed by that read shares the stamp
-(``engine/load/sse.py``). Without the hook (an aiohttp that builds its protocol differently) reads are stamped instead.
+(``engine/endpoint/sse.py``). Without the hook (an aiohttp that builds its protocol differently) reads are stamped
+instead.
 """
 
 from __future__ import annotations
@@ -23,9 +25,8 @@ import aiohttp
 from aiohttp.client_proto import ResponseHandler
 
 from engine.config import RunConfig
-from engine.load.sse import StreamParser, one_line
-from engine.records import ErrorClass, RequestRecord
-from engine.workload.synthetic import RequestSpec
+from engine.endpoint.sse import StreamParser, one_line
+from engine.records import ErrorClass, RequestRecord, RequestSpec
 
 CONNECT_TIMEOUT_S = 10.0
 _ERROR_BODY_BYTES = 4096

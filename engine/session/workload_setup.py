@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 
 from engine.config import RunConfig
+from engine.session.calibrate import calibrate_profile
 from engine.workload.calibration import CalibrationResult
-from engine.workload.length_probe import calibrate_profile
 from engine.workload.lengths import targets_of
 from engine.workload.profile import LoadedProfile
 from engine.workload.prompts import ProfileRequestFactory
@@ -37,7 +37,7 @@ def calibrated_factory(
 ) -> tuple[ProfileRequestFactory, CalibrationResult | None]:
     """Calibrate input lengths on the server (a few one-token probes) and return the profile's request factory.
 
-    Blocking; call it before ``Controller.start()``. Raises ``engine.workload.length_probe.ExceedsContext`` when the
+    Blocking; call it before ``Controller.start()``. Raises ``engine.session.calibrate.ExceedsContext`` when the
     profile's prompts do not fit the server and ``ProbeError`` when the server fails the probes (both one line).
     """
     return asyncio.run(calibrate_profile(config, loaded, config.seed if seed is None else seed))

@@ -13,15 +13,13 @@ from urllib.parse import urlsplit
 import httpx
 
 from engine.config import RunConfig
-from engine.load.client import IGNORE_EOS_REJECTED, completions_url, error_message, request_body, request_headers
-from engine.workload.synthetic import RequestSpec
+from engine.endpoint.client import IGNORE_EOS_REJECTED, completions_url, error_message, request_body, request_headers
+from engine.endpoint.errors import LIST_MODELS_TIMEOUT_S, PREFLIGHT_TIMEOUT_S, ProbeError
+from engine.records import RequestSpec
 
-PROBE_TIMEOUT_S = 10.0
+__all__ = ["KEY_HINT", "Endpoint", "ProbeError", "preflight", "resolve_endpoint"]
+
 KEY_HINT = "pass --api-key or set OPENAI_API_KEY / WATTLOAD_API_KEY"
-
-
-class ProbeError(Exception):
-    """A problem with the endpoint the user can fix; ``str()`` is one line naming it and what to try."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +30,7 @@ class Endpoint:
 
 
 def resolve_endpoint(
-    url: str, *, api_key: str | None = None, model: str | None = None, timeout_s: float = PROBE_TIMEOUT_S
+    url: str, *, api_key: str | None = None, model: str | None = None, timeout_s: float = LIST_MODELS_TIMEOUT_S
 ) -> Endpoint:
     """Accept the server root or its /v1 base; return the base that serves ``/models`` and the model to use."""
     url = url.strip().rstrip("/")
@@ -89,7 +87,7 @@ def _pick_model(models: list[str], wanted: str | None, base: str) -> str:
     raise ProbeError(f"{base} serves {len(models)} models ({', '.join(models)}); pick one with --model")
 
 
-def preflight(config: RunConfig, timeout_s: float = 30.0) -> str | None:
+def preflight(config: RunConfig, timeout_s: float = PREFLIGHT_TIMEOUT_S) -> str | None:
     """Send one 1-token streaming request shaped like the run's. Raises ProbeError for what the user must fix
     (404, 401/403, 422 for ignore_eos, other 4xx); returns a warning line for server-side trouble (5xx, 429,
     timeout), which the run itself will count, or None when the request worked."""
