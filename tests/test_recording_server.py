@@ -20,7 +20,7 @@ def isolated(monkeypatch, tmp_path):
 def recorded(tmp_path_factory):
     path = tmp_path_factory.mktemp("rec") / "server.wattload.sqlite"
     with sim_server(speed=5.0) as url:
-        code = main(["run", url, "--headless", "-d", "3s", "-c", "4", "--max-tokens", "16", "--workers", "1",
+        code = main(["run", url, "--headless", "-d", "5s", "-c", "4", "--max-tokens", "16", "--workers", "1",
                      "--gpu", "none", "--server-metrics", "auto", "--scrape-interval", "200ms", "--window", "1s",
                      "--record", str(path)])  # fmt: skip
     assert code == 0
