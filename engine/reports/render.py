@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from engine.reports.numbers import fmt_num
 from engine.reports.report import Comparison, PhaseFigures, SessionReport, SpanFigures, comparable_metrics
 from engine.reports.server import server_table_markdown
 
@@ -17,15 +18,11 @@ DASH = "–"
 _COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...]
 
 
-def _num(v: float | None, digits: int = 3) -> str:
-    """Three significant digits, no exponent for everyday magnitudes; a dash when unknown."""
+def _num(v: float | None) -> str:
+    """The one report number format (engine.reports.numbers); a dash when unknown."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return DASH
-    if v == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(v)))
-    decimals = max(0, digits - 1 - magnitude)
-    return f"{v:,.{decimals}f}"
+    return fmt_num(v)
 
 
 def _pct(v: float | None) -> str:
@@ -77,6 +74,8 @@ def report_markdown(r: SessionReport) -> str:
     lines.append(_row(["", "**session**", "0.0", _s(r.totals.span_s), _s(r.totals.span_s), *_figures(r.totals)]))
     rows = [(str(p.index), p.label, p.model_dump()) for p in r.phases] + [("", "**session**", r.totals.model_dump())]
     lines += server_table_markdown(rows, _num)
+    if r.notes:
+        lines += ["", *[f"- {n}" for n in r.notes]]
     return "\n".join(lines) + "\n"
 
 

@@ -61,8 +61,6 @@ class SimServerMetrics:
         self.itl = SimHistogram(ITL_BOUNDS)
         self.e2e = SimHistogram(REQUEST_BOUNDS)
         self.queue = SimHistogram(REQUEST_BOUNDS)
-        self.prefix_queries = 0  # prompt tokens looked up in the prefix cache
-        self.prefix_hits = 0  # the sim has no prefix cache yet: every lookup misses
         self.preemptions = 0  # KV is reserved at admission, so the sim never preempts
 
 
@@ -94,8 +92,9 @@ class _VllmCollector(Collector):
         yield gauge("vllm:num_requests_running", "Requests in the running batch.", sch.num_running)
         yield gauge("vllm:num_requests_waiting", "Requests waiting to be scheduled.", len(sch.waiting))
         yield gauge("vllm:kv_cache_usage_perc", "KV-cache usage (1 = full).", sch.kv_used / cfg.kv_capacity_tokens)
-        yield counter("vllm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache.", m.prefix_queries)
-        yield counter("vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache.", m.prefix_hits)
+        cache = sch.prefix_cache
+        yield counter("vllm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache.", cache.queries_tokens)
+        yield counter("vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache.", cache.hits_tokens)
         yield counter("vllm:num_preemptions", "Preempted requests.", m.preemptions)
         yield counter("vllm:prompt_tokens", "Prefill tokens processed.", sch.prompt_tokens_total)
         yield counter("vllm:generation_tokens", "Generation tokens produced.", sch.generation_tokens_total)

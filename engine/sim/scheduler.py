@@ -15,6 +15,7 @@ from collections import deque
 from engine.sim.gpu import SimGpu
 from engine.sim.metrics import SimServerMetrics
 from engine.sim.model import SimConfig, StepCost, step_cost
+from engine.sim.prefix_cache import NO_BLOCKS, PrefixCache, PromptBlocks
 from engine.sim.stream import Sink
 
 MAX_CATCH_UP_NS = 20_000_000
@@ -23,16 +24,21 @@ MAX_CATCH_UP_NS = 20_000_000
 class Seq:
     """One request inside the engine."""
 
-    __slots__ = ("freed", "generated", "kv_tokens", "max_tokens", "prefilled", "prompt_tokens", "sink", "t_last_ns",
-                 "t_submit_ns", "target")  # fmt: skip
+    __slots__ = (
+        "blocks", "freed", "generated", "kv_tokens", "max_tokens", "prefilled", "prompt_tokens", "sink", "t_last_ns",
+        "t_submit_ns", "target",
+    )  # fmt: skip
 
-    def __init__(self, sink: Sink, prompt_tokens: int, max_tokens: int, target: int) -> None:
+    def __init__(
+        self, sink: Sink, prompt_tokens: int, max_tokens: int, target: int, blocks: PromptBlocks = NO_BLOCKS
+    ) -> None:
         self.sink = sink
         self.prompt_tokens = prompt_tokens
         self.max_tokens = max_tokens
         self.target = target  # tokens it will generate (== max_tokens unless it stops early)
         self.kv_tokens = prompt_tokens + max_tokens  # reserved at admission, so a running request never waits
         self.prefilled = 0
+        self.blocks = blocks  # prefix-cache keys of the prompt
         self.generated = 0
         self.freed = False
         self.t_submit_ns = 0  # perf_counter_ns when queued (the server's "arrival", as vLLM counts it)
@@ -55,6 +61,7 @@ class Scheduler:
         self.generation_tokens_total = 0
         self.finished_total = 0
         self.metrics = SimServerMetrics()
+        self.prefix_cache = PrefixCache(cfg.prefix_cache_tokens)
         self._wake = asyncio.Event()
 
     @property
@@ -110,9 +117,9 @@ class Scheduler:
                 return
             waiting.popleft()
             self.kv_used += seq.kv_tokens
+            seq.prefilled = self.prefix_cache.lookup(seq.blocks, seq.prompt_tokens)
             self.prefilling.append(seq)
             self.metrics.queue.observe((time.perf_counter_ns() - seq.t_submit_ns) / 1e9)
-            self.metrics.prefix_queries += seq.prompt_tokens
 
     def _plan_prefill(self, budget: int) -> list[tuple[Seq, int]]:
         """Chunked prefill: the step's leftover token budget goes to prefilling sequences in arrival order."""
@@ -138,6 +145,7 @@ class Scheduler:
             seq.prefilled += take
             self.prompt_tokens_total += take
             if seq.prefilled >= seq.prompt_tokens:
+                self.prefix_cache.insert(seq.blocks)
                 started.append(seq)
                 self._emit(seq, now)  # the prefill step samples the first token
         self.decoding = [s for s in self.decoding if self._keep(s)]

@@ -14,14 +14,16 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.common import add_load_args, config_from_args, pricing_from_args
 from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
 from engine.cli.telemetry_args import add_telemetry_args, telemetry_spec_from_args
+from engine.cli.trace_args import add_trace_args, trace_spec
 
 if TYPE_CHECKING:
     from engine.load.controller import Controller
+    from engine.metrics.turns import TurnTally
     from engine.pricing import PricingProfile
     from engine.workload.profile import LoadedProfile
 
@@ -47,6 +49,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="also record every token's arrival time (replay can then show ITL; ~2 bytes per token)")
     add_load_args(p)
     add_telemetry_args(p)
+    add_trace_args(p)
     p.set_defaults(func=_run)
 
 
@@ -57,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
     pricing = pricing_from_args(args)
     with _sim_server(args) as sim_url:
         url = sim_url or args.url
-        controller = _prepare(args, url, pricing, sim_url)
+        controller, workload, turns = _prepare(args, url, pricing, sim_url)
         if args.record is not None:
             _start_recording(controller, args.record)
         if not args.headless:
@@ -68,18 +71,24 @@ def _run(args: argparse.Namespace) -> int:
                 finally:
                     controller.close()
             print("wattload: the TUI is not available in this build; running headless", file=sys.stderr)
-        return run_headless(controller, json_path=args.json)
+        return run_headless(controller, json_path=args.json, workload=workload, turns=turns)
 
 
-def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None) -> Controller:
-    """The arguments as a SessionSpec; the engine probes the endpoint and builds the controller."""
+def _prepare(
+    args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None
+) -> tuple[Controller, dict[str, Any] | None, TurnTally]:
+    """The arguments as a SessionSpec; the engine probes the endpoint and builds the controller. Also returns what
+    the workload was (the profile with its hash, or the trace's fingerprint) and the per-turn tally."""
     from engine.endpoint.errors import ProbeError
+    from engine.metrics.turns import TurnTally
     from engine.session.build import build_session
     from engine.session.spec import RecordingSpec, SessionSpec
+    from engine.workload.profile import ProfileError
 
     spec = SessionSpec(
         config=config_from_args(args, base_url=url),
         profile=_load_profile(args.profile),
+        trace=trace_spec(args),
         gpu=args.gpu,
         gpus=args.gpus,
         sim_url=sim_url,
@@ -87,10 +96,12 @@ def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_ur
         recording=RecordingSpec(record_tokens=args.record_tokens),
         telemetry=telemetry_spec_from_args(args),
     )
+    turns = TurnTally()
     try:
-        return build_session(spec, notify=_note).controller
-    except ProbeError as exc:
+        session = build_session(spec, notify=_note, sinks=[turns])
+    except (ProbeError, ProfileError) as exc:  # ProfileError: a trace row the user must fix
         raise UserError(str(exc)) from None
+    return session.controller, session.workload, turns
 
 
 def _note(line: str) -> None:
@@ -139,7 +150,13 @@ def _tui_runner() -> Callable[..., int] | None:
     return run_tui
 
 
-def run_headless(controller: Controller, *, json_path: str | None = None) -> int:
+def run_headless(
+    controller: Controller,
+    *,
+    json_path: str | None = None,
+    workload: dict[str, Any] | None = None,
+    turns: TurnTally | None = None,
+) -> int:
     """Run to the end (duration, request count, Ctrl-C or failure); print the summary; write --json."""
     from engine.reports.summary import RunReport, format_summary, progress_line, wall_clock_label, write_report
     from engine.snapshot import RunState
@@ -161,15 +178,24 @@ def run_headless(controller: Controller, *, json_path: str | None = None) -> int
         controller.start()
         next_line = time.monotonic() + PROGRESS_EVERY_S
         while not controller.wait(0.25):
+            while not controller.notices.empty():  # e.g. the HTTP client fell back to aiohttp
+                print(f"wattload: {controller.notices.get()}", file=sys.stderr, flush=True)
             if show_progress and time.monotonic() >= next_line:
                 next_line += PROGRESS_EVERY_S
                 print(progress_line(controller.latest), file=sys.stderr, flush=True)
     finally:
         signal.signal(signal.SIGINT, previous)
         controller.close()
+    while not controller.notices.empty():
+        print(f"wattload: {controller.notices.get()}", file=sys.stderr)
     final = controller.latest
     reason, cancelled = controller.stop_reason, controller.cancelled_at_stop
     print(format_summary(final, stop_reason=reason, cancelled=cancelled, gpu_note=controller.gpu_message))
+    per_turn = turns.figures() if turns is not None else []
+    if per_turn:
+        from engine.metrics.turns import format_turns
+
+        print(format_turns(per_turn))
     if json_path:
         report = RunReport(
             started_at=started_at,
@@ -180,6 +206,8 @@ def run_headless(controller: Controller, *, json_path: str | None = None) -> int
             settings=controller.config.safe_dump(),
             pricing=final.cost.profile or None,
             result=final,
+            workload=workload,
+            turns=per_turn,
         )
         try:
             write_report(report, json_path)
