@@ -116,6 +116,42 @@ class GpuStats(Frozen):
     total: EnergyStats = EnergyStats()
 
 
+class ServerEndpoint(Frozen):
+    """One scraped server-metrics source: is it answering, and if not since when and why."""
+
+    source: str  # URL without credentials, or the Prometheus query
+    engine: str = ""  # "vllm", "sglang", "tgi", "llamacpp", "unknown"
+    ok: bool = False  # the latest scrape gave figures and is fresh
+    message: str = ""  # one line: "stale since 12 s: timed out after 1 s", "HTTP 404", a warning
+    families: tuple[str, ...] = ()  # unknown engine: the metric families it publishes
+
+
+class ServerStats(Frozen):
+    """The serving engine's own figures from its Prometheus metrics, summed across the scraped replicas.
+
+    Gauges are the latest values; rates and percentiles cover the snapshot's window (counter increases with
+    resets handled; percentiles from the merged histogram deltas). None = the engine does not publish it."""
+
+    available: bool = False
+    message: str = ""  # "no server metrics", or a one-line problem with every source
+    engine: str = ""  # the engine recognised (the first fresh source's)
+    endpoints: tuple[ServerEndpoint, ...] = ()
+    running: float | None = None
+    waiting: float | None = None
+    kv_usage_pct: float | None = None
+    prefix_hit_rate_pct: float | None = None  # hits / queries over the window (or the engine's own rate)
+    preemptions: float | None = None  # in the window
+    prompt_tokens_per_s: float | None = None
+    generation_tokens_per_s: float | None = None
+    ttft: Percentiles = Percentiles()  # server-side, from its histogram deltas over the window
+    itl: Percentiles = Percentiles()
+    tpot: Percentiles = Percentiles()
+    e2e: Percentiles = Percentiles()
+    queue: Percentiles = Percentiles()
+    ttft_gap_p50_ms: float | None = None  # client TTFT p50 - server TTFT p50: network + client-side queueing
+    ttft_gap_p99_ms: float | None = None
+
+
 class CostStats(Frozen):
     """Running cost from the pricing profile and measured energy; None until there are tokens."""
 
@@ -159,6 +195,7 @@ class Snapshot(Frozen):
     client: ClientHealth = ClientHealth()
     gpu: GpuStats = GpuStats()
     cost: CostStats = CostStats()
+    server: ServerStats = ServerStats()
     recording: str | None = None  # path of the active recording, if any
     new_events: tuple[EventView, ...] = ()  # events since the previous snapshot
     message: str = ""  # a one-line status for the header (e.g. why the engine failed)

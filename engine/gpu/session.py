@@ -29,6 +29,7 @@ class GpuSession:
     def __init__(self, message: str = "the run has not started") -> None:
         self.message = message  # where telemetry comes from, or why there is none (one line)
         self.warning = ""  # e.g. power caps left changed by an earlier run
+        self.caps_note = ""  # why the cap keys do nothing, when the backend says (remote telemetry)
         self.energy: EnergyAccount | None = None
         self.indices: tuple[int, ...] = ()
         self._backend: GpuBackend | None = None
@@ -50,7 +51,7 @@ class GpuSession:
         if isinstance(choice, str):
             backend, message = open_backend(choice, sim_url=sim_url, gpus=gpus)
         else:
-            backend, message = choice, f"GPU telemetry: {choice.source}"
+            backend, message = choice, getattr(choice, "open_message", "") or f"GPU telemetry: {choice.source}"
         session = cls(message)
         if backend is None:
             return session
@@ -63,6 +64,10 @@ class GpuSession:
         session.indices = tuple(g.index for g in selected)
         session.energy = EnergyAccount(names={g.index: g.name for g in selected}, source=backend.source)
         session._sampler = TelemetrySampler(backend, session.indices, TELEMETRY_HZ, on_samples)
+        read_only = getattr(backend, "caps_read_only", "")
+        if read_only:  # remote telemetry (DCGM, Prometheus): nothing to set, nothing to restore
+            session.caps_note = str(read_only)
+            return session
         try:
             session._caps = PowerCapManager(backend, session.indices)
         except Exception as exc:  # power control is optional; telemetry still works
@@ -85,6 +90,8 @@ class GpuSession:
 
     def step_power_cap(self, delta_w: float) -> tuple[str, list[ControlEvent]]:
         """Move every selected GPU's cap by ``delta_w``: (one line for the UI, the events to log)."""
+        if self._caps is None and self.caps_note:
+            return self.caps_note, []
         if self._caps is None:
             return f"no GPU power control: {self.message.removeprefix(_NO_TELEMETRY)}", []
         from engine.gpu.base import PowerCapError

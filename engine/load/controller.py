@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from engine.gpu.base import GpuBackend
     from engine.pricing import PricingProfile
     from engine.sysinfo import SystemInfo
+    from engine.telemetry.samples import ServerSample
+    from engine.telemetry.server_source import ServerMetrics
 
 STOP_GRACE_S = 2.0  # in-flight requests get this long to finish after stop; the rest are cancelled
 STOP_SLACK_S = 5.0  # then a worker has this long to say goodbye before it is terminated
@@ -76,8 +78,10 @@ class Controller:
         request_factory: RequestFactory | None = None,
         recorder_factory: RecorderFactory | None = None,
         stop_grace_s: float = STOP_GRACE_S,
+        server_metrics: ServerMetrics | None = None,
     ) -> None:
         self.config = config
+        self._server_metrics = server_metrics
         self._recorder_factory = recorder_factory
         self._factory = request_factory or SyntheticFactory(config.api, config.input_tokens, config.max_tokens)
         self._gpu_choice = gpu
@@ -199,6 +203,8 @@ class Controller:
             self._accepting_calls = False  # from now on calls run inline (the wake-up pipe is about to close)
         self._run_calls()  # anything queued after the thread ended (or when it never ran)
         self._finished.set()
+        if self._server_metrics is not None:
+            self._server_metrics.close()
         for event in self._gpu.close(keep_power_caps):
             self._deliver_event(event)
         for sink in self._sinks:
@@ -484,6 +490,9 @@ class Controller:
         self._deliver_event(ControlEvent(t0, EventKind.START, message=f"started: {what}, {n} {plural} ({loops})"))
         self._deliver_event(ControlEvent(t0, EventKind.ANNOTATION, message=self._gpu.message))
         self._gpu.start_sampling()
+        if self._server_metrics is not None:
+            self._deliver_event(ControlEvent(t0, EventKind.ANNOTATION, message=self._server_metrics.describe()))
+            self._server_metrics.start(self._on_server_samples)
 
     def _check(self, now: int, start_deadline: int) -> None:
         """Stop conditions and time limits, evaluated on every wake-up."""
@@ -530,6 +539,19 @@ class Controller:
                 self._aggregator.add_telemetry(samples)
             for sink in self._sinks:
                 _quietly(sink.on_telemetry, samples)
+
+        self._call_soon(deliver, wake=False)
+
+    def _on_server_samples(self, samples: list[ServerSample]) -> None:
+        """Scraper thread: hand the server samples to the controller thread (sinks without the method skip them)."""
+
+        def deliver() -> None:
+            if self._aggregator is not None:
+                self._aggregator.add_server_samples(samples)
+            for sink in self._sinks:
+                method = getattr(sink, "on_server_samples", None)
+                if method is not None:
+                    _quietly(method, samples)
 
         self._call_soon(deliver, wake=False)
 

@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING
 from engine.control import ControlState, SessionMeta
 from engine.metrics.windows import RecordSamples, SlotStats, SlottedWindow
 from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
-from engine.snapshot import ClientHealth, CostStats, EventView, GpuStats, Snapshot, WindowStats
+from engine.snapshot import ClientHealth, CostStats, EventView, GpuStats, ServerStats, Snapshot, WindowStats
 
 if TYPE_CHECKING:
     from engine.gpu.energy import EnergyAccount
     from engine.pricing import PricingProfile
+    from engine.telemetry.samples import ServerSample
+    from engine.telemetry.server_account import ServerAccount
 
 # Client saturation. Above ~10 ms the client's own delays are of the same order as a fast server's inter-token
 # latency (10-30 ms) and a visible share of a good TTFT, so the figures would describe the load generator rather
@@ -94,6 +96,7 @@ class Aggregator:
         self._errors = _ErrorThrottle()
         self._pending: list[tuple[int, str, str]] = []  # (t_ns, kind, message) since the previous snapshot
         self._seq = 0
+        self._server: ServerAccount | None = None  # made by the first server sample (most sessions have none)
 
     @property
     def window_slots(self) -> int:
@@ -140,6 +143,13 @@ class Aggregator:
         for s in samples:
             self._energy.add(s)
 
+    def add_server_samples(self, samples: Iterable[ServerSample]) -> None:
+        if self._server is None:
+            from engine.telemetry.server_account import ServerAccount
+
+            self._server = ServerAccount(self._window_s, t0_ns=self._t0)
+        self._server.add(samples)
+
     def add_event(self, event: ControlEvent) -> None:
         if event.kind in _LOAD_CHANGES:
             self._last_change_ns = max(self._last_change_ns, event.t_ns)
@@ -173,6 +183,7 @@ class Aggregator:
             client=self._client_health(now_ns, merged),
             gpu=gpu,
             cost=self._cost_stats(window, total, gpu),
+            server=ServerStats() if self._server is None else self._server.stats(now_ns, window.ttft),
             recording=control.recording,
             new_events=self._take_events(now_ns),
             message=control.message,

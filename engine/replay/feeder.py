@@ -92,6 +92,8 @@ class Feeder:
         self._telemetry = rec.cursor("telemetry")
         self._events = rec.events()
         self._event_times = [t for t, _ in self._events]
+        self._server = rec.server_samples()
+        self._server_times = [t for t, _ in self._server]
         self.reset()
 
     def reset(self) -> None:
@@ -100,6 +102,7 @@ class Feeder:
         self.control = initial_control(self.rec)
         self.position_us = -1  # nothing fed yet: facts stamped at exactly 0 are still to come
         self._next_event = 0
+        self._next_server = 0
         for cursor in (self._requests, self._progress, self._telemetry):
             cursor.rewind()
 
@@ -110,6 +113,7 @@ class Feeder:
         """Jump to a saved state; the cursors are positioned just after its time."""
         self.position_us, self.aggregator, self.control = load_state(blob)
         self._next_event = bisect_right(self._event_times, self.position_us)
+        self._next_server = bisect_right(self._server_times, self.position_us)
         for cursor in (self._requests, self._progress, self._telemetry):
             cursor.seek(self.position_us)
 
@@ -129,6 +133,10 @@ class Feeder:
             agg.add_progress(progress)
         while samples := self._telemetry.take(t_us, max_rows=5000):
             agg.add_telemetry(samples)
+        end = bisect_right(self._server_times, t_us, lo=self._next_server)
+        if end > self._next_server:
+            agg.add_server_samples(s for _, s in self._server[self._next_server : end])
+            self._next_server = end
         self.position_us = t_us
 
     def snapshot(self) -> Snapshot:

@@ -10,6 +10,7 @@ from typing import Any
 
 from engine.reports.numbers import fmt_num
 from engine.reports.report import Comparison, PhaseFigures, SessionReport, SpanFigures, comparable_metrics
+from engine.reports.server import server_table_markdown
 
 FORMATS = ("md", "csv", "json")
 DASH = "–"
@@ -71,6 +72,8 @@ def report_markdown(r: SessionReport) -> str:
     for p in r.phases:
         lines.append(_row([str(p.index), p.label, _s(p.start_s), _s(p.duration_s), _s(p.span_s), *_figures(p)]))
     lines.append(_row(["", "**session**", "0.0", _s(r.totals.span_s), _s(r.totals.span_s), *_figures(r.totals)]))
+    rows = [(str(p.index), p.label, p.model_dump()) for p in r.phases] + [("", "**session**", r.totals.model_dump())]
+    lines += server_table_markdown(rows, _num)
     if r.notes:
         lines += ["", *[f"- {n}" for n in r.notes]]
     return "\n".join(lines) + "\n"

@@ -62,6 +62,14 @@ class SpanFigures(_Model):
     energy_j: float | None = None
     joules_per_output_token: float | None = None
     dollars_per_million_output: float | None = None
+    # the server's own view (its /metrics, where recorded): gauges are means over the span
+    server_running: float | None = None
+    server_waiting: float | None = None
+    server_kv_usage_pct: float | None = None
+    server_generation_tokens_per_s: float | None = None
+    server_ttft_p50_ms: float | None = None
+    server_ttft_p99_ms: float | None = None
+    server_preemptions: float | None = None
 
 
 class PhaseFigures(SpanFigures):
@@ -209,10 +217,14 @@ def build_report(rec: Recording) -> SessionReport:
             s.output_tokens += p.chunks
     total_energy = _energy(rec, spans, total, duration_ns)
     cost, notes = _cost_basis(rec)
+    from engine.reports.server import server_span_figures
+
+    server = server_span_figures([s for _, s in rec.server_samples()],
+                                 [(s.start_ns, s.end_ns) for s in (*spans, total)])  # fmt: skip
     figures = []
-    for phase, span in zip(phases, spans, strict=True):
+    for phase, span, extra in zip(phases, spans, server, strict=False):
         energy = None if span.mean_watts is None else span.mean_watts * (span.end_ns - span.start_ns) / NS
-        figures.append(_phase_figures(phase, span.figures(energy, cost)))
+        figures.append(_phase_figures(phase, span.figures(energy, cost).model_copy(update=extra)))
     return SessionReport(
         file=str(rec.path),
         wall_start=m.wall_start,
@@ -225,7 +237,7 @@ def build_report(rec: Recording) -> SessionReport:
         window_s=m.window_s,
         methodology=methodology(rec),
         phases=figures,
-        totals=total.figures(total_energy, cost),
+        totals=total.figures(total_energy, cost).model_copy(update=server[-1]),
         notes=session_notes(events),
         warnings=[*rec.warnings, *notes],
     )

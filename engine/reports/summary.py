@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine import __version__
 from engine.metrics.turns import TurnFigures
+from engine.reports.server import server_summary_line
 from engine.snapshot import LoadMode, Percentiles, Snapshot, WindowStats
 
 
@@ -122,6 +123,9 @@ def format_summary(s: Snapshot, *, stop_reason: str = "", cancelled: int = 0, gp
         )
     else:
         lines.append(f"  GPU         {gpu_note or g.message or 'no GPU telemetry'}")
+    server = server_summary_line(s.server)
+    if server is not None:
+        lines.append(server)
     c = s.cost
     if c.profile:
         lines.append(

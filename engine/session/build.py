@@ -18,6 +18,7 @@ from engine.load.controller import Controller
 from engine.session.spec import SessionSpec
 from engine.session.workload_setup import apply_profile, calibrated_factory
 from engine.storage.recorder import session_recorders
+from engine.telemetry.spec import open_telemetry
 from engine.workload.calibration import CalibrationResult
 from engine.workload.synthetic import RequestFactory
 
@@ -110,6 +111,7 @@ def open_controller(
     config: RunConfig | None = None,
     request_factory: RequestFactory | None = None,
     sinks: Sequence[SessionSink] = (),
+    notify: Notify = _ignore,
 ) -> Controller:
     """The controller for an already probed ``spec`` (not started): its GPU source, pricing and recorder."""
     config = spec.config if config is None else config
@@ -121,20 +123,28 @@ def open_controller(
         recorder = session_recorders(pricing=spec.pricing, workload=workload,
                                      record_tokens=spec.recording.record_tokens,
                                      directory=spec.recording.directory)
-    return Controller(
+    telemetry = None
+    if spec.telemetry is not None:
+        sim_root = spec.sim_url.removesuffix("/v1") if spec.sim_url else None
+        telemetry = open_telemetry(spec.telemetry, config.base_url, sim_root=sim_root, notify=notify)
+    controller = Controller(
         config,
-        gpu=spec.gpu_source,
+        gpu=(telemetry.gpu if telemetry is not None else None) or spec.gpu_source,
         gpus=spec.gpus,
         sim_url=spec.telemetry_url(config.base_url),
         pricing=spec.pricing,
         sinks=sinks,
         request_factory=request_factory,
         recorder_factory=recorder,
+        server_metrics=telemetry.server if telemetry is not None else None,
     )
+    if telemetry is not None:
+        telemetry.attach(controller.emit)
+    return controller
 
 
 def build_session(spec: SessionSpec, *, notify: Notify = _ignore, sinks: Sequence[SessionSink] = ()) -> Session:
     """Probe (as ``spec.probe`` says), then open the controller; the one assembly every command uses."""
     probed = probe(spec, notify)
-    controller = open_controller(probed.spec, request_factory=probed.factory, sinks=sinks)
+    controller = open_controller(probed.spec, request_factory=probed.factory, sinks=sinks, notify=notify)
     return Session(controller=controller, spec=probed.spec, calibration=probed.calibration)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.config import RunConfig
 from engine.gpu.base import BackendKind
 from engine.pricing import PricingProfile
+from engine.telemetry.spec import TelemetrySpec
 from engine.workload.profile import LoadedProfile
 
 Probe = Literal["full", "resolve", "none"]
@@ -68,6 +69,8 @@ class SessionSpec(BaseModel):
     """The cost model (None = no cost figures)."""
     recording: RecordingSpec | None = RecordingSpec()
     """How recordings are written; None = this session cannot record."""
+    telemetry: TelemetrySpec | None = None
+    """Server metrics and remote GPUs over Prometheus; a remote GPU source replaces ``gpu``."""
 
     @property
     def gpu_source(self) -> BackendKind:

@@ -13,6 +13,7 @@ import time
 from collections import deque
 
 from engine.sim.gpu import SimGpu
+from engine.sim.metrics import SimServerMetrics
 from engine.sim.model import SimConfig, StepCost, step_cost
 from engine.sim.prefix_cache import NO_BLOCKS, PrefixCache, PromptBlocks
 from engine.sim.stream import Sink
@@ -24,7 +25,8 @@ class Seq:
     """One request inside the engine."""
 
     __slots__ = (
-        "blocks", "freed", "generated", "kv_tokens", "max_tokens", "prefilled", "prompt_tokens", "sink", "target",
+        "blocks", "freed", "generated", "kv_tokens", "max_tokens", "prefilled", "prompt_tokens", "sink", "t_last_ns",
+        "t_submit_ns", "target",
     )  # fmt: skip
 
     def __init__(
@@ -39,6 +41,8 @@ class Seq:
         self.blocks = blocks  # prefix-cache keys of the prompt
         self.generated = 0
         self.freed = False
+        self.t_submit_ns = 0  # perf_counter_ns when queued (the server's "arrival", as vLLM counts it)
+        self.t_last_ns = 0  # when its latest token was emitted
 
 
 class Scheduler:
@@ -56,6 +60,7 @@ class Scheduler:
         self.prompt_tokens_total = 0
         self.generation_tokens_total = 0
         self.finished_total = 0
+        self.metrics = SimServerMetrics()
         self.prefix_cache = PrefixCache(cfg.prefix_cache_tokens)
         self._wake = asyncio.Event()
 
@@ -64,6 +69,7 @@ class Scheduler:
         return len(self.prefilling) + len(self.decoding)
 
     def submit(self, seq: Seq) -> None:
+        seq.t_submit_ns = time.perf_counter_ns()
         self.waiting.append(seq)
         self._wake.set()
 
@@ -113,6 +119,7 @@ class Scheduler:
             self.kv_used += seq.kv_tokens
             seq.prefilled = self.prefix_cache.lookup(seq.blocks, seq.prompt_tokens)
             self.prefilling.append(seq)
+            self.metrics.queue.observe((time.perf_counter_ns() - seq.t_submit_ns) / 1e9)
 
     def _plan_prefill(self, budget: int) -> list[tuple[Seq, int]]:
         """Chunked prefill: the step's leftover token budget goes to prefilling sequences in arrival order."""
@@ -128,9 +135,10 @@ class Scheduler:
     def _apply(self, decoders: list[Seq], prefills: list[tuple[Seq, int]]) -> None:
         """The step is over: its tokens exist now. Emit them and retire finished or abandoned sequences."""
         started: list[Seq] = []
+        now = time.perf_counter_ns()
         for seq in decoders:
             if not seq.freed:
-                self._emit(seq)
+                self._emit(seq, now)
         for seq, take in prefills:
             if seq.freed:
                 continue
@@ -139,7 +147,7 @@ class Scheduler:
             if seq.prefilled >= seq.prompt_tokens:
                 self.prefix_cache.insert(seq.blocks)
                 started.append(seq)
-                self._emit(seq)  # the prefill step samples the first token
+                self._emit(seq, now)  # the prefill step samples the first token
         self.decoding = [s for s in self.decoding if self._keep(s)]
         self.decoding.extend(s for s in started if self._keep(s))
         self.prefilling = [s for s in self.prefilling if s.prefilled < s.prompt_tokens and self._keep(s)]
@@ -149,14 +157,21 @@ class Scheduler:
             self._free(seq)
         return not seq.freed
 
-    def _emit(self, seq: Seq) -> None:
+    def _emit(self, seq: Seq, now_ns: int) -> None:
         seq.generated += 1
         self.generation_tokens_total += 1
+        m = self.metrics
+        if seq.generated == 1:
+            m.ttft.observe((now_ns - seq.t_submit_ns) / 1e9)
+        else:
+            m.itl.observe((now_ns - seq.t_last_ns) / 1e9)
+        seq.t_last_ns = now_ns
         if not seq.sink.token():
             self._free(seq)
         elif seq.generated >= seq.target:
             seq.sink.finish("length" if seq.target >= seq.max_tokens else "stop")
             self.finished_total += 1
+            m.e2e.observe((now_ns - seq.t_submit_ns) / 1e9)
             self._free(seq)
 
     def _free(self, seq: Seq) -> None:

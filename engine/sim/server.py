@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from engine.sim.faults import NONE, FaultDice, FaultPlan
 from engine.sim.gpu import SimGpu
+from engine.sim.metrics import dcgm_exposition, vllm_exposition
 from engine.sim.model import RUNTIME_FIELDS, SimConfig
 from engine.sim.openai_api import ApiError, CompletionRequest, ResponseFrames, completion_body, parse_request
 from engine.sim.responses_api import ResponsesFrames, parse_responses_request, response_body
@@ -321,32 +322,28 @@ def _first_error(exc: ValidationError) -> str:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """A few vLLM-named Prometheus gauges and counters, plus the sim's own step figures."""
+    """vLLM-named Prometheus metrics (running, waiting, KV, prefix cache, tokens, latency histograms) + sim figures."""
     state = request.app[STATE]
     sch = state.scheduler
-    cfg = state.cfg
-    label = f'{{model_name="{cfg.model}"}}'
-    cost = sch.last_cost
-    rows = [
-        ("vllm:num_requests_running", "gauge", sch.num_running),
-        ("vllm:num_requests_waiting", "gauge", len(sch.waiting)),
-        ("vllm:kv_cache_usage_perc", "gauge", sch.kv_used / cfg.kv_capacity_tokens),
-        ("vllm:prompt_tokens_total", "counter", sch.prompt_tokens_total),
-        ("vllm:generation_tokens_total", "counter", sch.generation_tokens_total),
-        ("vllm:request_success_total", "counter", sch.finished_total),
-        ("vllm:prefix_cache_queries_total", "counter", sch.prefix_cache.queries_tokens),
-        ("vllm:prefix_cache_hits_total", "counter", sch.prefix_cache.hits_tokens),
-        ("sim:requests_total", "counter", state.requests_total),
-        ("sim:request_errors_total", "counter", state.errors_total),
-        ("sim:steps_total", "counter", sch.steps),
-        ("sim:last_step_seconds", "gauge", cost.duration_s if cost else 0.0),
-        ("sim:last_step_cap_stretch", "gauge", cost.stretch if cost else 1.0),
-        ("sim:power_limit_watts", "gauge", state.gpu.limit_w),
-    ]
-    lines: list[str] = []
-    for name, kind, value in rows:
-        lines += [f"# TYPE {name} {kind}", f"{name}{label} {value}"]
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    def extra() -> list[tuple[str, str, float]]:
+        cost = sch.last_cost
+        return [
+            ("sim:requests_total", "counter", state.requests_total),
+            ("sim:request_errors_total", "counter", state.errors_total),
+            ("sim:steps_total", "counter", sch.steps),
+            ("sim:last_step_seconds", "gauge", cost.duration_s if cost else 0.0),
+            ("sim:last_step_cap_stretch", "gauge", cost.stretch if cost else 1.0),
+            ("sim:power_limit_watts", "gauge", state.gpu.limit_w),
+        ]
+
+    body = vllm_exposition(sch, state.cfg.model, extra)
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+
+async def dcgm_metrics(request: web.Request) -> web.Response:
+    """The simulated GPU in dcgm-exporter's names and format."""
+    return web.Response(body=dcgm_exposition(request.app[STATE].gpu), content_type="text/plain", charset="utf-8")
 
 
 def create_app(cfg: SimConfig) -> web.Application:
@@ -358,6 +355,7 @@ def create_app(cfg: SimConfig) -> web.Application:
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/sim/dcgm/metrics", dcgm_metrics)
     app.router.add_get("/sim/stamps/{response_id}", stamps_of)
     app.router.add_get("/sim/gpu", gpu_reading)
     app.router.add_post("/sim/gpu/power_limit", gpu_power_limit)

@@ -40,6 +40,7 @@ from engine.storage.store import (
     decode_telemetry,
     decode_token_times,
 )
+from engine.telemetry.samples import ServerSample
 
 PAGE_ROWS = 4096
 FIRST_PAGE_ROWS = 128  # after a seek only a few seconds of rows are wanted: start small, double up to PAGE_ROWS
@@ -100,6 +101,7 @@ class Recording:
         self._notes = notes
         self._strings = strings
         self._events: list[tuple[int, ControlEvent]] | None = None
+        self._server_samples: list[tuple[int, ServerSample]] | None = None
 
     # ------------------------------------------------------------------------------------------ overview
 
@@ -186,6 +188,15 @@ class Recording:
 
     def telemetry(self, t_from_us: int | None = None, t_to_us: int | None = None) -> Iterator[TelemetrySample]:
         yield from self._range("telemetry", t_from_us, t_to_us)
+
+    def server_samples(self) -> list[tuple[int, ServerSample]]:
+        """Every server-metrics sample as (arrival µs, sample with its stamp in ns since t0); read once. Empty for
+        recordings made before the table existed, or without server metrics."""
+        if self._server_samples is None:
+            from engine.storage.server_rows import read_server_samples
+
+            self._server_samples, _bad = read_server_samples(self._conn)
+        return self._server_samples
 
     def snapshots(self) -> list[tuple[int, dict[str, Any]]]:
         """The stored snapshots as (µs since t0, JSON data); unreadable ones are skipped and counted."""

@@ -32,6 +32,7 @@ from engine.control import SessionMeta
 from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
 from engine.snapshot import GpuStats, Snapshot
 from engine.storage.schema import APPLICATION_ID, FILE_SUFFIX, SCHEMA_VERSION, create_statements
+from engine.storage.server_rows import SERVER_SQL, encode_server_sample
 from engine.storage.store import (
     ClosedInfo,
     GpuLabel,
@@ -44,6 +45,7 @@ from engine.storage.store import (
     encode_telemetry,
     encode_token_times,
 )
+from engine.telemetry.samples import ServerSample
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
@@ -202,6 +204,9 @@ class Recorder:
 
     def on_event(self, event: ControlEvent) -> None:
         self._put("e", (event,))
+
+    def on_server_samples(self, samples: Sequence[ServerSample]) -> None:
+        self._put("m", samples)
 
     def on_snapshot(self, snapshot: Snapshot) -> None:
         """Keeps the first snapshot, one per ``snapshot_interval_s`` and (at close) the last one."""
@@ -407,6 +412,7 @@ class _Writer:
         telemetry: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
         snapshots: list[tuple[Any, ...]] = []
+        server: list[tuple[Any, ...]] = []
         redact = self.rec._redact
         conn = self.conn
         t0 = self.t0 = self.rec.t0_ns
@@ -439,12 +445,15 @@ class _Writer:
                         snapshots.append(((arrival - self.t0) // 1000, redact.text(s.model_dump_json())))
                 elif kind == "g":
                     self._gpu_info(batch[-1])
+                elif kind == "m":
+                    server.extend(encode_server_sample(m, arrival, self.t0, redact.text) for m in batch)
             conn.executemany(_REQ_SQL, requests)
             conn.executemany(_TOK_SQL, tokens)
             conn.executemany(_PROG_SQL, progress)
             conn.executemany(_TEL_SQL, telemetry)
             conn.executemany(_EVT_SQL, events)
             conn.executemany(_SNAP_SQL, snapshots)
+            conn.executemany(SERVER_SQL, server)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -178,7 +178,25 @@ SNAPSHOTS = Table(
     ),
 )
 
-TABLES: tuple[Table, ...] = (META, STRINGS, REQUESTS, TOKEN_TIMES, PROGRESS, TELEMETRY, EVENTS, SNAPSHOTS)
+SERVER_SAMPLES = Table(
+    "server_samples",
+    "Scrapes of the server's own Prometheus metrics (`--server-metrics`, `--server-query`), one row per source per "
+    "scrape, so replay shows the Server panel as it was live. Added after schema 1 was released: older files lack "
+    "the table and replay without server figures. `json` holds the normalised figures: `engine`, gauges `g` "
+    "(running, waiting, kv_usage 0..1, ...), cumulative counters `c` (prompt_tokens, generation_tokens, "
+    "preemptions, prefix_queries, prefix_hits), cumulative histograms `h` (ttft, itl, tpot, e2e, queue: "
+    "[bounds in s, cumulative counts, sum]), or `error` (one line) when the scrape failed.",
+    (
+        Column("id", "INTEGER PRIMARY KEY", "arrival order"),
+        Column("t_us", "INTEGER NOT NULL", "arrival at the controller, µs since t0"),
+        Column("lag_us", "INTEGER NOT NULL", "arrival - when the scrape's answer arrived, µs"),
+        Column("source", "TEXT NOT NULL", "the scraped URL (credentials removed) or the Prometheus query"),
+        Column("json", "TEXT NOT NULL", "the normalised figures (see above)"),
+    ),
+)
+
+TABLES: tuple[Table, ...] = (META, STRINGS, REQUESTS, TOKEN_TIMES, PROGRESS, TELEMETRY, EVENTS, SNAPSHOTS,
+                             SERVER_SAMPLES)  # fmt: skip
 FACT_TABLES = ("requests", "progress", "telemetry", "events")
 
 REQUESTS_MS_VIEW = """CREATE VIEW IF NOT EXISTS requests_ms AS

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 from engine.cli.common import add_load_args, config_from_args, pricing_from_args, sigint_blocked
 from engine.cli.exits import UserError
 from engine.cli.session_end import print_session_end, track_recordings
+from engine.cli.telemetry_args import add_telemetry_args, telemetry_spec_from_args
 from engine.load.deferred import DeferredControl
 from engine.reports.summary import wall_clock_label
 
@@ -38,6 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--sim-speed", type=float, default=1.0, metavar="X",
                    help="run the simulated server X times faster (J/token shrinks by the same factor)")  # fmt: skip
     p.add_argument("--record-dir", default="recordings", metavar="DIR", help="where `r` writes recordings")
+    add_telemetry_args(p, demo=True)
     p.set_defaults(func=_run)
 
 
@@ -48,6 +51,7 @@ def _run(args: argparse.Namespace) -> int:
         args.concurrency = DEMO_CONCURRENCY
     if args.sim_speed <= 0:
         raise UserError("--sim-speed must be > 0")
+    telemetry_spec_from_args(args)  # contradictory options: one line before anything starts
     pricing = pricing_from_args(args)
     from tui.app import run_tui
 
@@ -122,5 +126,10 @@ def open_demo_session(args: argparse.Namespace, url: str, model: str, pricing: P
         sim_url=url,
         pricing=pricing,
         recording=RecordingSpec(directory=args.record_dir),
+        telemetry=telemetry_spec_from_args(args),
     )
-    return build_session(spec).controller
+    return build_session(spec, notify=_note).controller
+
+
+def _note(line: str) -> None:
+    print(f"wattload: {line}", file=sys.stderr)

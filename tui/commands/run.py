@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from engine.cli.common import add_load_args, config_from_args, pricing_from_args
 from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
 from engine.cli.session_end import print_session_end, track_recordings
+from engine.cli.telemetry_args import add_telemetry_args, telemetry_spec_from_args
 from engine.cli.trace_args import add_trace_args, trace_spec
 from engine.reports.summary import wall_clock_label
 
@@ -49,6 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--record-tokens", action="store_true",
                    help="also record every token's arrival time (replay can then show ITL; ~2 bytes per token)")
     add_load_args(p)
+    add_telemetry_args(p)
     add_trace_args(p)
     p.set_defaults(func=_run)
 
@@ -56,6 +58,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _run(args: argparse.Namespace) -> int:
     if bool(args.url) == bool(args.sim):
         raise UserError("give the endpoint URL (e.g. http://127.0.0.1:8000), or --sim for the simulated server")
+    telemetry_spec_from_args(args)  # contradictory options: one line before anything starts
     pricing = pricing_from_args(args)
     with _sim_server(args) as sim_url:
         url = sim_url or args.url
@@ -98,6 +101,7 @@ def _prepare(
         sim_url=sim_url,
         pricing=pricing,
         recording=RecordingSpec(record_tokens=args.record_tokens),
+        telemetry=telemetry_spec_from_args(args),
     )
     turns = TurnTally()
     try:

@@ -31,6 +31,7 @@ from tui.widgets.gpu_cost import GpuCostPanel
 from tui.widgets.header import HeaderPanel
 from tui.widgets.latency import LatencyPanel
 from tui.widgets.load import LoadPanel
+from tui.widgets.server import ServerPanel
 from tui.widgets.status_line import SaturationLatch, StatusLine
 from tui.widgets.throughput import ThroughputPanel
 
@@ -46,6 +47,7 @@ class Panels(NamedTuple):
     charts: ChartsPanel
     events: EventLogPanel
     status: StatusLine
+    server: ServerPanel
 
 
 class DashboardScreen(Screen[None]):
@@ -79,6 +81,7 @@ class DashboardScreen(Screen[None]):
                 self.query_one(ChartsPanel),
                 self.query_one(EventLogPanel),
                 self.query_one(StatusLine),
+                self.query_one(ServerPanel),
             )
         return self._panels
 
@@ -89,6 +92,7 @@ class DashboardScreen(Screen[None]):
             yield LatencyPanel(id="latency")
             yield ThroughputPanel(id="throughput")
             yield GpuCostPanel(id="gpu")
+        yield ServerPanel(id="server")
         with Horizontal(id="bottom"):
             yield ChartsPanel(self.history, id="charts")
             yield EventLogPanel(id="events")
@@ -128,6 +132,7 @@ class DashboardScreen(Screen[None]):
         panels.latency.show(snapshot)
         panels.throughput.show(snapshot)
         panels.gpu.show(snapshot)
+        panels.server.show(snapshot)
         panels.charts.refresh_from_history()
         panels.status.show(snapshot, saturated=self.saturation.active, reason=self.saturation.reason)
         self.shown = snapshot

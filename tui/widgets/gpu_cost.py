@@ -12,6 +12,7 @@ from textual.content import Content
 from engine.reports import format as fmt
 from engine.snapshot import GpuStats, Snapshot
 from tui.widgets.base import SnapshotPanel, kv
+from tui.widgets.gpu_hosts import host_summary
 
 INTEGRATED_MARK = "∫"
 
@@ -40,6 +41,7 @@ class GpuCostPanel(SnapshotPanel):
 
     def build(self, snapshot: Snapshot) -> Content:
         gpu, cost = snapshot.gpu, snapshot.cost
+        self.border_subtitle = host_summary(gpu)  # remote GPUs on several hosts; empty for local GPUs
         lines: list[Content] = []
         if not gpu.available:
             lines.append(Content.styled(gpu.message or "no GPU telemetry", "$text-warning"))
