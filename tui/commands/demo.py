@@ -12,8 +12,16 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from engine.cli.common import add_load_args, config_from_args, pricing_from_args, sigint_blocked
+from engine.cli.common import (
+    add_load_args,
+    config_from_args,
+    pricing_from_args,
+    profile_from_args,
+    sigint_blocked,
+    start_recording_or_fail,
+)
 from engine.cli.exits import UserError
+from engine.cli.options import set_help
 
 if TYPE_CHECKING:
     from engine.load.controller import Controller
@@ -31,6 +39,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         f"{DEMO_CONCURRENCY} streams and open the live TUI. Try + and - for load, [ and ] for the power cap.",
     )
     add_load_args(p)
+    set_help(p, "--step", f"hotkey step for concurrency (or rate); default {DEMO_STEP:g} in the demo")
+    p.add_argument("--profile", metavar="NAME|FILE",
+                   help="workload profile (chat-short, chat, rag, doc, code, or a TOML file): lengths, prompts, API")
+    p.add_argument("--record", nargs="?", const="", default=None, metavar="PATH",
+                   help="record the session from the start (default file under --record-dir)")
     p.add_argument("--sim-speed", type=float, default=1.0, metavar="X",
                    help="run the simulated server X times faster (J/token shrinks by the same factor)")  # fmt: skip
     p.add_argument("--record-dir", default="recordings", metavar="DIR", help="where `r` writes recordings")
@@ -49,6 +62,8 @@ def _run(args: argparse.Namespace) -> int:
 
     with simulated_server(args.seed, args.sim_speed) as (url, model):
         controller = open_demo_session(args, url, model, pricing)
+        if args.record is not None:
+            start_recording_or_fail(controller, args.record)
         try:
             return run_tui(controller, refresh_hz=args.refresh)
         finally:
@@ -81,6 +96,7 @@ def open_demo_session(args: argparse.Namespace, url: str, model: str, pricing: P
     spec = SessionSpec(
         config=config_from_args(args, base_url=url, model=args.model or model),
         probe="none",
+        profile=profile_from_args(args.profile),
         gpu=args.gpu,
         gpus=args.gpus,
         sim_url=url,

@@ -12,17 +12,22 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from engine.cli.common import add_load_args, config_from_args, pricing_from_args
+from engine.cli.common import (
+    add_load_args,
+    config_from_args,
+    pricing_from_args,
+    profile_from_args,
+    start_recording_or_fail,
+)
 from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
 
 if TYPE_CHECKING:
     from engine.load.controller import Controller
     from engine.pricing import PricingProfile
-    from engine.workload.profile import LoadedProfile
 
 PROGRESS_EVERY_S = 3.0
 
@@ -42,6 +47,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="workload profile (chat-short, chat, rag, doc, code, or a TOML file): lengths, prompts, API")
     p.add_argument("--record", nargs="?", const="", default=None, metavar="PATH",
                    help="record the session from the start (default file under recordings/)")
+    p.add_argument("--record-dir", default="recordings", metavar="DIR",
+                   help="where --record and `r` write recordings (default recordings/)")
     p.add_argument("--record-tokens", action="store_true",
                    help="also record every token's arrival time (replay can then show ITL; ~2 bytes per token)")
     add_load_args(p)
@@ -56,15 +63,14 @@ def _run(args: argparse.Namespace) -> int:
         url = sim_url or args.url
         controller = _prepare(args, url, pricing, sim_url)
         if args.record is not None:
-            _start_recording(controller, args.record)
+            start_recording_or_fail(controller, args.record)
         if not args.headless:
-            run_tui = _tui_runner()
-            if run_tui is not None:
-                try:
-                    return run_tui(controller, refresh_hz=args.refresh, step=args.step)
-                finally:
-                    controller.close()
-            print("wattload: the TUI is not available in this build; running headless", file=sys.stderr)
+            from tui.app import run_tui
+
+            try:
+                return run_tui(controller, refresh_hz=args.refresh, step=args.step)
+            finally:
+                controller.close()
         return run_headless(controller, json_path=args.json)
 
 
@@ -76,12 +82,12 @@ def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_ur
 
     spec = SessionSpec(
         config=config_from_args(args, base_url=url),
-        profile=_load_profile(args.profile),
+        profile=profile_from_args(args.profile),
         gpu=args.gpu,
         gpus=args.gpus,
         sim_url=sim_url,
         pricing=pricing,
-        recording=RecordingSpec(record_tokens=args.record_tokens),
+        recording=RecordingSpec(directory=args.record_dir, record_tokens=args.record_tokens),
     )
     try:
         return build_session(spec, notify=_note).controller
@@ -91,26 +97,6 @@ def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_ur
 
 def _note(line: str) -> None:
     print(f"wattload: {line}", file=sys.stderr)
-
-
-def _load_profile(profile: str | None) -> LoadedProfile | None:
-    """--profile: the loaded profile (one line when it is invalid), or None."""
-    if not profile:
-        return None
-    from engine.workload.profile import ProfileError, load_profile
-
-    try:
-        return load_profile(profile)
-    except ProfileError as exc:
-        raise UserError(str(exc)) from None
-
-
-def _start_recording(controller: Controller, path: str) -> None:
-    """--record: open the file before the load starts, so the whole session is in it."""
-    message = controller.start_recording(path or None)
-    if controller.recording_path is None:
-        raise UserError(message)
-    print(f"wattload: recording to {message}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -124,15 +110,6 @@ def _sim_server(args: argparse.Namespace) -> Iterator[str | None]:
     with simulated_server(args.seed) as (url, _model):
         print(f"wattload: simulated server at {url}", file=sys.stderr)
         yield url
-
-
-def _tui_runner() -> Callable[..., int] | None:
-    """The TUI's entry point, or None when this build has no TUI (then `run` goes headless with a note)."""
-    try:
-        from tui.app import run_tui
-    except ImportError:
-        return None
-    return run_tui
 
 
 def run_headless(controller: Controller, *, json_path: str | None = None) -> int:
