@@ -29,7 +29,8 @@ def add_endpoint_args(parser: argparse.ArgumentParser, *, with_api: bool = True)
     endpoint.add_argument("--model", "-m", default=None, help="model name (default: the one /v1/models lists)")
     if with_api:
         endpoint.add_argument("--api", choices=API_KINDS, default=run_default("api"),
-                              help=f"/v1/chat/completions ({run_default('api')}, the default) or /v1/completions")
+                              help="chat = /v1/chat/completions (default), completions = /v1/completions, "
+                              "responses = /v1/responses")
     endpoint.add_argument("--api-key", default=None, metavar="KEY",
                           help="bearer token (default: $WATTLOAD_API_KEY or $OPENAI_API_KEY); never written anywhere")
 

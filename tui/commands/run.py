@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.common import (
     add_load_args,
@@ -24,9 +24,11 @@ from engine.cli.common import (
     start_recording_or_fail,
 )
 from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
+from engine.cli.trace_args import add_trace_args, trace_spec
 
 if TYPE_CHECKING:
     from engine.load.controller import Controller
+    from engine.metrics.turns import TurnTally
     from engine.pricing import PricingProfile
 
 PROGRESS_EVERY_S = 3.0
@@ -52,6 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--record-tokens", action="store_true",
                    help="also record every token's arrival time (replay can then show ITL; ~2 bytes per token)")
     add_load_args(p)
+    add_trace_args(p)
     p.set_defaults(func=_run)
 
 
@@ -61,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     pricing = pricing_from_args(args)
     with _sim_server(args) as sim_url:
         url = sim_url or args.url
-        controller = _prepare(args, url, pricing, sim_url)
+        controller, workload, turns = _prepare(args, url, pricing, sim_url)
         if args.record is not None:
             start_recording_or_fail(controller, args.record)
         if not args.headless:
@@ -71,28 +74,36 @@ def _run(args: argparse.Namespace) -> int:
                 return run_tui(controller, refresh_hz=args.refresh, step=args.step)
             finally:
                 controller.close()
-        return run_headless(controller, json_path=args.json)
+        return run_headless(controller, json_path=args.json, workload=workload, turns=turns)
 
 
-def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None) -> Controller:
-    """The arguments as a SessionSpec; the engine probes the endpoint and builds the controller."""
+def _prepare(
+    args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None
+) -> tuple[Controller, dict[str, Any] | None, TurnTally]:
+    """The arguments as a SessionSpec; the engine probes the endpoint and builds the controller. Also returns what
+    the workload was (the profile with its hash, or the trace's fingerprint) and the per-turn tally."""
     from engine.endpoint.errors import ProbeError
+    from engine.metrics.turns import TurnTally
     from engine.session.build import build_session
     from engine.session.spec import RecordingSpec, SessionSpec
+    from engine.workload.profile import ProfileError
 
     spec = SessionSpec(
         config=config_from_args(args, base_url=url),
         profile=profile_from_args(args.profile),
+        trace=trace_spec(args),
         gpu=args.gpu,
         gpus=args.gpus,
         sim_url=sim_url,
         pricing=pricing,
         recording=RecordingSpec(directory=args.record_dir, record_tokens=args.record_tokens),
     )
+    turns = TurnTally()
     try:
-        return build_session(spec, notify=_note).controller
-    except ProbeError as exc:
+        session = build_session(spec, notify=_note, sinks=[turns])
+    except (ProbeError, ProfileError) as exc:  # ProfileError: a trace row the user must fix
         raise UserError(str(exc)) from None
+    return session.controller, session.workload, turns
 
 
 def _note(line: str) -> None:
@@ -112,7 +123,13 @@ def _sim_server(args: argparse.Namespace) -> Iterator[str | None]:
         yield url
 
 
-def run_headless(controller: Controller, *, json_path: str | None = None) -> int:
+def run_headless(
+    controller: Controller,
+    *,
+    json_path: str | None = None,
+    workload: dict[str, Any] | None = None,
+    turns: TurnTally | None = None,
+) -> int:
     """Run to the end (duration, request count, Ctrl-C or failure); print the summary; write --json."""
     from engine.reports.summary import RunReport, format_summary, progress_line, wall_clock_label, write_report
     from engine.snapshot import RunState
@@ -143,6 +160,11 @@ def run_headless(controller: Controller, *, json_path: str | None = None) -> int
     final = controller.latest
     reason, cancelled = controller.stop_reason, controller.cancelled_at_stop
     print(format_summary(final, stop_reason=reason, cancelled=cancelled, gpu_note=controller.gpu_message))
+    per_turn = turns.figures() if turns is not None else []
+    if per_turn:
+        from engine.metrics.turns import format_turns
+
+        print(format_turns(per_turn))
     if json_path:
         report = RunReport(
             started_at=started_at,
@@ -153,6 +175,8 @@ def run_headless(controller: Controller, *, json_path: str | None = None) -> int
             settings=controller.config.safe_dump(),
             pricing=final.cost.profile or None,
             result=final,
+            workload=workload,
+            turns=per_turn,
         )
         try:
             write_report(report, json_path)
