@@ -32,10 +32,16 @@ if TYPE_CHECKING:
 
 def add_load_args(parser: argparse.ArgumentParser) -> None:
     """The load shape, stop condition, endpoint details, figures, GPU and pricing options (run and demo)."""
-    add_load_shape_args(parser)
+    add_http_client_option(add_load_shape_args(parser))
     add_endpoint_args(parser)
     add_figures_args(parser)
     add_gpu_cost_args(parser)
+
+
+def add_http_client_option(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--http-client", choices=("auto", "lean", "aiohttp"), default="auto",
+                       help="streaming client: lean (httptools, fastest), aiohttp, or auto (default: lean, and "
+                            "aiohttp for redirects and compressed streams, saying so)")
 
 
 def config_from_args(args: argparse.Namespace, *, base_url: str | None = None, model: str | None = None) -> RunConfig:
@@ -63,6 +69,7 @@ def config_from_args(args: argparse.Namespace, *, base_url: str | None = None, m
         fields["step"] = args.step
     if args.workers is not None:
         fields["workers"] = args.workers
+    fields["http_client"] = getattr(args, "http_client", "auto")
     try:
         return RunConfig(**fields)
     except ValidationError as exc:

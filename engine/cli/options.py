@@ -35,8 +35,8 @@ def add_endpoint_args(parser: argparse.ArgumentParser, *, with_api: bool = True)
                           help="bearer token (default: $WATTLOAD_API_KEY or $OPENAI_API_KEY); never written anywhere")
 
 
-def add_load_shape_args(parser: argparse.ArgumentParser) -> None:
-    """The load shape, the stop condition and the request lengths."""
+def add_load_shape_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The load shape, the stop condition and the request lengths; returns the group (for more load flags)."""
     load = parser.add_argument_group("load")
     shape = load.add_mutually_exclusive_group()
     shape.add_argument("--concurrency", "-c", type=positive(int, allow_zero=True), metavar="N",
@@ -59,6 +59,7 @@ def add_load_shape_args(parser: argparse.ArgumentParser) -> None:
                       help=f"worker processes sending requests (default {default_workers()} on this machine)")
     load.add_argument("--seed", type=int, default=run_default("seed"),
                       help=f"seed for prompts and arrival times (default {run_default('seed')})")
+    return load
 
 
 def add_figures_args(parser: argparse.ArgumentParser) -> None:

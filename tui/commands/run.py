@@ -151,12 +151,16 @@ def run_headless(
         controller.start()
         next_line = time.monotonic() + PROGRESS_EVERY_S
         while not controller.wait(0.25):
+            while not controller.notices.empty():  # e.g. the HTTP client fell back to aiohttp
+                print(f"wattload: {controller.notices.get()}", file=sys.stderr, flush=True)
             if show_progress and time.monotonic() >= next_line:
                 next_line += PROGRESS_EVERY_S
                 print(progress_line(controller.latest), file=sys.stderr, flush=True)
     finally:
         signal.signal(signal.SIGINT, previous)
         controller.close()
+    while not controller.notices.empty():
+        print(f"wattload: {controller.notices.get()}", file=sys.stderr)
     final = controller.latest
     reason, cancelled = controller.stop_reason, controller.cancelled_at_stop
     print(format_summary(final, stop_reason=reason, cancelled=cancelled, gpu_note=controller.gpu_message))
