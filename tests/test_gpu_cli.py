@@ -54,7 +54,7 @@ def test_gpu_lists_gpus_limits_and_constraints(monkeypatch, capsys, tmp_path):
     fake = FakeNvml([fake_h100(0, limit_mw=500_000, clock_events=0x4), fake_h100(1)], state_path=gpu_file)
     fake.save()
     monkeypatch.setenv(fk.ENV_STATE, str(gpu_file))
-    assert main(["gpu", "--backend", "fake", "--gpus", "0"]) == 0
+    assert main(["gpu", "--gpu", "fake", "--gpus", "0"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "GPU telemetry: fake, 1 GPU (NVIDIA H100 80GB HBM3)"
     assert out[1] == "  driver 580.00.00, CUDA 13.0, NVML 13.580.00.00"
@@ -66,7 +66,7 @@ def test_gpu_lists_gpus_limits_and_constraints(monkeypatch, capsys, tmp_path):
 
 
 def test_gpu_json(monkeypatch, capsys):
-    assert main(["gpu", "--backend", "fake", "--json"]) == 0
+    assert main(["gpu", "--gpu", "fake", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["telemetry_source"] == "fake" and info["cuda_driver_version"] == "13.0"
     assert info["gpus"][0]["max_limit_w"] == 700.0 and info["gpus"][0]["persistence_mode"] is True

@@ -205,3 +205,15 @@ def test_record_to_an_unwritable_place_is_one_line(capsys, sim, tmp_path):
     blocker.write_text("not a directory")
     fails_with_one_line(capsys, ["run", sim, "--headless", "-n", "1", "--gpu", "none",
                                  "--record", str(blocker / "x.sqlite")], "cannot record")
+
+
+def test_record_dir_names_where_a_default_recording_goes(capsys, sim, tmp_path):
+    """--record without a path writes under --record-dir (as `r` does), never under ./recordings."""
+    target = tmp_path / "recs"
+    code = main(["run", sim, "--headless", "--workers", "1", "-c", "1", "-n", "2", "--max-tokens", "4",
+                 "--record", "--record-dir", str(target), "--gpu", "none"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    files = list(target.glob("*.wattload.sqlite"))
+    assert len(files) == 1, (err, list(target.iterdir()) if target.exists() else None)
+    assert f"recording to {files[0]}" in err

@@ -63,7 +63,8 @@ def run(
     target: SweepTarget,
 ) -> int:
     from engine.cli.sweep import ProgressPrinter, _sysinfo
-    from engine.reports.sweep import SweepReport, wall_clock_label, write_json
+    from engine.reports.summary import wall_clock_label
+    from engine.reports.sweep import SweepReport, write_json
     from engine.sweep.powercap_session import CapSweepError, run_cap_sweep
 
     settings, load = settings_from_args(args, ceiling)

@@ -28,11 +28,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("action", nargs="?", choices=("list", "restore"), default="list")
     p.add_argument(
-        "--backend",
+        "--gpu",
+        dest="backend",
         choices=BACKEND_KINDS,
         default=None,
         help="telemetry source (default: auto = NVML; `restore` uses the one that made the change)",
     )
+    p.add_argument("--backend", dest="backend", choices=BACKEND_KINDS, default=None, help=argparse.SUPPRESS)
     p.add_argument("--sim", metavar="URL", default=None, help="read the GPU of a wattload sim server at URL")
     p.add_argument(
         "--gpus",

@@ -23,6 +23,7 @@ from pydantic import SecretStr, ValidationError
 from engine.cli import capsweep
 from engine.cli.common import add_http_client_option, parse_duration, positive, pricing_from_args, sigint_blocked
 from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
+from engine.cli.options import add_endpoint_args, add_gpu_cost_args, run_default
 from engine.config import RunConfig, api_key_from_env
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "sweep",
         help="find the ceiling: step concurrency up until throughput stops rising (or run the token matrix)",
-        description="Step concurrency up until output tok/s falls or stops rising, errors pass 10%%, or an SLO is "
+        description="Step concurrency up until output tok/s falls or stops rising, errors pass 10%, or an SLO is "
         "passed; report capacity, knee and goodput. With --profile matrix: the ceiling of every input x output cell.",
     )
     p.add_argument("url", nargs="?", help="the server root or its /v1 base, e.g. http://127.0.0.1:8000")
@@ -130,33 +131,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="matrix heatmaps: tokens, capacity, joules, dollars, ttft (default tokens,joules)",
     )
 
-    run = p.add_argument_group("endpoint and load")
-    run.add_argument("--model", "-m", default=None, help="model name (default: the one /v1/models lists)")
-    run.add_argument(
-        "--api-key",
-        default=None,
-        metavar="KEY",
-        help="bearer token (default: $WATTLOAD_API_KEY or $OPENAI_API_KEY); never written anywhere",
-    )
+    add_endpoint_args(p, with_api=False)  # the profile decides the API
+    run = p.add_argument_group("load")
     run.add_argument("--workers", type=positive(int), default=None, metavar="N", help="worker processes")
     add_http_client_option(run)
     run.add_argument("--seed", type=int, default=None, help="seed for prompts (default: the profile's, else 0)")
-    run.add_argument("--refresh", type=positive(float), default=4.0, metavar="HZ", help="snapshots per second (4)")
-
-    gpu = p.add_argument_group("GPU and cost")
-    gpu.add_argument(
-        "--gpu",
-        choices=("auto", "none", "nvml", "sim", "fake"),
-        default=None,
-        help="GPU telemetry source (default: sim with --sim, else auto = NVML when present)",
-    )
-    gpu.add_argument("--gpus", default=None, metavar="LIST", help="GPU indices or UUIDs, e.g. 0,1 (default: all)")
-    gpu.add_argument("--pricing", default=None, metavar="NAME|FILE", help="pricing profile (default h100-sxm-rental)")
-    gpu.add_argument("--gpu-hourly", type=positive(float), default=None, metavar="USD", help="override: $/GPU-hour")
-    gpu.add_argument(
-        "--kwh", type=positive(float, allow_zero=True), default=None, metavar="USD", help="override: $/kWh"
-    )
-    gpu.add_argument("--pue", type=positive(float), default=None, metavar="X", help="override: PUE (>= 1)")
+    run.add_argument("--refresh", type=positive(float), default=run_default("tick_hz"), metavar="HZ",
+                     help=f"snapshots per second ({run_default('tick_hz'):g})")
+    run.add_argument("--headless", action="store_true",
+                     help="accepted as in run and demo; sweep always prints tables and never opens the dashboard")
+    add_gpu_cost_args(p)
     capsweep.add_arguments(p)
     p.set_defaults(func=_run)
 
@@ -310,7 +294,8 @@ def _sweep(
     from rich.console import Console
 
     from engine.cli.sweep_view import matrix_view, sweep_view
-    from engine.reports.sweep import SweepReport, wall_clock_label, write_csv, write_json
+    from engine.reports.summary import wall_clock_label
+    from engine.reports.sweep import SweepReport, write_csv, write_json
     from engine.sweep.matrix import MatrixError, run_matrix, state_path_for
     from engine.sweep.session import find_ceiling
 

@@ -40,10 +40,6 @@ class Phase:
         return self.end_s - self.start_s
 
     @property
-    def steady_s(self) -> float:
-        return self.end_s - self.steady_from_s
-
-    @property
     def paused(self) -> bool:
         return self.control.state is RunState.PAUSED
 

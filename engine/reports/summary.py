@@ -39,6 +39,7 @@ class RunReport(BaseModel):
 
 
 def wall_clock_label() -> str:
+    """Local wall time for labels (never used for a duration)."""
     return dt.datetime.now(dt.UTC).astimezone().isoformat(timespec="seconds")
 
 

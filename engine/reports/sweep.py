@@ -7,7 +7,6 @@ settings (never the API key), the pricing profile's name, and the system metadat
 from __future__ import annotations
 
 import csv
-import datetime as dt
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,11 +21,6 @@ from engine.workload.profile import ProfileInfo
 
 REPORT_FORMAT = "wattload-sweep"
 REPORT_VERSION = 1
-
-
-def wall_clock_label() -> str:
-    """Local wall time for labels (never used for a duration)."""
-    return dt.datetime.now(dt.UTC).astimezone().isoformat(timespec="seconds")
 
 
 class SweepReport(BaseModel):

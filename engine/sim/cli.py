@@ -51,15 +51,18 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser, default_port: int = 8000) -> None:
     defaults = SimConfig()
-    parser.add_argument("--host", default="127.0.0.1", help="listen address (loopback unless --allow-remote)")
-    parser.add_argument("--port", type=int, default=default_port, help="listen port; 0 picks a free one")
+    parser.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                        help="listen address, loopback unless --allow-remote (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=default_port, metavar="N",
+                        help=f"listen port; 0 picks a free one (default {default_port})")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     for flag, field, kind, help_text in _FLAGS:
         default = getattr(defaults, field)
         shown = f"default {default}" if default is not None else "default: the default limit"
-        metavar = flag[2:].upper().replace("-", "_")
+        metavar = {int: "N", float: "X"}.get(kind, "NAME")
         parser.add_argument(flag, dest=field, type=kind, default=None, metavar=metavar, help=f"{help_text} ({shown})")
-    parser.add_argument("--usage", choices=["requested", "always"], default=None, help="when to send usage")
+    parser.add_argument("--usage", choices=["requested", "always"], default=None,
+                        help="when to send usage (default requested: only with stream_options.include_usage)")
     parser.add_argument("--strict-fields", action="store_true", default=None, help="422 on non-OpenAI fields")
     parser.add_argument("--no-usage", action="store_true", default=None, help="fault: never send usage")
     parser.add_argument(

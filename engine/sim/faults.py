@@ -19,10 +19,6 @@ class FaultPlan:
     malformed_after: int = NONE  # write one invalid-JSON chunk after this many content chunks
     stall_after: int = NONE  # hold output for stall_s after this many content chunks
 
-    @property
-    def any_stream_fault(self) -> bool:
-        return self.reset_after != NONE or self.malformed_after != NONE or self.stall_after != NONE
-
 
 NO_FAULTS = FaultPlan()
 

@@ -331,14 +331,6 @@ class FactCursor:
         self._after_id, self._buffer, self._pos, self.exhausted = 0, [], 0, False
         self._page = FIRST_PAGE_ROWS
 
-    @property
-    def next_t_us(self) -> int | None:
-        """Arrival time of the next fact, or None at the end."""
-        if not self._fill():
-            return None
-        t = self._buffer[self._pos][1]
-        return t if type(t) is int else None
-
     def take(self, t_us: int, max_rows: int | None = None) -> list[Any]:
         """Decoded facts that arrived at or before ``t_us`` (at most ``max_rows``); corrupt rows are counted."""
         out: list[Any] = []

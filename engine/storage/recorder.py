@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -121,6 +122,17 @@ def _describe_failure(exc: BaseException) -> str:
 LATE_START_US = 1_000_000  # a recorder created this long after the session's t0 records from then on
 
 
+class Fact(StrEnum):
+    """What a queued batch holds (the recorder thread writes each kind to its own table)."""
+
+    REQUESTS = "requests"
+    PROGRESS = "progress"
+    TELEMETRY = "telemetry"
+    EVENTS = "events"
+    SNAPSHOTS = "snapshots"
+    GPU_INFO = "gpu_info"  # telemetry source and GPU names, once the first snapshot knows them
+    SERVER_SAMPLES = "server_samples"  # scraped server metrics and remote GPU readings
+
 class Recorder:
     """Writes one session into ``path`` (a new file; parent directories are created).
 
@@ -168,7 +180,7 @@ class Recorder:
         self.window_s = float(window_s) if window_s is not None else 10.0
         self.snapshot_interval_s = float(snapshot_interval_s or max(1.0, self.window_s))
         self.path = Path(path) if path is not None else default_recording_path(meta.model)
-        self._queue: queue.SimpleQueue[tuple[str, int, Any]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Fact, int, Any]] = queue.SimpleQueue()
         self._backlog = 0  # facts queued, approximately (a plain int: GIL-atomic enough for a threshold)
         self._stopped = False  # no more facts accepted (failed or closed)
         self._closing = threading.Event()
@@ -194,19 +206,19 @@ class Recorder:
     # ------------------------------------------------------------------------------------------- sink surface
 
     def on_records(self, records: Sequence[RequestRecord]) -> None:
-        self._put("r", records)
+        self._put(Fact.REQUESTS, records)
 
     def on_progress(self, progress: Sequence[StreamProgress]) -> None:
-        self._put("p", progress)
+        self._put(Fact.PROGRESS, progress)
 
     def on_telemetry(self, samples: Sequence[TelemetrySample]) -> None:
-        self._put("t", samples)
+        self._put(Fact.TELEMETRY, samples)
 
     def on_event(self, event: ControlEvent) -> None:
-        self._put("e", (event,))
+        self._put(Fact.EVENTS, (event,))
 
     def on_server_samples(self, samples: Sequence[ServerSample]) -> None:
-        self._put("m", samples)
+        self._put(Fact.SERVER_SAMPLES, samples)
 
     def on_snapshot(self, snapshot: Snapshot) -> None:
         """Keeps the first snapshot, one per ``snapshot_interval_s`` and (at close) the last one."""
@@ -215,11 +227,11 @@ class Recorder:
         self._last_snapshot = snapshot
         if self._gpu_info_pending and snapshot.gpu.source:
             self._gpu_info_pending = not snapshot.gpu.gpus
-            self._put("g", (snapshot.gpu,))
+            self._put(Fact.GPU_INFO, (snapshot.gpu,))
         last = self._last_snapshot_t
         if last is None or snapshot.t_s - last >= self.snapshot_interval_s - 1e-9:
             self._last_snapshot_t = snapshot.t_s
-            self._put("s", (snapshot,))
+            self._put(Fact.SNAPSHOTS, (snapshot,))
 
     def close(self) -> None:
         """Flush everything queued, mark the file closed and make it one self-contained file (no -wal)."""
@@ -227,7 +239,7 @@ class Recorder:
             return
         last = self._last_snapshot
         if last is not None and not self._stopped and last.t_s != self._last_snapshot_t:
-            self._queue.put(("s", self._clock(), (last,)))
+            self._queue.put((Fact.SNAPSHOTS, self._clock(), (last,)))
         self._closing.set()
         self._thread.join(_CLOSE_TIMEOUT_S)
 
@@ -235,7 +247,7 @@ class Recorder:
     def closed(self) -> bool:
         return self._closing.is_set() and (self._thread is None or not self._thread.is_alive())
 
-    def _put(self, kind: str, items: Sequence[Any]) -> None:
+    def _put(self, kind: Fact, items: Sequence[Any]) -> None:
         if self._stopped:
             return
         try:
@@ -343,10 +355,10 @@ class Recorder:
         """t0 from the START event; a request, progress or telemetry fact (or close) settles for the provisional
         one. True once t0 is fixed."""
         for kind, _, batch in items:
-            if kind == "e" and any(e.kind is EventKind.START for e in batch):
+            if kind is Fact.EVENTS and any(e.kind is EventKind.START for e in batch):
                 self.t0_ns = next(e.t_ns for e in batch if e.kind is EventKind.START)
                 break
-            if kind in ("r", "p", "t"):
+            if kind in (Fact.REQUESTS, Fact.PROGRESS, Fact.TELEMETRY):
                 break
         else:
             if not closing:
@@ -422,7 +434,7 @@ class _Writer:
                 conn.execute("UPDATE meta SET value = ? WHERE key = 't0_ns'", (json.dumps(t0),))
                 self.t0_written = t0
             for kind, arrival, batch in items:
-                if kind == "r":
+                if kind is Fact.REQUESTS:
                     for r in batch:
                         row = self._monotonic("requests", encode_request(r, arrival, self.t0))
                         rid = self.next_request_id
@@ -431,21 +443,21 @@ class _Writer:
                         if self.rec.record_tokens and r.token_times_ns:
                             response_id = None if r.response_id is None else redact.text(r.response_id)
                             tokens.append((rid, encode_token_times(r, self.t0), response_id))
-                elif kind == "p":
+                elif kind is Fact.PROGRESS:
                     progress.extend(self._monotonic("progress", encode_progress(p, arrival, self.t0)) for p in batch)
-                elif kind == "t":
+                elif kind is Fact.TELEMETRY:
                     telemetry.extend(self._monotonic("telemetry", encode_telemetry(s, arrival, self.t0))
                                      for s in batch)
-                elif kind == "e":
+                elif kind is Fact.EVENTS:
                     for e in batch:
                         events.append(self._monotonic("events", encode_event(e, arrival, self.t0,
                                                                               redact.text(e.message))))
-                elif kind == "s":
+                elif kind is Fact.SNAPSHOTS:
                     for s in batch:
                         snapshots.append(((arrival - self.t0) // 1000, redact.text(s.model_dump_json())))
-                elif kind == "g":
+                elif kind is Fact.GPU_INFO:
                     self._gpu_info(batch[-1])
-                elif kind == "m":
+                elif kind is Fact.SERVER_SAMPLES:
                     server.extend(encode_server_sample(m, arrival, self.t0, redact.text) for m in batch)
             conn.executemany(_REQ_SQL, requests)
             conn.executemany(_TOK_SQL, tokens)

@@ -14,8 +14,16 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from engine.cli.common import add_load_args, config_from_args, pricing_from_args, sigint_blocked
+from engine.cli.common import (
+    add_load_args,
+    config_from_args,
+    pricing_from_args,
+    profile_from_args,
+    sigint_blocked,
+    start_recording_or_fail,
+)
 from engine.cli.exits import UserError
+from engine.cli.options import set_help
 from engine.cli.session_end import print_session_end, track_recordings
 from engine.cli.telemetry_args import add_telemetry_args, telemetry_spec_from_args
 from engine.load.deferred import DeferredControl
@@ -37,6 +45,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         f"{DEMO_CONCURRENCY} streams and open the live TUI. Try + and - for load, [ and ] for the power cap.",
     )
     add_load_args(p)
+    set_help(p, "--step", f"hotkey step for concurrency (or rate); default {DEMO_STEP:g} in the demo")
+    p.add_argument("--profile", metavar="NAME|FILE",
+                   help="workload profile (chat-short, chat, rag, doc, code, or a TOML file): lengths, prompts, API")
+    p.add_argument("--record", nargs="?", const="", default=None, metavar="PATH",
+                   help="record the session from the start (default file under --record-dir)")
     p.add_argument("--sim-speed", type=float, default=1.0, metavar="X",
                    help="run the simulated server X times faster (J/token shrinks by the same factor)")  # fmt: skip
     p.add_argument("--record-dir", default="recordings", metavar="DIR", help="where `r` writes recordings")
@@ -70,6 +83,8 @@ def _run(args: argparse.Namespace) -> int:
             deferred.say("starting the engine…")
             controller = open_demo_session(args, url, model, pricing)
             recordings.append(track_recordings(controller))  # the files r opens, for the end summary
+            if args.record is not None:
+                start_recording_or_fail(controller, args.record)
             deferred.attach(controller, endpoint=url, model=controller.config.model)
         except UserError as exc:
             deferred.fail(str(exc))
@@ -121,6 +136,7 @@ def open_demo_session(args: argparse.Namespace, url: str, model: str, pricing: P
     spec = SessionSpec(
         config=config_from_args(args, base_url=url, model=args.model or model),
         probe="none",
+        profile=profile_from_args(args.profile),
         gpu=args.gpu,
         gpus=args.gpus,
         sim_url=url,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from engine.cli.common import open_recording_or_fail
 from engine.cli.exits import UserError
 from engine.config import api_key_from_env
+from engine.gpu.base import BACKEND_KINDS
 
 if TYPE_CHECKING:
     from engine.pricing import PricingProfile
@@ -39,7 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     drive.add_argument("--model", "-m", default=None, help="model to request (default: the recorded one if served)")
     drive.add_argument("--api-key", default=None, metavar="KEY", help="bearer key (default: $WATTLOAD_API_KEY, "
                        "$OPENAI_API_KEY); never written anywhere")
-    drive.add_argument("--gpu", choices=("auto", "none", "nvml", "sim", "fake"), default=None,
+    drive.add_argument("--gpu", choices=BACKEND_KINDS, default=None,
                        help="GPU telemetry for the new session (default auto)")
     drive.add_argument("--record-tokens", action="store_true", help="store per-token arrival times (bigger file)")
     p.set_defaults(func=_run)
@@ -61,11 +62,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.drive:
         return _drive(args)
     player = _open_player(args)
-    try:
-        from tui.app import run_replay_tui
-    except ImportError as exc:
-        player.close()
-        raise UserError(f"the TUI is not available in this build ({exc})") from None
+    from tui.app import run_replay_tui
+
     return run_replay_tui(player)
 
 

@@ -12,11 +12,17 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from engine.cli.common import add_load_args, config_from_args, pricing_from_args
+from engine.cli.common import (
+    add_load_args,
+    config_from_args,
+    pricing_from_args,
+    profile_from_args,
+    start_recording_or_fail,
+)
 from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
 from engine.cli.session_end import print_session_end, track_recordings
 from engine.cli.telemetry_args import add_telemetry_args, telemetry_spec_from_args
@@ -27,7 +33,6 @@ if TYPE_CHECKING:
     from engine.load.controller import Controller
     from engine.metrics.turns import TurnTally
     from engine.pricing import PricingProfile
-    from engine.workload.profile import LoadedProfile
 
 PROGRESS_EVERY_S = 3.0
 
@@ -47,6 +52,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="workload profile (chat-short, chat, rag, doc, code, or a TOML file): lengths, prompts, API")
     p.add_argument("--record", nargs="?", const="", default=None, metavar="PATH",
                    help="record the session from the start (default file under recordings/)")
+    p.add_argument("--record-dir", default="recordings", metavar="DIR",
+                   help="where --record and `r` write recordings (default recordings/)")
     p.add_argument("--record-tokens", action="store_true",
                    help="also record every token's arrival time (replay can then show ITL; ~2 bytes per token)")
     add_load_args(p)
@@ -65,19 +72,18 @@ def _run(args: argparse.Namespace) -> int:
         controller, workload, turns = _prepare(args, url, pricing, sim_url)
         recordings = track_recordings(controller) if not args.headless else []
         if args.record is not None:
-            _start_recording(controller, args.record)
+            start_recording_or_fail(controller, args.record)
         if not args.headless:
-            run_tui = _tui_runner()
-            if run_tui is not None:
-                started_at = wall_clock_label()
-                try:
-                    code = run_tui(controller, refresh_hz=args.refresh, step=args.step)
-                finally:
-                    controller.close()
-                print_session_end(controller, started_at=started_at, recordings=recordings, json_path=args.json,
-                                  sim_url=sim_url)  # fmt: skip
-                return code
-            print("wattload: the TUI is not available in this build; running headless", file=sys.stderr)
+            from tui.app import run_tui
+
+            started_at = wall_clock_label()
+            try:
+                code = run_tui(controller, refresh_hz=args.refresh, step=args.step)
+            finally:
+                controller.close()
+            print_session_end(controller, started_at=started_at, recordings=recordings, json_path=args.json,
+                              sim_url=sim_url)  # fmt: skip
+            return code
         return run_headless(controller, json_path=args.json, workload=workload, turns=turns)
 
 
@@ -94,13 +100,13 @@ def _prepare(
 
     spec = SessionSpec(
         config=config_from_args(args, base_url=url),
-        profile=_load_profile(args.profile),
+        profile=profile_from_args(args.profile),
         trace=trace_spec(args),
         gpu=args.gpu,
         gpus=args.gpus,
         sim_url=sim_url,
         pricing=pricing,
-        recording=RecordingSpec(record_tokens=args.record_tokens),
+        recording=RecordingSpec(directory=args.record_dir, record_tokens=args.record_tokens),
         telemetry=telemetry_spec_from_args(args),
     )
     turns = TurnTally()
@@ -115,26 +121,6 @@ def _note(line: str) -> None:
     print(f"wattload: {line}", file=sys.stderr)
 
 
-def _load_profile(profile: str | None) -> LoadedProfile | None:
-    """--profile: the loaded profile (one line when it is invalid), or None."""
-    if not profile:
-        return None
-    from engine.workload.profile import ProfileError, load_profile
-
-    try:
-        return load_profile(profile)
-    except ProfileError as exc:
-        raise UserError(str(exc)) from None
-
-
-def _start_recording(controller: Controller, path: str) -> None:
-    """--record: open the file before the load starts, so the whole session is in it."""
-    message = controller.start_recording(path or None)
-    if controller.recording_path is None:
-        raise UserError(message)
-    print(f"wattload: recording to {message}", file=sys.stderr)
-
-
 @contextlib.contextmanager
 def _sim_server(args: argparse.Namespace) -> Iterator[str | None]:
     """With --sim, the simulated server in a subprocess for the length of the run (shared with `demo`)."""
@@ -147,15 +133,6 @@ def _sim_server(args: argparse.Namespace) -> Iterator[str | None]:
         if args.headless:  # with the dashboard the header shows it, and the end summary says it has stopped
             print(f"wattload: simulated server at {url}", file=sys.stderr)
         yield url
-
-
-def _tui_runner() -> Callable[..., int] | None:
-    """The TUI's entry point, or None when this build has no TUI (then `run` goes headless with a note)."""
-    try:
-        from tui.app import run_tui
-    except ImportError:
-        return None
-    return run_tui
 
 
 def run_headless(
