@@ -173,9 +173,9 @@ class Controller:
         self._thread = threading.Thread(target=self._serve, name="wattload-controller", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "stopped by the operator") -> None:
         """Start no new requests; in-flight ones get ``stop_grace_s`` to finish; then the session ends."""
-        self._begin_stop("stopped by the operator")
+        self._begin_stop(reason)
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once the session has ended (stopped or failed) and its final snapshot is published."""

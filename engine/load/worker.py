@@ -107,8 +107,10 @@ def worker_main(
     budget: Any | None = None,
 ) -> None:
     """Process entry point (spawn). ``budget`` is a shared counter of requests started, when a count is set."""
-    # Ctrl-C reaches the whole process group; the controller decides how to stop, so workers ignore it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C, `timeout`, systemd and a closed tmux pane signal the whole process group; the controller decides
+    # how to stop (it sends Stop, or its pipes close when it dies), so workers ignore the stop signals.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     _raise_fd_limit()
     runner = _Worker(worker, config, factory, commands, data, budget)
     try:

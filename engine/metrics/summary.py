@@ -26,6 +26,7 @@ class RunReport(BaseModel):
     state: str
     stop_reason: str = ""
     interrupted: bool = False
+    stop_signal: str | None = Field(default=None, description="the signal that stopped the run (SIGINT, SIGTERM, ...)")
     cancelled_at_stop: int = Field(default=0, description="in-flight requests cancelled when the run stopped")
     settings: dict[str, Any] = Field(description="RunConfig.safe_dump(): no secrets")
     pricing: str | None = None

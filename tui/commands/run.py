@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from engine.config import api_key_from_env
-from tui.cli import EXIT_FAILED, EXIT_INTERRUPTED, UserError
+from tui.cli import EXIT_FAILED, UserError
 from tui.commands.common import add_load_args, config_from_args, pricing_from_args
 
 if TYPE_CHECKING:
@@ -151,40 +149,40 @@ def _tui_runner() -> Callable[..., int] | None:
 def run_headless(controller: Controller, *, json_path: str | None = None) -> int:
     """Run to the end (duration, request count, Ctrl-C or failure); print the summary; write --json."""
     from engine.metrics.summary import RunReport, format_summary, progress_line, wall_clock_label, write_report
+    from engine.signals import OWNER, SIGINT, signal_name
     from engine.snapshot import RunState
 
-    interrupted = False
-
-    def on_sigint(signum: int, frame: FrameType | None) -> None:
-        nonlocal interrupted
-        if interrupted:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for the drain
-        interrupted = True
-        print("\nwattload: stopping; Ctrl-C again to quit at once", file=sys.stderr)
-        controller.stop()
+    def on_stop(signum: int) -> None:
+        again = "Ctrl-C" if signum == SIGINT else f"{signal_name(signum)} or Ctrl-C"
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(f"\nwattload: stopping ({signal_name(signum)}); {again} again to quit at once", file=sys.stderr)
+        controller.stop(f"stopped by {signal_name(signum)}")
 
     started_at = wall_clock_label()
     show_progress = sys.stderr.isatty()
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        controller.start()
-        next_line = time.monotonic() + PROGRESS_EVERY_S
-        while not controller.wait(0.25):
-            if show_progress and time.monotonic() >= next_line:
-                next_line += PROGRESS_EVERY_S
-                print(progress_line(controller.latest), file=sys.stderr, flush=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        controller.close()
+    with OWNER.stopping(on_stop, sigint=True) as stopped:
+        try:
+            controller.start()
+            next_line = time.monotonic() + PROGRESS_EVERY_S
+            while not controller.wait(0.25):
+                if show_progress and time.monotonic() >= next_line:
+                    next_line += PROGRESS_EVERY_S
+                    with contextlib.suppress(OSError):
+                        print(progress_line(controller.latest), file=sys.stderr, flush=True)
+        finally:
+            controller.close()
+    interrupted = stopped.received
     final = controller.latest
     reason, cancelled = controller.stop_reason, controller.cancelled_at_stop
-    print(format_summary(final, stop_reason=reason, cancelled=cancelled, gpu_note=controller.gpu_message))
+    with contextlib.suppress(OSError):  # a hung-up terminal must not cost the --json file
+        print(format_summary(final, stop_reason=reason, cancelled=cancelled, gpu_note=controller.gpu_message))
     if json_path:
         report = RunReport(
             started_at=started_at,
             state=final.state.value,
             stop_reason=controller.stop_reason,
             interrupted=interrupted,
+            stop_signal=signal_name(stopped.signum) if stopped.signum is not None else None,
             cancelled_at_stop=controller.cancelled_at_stop,
             settings=controller.config.safe_dump(),
             pricing=final.cost.profile or None,
@@ -197,4 +195,4 @@ def run_headless(controller: Controller, *, json_path: str | None = None) -> int
     if final.state is RunState.FAILED:
         print(f"wattload: the run failed: {final.message}", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_INTERRUPTED if interrupted else 0
+    return stopped.exit_code or 0

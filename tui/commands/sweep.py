@@ -11,17 +11,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import signal
 import sys
 import threading
 from collections.abc import Iterator
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr, ValidationError
 
 from engine.config import RunConfig, api_key_from_env
-from tui.cli import EXIT_FAILED, EXIT_INTERRUPTED, UserError
+from tui.cli import EXIT_FAILED, UserError
 from tui.commands.common import parse_duration, positive, pricing_from_args, sigint_blocked
 
 if TYPE_CHECKING:
@@ -298,50 +296,50 @@ def _sweep(
 ) -> int:
     from rich.console import Console
 
+    from engine.signals import OWNER, SIGINT, signal_name
     from engine.sweep.matrix import MatrixError, run_matrix, state_path_for
     from engine.sweep.report import SweepReport, wall_clock_label, write_csv, write_json
     from engine.sweep.session import find_ceiling
     from tui.sweep_view import matrix_view, sweep_view
 
     stop = threading.Event()
-    interrupted = False
 
-    def on_sigint(signum: int, frame: FrameType | None) -> None:
-        nonlocal interrupted
-        if interrupted:
-            raise KeyboardInterrupt
-        interrupted = True
+    def on_stop(signum: int) -> None:
         stop.set()
-        print("\nwattload: stopping after this step; Ctrl-C again to quit at once", file=sys.stderr)
+        again = "Ctrl-C" if signum == SIGINT else f"{signal_name(signum)} or Ctrl-C"
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(f"\nwattload: stopping the sweep ({signal_name(signum)}); what ran is still reported; "
+                  f"{again} again to quit at once", file=sys.stderr)
 
     created = wall_clock_label()
     printer = ProgressPrinter()
     is_matrix = loaded.profile.matrix is not None
     _print_plan(loaded, settings, seed, target)
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        if is_matrix:
-            state_path = state_path_for(args.json or args.csv)
-            try:
-                cells = run_matrix(
-                    target,
-                    loaded,
-                    settings,
-                    seed=seed,
-                    state_path=state_path,
-                    resume=args.resume,
-                    on_progress=printer.matrix,
-                    stop_flag=stop,
-                )
-            except MatrixError as exc:
-                raise UserError(str(exc)) from None
-            result = None
-        else:
-            cells = None
-            result = find_ceiling(target, loaded, settings, seed=seed, on_progress=printer.step, stop_flag=stop)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        printer.close()
+    with OWNER.stopping(on_stop, sigint=True) as stopped:
+        try:
+            if is_matrix:
+                state_path = state_path_for(args.json or args.csv)
+                try:
+                    cells = run_matrix(
+                        target,
+                        loaded,
+                        settings,
+                        seed=seed,
+                        state_path=state_path,
+                        resume=args.resume,
+                        on_progress=printer.matrix,
+                        stop_flag=stop,
+                    )
+                except MatrixError as exc:
+                    raise UserError(str(exc)) from None
+                result = None
+            else:
+                cells = None
+                result = find_ceiling(target, loaded, settings, seed=seed, on_progress=printer.step, stop_flag=stop)
+        finally:
+            printer.close()
+
+    interrupted = stopped.received
 
     # Piped output (CI logs, `| tee`) gets a fixed width wide enough for the tables, not rich's 80 columns.
     console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 150)
@@ -372,8 +370,8 @@ def _sweep(
                 write(report, path)
             except OSError as exc:
                 raise UserError(f"cannot write {path}: {exc.strerror}") from None
-    if interrupted:
-        return EXIT_INTERRUPTED
+    if stopped.exit_code is not None:
+        return stopped.exit_code
     if result is not None and result.status == "failed":
         print(f"wattload: the sweep failed: {result.message}", file=sys.stderr)
         return EXIT_FAILED
