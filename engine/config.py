@@ -7,10 +7,11 @@ recording, a log, a report or a JSON summary.
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from engine.redact import redact_url
 from engine.snapshot import LoadMode
 
 
@@ -55,6 +56,9 @@ class RunConfig(BaseModel):
     def _strip_slash(cls, v: str) -> str:
         return v.rstrip("/")
 
-    def safe_dump(self) -> dict:
-        """Settings as JSON-able data with every secret removed (for recordings and reports)."""
-        return self.model_dump(mode="json", exclude={"api_key"})
+    def safe_dump(self) -> dict[str, Any]:
+        """Settings as JSON-able data with every secret removed (for recordings and reports): no key, and the
+        URL without its password."""
+        dumped = self.model_dump(mode="json", exclude={"api_key"})
+        dumped["base_url"] = redact_url(self.base_url)
+        return dumped

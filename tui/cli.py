@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from engine import __version__
+from engine.redact import redact_text, register_secret, url_credentials
 
 EXIT_FAILED = 1  # the engine failed (a worker died, the server refused everything)
 EXIT_USER = 2  # a problem the user can fix: one line, no traceback
@@ -21,7 +23,22 @@ COMMANDS = ("run", "demo", "sim", "gpu", "replay", "report", "export", "sweep")
 
 
 class UserError(Exception):
-    """A problem the user can fix (bad URL, bad file, missing permission): printed as one line, exit code 2."""
+    """A problem the user can fix (bad URL, bad file, missing permission): printed as one line, exit code 2.
+    Its text is scrubbed of secrets when it is made (it often names the URL or quotes the server)."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(redact_text(str(message)))
+
+
+def register_secrets(args: argparse.Namespace) -> None:
+    """Every secret this process may handle is known to the scrubber before anything is printed or written:
+    the API key (flag or environment) and the password of any URL argument."""
+    for value in (getattr(args, "api_key", None), os.environ.get("WATTLOAD_API_KEY"), os.environ.get("OPENAI_API_KEY")):
+        register_secret(value)
+    for name in ("url", "drive"):
+        url = getattr(args, name, None)
+        if isinstance(url, str):
+            register_secret(url_credentials(url)[1])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,10 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    register_secrets(args)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"wattload: {exc}", file=sys.stderr)
+        print(f"wattload: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_USER
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

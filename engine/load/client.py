@@ -25,6 +25,7 @@ from aiohttp.client_proto import ResponseHandler
 from engine.config import RunConfig
 from engine.load.sse import StreamParser, one_line
 from engine.records import ErrorClass, RequestRecord
+from engine.redact import redact_text
 from engine.workload.synthetic import RequestSpec
 
 CONNECT_TIMEOUT_S = 10.0
@@ -128,8 +129,8 @@ class StreamClient:
         t_end = perf_counter_ns()
         usage_out = parser.completion_tokens
         cls, detail = error if error is not None else (None, "")
-        if detail and self._secret and self._secret in detail:
-            detail = detail.replace(self._secret, "***")
+        if detail:  # error path only: the hot path never pays for it
+            detail = redact_text(detail, (self._secret,))
         return RequestRecord(
             worker=self._worker,
             request_id=request_id,
@@ -191,7 +192,12 @@ class StreamClient:
 
 
 def error_message(raw: bytes) -> str:
-    """The human part of an error body: OpenAI's error.message, FastAPI's detail, or the first line of text."""
+    """The human part of an error body: OpenAI's error.message, FastAPI's detail, or the first line of text,
+    scrubbed of secrets (servers echo keys: "upstream rejected credentials Bearer sk-...")."""
+    return redact_text(_error_text(raw[:_ERROR_BODY_BYTES]))
+
+
+def _error_text(raw: bytes) -> str:
     text = raw.decode("utf-8", "replace").strip()
     try:
         obj = json.loads(text)

@@ -30,6 +30,7 @@ from engine.load.worker import Batch, Done, Failed, Go, Pause, Ready, Resume, St
 from engine.load.worker_pool import WorkerExited, WorkerPool
 from engine.metrics.aggregator import Aggregator
 from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
+from engine.redact import redact_url
 from engine.snapshot import LoadMode, RunState, Snapshot
 from engine.workload.synthetic import RequestFactory, SyntheticFactory
 
@@ -82,7 +83,7 @@ class Controller:
         self._sim_url = sim_url
         self._pricing = pricing
         self._stop_grace_s = stop_grace_s
-        self._meta = SessionMeta(endpoint=config.base_url, model=config.model, workload=config.workload)
+        self._meta = SessionMeta(endpoint=redact_url(config.base_url), model=config.model, workload=config.workload)
 
         self._lock = threading.RLock()
         self._phase = RunState.STARTING  # STARTING, RUNNING, STOPPING, STOPPED or FAILED; PAUSED is a flag

@@ -14,14 +14,22 @@ import httpx
 
 from engine.config import RunConfig
 from engine.load.client import IGNORE_EOS_REJECTED, completions_url, error_message, request_body, request_headers
+from engine.load.sse import one_line
+from engine.redact import redact_text, redact_url
 from engine.workload.synthetic import RequestSpec
 
 PROBE_TIMEOUT_S = 10.0
 KEY_HINT = "pass --api-key or set OPENAI_API_KEY / WATTLOAD_API_KEY"
+MAX_LINE = 300  # one readable line, however much the server sends back
+MAX_MODELS_SHOWN = 8
 
 
 class ProbeError(Exception):
-    """A problem with the endpoint the user can fix; ``str()`` is one line naming it and what to try."""
+    """A problem with the endpoint the user can fix; ``str()`` is one line naming it and what to try, with every
+    secret scrubbed (it names URLs and quotes the server, which may echo the key)."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(one_line(redact_text(str(message)), MAX_LINE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +47,11 @@ def resolve_endpoint(
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ProbeError(f"not an http(s) URL: {url!r} (e.g. http://127.0.0.1:8000 or http://host:8000/v1)")
+    if api_key and (parts.username or parts.password):
+        raise ProbeError(
+            f"{redact_url(url)} carries credentials (user:password@) and an API key is set (--api-key, "
+            "$WATTLOAD_API_KEY or $OPENAI_API_KEY): both cannot be sent; drop one of them"
+        )
     candidates = [url] if parts.path.endswith("/v1") else [url + "/v1", url]
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(timeout=timeout_s, trust_env=False, headers=headers) as http:
@@ -70,7 +83,10 @@ def _list_models(http: httpx.Client, base: str, have_key: bool, timeout_s: float
         raise ProbeError(f"GET {target} answered HTTP {reply.status_code}: {error_message(reply.content)}")
     try:
         data = reply.json()["data"]
-        return [str(m["id"]) for m in data]
+        ids = [m["id"] for m in data]
+        if not all(isinstance(i, str) for i in ids):
+            raise TypeError("model ids must be strings")
+        return ids
     except (ValueError, KeyError, TypeError):
         why = f"{target} did not return an OpenAI model list; is this an OpenAI-compatible server?"
         raise ProbeError(why) from None
@@ -79,17 +95,32 @@ def _list_models(http: httpx.Client, base: str, have_key: bool, timeout_s: float
 def _pick_model(models: list[str], wanted: str | None, base: str) -> str:
     if wanted:
         if models and wanted not in models:
-            served = ", ".join(models)
-            raise ProbeError(f"model {wanted!r} is not served at {base} (it serves: {served}); check --model")
+            raise ProbeError(f"model {wanted!r} is not served at {base} (it serves: {_names(models)}); check --model")
         return wanted
     if len(models) == 1:
         return models[0]
     if not models:
         raise ProbeError(f"{base}/models lists no models; name one with --model")
-    raise ProbeError(f"{base} serves {len(models)} models ({', '.join(models)}); pick one with --model")
+    raise ProbeError(f"{base} serves {len(models):,} models ({_names(models)}); pick one with --model")
+
+
+def _names(models: list[str]) -> str:
+    """A few model names, each cut short, and how many more: a server with 5,000 ids still gets one line."""
+    shown = ", ".join(one_line(m, 60) for m in models[:MAX_MODELS_SHOWN])
+    more = len(models) - MAX_MODELS_SHOWN
+    return shown + (f" and {more:,} more" if more > 0 else "")
 
 
 def preflight(config: RunConfig, timeout_s: float = 30.0) -> str | None:
+    """``_preflight``, with the warning scrubbed of secrets (it quotes the server, which may echo the key)."""
+    warning = _preflight(config, timeout_s)
+    if warning is None:
+        return None
+    secret = config.api_key.get_secret_value() if config.api_key is not None else None
+    return one_line(redact_text(warning, [secret]), MAX_LINE)
+
+
+def _preflight(config: RunConfig, timeout_s: float) -> str | None:
     """Send one 1-token streaming request shaped like the run's. Raises ProbeError for what the user must fix
     (404, 401/403, 422 for ignore_eos, other 4xx); returns a warning line for server-side trouble (5xx, 429,
     timeout), which the run itself will count, or None when the request worked."""

@@ -43,6 +43,7 @@ from engine.recording.store import (
     encode_token_times,
 )
 from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
+from engine.redact import redact_url
 from engine.snapshot import GpuStats, Snapshot
 
 WarningCallback = Callable[[ControlEvent], None]
@@ -265,6 +266,9 @@ class Recorder:
             record_tokens=self.record_tokens,
             snapshot_interval_s=self.snapshot_interval_s,
         )
+        # Owner-only from the first byte: the file holds the endpoint, the settings and the system's metadata.
+        # O_EXCL: never write into a file someone else just created (SQLite's -wal/-shm take the same mode).
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -510,7 +514,7 @@ def attach_recorder(
     api_key = config.api_key.get_secret_value() if config.api_key is not None else None
     factory = recorder_factory(
         config_dump=config.safe_dump(),
-        meta=SessionMeta(endpoint=config.base_url, model=config.model, workload=config.workload),
+        meta=SessionMeta(endpoint=redact_url(config.base_url), model=config.model, workload=config.workload),
         system_info=system_info if system_info is not None else getattr(controller, "system_info", None),
         pricing_dump=pricing,
         workload_dump=workload,

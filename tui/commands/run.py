@@ -156,7 +156,7 @@ def run_headless(controller: Controller, *, json_path: str | None = None) -> int
         again = "Ctrl-C" if signum == SIGINT else f"{signal_name(signum)} or Ctrl-C"
         with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
             print(f"\nwattload: stopping ({signal_name(signum)}); {again} again to quit at once", file=sys.stderr)
-        controller.stop(f"stopped by {signal_name(signum)}")
+        controller.stop("stopped by the operator" if signum == SIGINT else f"stopped by {signal_name(signum)}")
 
     started_at = wall_clock_label()
     show_progress = sys.stderr.isatty()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr, ValidationError
 
 from engine.config import RunConfig, api_key_from_env
+from engine.redact import redact_url
 from tui.cli import EXIT_FAILED, UserError
 from tui.commands.common import parse_duration, positive, pricing_from_args, sigint_blocked
 
@@ -352,7 +353,7 @@ def _sweep(
     report = SweepReport(
         kind="matrix" if is_matrix else "sweep",
         created=created,
-        endpoint=target.config.base_url,
+        endpoint=redact_url(target.config.base_url),
         model=target.config.model,
         profile=loaded.info(),
         seed=seed,
@@ -388,7 +389,7 @@ def _print_plan(loaded: LoadedProfile, settings: SweepSettings, seed: int, targe
         slo.append(f"TPOT p99 <= {settings.slo_tpot_p99_ms:g} ms")
     what = "matrix" if p.matrix is not None else f"{p.input.describe()} -> {p.output.describe()} tokens"
     print(
-        f"wattload: sweeping {target.config.base_url} ({target.config.model}) with {p.name} [{what}], "
+        f"wattload: sweeping {redact_url(target.config.base_url)} ({target.config.model}) with {p.name} [{what}], "
         f"concurrency {settings.start}..{settings.max} {steps}, window {settings.window_s:g}s, "
         f"steps up to {settings.step_time_s:g}s, seed {seed}" + (f", SLO {' and '.join(slo)}" if slo else ""),
         file=sys.stderr,
