@@ -304,6 +304,13 @@ class Controller:
             return None
         return str(recorder.path)
 
+    @property
+    def recording_failed(self) -> str | None:
+        """One line when the recording stopped by itself (disk full, file not writable), else None."""
+        recorder = self._recorder
+        failed = getattr(recorder, "failed", None) if recorder is not None else None
+        return str(failed) if failed else None
+
     def system_info(self) -> SystemInfo:
         """Host, driver and GPU metadata for recordings and reports; never raises."""
         from engine.sysinfo import collect_sysinfo

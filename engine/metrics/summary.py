@@ -28,6 +28,8 @@ class RunReport(BaseModel):
     interrupted: bool = False
     stop_signal: str | None = Field(default=None, description="the signal that stopped the run (SIGINT, SIGTERM, ...)")
     cancelled_at_stop: int = Field(default=0, description="in-flight requests cancelled when the run stopped")
+    recording: str | None = Field(default=None, description="the file this run recorded to, if any")
+    recording_failed: str | None = Field(default=None, description="why the recording stopped early, if it did")
     settings: dict[str, Any] = Field(description="RunConfig.safe_dump(): no secrets")
     pricing: str | None = None
     result: Snapshot

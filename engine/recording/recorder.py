@@ -237,6 +237,11 @@ class Recorder:
 
     def _create(self, config: dict, meta: SessionMeta, system_info: Any, pricing: Any, workload: Any,
                 gpus: Mapping[int, str] | None, telemetry_source: str | None) -> sqlite3.Connection:
+        for up in (self.path.parent, *self.path.parent.parents):  # mkdir would only say "File exists"
+            if up.exists():
+                if not up.is_dir():
+                    raise OSError(f"{up} is not a directory")
+                break
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             raise OSError(f"{self.path} already exists; a recording is never overwritten")
@@ -301,6 +306,7 @@ class Recorder:
                 writer.finish()
         except Exception as exc:  # disk full, unwritable file, or a fact that cannot be encoded
             self._fail(exc)
+            writer.mark_failed(self.failed or "")
         finally:
             try:
                 conn.close()
@@ -344,7 +350,7 @@ class Recorder:
             return
         self._stopped = True
         seconds = self._last_t_us / 1e6
-        self.failed = (f"recording stopped: {_describe_failure(exc)}; the run goes on "
+        self.failed = (f"recording stopped: {_describe_failure(exc)} "
                        f"({self.requests_written} requests, {seconds:.0f} s kept in {self.path})")
         callback = self.on_warning
         if callback is not None:
@@ -450,6 +456,19 @@ class _Writer:
         if gpu.gpus and not json.loads(rows.get("gpus", "[]")):
             labels = [GpuLabel(index=g.index, name=g.name).model_dump() for g in gpu.gpus]
             self.conn.execute("UPDATE meta SET value = ? WHERE key = 'gpus'", (json.dumps(labels),))
+
+    def mark_failed(self, reason: str) -> None:
+        """Best effort: say in the file why it ended early (a full disk may refuse even this; the reader then
+        reports a recording that was not closed)."""
+        closed = ClosedInfo(t_us=max(0, *self.last_t.values()), requests=self.next_request_id - 1,
+                            wall_end=datetime.now().astimezone().isoformat(timespec="seconds"), failed=reason)
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('closed', ?)",
+                              (closed.model_dump_json(),))
+        except sqlite3.Error:
+            pass
 
     def finish(self) -> None:
         """Mark the file closed, fold the WAL into the main file and leave WAL mode (one file to copy)."""

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import SecretStr, ValidationError
@@ -84,6 +86,7 @@ def add_load_args(parser: argparse.ArgumentParser) -> None:
                           help="/v1/chat/completions (default) or /v1/completions")
     endpoint.add_argument("--api-key", default=None, metavar="KEY",
                           help="bearer token (default: $WATTLOAD_API_KEY or $OPENAI_API_KEY); never written anywhere")
+    add_timeout_args(endpoint)
 
     view = parser.add_argument_group("figures")
     view.add_argument("--window", type=parse_duration, default=10.0, metavar="TIME",
@@ -102,6 +105,44 @@ def add_load_args(parser: argparse.ArgumentParser) -> None:
     gpu.add_argument("--kwh", type=positive(float, allow_zero=True), default=None, metavar="USD",
                      help="override: electricity price per kWh")
     gpu.add_argument("--pue", type=positive(float), default=None, metavar="X", help="override: PUE (>= 1)")
+
+
+def add_timeout_args(group: argparse._ArgumentGroup) -> None:
+    """--request-timeout and --read-timeout (run, demo, sweep)."""
+    group.add_argument("--request-timeout", type=parse_duration, default=None, metavar="TIME",
+                       help="longest a request may take in all (default 600s)")
+    group.add_argument("--read-timeout", type=parse_duration, default=None, metavar="TIME",
+                       help="longest wait for the next token: silence, or bytes that carry none (default 60s)")
+
+
+def timeout_fields(args: argparse.Namespace) -> dict[str, float]:
+    fields: dict[str, float] = {}
+    if getattr(args, "request_timeout", None) is not None:
+        fields["request_timeout_s"] = args.request_timeout
+    if getattr(args, "read_timeout", None) is not None:
+        fields["read_timeout_s"] = args.read_timeout
+    return fields
+
+
+def check_output_path(path: str | None, flag: str) -> None:
+    """Before an hour-long run, not after it: the directory of an output file must exist and be writable."""
+    if not path:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"cannot write {flag} {path}: it is a directory")
+    parent = target.parent
+    for up in (parent, *parent.parents):
+        if up.exists():
+            if not up.is_dir():
+                raise UserError(f"cannot write {flag} {path}: {up} is not a directory")
+            if up != parent:
+                raise UserError(f"cannot write {flag} {path}: no directory {parent}")
+            break
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {flag} {path}: {parent} is not writable")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise UserError(f"cannot write {flag} {path}: the file is not writable")
 
 
 def config_from_args(args: argparse.Namespace, *, base_url: str | None = None, model: str | None = None) -> RunConfig:
@@ -124,6 +165,7 @@ def config_from_args(args: argparse.Namespace, *, base_url: str | None = None, m
         "window_s": args.window,
         "tick_hz": args.refresh,
         "seed": args.seed,
+        **timeout_fields(args),
     }
     if args.step is not None:
         fields["step"] = args.step

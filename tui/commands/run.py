@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from engine.config import api_key_from_env
 from tui.cli import EXIT_FAILED, UserError
-from tui.commands.common import add_load_args, config_from_args, pricing_from_args
+from tui.commands.common import add_load_args, check_output_path, config_from_args, pricing_from_args
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     if bool(args.url) == bool(args.sim):
         raise UserError("give the endpoint URL (e.g. http://127.0.0.1:8000), or --sim for the simulated server")
+    if args.headless:
+        _check_load_can_end(args)
+    check_output_path(args.json, "--json")
     pricing = pricing_from_args(args)
     with _sim_server(args) as sim_url:
         url = sim_url or args.url
@@ -67,6 +70,16 @@ def _run(args: argparse.Namespace) -> int:
                     controller.close()
             print("wattload: the TUI is not available in this build; running headless", file=sys.stderr)
         return run_headless(controller, json_path=args.json)
+
+
+def _check_load_can_end(args: argparse.Namespace) -> None:
+    """A headless run with no load sends nothing: it would wait forever (or measure nothing); say so at once."""
+    if args.rate is not None and args.rate == 0:
+        raise UserError("--rate 0 sends no requests, so a headless run would measure nothing and, with "
+                        "--requests, never end; give a rate > 0")
+    if args.rate is None and args.concurrency == 0:
+        raise UserError("--concurrency 0 keeps no request in flight, so a headless run would measure nothing and, "
+                        "with --requests, never end; give a concurrency > 0")
 
 
 def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None) -> Controller:
@@ -160,17 +173,30 @@ def run_headless(controller: Controller, *, json_path: str | None = None) -> int
 
     started_at = wall_clock_label()
     show_progress = sys.stderr.isatty()
+    recording = controller.recording_path
+    said_recording_failed = False
+
+    def tell_recording_failed() -> None:
+        nonlocal said_recording_failed
+        failed = controller.recording_failed
+        if failed and not said_recording_failed:
+            said_recording_failed = True
+            with contextlib.suppress(OSError):
+                print(f"wattload: {failed}; the load goes on", file=sys.stderr, flush=True)
+
     with OWNER.stopping(on_stop, sigint=True) as stopped:
         try:
             controller.start()
             next_line = time.monotonic() + PROGRESS_EVERY_S
             while not controller.wait(0.25):
+                tell_recording_failed()
                 if show_progress and time.monotonic() >= next_line:
                     next_line += PROGRESS_EVERY_S
                     with contextlib.suppress(OSError):
                         print(progress_line(controller.latest), file=sys.stderr, flush=True)
         finally:
             controller.close()
+    tell_recording_failed()
     interrupted = stopped.received
     final = controller.latest
     reason, cancelled = controller.stop_reason, controller.cancelled_at_stop
@@ -183,6 +209,8 @@ def run_headless(controller: Controller, *, json_path: str | None = None) -> int
             stop_reason=controller.stop_reason,
             interrupted=interrupted,
             stop_signal=signal_name(stopped.signum) if stopped.signum is not None else None,
+            recording=recording,
+            recording_failed=controller.recording_failed,
             cancelled_at_stop=controller.cancelled_at_stop,
             settings=controller.config.safe_dump(),
             pricing=final.cost.profile or None,
@@ -195,4 +223,12 @@ def run_headless(controller: Controller, *, json_path: str | None = None) -> int
     if final.state is RunState.FAILED:
         print(f"wattload: the run failed: {final.message}", file=sys.stderr)
         return EXIT_FAILED
-    return stopped.exit_code or 0
+    if stopped.exit_code is not None:
+        return stopped.exit_code
+    total = final.total
+    if total.requests == 0 and total.errors > 0:
+        worst = max(total.errors_by_class.items(), key=lambda kv: kv[1])[0] if total.errors_by_class else "?"
+        print(f"wattload: no request succeeded ({total.errors:,} failed, most as {worst})",
+              file=sys.stderr)
+        return EXIT_FAILED
+    return 0

@@ -21,7 +21,15 @@ from pydantic import SecretStr, ValidationError
 from engine.config import RunConfig, api_key_from_env
 from engine.redact import redact_url
 from tui.cli import EXIT_FAILED, UserError
-from tui.commands.common import parse_duration, positive, pricing_from_args, sigint_blocked
+from tui.commands.common import (
+    add_timeout_args,
+    check_output_path,
+    parse_duration,
+    positive,
+    pricing_from_args,
+    sigint_blocked,
+    timeout_fields,
+)
 
 if TYPE_CHECKING:
     from engine.sweep.matrix import MatrixProgress
@@ -135,6 +143,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY",
         help="bearer token (default: $WATTLOAD_API_KEY or $OPENAI_API_KEY); never written anywhere",
     )
+    add_timeout_args(run)
     run.add_argument("--workers", type=positive(int), default=None, metavar="N", help="worker processes")
     run.add_argument("--seed", type=int, default=None, help="seed for prompts (default: the profile's, else 0)")
     run.add_argument("--refresh", type=positive(float), default=4.0, metavar="HZ", help="snapshots per second (4)")
@@ -163,6 +172,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("give the endpoint URL (e.g. http://127.0.0.1:8000), or --sim for the simulated server")
     if args.sim_set and not args.sim:
         raise UserError("--sim-set needs --sim")
+    check_output_path(args.json, "--json")
+    check_output_path(args.csv, "--csv")
     try:
         loaded = load_profile(args.profile)
     except ProfileError as exc:
@@ -273,6 +284,7 @@ def _target(args: argparse.Namespace, loaded: LoadedProfile, sim_url: str | None
             "ignore_eos": loaded.profile.ignore_eos,
             "tick_hz": args.refresh,
             "workload": loaded.profile.name,
+            **timeout_fields(args),
         }
         if args.workers is not None:
             fields["workers"] = args.workers
