@@ -68,4 +68,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m tui.cli` runs this file as __main__; the commands raise tui.cli.UserError, a different class
+    # from __main__.UserError, so hand over to the real module (else a user error is a traceback and exit 1).
+    from tui.cli import main as _main
+
+    sys.exit(_main())

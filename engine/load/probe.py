@@ -104,11 +104,19 @@ def _pick_model(models: list[str], wanted: str | None, base: str) -> str:
     raise ProbeError(f"{base} serves {len(models):,} models ({_names(models)}); pick one with --model")
 
 
-def _names(models: list[str]) -> str:
-    """A few model names, each cut short, and how many more: a server with 5,000 ids still gets one line."""
-    shown = ", ".join(one_line(m, 60) for m in models[:MAX_MODELS_SHOWN])
-    more = len(models) - MAX_MODELS_SHOWN
-    return shown + (f" and {more:,} more" if more > 0 else "")
+def _names(models: list[str], budget: int = 120) -> str:
+    """A few model names, each cut short, and how many more: a server with 5,000 ids still gets one line that
+    keeps its advice at the end."""
+    shown: list[str] = []
+    used = 0
+    for name in models[:MAX_MODELS_SHOWN]:
+        short = one_line(name, 48)
+        if shown and used + len(short) > budget:
+            break
+        shown.append(short)
+        used += len(short) + 2
+    more = len(models) - len(shown)
+    return ", ".join(shown) + (f" and {more:,} more" if more > 0 else "")
 
 
 def preflight(config: RunConfig, timeout_s: float = 30.0) -> str | None:
@@ -130,18 +138,27 @@ def _preflight(config: RunConfig, timeout_s: float) -> str | None:
     url = completions_url(config)
     try:
         with (
-            httpx.Client(timeout=timeout_s, trust_env=False) as http,
+            httpx.Client(timeout=httpx.Timeout(timeout_s, read=min(timeout_s, config.read_timeout_s)),
+                         trust_env=False) as http,
             http.stream("POST", url, json=body, headers=request_headers(config)) as reply,
         ):
-            raw = reply.read()
+            # A 200 is judged by its headers alone (its body may be a stream that never ends); an error's body
+            # is read for its message, at most 64 KiB of it.
+            raw = b"" if reply.status_code == 200 else _read_some(reply)
     except httpx.ConnectError as exc:
         raise ProbeError(f"cannot connect to {_host(url)} ({_reason(exc)}); is the server running?") from None
     except httpx.TimeoutException:
-        return f"a test request to {url} did not finish within {timeout_s:g} s; starting anyway"
+        waited = min(timeout_s, config.read_timeout_s)
+        return f"a test request to {url} timed out (no answer within {waited:g} s); starting anyway"
     except httpx.HTTPError as exc:
         return f"a test request to {url} failed ({type(exc).__name__}); starting anyway"
     status = reply.status_code
     if status == 200:
+        kind = reply.headers.get("content-type", "")
+        if "event-stream" not in kind:
+            shown = one_line(kind.split(";")[0], 60) or "no Content-Type"
+            raise ProbeError(f"{url} answered a streaming request with HTTP 200 {shown}, not an event stream: "
+                             "it does not stream; is this an OpenAI-compatible endpoint (check the URL and --api)?")
         return None
     message = error_message(raw)
     names_field = "ignore_eos" in message or "min_tokens" in message
@@ -154,6 +171,16 @@ def _preflight(config: RunConfig, timeout_s: float) -> str | None:
     if status == 429 or status >= 500:
         return f"a test request got HTTP {status} ({message}); starting anyway"
     raise ProbeError(f"the server rejected a test request: HTTP {status} ({message})")
+
+
+def _read_some(reply: httpx.Response, limit: int = 1 << 16) -> bytes:
+    """At most ``limit`` bytes of a body (a server that never stops must not hold the probe)."""
+    got = bytearray()
+    for part in reply.iter_raw():
+        got += part
+        if len(got) >= limit:
+            break
+    return bytes(got)
 
 
 def _refused(status: int, target: str, have_key: bool) -> str:

@@ -58,6 +58,8 @@ async def _head(w: asyncio.StreamWriter, status: int = 200, ctype: str = "text/e
 
 
 async def _chunked(w: asyncio.StreamWriter, data: bytes) -> None:
+    if w.is_closing():  # the client gave up: stop writing (asyncio would log every write into a dead socket)
+        raise ConnectionResetError
     w.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
     await w.drain()
 
@@ -113,6 +115,19 @@ async def _chunked_short(w: asyncio.StreamWriter, req: dict[str, Any]) -> None:
     w.write(b"400\r\n" + _chunk("b "))
     await w.drain()
     await _hold()
+
+
+async def _chunk_dribble(w: asyncio.StreamWriter, req: dict[str, Any]) -> None:
+    """A chunk whose announced bytes arrive a few at a time, forever: bytes keep coming, no token ever does."""
+    await _head(w)
+    await _chunked(w, _chunk("a "))
+    w.write(b"100000\r\n" + _chunk("b ")[:20])
+    for _ in range(int(HOLD_S / 0.05)):
+        if w.is_closing():
+            return
+        await asyncio.sleep(0.05)
+        w.write(b"\x00garbage")
+        await w.drain()
 
 
 async def _stall_after_headers(w: asyncio.StreamWriter, req: dict[str, Any]) -> None:
@@ -171,6 +186,12 @@ async def _echo_key(w: asyncio.StreamWriter, req: dict[str, Any]) -> None:
     auth = req["headers"].get("authorization", "")
     body = json.dumps({"error": {"message": f"upstream rejected credentials {auth} (key {SECRET})"}}).encode()
     await _whole(w, body, status=500, ctype="application/json")
+
+
+async def _echo_bearer(w: asyncio.StreamWriter, req: dict[str, Any]) -> None:
+    """An upstream's token, not ours: only its shape says it is a secret."""
+    body = json.dumps({"error": {"message": "upstream said: Authorization: Bearer sk-upstream-0a9f8e7d6c5b"}})
+    await _whole(w, body.encode(), status=502, ctype="application/json")
 
 
 async def _huge_error(w: asyncio.StreamWriter, req: dict[str, Any]) -> None:
@@ -272,9 +293,12 @@ CASES: dict[str, Handler] = {
     "usage-nan": _usage_case(_raw_usage('{"prompt_tokens":NaN,"completion_tokens":Infinity}')),
     "usage-mismatch": _usage_case(_usage(12, 500), n=10),
     "usage-slightly-off": _usage_case(_usage(12, 10), n=8),
+    "usage-below-chunks": _usage_case(_usage(12, 2), n=10),
+    "usage-prompt-only-bad": _usage_case(_usage(-1, 8)),
     "usage-not-object": _usage_case(_raw_usage("[1,2]")),
     "chunked-broken": _chunked_broken,
     "chunked-short": _chunked_short,
+    "chunk-dribble": _chunk_dribble,
     "stall-after-headers": _stall_after_headers,
     "stall-before-headers": _stall_before_headers,
     "keepalive-forever": _keepalive_forever,
@@ -288,6 +312,9 @@ CASES: dict[str, Handler] = {
     "retry-after": lambda w, r: _rate_limited(w, r, "1"),
     "retry-after-absurd": lambda w, r: _rate_limited(w, r, "99999999999"),
     "retry-after-date": lambda w, r: _rate_limited(w, r, "Wed, 21 Oct 2015 07:28:00 GMT"),
+    "retry-after-negative": lambda w, r: _rate_limited(w, r, "-5"),
+    "retry-after-nan": lambda w, r: _rate_limited(w, r, "nan"),
+    "echo-bearer": _echo_bearer,
     "reset": _reset,
     "close-before-reply": _close_before_reply,
     "bad-status-line": _bad_status_line,
