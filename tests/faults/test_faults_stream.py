@@ -10,8 +10,7 @@ import pytest
 from hostile import MODEL, SECRET
 
 from engine.config import RunConfig
-from engine.load.client import MAX_RETRY_AFTER_S, StreamClient, open_session
-from engine.load.sse import MAX_USAGE_TOKENS
+from engine.load.client import StreamClient, open_session
 from engine.records import ErrorClass, RequestRecord
 from engine.workload.synthetic import RequestSpec
 
@@ -79,7 +78,6 @@ def test_usage_a_few_tokens_off_is_believed(hostile):
     _, r = run_one(hostile.url("usage-slightly-off"))
     assert r.ok and r.usage_rejected == ""
     assert (r.output_tokens, r.output_estimated, r.chunks) == (10, False, 8)
-    assert MAX_USAGE_TOKENS >= 1_000_000
 
 
 # -- streams that never end: bounded by the read timeout -------------------------------------------------------
@@ -130,7 +128,7 @@ def test_a_server_echoing_our_key_and_authorization_header_is_scrubbed(hostile):
 
 @pytest.mark.parametrize(
     ("case", "expected"),
-    [("retry-after", 1.0), ("retry-after-absurd", MAX_RETRY_AFTER_S), ("retry-after-date", 0.0),
+    [("retry-after", 1.0), ("retry-after-absurd", 60.0), ("retry-after-date", 0.0),
      ("retry-after-negative", 0.0), ("retry-after-nan", None)],
 )
 def test_retry_after_is_read_and_bounded(hostile, case, expected):
