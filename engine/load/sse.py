@@ -96,6 +96,7 @@ class StreamParser:
             return 0
         before = self.chunks
         prefix = self._prefix
+        payload: bytes | None
         for event in events:
             if event[:6] == b"data: " and b"\n" not in event:
                 payload = event[6:]

@@ -357,11 +357,13 @@ def _sweep(
     # Piped output (CI logs, `| tee`) gets a fixed width wide enough for the tables, not rich's 80 columns.
     console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 150)
     if cells is not None:
-        console.print(matrix_view(cells, heatmaps))
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone; the files still get written
+            console.print(matrix_view(cells, heatmaps))
         if is_matrix and len(cells) < len(loaded.profile.matrix.inputs) * len(loaded.profile.matrix.outputs):  # type: ignore[union-attr]
             print(f"wattload: {len(cells)} cells finished; rerun with --resume to run the rest", file=sys.stderr)
     elif result is not None:
-        console.print(sweep_view(result))
+        with contextlib.suppress(OSError):
+            console.print(sweep_view(result))
     report = SweepReport(
         kind="matrix" if is_matrix else "sweep",
         created=created,
@@ -462,6 +464,10 @@ class ProgressPrinter:
             self._line(f"{self._prefix}calibrating", final=False)
 
     def _line(self, text: str, *, final: bool) -> None:
+        with contextlib.suppress(OSError):  # a terminal that hung up must not end the sweep
+            self._write(text, final=final)
+
+    def _write(self, text: str, *, final: bool) -> None:
         if self.tty:
             sys.stderr.write("\r\x1b[2K" + text + ("\n" if final else ""))
             self._open = not final
