@@ -33,12 +33,30 @@ class UserError(Exception):
 def register_secrets(args: argparse.Namespace) -> None:
     """Every secret this process may handle is known to the scrubber before anything is printed or written:
     the API key (flag or environment) and the password of any URL argument."""
-    for value in (getattr(args, "api_key", None), os.environ.get("WATTLOAD_API_KEY"), os.environ.get("OPENAI_API_KEY")):
+    sources = (("--api-key", getattr(args, "api_key", None)), ("$WATTLOAD_API_KEY", os.environ.get("WATTLOAD_API_KEY")),
+               ("$OPENAI_API_KEY", os.environ.get("OPENAI_API_KEY")))
+    for _, value in sources:
         register_secret(value)
+        if value:  # the key's pieces too: a header error would otherwise show them around the bad character
+            for piece in value.split():
+                register_secret(piece)
     for name in ("url", "drive"):
         url = getattr(args, name, None)
         if isinstance(url, str):
             register_secret(url_credentials(url)[1])
+
+
+def check_api_keys(args: argparse.Namespace) -> None:
+    """A key with a newline or a space (a pasted file, a quoting slip) cannot be a header: say so once, up front,
+    instead of every request failing with a header error."""
+    sources = (("--api-key", getattr(args, "api_key", None)), ("$WATTLOAD_API_KEY", os.environ.get("WATTLOAD_API_KEY")),
+               ("$OPENAI_API_KEY", os.environ.get("OPENAI_API_KEY")))
+    for where, value in sources:
+        if value and (value != value.strip() or any(not c.isprintable() or c.isspace() for c in value)):
+            raise UserError(f"the API key from {where} contains whitespace or a control character (a newline?); "
+                            "it cannot be sent as a header")
+        if value:
+            return  # the first key found is the one used
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     register_secrets(args)
     try:
+        check_api_keys(args)
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"wattload: {redact_text(str(exc))}", file=sys.stderr)
