@@ -262,6 +262,11 @@ async def _error_in_stream(w: asyncio.StreamWriter, req: dict[str, Any]) -> None
     await _stream(w, _chunk("a ") + b"data: " + err + b"\n\n")
 
 
+async def _stream_error_bearer(w: asyncio.StreamWriter, req: dict[str, Any]) -> None:
+    err = json.dumps({"error": {"message": "proxy: Authorization: Bearer sk-upstream-77aa66bb55cc refused"}})
+    await _stream(w, _chunk("a ") + b"data: " + err.encode() + b"\n\n")
+
+
 async def _data_after_done(w: asyncio.StreamWriter, req: dict[str, Any]) -> None:
     await _stream(w, stream_body(3) + _chunk("late "))
 
@@ -326,6 +331,7 @@ CASES: dict[str, Handler] = {
     "huge-id": _huge_id,
     "error-in-stream": _error_in_stream,
     "data-after-done": _data_after_done,
+    "stream-error-bearer": _stream_error_bearer,
     "redirect": _redirect,
 }
 
@@ -388,6 +394,8 @@ class HostileServer:
                 ctype = "text/html" if case == "models-html" else "application/json"
                 if case == "echo-key":
                     await _echo_key(writer, req)
+                elif case == "echo-bearer":
+                    await _echo_bearer(writer, req)
                 else:
                     await _whole(writer, body, ctype=ctype)
             else:

@@ -146,6 +146,25 @@ def test_a_preflight_warning_quoting_an_upstream_bearer_token_is_scrubbed(capsys
     assert "starting anyway" in err and code == 1  # every request failed: exit 1, said so
 
 
+def test_a_models_error_quoting_a_bearer_token_is_scrubbed(capsys, hostile):
+    code, _, err = run_cli(capsys, ["run", hostile.url("echo-bearer"), *LOAD])
+    assert code == 2 and "HTTP 502" in err
+    assert "0a9f8e7d6c5b" not in err
+
+
+def test_the_dashboard_header_and_saved_settings_show_no_url_password():
+    from engine.config import RunConfig
+    from engine.load.controller import Controller
+
+    config = RunConfig(base_url=with_password("http://127.0.0.1:9/v1"), model="m", workers=1)
+    assert PASSWORD not in json.dumps(config.safe_dump())
+    controller = Controller(config)  # not started: its first snapshot is what the header shows before the load
+    try:
+        assert PASSWORD not in controller.latest.endpoint and "alice:***@" in controller.latest.endpoint
+    finally:
+        controller.close()
+
+
 def test_the_sweep_report_names_the_endpoint_without_its_password(capsys, tmp_path):
     out_json = tmp_path / "s.json"
     with sim_server(speed=100.0) as url:

@@ -118,6 +118,12 @@ def test_a_server_echoing_an_upstream_bearer_token_is_scrubbed(hostile):
     one_line(r.error_detail)
 
 
+def test_an_error_inside_the_stream_quoting_a_bearer_token_is_scrubbed(hostile):
+    _, r = run_one(hostile.url("stream-error-bearer"))
+    assert r.error is ErrorClass.HTTP_5XX and "error in the stream" in r.error_detail
+    assert "77aa66bb55cc" not in r.error_detail
+
+
 def test_a_server_echoing_our_key_and_authorization_header_is_scrubbed(hostile):
     _, r = run_one(hostile.url("echo-key"), key=SECRET)
     assert r.error is ErrorClass.HTTP_5XX
