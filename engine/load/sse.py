@@ -90,8 +90,8 @@ class StreamParser:
                 self._too_long()
             return 0
         events = buf.split(b"\n\n")
-        self._buf = events.pop()
-        if len(self._buf) > MAX_EVENT_BYTES:
+        rest = self._buf = events.pop()
+        if rest and len(rest) > MAX_EVENT_BYTES:  # usually b"": reads end where events end
             self._too_long()
             return 0
         before = self.chunks
