@@ -7,7 +7,13 @@ import pytest
 from engine_helpers import config, free_port, set_sim, sim_server, sim_stamps
 
 from engine.config import RunConfig
-from engine.load.client import IGNORE_EOS_REJECTED, ArrivalStampingHandler, StreamClient, completions_url, open_session
+from engine.endpoint.client import (
+    IGNORE_EOS_REJECTED,
+    ArrivalStampingHandler,
+    StreamClient,
+    completions_url,
+    open_session,
+)
 from engine.records import ErrorClass, RequestRecord
 from engine.workload.synthetic import SyntheticFactory
 
@@ -112,7 +118,7 @@ async def test_api_key_is_sent_as_bearer_and_never_echoed():
 
 
 async def test_arrival_stamps_are_taken_in_this_aiohttps_protocol(sim):
-    """The client stamps bytes when they reach the connection (engine/load/client.py); if an aiohttp upgrade changes
+    """The client stamps bytes when they reach the connection (engine/endpoint/client.py); if an aiohttp upgrade changes
     how protocols are built, the client silently falls back to read-time stamps: this test notices."""
     cfg = config(sim)
     async with open_session(cfg) as session:

@@ -1,7 +1,8 @@
 """``wattload`` entry point: parses arguments and hands off to one command module.
 
-Each subcommand lives in ``tui/commands/<name>.py`` with ``register(subparsers)``; modules import textual only
-inside the functions that open the TUI, so headless paths (``run --headless``, ``report``, ``gpu``) never load it.
+Each subcommand is one module with ``register(subparsers)``: the headless ones (report, export, gpu, sweep, sim) in
+``engine/cli/``, the dashboard ones (run, demo, replay) in ``tui/commands/``. The dashboard modules import textual
+only inside the functions that open the TUI, so headless paths (``run --headless``, ``report``, ``gpu``) never load it.
 Errors that the user can fix become one line on stderr and exit code 2, never a traceback.
 """
 
@@ -13,21 +14,22 @@ import os
 import sys
 
 from engine import __version__
+from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USER, UserError
 from engine.redact import redact_text, register_secret, url_credentials
 
-EXIT_FAILED = 1  # the engine failed (a worker died, the server refused everything)
-EXIT_USER = 2  # a problem the user can fix: one line, no traceback
-EXIT_INTERRUPTED = 130  # Ctrl-C: the summary so far was still printed and written
+__all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_USER", "UserError", "build_parser", "main"]
 
-COMMANDS = ("run", "demo", "sim", "gpu", "replay", "report", "export", "sweep")
-
-
-class UserError(Exception):
-    """A problem the user can fix (bad URL, bad file, missing permission): printed as one line, exit code 2.
-    Its text is scrubbed of secrets when it is made (it often names the URL or quotes the server)."""
-
-    def __init__(self, message: str = "") -> None:
-        super().__init__(redact_text(str(message)))
+# Subcommand name -> the module that registers it, in the order `wattload --help` lists them.
+COMMANDS = {
+    "run": "tui.commands.run",
+    "demo": "tui.commands.demo",
+    "sim": "engine.cli.sim",
+    "gpu": "engine.cli.gpu",
+    "replay": "tui.commands.replay",
+    "report": "engine.cli.report",
+    "export": "engine.cli.export",
+    "sweep": "engine.cli.sweep",
+}
 
 
 def register_secrets(args: argparse.Namespace) -> None:
@@ -66,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"wattload {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        module = importlib.import_module(f"tui.commands.{name}")
+    for module_name in COMMANDS.values():
+        module = importlib.import_module(module_name)
         module.register(sub)
     return parser
 
@@ -87,8 +89,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # `python -m tui.cli` runs this file as __main__; the commands raise tui.cli.UserError, a different class
-    # from __main__.UserError, so hand over to the real module (else a user error is a traceback and exit 1).
-    from tui.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

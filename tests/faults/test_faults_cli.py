@@ -68,7 +68,7 @@ def test_usage_of_a_trillion_tokens_never_reaches_the_throughput(capsys, hostile
 
 
 def test_usage_above_int64_does_not_stop_the_recording(capsys, hostile, tmp_path):
-    from engine.recording.reader import open_recording
+    from engine.storage.reader import open_recording
 
     path = tmp_path / "big.wattload.sqlite"
     code, _, err = run_cli(capsys, ["run", hostile.url("usage-over-int64"), *LOAD, "-c", "2", "-n", "6",
@@ -276,7 +276,7 @@ def test_no_color_replay_draws_without_crashing(capsys, sim, tmp_path, monkeypat
     path = tmp_path / "r.wattload.sqlite"
     assert run_cli(capsys, ["run", sim, *LOAD, "-n", "3", "--record", str(path)])[0] == 0
     monkeypatch.setenv("NO_COLOR", "1")
-    from engine.recording.player import Player
+    from engine.replay.player import Player
     from tui.app import WattloadApp
 
     async def drive() -> int:

@@ -119,7 +119,7 @@ def test_a_stop_signal_ends_a_headless_run_like_ctrl_c(sim, tmp_path, signum, na
     report = json.loads(out_json.read_text())
     assert report["stop_signal"] == name and report["interrupted"] is True
     assert report["result"]["total"]["requests"] >= 1
-    from engine.recording.reader import open_recording
+    from engine.storage.reader import open_recording
 
     with open_recording(rec) as recording:
         assert recording.closed_cleanly

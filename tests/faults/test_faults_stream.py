@@ -10,9 +10,8 @@ import pytest
 from hostile import MODEL, SECRET
 
 from engine.config import RunConfig
-from engine.load.client import StreamClient, open_session
-from engine.records import ErrorClass, RequestRecord
-from engine.workload.synthetic import RequestSpec
+from engine.endpoint.client import StreamClient, open_session
+from engine.records import ErrorClass, RequestRecord, RequestSpec
 
 READ_TIMEOUT_S = 1.0
 REQUEST_TIMEOUT_S = 8.0

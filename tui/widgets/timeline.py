@@ -13,7 +13,7 @@ from rich.style import Style
 from textual.strip import Strip
 from textual.widget import Widget
 
-from tui import format as fmt
+from engine.reports import format as fmt
 from tui.widgets.base import theme_style
 
 _PLAIN = Style()  # never a None style: Textual's NO_COLOR filter reads .color of every segment's style
