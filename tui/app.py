@@ -169,8 +169,10 @@ class WattloadApp(App[int]):
         self._check_size(self.size.width, self.size.height)
         if self.handle_signals:  # through the process's one signal owner (engine/signals.py), onto this loop
             loop = asyncio.get_running_loop()
-            self._signals.enter_context(OWNER.stopping(
-                lambda signum: loop.call_soon_threadsafe(self._on_stop_signal, signum), escalate=False))
+            def on_stop(signum: int) -> None:
+                loop.call_soon_threadsafe(self._on_stop_signal, signum)
+
+            self._signals.enter_context(OWNER.stopping(on_stop, escalate=False))
 
     def on_unmount(self) -> None:
         self._accepting = False
