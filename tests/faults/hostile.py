@@ -394,7 +394,7 @@ class HostileServer:
                 ctype = "text/html" if case == "models-html" else "application/json"
                 if case == "echo-key":
                     await _echo_key(writer, req)
-                elif case == "echo-bearer":
+                elif case == "models-echo-bearer":
                     await _echo_bearer(writer, req)
                 else:
                     await _whole(writer, body, ctype=ctype)

@@ -147,7 +147,7 @@ def test_a_preflight_warning_quoting_an_upstream_bearer_token_is_scrubbed(capsys
 
 
 def test_a_models_error_quoting_a_bearer_token_is_scrubbed(capsys, hostile):
-    code, _, err = run_cli(capsys, ["run", hostile.url("echo-bearer"), *LOAD])
+    code, _, err = run_cli(capsys, ["run", hostile.url("models-echo-bearer"), *LOAD])
     assert code == 2 and "HTTP 502" in err
     assert "0a9f8e7d6c5b" not in err
 
