@@ -292,7 +292,8 @@ class Controller:
                 return f"cannot record: {exc}".splitlines()[0]
             if recorder.failed:  # the file could not even be created
                 _quietly(recorder.close)
-                return f"cannot record to {recorder.path}: {recorder.failed}"
+                reason = getattr(recorder, "failure_reason", None) or recorder.failed
+                return f"cannot record to {recorder.path}: {reason}"
             self._recorder = recorder
         self.add_sink(recorder)
         self.emit(ControlEvent(perf_counter_ns(), EventKind.RECORD_START, message=f"recording to {recorder.path}"))

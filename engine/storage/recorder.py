@@ -149,6 +149,7 @@ class Recorder:
         self.record_tokens = record_tokens
         self.on_warning = on_warning
         self.failed: str | None = None
+        self.failure_reason: str | None = None  # the cause alone ("disk full (...)"), for a line that names the file
         self._redact = Redactor(secrets)
         self._commit_interval_s = commit_interval_s
         self.window_s = float(window_s) if window_s is not None else 10.0
@@ -349,6 +350,7 @@ class Recorder:
         if self._stopped and self.failed is not None:
             return
         self._stopped = True
+        self.failure_reason = _describe_failure(exc)
         seconds = self._last_t_us / 1e6
         self.failed = (f"recording stopped: {_describe_failure(exc)} "
                        f"({self.requests_written} requests, {seconds:.0f} s kept in {self.path})")
