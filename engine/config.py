@@ -31,7 +31,7 @@ class RunConfig(BaseModel):
 
     base_url: str = Field(description="the server's /v1 base, e.g. http://127.0.0.1:8000/v1")
     model: str = ""
-    api: Literal["chat", "completions"] = "chat"
+    api: Literal["chat", "completions", "responses"] = "chat"
     api_key: SecretStr | None = Field(default=None, exclude=True)
     mode: LoadMode = LoadMode.CONCURRENCY
     concurrency: int = Field(default=8, ge=0, le=100_000)

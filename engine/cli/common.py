@@ -82,8 +82,8 @@ def add_load_args(parser: argparse.ArgumentParser) -> None:
 
     endpoint = parser.add_argument_group("endpoint")
     endpoint.add_argument("--model", "-m", default=None, help="model name (default: the one /v1/models lists)")
-    endpoint.add_argument("--api", choices=("chat", "completions"), default="chat",
-                          help="/v1/chat/completions (default) or /v1/completions")
+    endpoint.add_argument("--api", choices=("chat", "completions", "responses"), default="chat",
+                          help="/v1/chat/completions (default), /v1/completions or /v1/responses")
     endpoint.add_argument("--api-key", default=None, metavar="KEY",
                           help="bearer token (default: $WATTLOAD_API_KEY or $OPENAI_API_KEY); never written anywhere")
     add_timeout_args(endpoint)

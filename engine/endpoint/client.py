@@ -38,8 +38,11 @@ _ERROR_BODY_BYTES = 4096
 IGNORE_EOS_REJECTED = "the server rejected ignore_eos/min_tokens (HTTP 422); run without --ignore-eos"
 
 
+_PATHS = {"chat": "/chat/completions", "completions": "/completions", "responses": "/responses"}
+
+
 def completions_url(config: RunConfig) -> str:
-    return config.base_url + ("/chat/completions" if config.api == "chat" else "/completions")
+    return config.base_url + _PATHS[config.api]
 
 
 def request_headers(config: RunConfig) -> dict[str, str]:
@@ -53,12 +56,28 @@ def request_headers(config: RunConfig) -> dict[str, str]:
 def request_body(config: RunConfig, spec: RequestSpec) -> dict[str, Any]:
     """The JSON body: the spec's fields plus streaming with usage, max_tokens, and ignore_eos when asked."""
     body: dict[str, Any] = {"model": config.model, **spec.fields}
+    if config.api == "responses":
+        return responses_body(config, body, spec.max_tokens)
     body["max_tokens"] = spec.max_tokens
     body["stream"] = True
     body["stream_options"] = {"include_usage": True}
     if config.ignore_eos:
         body["ignore_eos"] = True
         body["min_tokens"] = spec.max_tokens
+    return body
+
+
+def responses_body(config: RunConfig, body: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+    """The Responses API shape of any spec: ``messages`` or ``prompt`` become ``input``, the length
+    ``max_output_tokens``; usage always comes in ``response.completed``, so no stream_options."""
+    messages = body.pop("messages", None)
+    prompt = body.pop("prompt", None)
+    body["input"] = messages if messages is not None else prompt
+    body["max_output_tokens"] = max_tokens
+    body["stream"] = True
+    if config.ignore_eos:
+        body["ignore_eos"] = True
+        body["min_tokens"] = max_tokens
     return body
 
 
@@ -110,10 +129,19 @@ class StreamClient:
         self._progress_ns = round(config.read_timeout_s * 1e9)
         self.chunks = 0  # content chunks received since the owner last reset it
 
-    async def run(self, request_id: int, spec: RequestSpec, t_scheduled_ns: int | None = None) -> RequestRecord:
-        """Send one request and stream its answer; never raises (except cancellation): failures are records."""
+    async def run(
+        self,
+        request_id: int,
+        spec: RequestSpec,
+        t_scheduled_ns: int | None = None,
+        *,
+        text_out: list[str] | None = None,
+        turn: int = 0,
+    ) -> RequestRecord:
+        """Send one request and stream its answer; never raises (except cancellation): failures are records.
+        ``text_out`` collects the answer's text (multi-turn sessions send it back); ``turn`` labels the record."""
         data = json.dumps(request_body(self._config, spec), separators=(",", ":")).encode()
-        parser = StreamParser(self._keep_times)
+        parser = StreamParser(self._keep_times, text_out)
         t_headers: int | None = None
         status: int | None = None
         retry_after: float | None = None
@@ -165,6 +193,7 @@ class StreamClient:
             token_times_ns=tuple(parser.times) if parser.times else (),
             usage_rejected=rejected,
             retry_after_s=retry_after,
+            turn=turn,
         )
 
     async def _read_stream(

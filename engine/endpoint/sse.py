@@ -31,6 +31,9 @@ MAX_USAGE_TOKENS = 10_000_000  # per request: above any model's context window; 
 MAX_ID_CHARS = 200
 MAX_EVENT_BYTES = 1 << 20  # one SSE event; OpenAI-style chunks are a few hundred bytes
 _CONTENT_KEYS = ("content", "reasoning_content", "reasoning")
+_RESPONSES_PREFIXES = ("response.", "error")
+_RESPONSES_TEXT = frozenset({"response.output_text.delta"})
+_RESPONSES_REASONING = frozenset({"response.reasoning_text.delta", "response.reasoning_summary_text.delta"})
 _QUOTE = 34
 _BACKSLASH = 92
 _DETAIL_BYTES = 80
@@ -44,6 +47,7 @@ class StreamParser:
         "_lp",
         "_ls",
         "_prefix",
+        "_reasoning",
         "_suffix",
         "chunks",
         "completion_tokens",
@@ -53,16 +57,18 @@ class StreamParser:
         "first_ns",
         "prompt_tokens",
         "response_id",
+        "text",
         "times",
         "usage_rejected",
     )
 
-    def __init__(self, keep_times: bool = True) -> None:
+    def __init__(self, keep_times: bool = True, text: list[str] | None = None) -> None:
         self._buf = b""
         self._prefix: bytes | None = None
         self._suffix = b""
         self._lp = 0
         self._ls = 0
+        self._reasoning = False
         self.chunks = 0  # content chunks (non-empty content or reasoning content)
         self.first_ns: int | None = None
         self.times: list[int] | None = [] if keep_times else None
@@ -73,6 +79,7 @@ class StreamParser:
         self.done = False  # "data: [DONE]" arrived
         self.error: tuple[ErrorClass, str] | None = None
         self.usage_rejected = ""  # why the server's usage was not believed (then both counts stay None)
+        self.text = text  # when given, the answer's text pieces are appended (multi-turn sessions need it)
 
     @property
     def complete(self) -> bool:
@@ -117,6 +124,8 @@ class StreamParser:
                     self.chunks += 1
                     if self.times is not None:
                         self.times.append(t_ns)
+                    if self.text is not None:
+                        self.text.append(json.loads(middle))
                     continue
             self._parse(payload, t_ns)
             if self.error is not None:
@@ -140,6 +149,10 @@ class StreamParser:
         if obj.get("error"):
             self._fail(*_stream_error(obj["error"]))
             return
+        kind = obj.get("type")
+        if isinstance(kind, str) and kind.startswith(_RESPONSES_PREFIXES):
+            self._parse_response_event(obj, kind, payload, t_ns)
+            return
         if self.response_id is None and isinstance(obj.get("id"), str) and len(obj["id"]) <= MAX_ID_CHARS:
             self.response_id = obj["id"]
         usage = obj.get("usage")
@@ -160,12 +173,49 @@ class StreamParser:
             self.finished = True
         text = self._content_of(choice, payload)
         if text:
-            self.chunks += 1
-            if self.first_ns is None:
-                self.first_ns = t_ns
-            if self.times is not None:
-                self.times.append(t_ns)
+            self._content(text, t_ns)
             self._learn(payload, text)
+
+    def _content(self, text: str, t_ns: int) -> None:
+        self.chunks += 1
+        if self.first_ns is None:
+            self.first_ns = t_ns
+        if self.times is not None:
+            self.times.append(t_ns)
+        if self.text is not None and not self._reasoning:
+            self.text.append(text)
+
+    def _parse_response_event(self, obj: dict[str, Any], kind: str, payload: bytes, t_ns: int) -> None:
+        """The Responses API (``POST /v1/responses``): typed events; text in ``response.output_text.delta``
+        (reasoning in ``response.reasoning*.delta``, which counts for the first token as reasoning_content does),
+        usage and the end in ``response.completed`` (or ``response.incomplete`` when max_output_tokens cut it)."""
+        if kind in _RESPONSES_TEXT or kind in _RESPONSES_REASONING:
+            delta = obj.get("delta")
+            if not isinstance(delta, str):
+                self._fail(ErrorClass.MALFORMED, f"a delta event without a string delta: {_snippet(payload)}")
+                return
+            if delta:
+                self._reasoning = kind in _RESPONSES_REASONING
+                self._content(delta, t_ns)
+                self._reasoning = False
+                if kind in _RESPONSES_TEXT:
+                    self._learn(payload, delta)
+            return
+        response = obj.get("response")
+        if isinstance(response, dict) and self.response_id is None and isinstance(response.get("id"), str):
+            self.response_id = response["id"]
+        if kind in ("response.completed", "response.incomplete"):
+            usage = response.get("usage") if isinstance(response, dict) else None
+            if usage is not None:
+                if not isinstance(usage, dict):
+                    self._fail(ErrorClass.MALFORMED, "'usage' is not an object")
+                    return
+                self._take_usage({"prompt_tokens": usage.get("input_tokens"),
+                                  "completion_tokens": usage.get("output_tokens")})  # fmt: skip
+            self.finished = True
+        elif kind == "response.failed":
+            error = response.get("error") if isinstance(response, dict) else None
+            self._fail(*_stream_error(error or "response.failed"))
 
     def _content_of(self, choice: dict[str, Any], payload: bytes) -> str | None:
         delta = choice.get("delta")

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import __version__
+from engine.metrics.turns import TurnFigures
 from engine.snapshot import LoadMode, Percentiles, Snapshot, WindowStats
 
 
@@ -33,6 +34,10 @@ class RunReport(BaseModel):
     settings: dict[str, Any] = Field(description="RunConfig.safe_dump(): no secrets")
     pricing: str | None = None
     result: Snapshot
+    workload: dict[str, Any] | None = None
+    """The profile as loaded with its sha256, or the trace's fingerprint (sha256, rows, lengths)."""
+    turns: list[TurnFigures] = []
+    """Multi-turn sessions: figures per turn number."""
 
 
 def wall_clock_label() -> str:

@@ -62,6 +62,9 @@ class SimConfig(BaseModel):
     """KV cache size. A request reserves prompt + max_tokens at admission; those that do not fit wait (FCFS)."""
     max_model_len: int = Field(default=32_768, ge=2)
     """Context window: prompt + max_tokens beyond it is answered 400."""
+    prefix_cache_tokens: int = Field(default=200_000, ge=0)
+    """Automatic prefix caching: prompt prefixes prefilled recently (an LRU of this many tokens) skip their
+    prefill, so multi-turn sessions and shared-prefix traces get a lower TTFT. 0 turns it off."""
 
     # -- response shape ------------------------------------------------------------------------------------------
     tokens_per_chunk: int = Field(default=1, ge=1, le=4096)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.config import RunConfig
 from engine.control import LoadControl, SessionSink
+from engine.gpu.base import BackendKind
 from engine.session.calibrate import ExceedsContext, ProbeError, check_cell_fits
 from engine.session.workload_setup import apply_profile, calibrated_factory
 from engine.sweep.rules import SweepOutcome, SweepSettings
@@ -24,6 +25,7 @@ from engine.workload.calibration import CalibrationResult
 from engine.workload.lengths import LengthCheck, LengthTally
 from engine.workload.profile import LoadedProfile
 from engine.workload.prompts import ProfileRequestFactory
+from engine.workload.sessions import SessionFactory
 from engine.workload.synthetic import RequestFactory
 
 if TYPE_CHECKING:
@@ -38,7 +40,7 @@ class SweepTarget:
     """The server and how to measure it; ``config`` is the base run config (its load fields are overridden)."""
 
     config: RunConfig
-    gpu: str = "none"
+    gpu: BackendKind = "none"
     gpus: str | None = None
     sim_url: str | None = None
     pricing: PricingProfile | None = None
@@ -89,7 +91,7 @@ class Prepared:
 
     loaded: LoadedProfile
     config: RunConfig
-    factory: ProfileRequestFactory
+    factory: ProfileRequestFactory | SessionFactory
     calibration: CalibrationResult | None
     t0_ns: int
 
@@ -111,7 +113,8 @@ def prepare(
     try:
         factory, calibration = calibrated_factory(config, loaded, seed)
         if check_fits is not None:
-            asyncio.run(check_cell_fits(config, factory, *check_fits))
+            asyncio.run(check_cell_fits(config, factory.base if isinstance(factory, SessionFactory) else factory,
+                                        *check_fits))  # fmt: skip
     except ExceedsContext as exc:
         return _ended(loaded, t0, "exceeds context", str(exc))
     except (ProbeError, ValueError, OSError) as exc:
@@ -123,17 +126,12 @@ def open_controller(
     target: SweepTarget, config: RunConfig, factory: RequestFactory, sinks: tuple[SessionSink, ...] = ()
 ) -> Controller:
     """A controller for the target (telemetry, pricing) driving ``factory``; not started."""
-    from engine.load.controller import Controller
+    from engine.session.build import open_controller as open_session_controller
+    from engine.session.spec import SessionSpec
 
-    return Controller(
-        config,
-        gpu=target.gpu,
-        gpus=target.gpus,
-        sim_url=target.sim_url,
-        pricing=target.pricing,
-        sinks=sinks,
-        request_factory=factory,
-    )
+    spec = SessionSpec(config=config, probe="none", gpu=target.gpu, gpus=target.gpus, sim_url=target.sim_url,
+                       pricing=target.pricing, recording=None)
+    return open_session_controller(spec, request_factory=factory, sinks=sinks)
 
 
 def search(

@@ -12,18 +12,17 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.common import add_load_args, check_output_path, config_from_args, pricing_from_args
 from engine.cli.exits import EXIT_FAILED, UserError
-from engine.config import api_key_from_env
+from engine.cli.trace_args import add_trace_args, trace_spec
 
 if TYPE_CHECKING:
-    from engine.config import RunConfig
     from engine.load.controller import Controller
+    from engine.metrics.turns import TurnTally
     from engine.pricing import PricingProfile
     from engine.workload.profile import LoadedProfile
-    from engine.workload.synthetic import RequestFactory
 
 PROGRESS_EVERY_S = 3.0
 
@@ -46,6 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--record-tokens", action="store_true",
                    help="also record every token's arrival time (replay can then show ITL; ~2 bytes per token)")
     add_load_args(p)
+    add_trace_args(p)
     p.set_defaults(func=_run)
 
 
@@ -58,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     pricing = pricing_from_args(args)
     with _sim_server(args) as sim_url:
         url = sim_url or args.url
-        controller = _prepare(args, url, pricing, sim_url)
+        controller, workload, turns = _prepare(args, url, pricing, sim_url)
         if args.record is not None:
             _start_recording(controller, args.record)
         if not args.headless:
@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
                 finally:
                     controller.close()
             print("wattload: the TUI is not available in this build; running headless", file=sys.stderr)
-        return run_headless(controller, json_path=args.json)
+        return run_headless(controller, json_path=args.json, workload=workload, turns=turns)
 
 
 def _check_load_can_end(args: argparse.Namespace) -> None:
@@ -82,51 +82,49 @@ def _check_load_can_end(args: argparse.Namespace) -> None:
                         "with --requests, never end; give a concurrency > 0")
 
 
-def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None) -> Controller:
-    """Probe the endpoint (one clear line for anything the user must fix), then build the controller."""
-    from engine.endpoint.probe import ProbeError, preflight, resolve_endpoint
-    from engine.load.controller import Controller
+def _prepare(
+    args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None
+) -> tuple[Controller, dict[str, Any] | None, TurnTally]:
+    """The arguments as a SessionSpec; the engine probes the endpoint and builds the controller. Also returns what
+    the workload was (the profile with its hash, or the trace's fingerprint) and the per-turn tally."""
+    from engine.endpoint.errors import ProbeError
+    from engine.metrics.turns import TurnTally
+    from engine.session.build import build_session
+    from engine.session.spec import RecordingSpec, SessionSpec
+    from engine.workload.profile import ProfileError
 
+    spec = SessionSpec(
+        config=config_from_args(args, base_url=url),
+        profile=_load_profile(args.profile),
+        trace=trace_spec(args),
+        gpu=args.gpu,
+        gpus=args.gpus,
+        sim_url=sim_url,
+        pricing=pricing,
+        recording=RecordingSpec(record_tokens=args.record_tokens),
+    )
+    turns = TurnTally()
     try:
-        endpoint = resolve_endpoint(url, api_key=args.api_key or api_key_from_env(), model=args.model)
-        config = config_from_args(args, base_url=endpoint.base_url, model=endpoint.model)
-        loaded, factory, config = _workload(args.profile, config)
-        warning = preflight(config)
-    except ProbeError as exc:
+        session = build_session(spec, notify=_note, sinks=[turns])
+    except (ProbeError, ProfileError) as exc:  # ProfileError: a trace row the user must fix
         raise UserError(str(exc)) from None
-    if warning:
-        print(f"wattload: {warning}", file=sys.stderr)
-    gpu = args.gpu or ("sim" if sim_url else "auto")
-    telemetry_url = sim_url or (endpoint.base_url if gpu == "sim" else None)
-    controller = Controller(config, gpu=gpu, gpus=args.gpus, sim_url=telemetry_url, pricing=pricing,
-                            request_factory=factory)
-    from engine.storage.recorder import attach_recorder
-
-    workload = loaded.info().model_dump(mode="json") if loaded is not None else None
-    attach_recorder(controller, pricing=pricing.model_dump(mode="json"), workload=workload,
-                    record_tokens=args.record_tokens)
-    return controller
+    return session.controller, session.workload, turns
 
 
-def _workload(profile: str | None, config: RunConfig) -> tuple[LoadedProfile | None, RequestFactory | None, RunConfig]:
-    """With --profile: load it (one-line errors), shape the config by it, and calibrate input lengths on the server."""
+def _note(line: str) -> None:
+    print(f"wattload: {line}", file=sys.stderr)
+
+
+def _load_profile(profile: str | None) -> LoadedProfile | None:
+    """--profile: the loaded profile (one line when it is invalid), or None."""
     if not profile:
-        return None, None, config
-    from engine.session.calibrate import ProbeError as LengthProbeError
-    from engine.session.workload_setup import apply_profile, calibrated_factory
+        return None
     from engine.workload.profile import ProfileError, load_profile
 
     try:
-        loaded = load_profile(profile)
-        config = apply_profile(config, loaded)
-        factory, calibration = calibrated_factory(config, loaded)
-    except (ProfileError, LengthProbeError) as exc:
+        return load_profile(profile)
+    except ProfileError as exc:
         raise UserError(str(exc)) from None
-    if calibration is not None and calibration.measured_tokens is not None:
-        print(f"wattload: input length calibrated on the server: target {calibration.target_tokens:.0f} tokens, "
-              f"measured {calibration.measured_tokens:.0f} ({calibration.error_pct or 0.0:+.1f}%) "
-              f"after {calibration.probes} probe requests", file=sys.stderr)
-    return loaded, factory, config
 
 
 def _start_recording(controller: Controller, path: str) -> None:
@@ -159,7 +157,13 @@ def _tui_runner() -> Callable[..., int] | None:
     return run_tui
 
 
-def run_headless(controller: Controller, *, json_path: str | None = None) -> int:
+def run_headless(
+    controller: Controller,
+    *,
+    json_path: str | None = None,
+    workload: dict[str, Any] | None = None,
+    turns: TurnTally | None = None,
+) -> int:
     """Run to the end (duration, request count, Ctrl-C or failure); print the summary; write --json."""
     from engine.reports.summary import RunReport, format_summary, progress_line, wall_clock_label, write_report
     from engine.signals import OWNER, SIGINT, signal_name
@@ -202,6 +206,12 @@ def run_headless(controller: Controller, *, json_path: str | None = None) -> int
     reason, cancelled = controller.stop_reason, controller.cancelled_at_stop
     with contextlib.suppress(OSError):  # a hung-up terminal must not cost the --json file
         print(format_summary(final, stop_reason=reason, cancelled=cancelled, gpu_note=controller.gpu_message))
+    per_turn = turns.figures() if turns is not None else []
+    if per_turn:
+        from engine.metrics.turns import format_turns
+
+        with contextlib.suppress(OSError):
+            print(format_turns(per_turn))
     if json_path:
         report = RunReport(
             started_at=started_at,
@@ -215,6 +225,8 @@ def run_headless(controller: Controller, *, json_path: str | None = None) -> int
             settings=controller.config.safe_dump(),
             pricing=final.cost.profile or None,
             result=final,
+            workload=workload,
+            turns=per_turn,
         )
         try:
             write_report(report, json_path)
