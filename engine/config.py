@@ -50,6 +50,9 @@ class RunConfig(BaseModel):
     read_timeout_s: float = Field(default=60.0, gt=0, description="longest silence between chunks")
     seed: int = 0
     record_token_times: bool = True
+    http_client: Literal["auto", "lean", "aiohttp"] = Field(
+        default="auto", description="streaming client: lean (httptools), aiohttp, or auto (lean; aiohttp when needed)"
+    )
 
     @field_validator("base_url")
     @classmethod

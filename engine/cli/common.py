@@ -79,6 +79,7 @@ def add_load_args(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--workers", type=positive(int), default=None, metavar="N",
                       help=f"worker processes sending requests (default {default_workers()} on this machine)")
     load.add_argument("--seed", type=int, default=0, help="seed for prompts and arrival times (default 0)")
+    add_http_client_option(load)
 
     endpoint = parser.add_argument_group("endpoint")
     endpoint.add_argument("--model", "-m", default=None, help="model name (default: the one /v1/models lists)")
@@ -143,6 +144,10 @@ def check_output_path(path: str | None, flag: str) -> None:
         raise UserError(f"cannot write {flag} {path}: {parent} is not writable")
     if target.exists() and not os.access(target, os.W_OK):
         raise UserError(f"cannot write {flag} {path}: the file is not writable")
+def add_http_client_option(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--http-client", choices=("auto", "lean", "aiohttp"), default="auto",
+                       help="streaming client: lean (httptools, fastest), aiohttp, or auto (default: lean, and "
+                            "aiohttp for redirects and compressed streams, saying so)")
 
 
 def config_from_args(args: argparse.Namespace, *, base_url: str | None = None, model: str | None = None) -> RunConfig:
@@ -171,6 +176,7 @@ def config_from_args(args: argparse.Namespace, *, base_url: str | None = None, m
         fields["step"] = args.step
     if args.workers is not None:
         fields["workers"] = args.workers
+    fields["http_client"] = getattr(args, "http_client", "auto")
     try:
         return RunConfig(**fields)
     except ValidationError as exc:

@@ -92,16 +92,17 @@ class ArrivalStampingHandler(ResponseHandler):
         super().data_received(data)
 
 
-def open_session(config: RunConfig) -> aiohttp.ClientSession:
+def open_session(config: RunConfig, decompress: bool = False) -> aiohttp.ClientSession:
     """One pooled session per worker: no connection limit (the schedule decides how many requests are open),
-    connections that stamp their arrivals (when this aiohttp builds protocols the way we expect)."""
+    connections that stamp their arrivals (when this aiohttp builds protocols the way we expect). ``decompress``:
+    for the fallback of ``--http-client auto`` when a server compresses its stream anyway."""
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
     factory = getattr(connector, "_factory", None)
     if isinstance(factory, functools.partial) and factory.func is ResponseHandler:
         # aiohttp's private protocol factory: the one place to stamp chunk arrivals (see ArrivalStampingHandler).
         setattr(connector, "_factory",  # noqa: B010
                 functools.partial(ArrivalStampingHandler, *factory.args, **factory.keywords))
-    return aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
+    return aiohttp.ClientSession(connector=connector, auto_decompress=decompress, trust_env=False)
 
 
 def _arrival_clock(resp: aiohttp.ClientResponse) -> ArrivalStampingHandler | None:

@@ -4,6 +4,7 @@ Protocol over two one-way ``multiprocessing`` pipes (small dataclasses, pickled)
 
     controller -> worker   Go(t0, target)  Target(target)  Pause()  Resume()  Stop(grace_s)
     worker -> controller   Ready(loop)  Batch(records, progress) every ~100 ms  Done(cancelled)  Failed(message)
+                           Notice(message)
 
 A ``Batch`` carries the records finished since the previous one and one ``StreamProgress`` (content chunks in the
 interval, requests open, worst event-loop lag), so IPC costs ~10 messages a second whatever the token rate.
@@ -27,7 +28,7 @@ from time import perf_counter_ns
 from typing import Any
 
 from engine.config import RunConfig
-from engine.endpoint.client import StreamClient, open_session
+from engine.endpoint.http_choice import RequestRunner, describe, open_stream_client
 from engine.load.schedule import PoissonArrivals, worker_seed
 from engine.load.trace_feed import TraceFeed, is_timed
 from engine.records import RequestRecord, StreamProgress
@@ -94,6 +95,14 @@ class Batch:
 class Done:
     worker: int
     cancelled: int
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One line for the operator (e.g. the HTTP client fell back to aiohttp); the run goes on."""
+
+    worker: int
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,15 +183,18 @@ class _Worker:
         self._max_lag_ms = 0.0
         self._held_until_ns = 0  # closed loop: a 429's Retry-After holds new starts until then
         self._held_timer: asyncio.TimerHandle | None = None
-        self._client: StreamClient | None = None
+        self._client: RequestRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future[float] | None = None
 
     async def run(self, loop_name: str) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self._stopped = loop.create_future()
-        async with open_session(self._config) as session:
-            self._client = StreamClient(self._config, session, self._worker)
+        kind = self._config.http_client
+        notice = self._notice
+        async with open_stream_client(self._config, kind, self._worker, notice) as client:
+            self._client = client
+            loop_name = f"{loop_name}, {describe(kind)}"
             loop.add_reader(self._commands.fileno(), self._on_command)
             helpers = [loop.create_task(self._report_loop()), loop.create_task(self._lag_loop())]
             self._send(Ready(self._worker, loop_name))
@@ -470,6 +482,9 @@ class _Worker:
         lag, self._max_lag_ms = self._max_lag_ms, 0.0
         progress = StreamProgress(self._worker, perf_counter_ns(), chunks, len(self._in_flight), max(0.0, lag))
         self._send(Batch(self._worker, records, progress))
+
+    def _notice(self, message: str) -> None:
+        self._send(Notice(self._worker, message))
 
     def _send(self, msg: object) -> None:
         try:

@@ -188,11 +188,17 @@ def run_headless(
             with contextlib.suppress(OSError):
                 print(f"wattload: {failed}; the load goes on", file=sys.stderr, flush=True)
 
+    def tell_notices() -> None:
+        while not controller.notices.empty():  # e.g. the HTTP client fell back to aiohttp
+            with contextlib.suppress(OSError):
+                print(f"wattload: {controller.notices.get()}", file=sys.stderr, flush=True)
+
     with OWNER.stopping(on_stop, sigint=True) as stopped:
         try:
             controller.start()
             next_line = time.monotonic() + PROGRESS_EVERY_S
             while not controller.wait(0.25):
+                tell_notices()
                 tell_recording_failed()
                 if show_progress and time.monotonic() >= next_line:
                     next_line += PROGRESS_EVERY_S
@@ -200,6 +206,7 @@ def run_headless(
                         print(progress_line(controller.latest), file=sys.stderr, flush=True)
         finally:
             controller.close()
+    tell_notices()
     tell_recording_failed()
     interrupted = stopped.received
     final = controller.latest
