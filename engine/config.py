@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from engine.redact import redact_url
 from engine.snapshot import LoadMode
 
 
@@ -59,5 +60,8 @@ class RunConfig(BaseModel):
         return v.rstrip("/")
 
     def safe_dump(self) -> dict[str, Any]:
-        """Settings as JSON-able data with every secret removed (for recordings and reports)."""
-        return self.model_dump(mode="json", exclude={"api_key"})
+        """Settings as JSON-able data with every secret removed (for recordings and reports): no key, and the
+        URL without its password."""
+        dumped = self.model_dump(mode="json", exclude={"api_key"})
+        dumped["base_url"] = redact_url(self.base_url)
+        return dumped

@@ -52,6 +52,8 @@ class RequestRecord:
     error_detail: str = ""  # one line, never containing request headers or keys
     response_id: str | None = None  # the server's completion id, to join with simulator ground truth
     token_times_ns: tuple[int, ...] = field(default=(), repr=False)
+    usage_rejected: str = ""  # why the server's usage was not believed (counts then come from chunks, estimated)
+    retry_after_s: float | None = None  # a 429's Retry-After, bounded (closed-loop workers wait that long)
     turn: int = 0  # 1-based turn of a multi-turn session (or session trace); 0 for single requests
 
     @property

@@ -191,6 +191,9 @@ class Snapshot(Frozen):
     total: WindowStats = WindowStats()
     tokens_estimated: bool = False  # some output counts came from chunk counting, not the server's usage
     input_tokens_unknown: bool = False  # some successful request came without prompt usage: input figures undercount
+    usage_rejected: int = 0  # requests whose usage was not believed (negative, absurd, disagreeing with the stream)
+    usage_rejected_reason: str = ""  # the first such reason, one line
+    retry_after: int = 0  # 429 answers that carried a Retry-After (closed-loop workers waited it out)
     steady: bool = False  # no load or power-cap change inside the window (False during warm-up after one)
     client: ClientHealth = ClientHealth()
     gpu: GpuStats = GpuStats()

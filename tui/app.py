@@ -8,6 +8,7 @@ engine never waits on the UI and the UI never works through a backlog: it always
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -25,6 +26,7 @@ from textual.message import Message
 from textual.screen import Screen
 
 from engine.control import LoadControl, ReplayControl
+from engine.signals import OWNER
 from engine.snapshot import EventView, RunState, Snapshot
 from engine.sweep.rules import SweepSettings
 from tui.ramp_link import RampLine
@@ -99,6 +101,7 @@ class WattloadApp(App[int]):
         self._failed_offered = False
         self._quitting = False
         self._too_small_screen: TooSmallScreen | None = None
+        self._signals = contextlib.ExitStack()
 
     @property
     def history(self) -> ChartHistory:
@@ -112,13 +115,23 @@ class WattloadApp(App[int]):
         self.source.subscribe(self._on_snapshot)
         self._render_latest()
         self._check_size(self.size.width, self.size.height)
-        if self.handle_signals:
+        if self.handle_signals:  # through the process's one signal owner (engine/signals.py), onto this loop
             loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGTERM, self.action_force_quit)
-            loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+            def on_stop(signum: int) -> None:
+                loop.call_soon_threadsafe(self._on_stop_signal, signum)
+
+            self._signals.enter_context(OWNER.stopping(on_stop, escalate=False))
 
     def on_unmount(self) -> None:
         self._accepting = False
+        self._signals.close()
+
+    def _on_stop_signal(self, signum: int) -> None:
+        """SIGHUP: the terminal is gone, leave without drawing; SIGTERM: quit now, restoring power caps."""
+        if signum == getattr(signal, "SIGHUP", None):
+            self._on_hangup()
+        else:
+            self.action_force_quit()
 
     def on_resize(self, event: events.Resize) -> None:
         self._check_size(event.size.width, event.size.height)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from engine import __version__
 from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USER, UserError
+from engine.redact import redact_text, register_secret, url_credentials
 
 __all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_USER", "UserError", "build_parser", "main"]
 
@@ -29,6 +31,35 @@ COMMANDS = {
     "sweep": "engine.cli.sweep",
     "plan": "engine.cli.plan",
 }
+
+
+def register_secrets(args: argparse.Namespace) -> None:
+    """Every secret this process may handle is known to the scrubber before anything is printed or written:
+    the API key (flag or environment) and the password of any URL argument."""
+    sources = (("--api-key", getattr(args, "api_key", None)), ("$WATTLOAD_API_KEY", os.environ.get("WATTLOAD_API_KEY")),
+               ("$OPENAI_API_KEY", os.environ.get("OPENAI_API_KEY")))
+    for _, value in sources:
+        register_secret(value)
+        if value:  # the key's pieces too: a header error would otherwise show them around the bad character
+            for piece in value.split():
+                register_secret(piece)
+    for name in ("url", "drive"):
+        url = getattr(args, name, None)
+        if isinstance(url, str):
+            register_secret(url_credentials(url)[1])
+
+
+def check_api_keys(args: argparse.Namespace) -> None:
+    """A key with a newline or a space (a pasted file, a quoting slip) cannot be a header: say so once, up front,
+    instead of every request failing with a header error."""
+    sources = (("--api-key", getattr(args, "api_key", None)), ("$WATTLOAD_API_KEY", os.environ.get("WATTLOAD_API_KEY")),
+               ("$OPENAI_API_KEY", os.environ.get("OPENAI_API_KEY")))
+    for where, value in sources:
+        if value and (value != value.strip() or any(not c.isprintable() or c.isspace() for c in value)):
+            raise UserError(f"the API key from {where} contains whitespace or a control character (a newline?); "
+                            "it cannot be sent as a header")
+        if value:
+            return  # the first key found is the one used
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,10 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    register_secrets(args)
     try:
+        check_api_keys(args)
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"wattload: {exc}", file=sys.stderr)
+        print(f"wattload: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_USER
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -8,21 +8,30 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import SecretStr, ValidationError
 
 from engine.cli.argtypes import parse_duration, positive
 from engine.cli.exits import UserError
-from engine.cli.options import add_endpoint_args, add_figures_args, add_gpu_cost_args, add_load_shape_args, run_default
+from engine.cli.options import (
+    add_endpoint_args,
+    add_figures_args,
+    add_gpu_cost_args,
+    add_load_shape_args,
+    add_timeout_args,
+    run_default,
+)
 from engine.config import RunConfig, api_key_from_env
 from engine.snapshot import LoadMode
 
-__all__ = ["add_load_args", "config_from_args", "open_recording_or_fail", "parse_duration", "positive",
-           "pricing_from_args", "profile_from_args", "sigint_blocked", "start_recording_or_fail"]
+__all__ = ["add_load_args", "add_timeout_args", "config_from_args", "open_recording_or_fail", "parse_duration",
+           "positive", "pricing_from_args", "profile_from_args", "sigint_blocked", "start_recording_or_fail"]
 
 if TYPE_CHECKING:
     from engine.load.controller import Controller
@@ -36,6 +45,37 @@ def add_load_args(parser: argparse.ArgumentParser) -> None:
     add_endpoint_args(parser)
     add_figures_args(parser)
     add_gpu_cost_args(parser)
+
+
+
+def timeout_fields(args: argparse.Namespace) -> dict[str, float]:
+    fields: dict[str, float] = {}
+    if getattr(args, "request_timeout", None) is not None:
+        fields["request_timeout_s"] = args.request_timeout
+    if getattr(args, "read_timeout", None) is not None:
+        fields["read_timeout_s"] = args.read_timeout
+    return fields
+
+
+def check_output_path(path: str | None, flag: str) -> None:
+    """Before an hour-long run, not after it: the directory of an output file must exist and be writable."""
+    if not path:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"cannot write {flag} {path}: it is a directory")
+    parent = target.parent
+    for up in (parent, *parent.parents):
+        if up.exists():
+            if not up.is_dir():
+                raise UserError(f"cannot write {flag} {path}: {up} is not a directory")
+            if up != parent:
+                raise UserError(f"cannot write {flag} {path}: no directory {parent}")
+            break
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {flag} {path}: {parent} is not writable")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise UserError(f"cannot write {flag} {path}: the file is not writable")
 
 
 def add_http_client_option(group: argparse._ArgumentGroup) -> None:
@@ -64,6 +104,7 @@ def config_from_args(args: argparse.Namespace, *, base_url: str | None = None, m
         "window_s": args.window,
         "tick_hz": args.refresh,
         "seed": args.seed,
+        **timeout_fields(args),
     }
     if args.step is not None:
         fields["step"] = args.step

@@ -6,10 +6,16 @@ without the engine importing the TUI.
 
 from __future__ import annotations
 
+from engine.redact import redact_text
+
 EXIT_FAILED = 1  # the engine failed (a worker died, the server refused everything)
 EXIT_USER = 2  # a problem the user can fix: one line, no traceback
 EXIT_INTERRUPTED = 130  # Ctrl-C: the summary so far was still printed and written
 
 
 class UserError(Exception):
-    """A problem the user can fix (bad URL, bad file, missing permission): printed as one line, exit code 2."""
+    """A problem the user can fix (bad URL, bad file, missing permission): printed as one line, exit code 2.
+    Its text is scrubbed of secrets when it is made (it often names the URL or quotes the server)."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(redact_text(str(message)))

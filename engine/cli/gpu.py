@@ -75,6 +75,14 @@ def _n(value: float | None, unit: str) -> str:
 def _list(args: argparse.Namespace) -> int:
     backend, message = open_backend(_kind(args), sim_url=args.sim, gpus=args.gpus)
     if backend is None:
+        if args.json:  # still JSON (a script parses stdout): the host's metadata, no GPUs, and why
+            import json
+
+            from engine.sysinfo import collect_sysinfo
+
+            data = collect_sysinfo(None).model_dump(mode="json")
+            print(json.dumps({**data, "gpus": data.get("gpus") or [], "gpu_message": message}, indent=2))
+            return 0
         print(message)  # no GPU is not an error: everything else in wattload works without one
         return 0
     try:

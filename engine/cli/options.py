@@ -33,6 +33,16 @@ def add_endpoint_args(parser: argparse.ArgumentParser, *, with_api: bool = True)
                               "responses = /v1/responses")
     endpoint.add_argument("--api-key", default=None, metavar="KEY",
                           help="bearer token (default: $WATTLOAD_API_KEY or $OPENAI_API_KEY); never written anywhere")
+    add_timeout_args(endpoint)
+
+
+def add_timeout_args(group: argparse._ArgumentGroup) -> None:
+    """--request-timeout and --read-timeout (run, demo, sweep); the defaults are RunConfig's."""
+    group.add_argument("--request-timeout", type=parse_duration, default=None, metavar="TIME",
+                       help=f"longest a request may take in all (default {run_default('request_timeout_s'):g}s)")
+    group.add_argument("--read-timeout", type=parse_duration, default=None, metavar="TIME",
+                       help="longest wait for the next token: silence, or bytes that carry none "
+                       f"(default {run_default('read_timeout_s'):g}s)")
 
 
 def add_load_shape_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:

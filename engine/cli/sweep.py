@@ -11,20 +11,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import signal
 import sys
 import threading
 from collections.abc import Iterator
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr, ValidationError
 
 from engine.cli import capsweep
-from engine.cli.common import add_http_client_option, parse_duration, positive, pricing_from_args, sigint_blocked
-from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
+from engine.cli.common import (
+    add_http_client_option,
+    check_output_path,
+    parse_duration,
+    positive,
+    pricing_from_args,
+    sigint_blocked,
+    timeout_fields,
+)
+from engine.cli.exits import EXIT_FAILED, UserError
 from engine.cli.options import add_endpoint_args, add_gpu_cost_args, run_default
 from engine.config import RunConfig, api_key_from_env
+from engine.redact import redact_url
 
 if TYPE_CHECKING:
     from engine.pricing import PricingProfile
@@ -152,6 +159,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("give the endpoint URL (e.g. http://127.0.0.1:8000), or --sim for the simulated server")
     if args.sim_set and not args.sim:
         raise UserError("--sim-set needs --sim")
+    check_output_path(args.json, "--json")
+    check_output_path(args.csv, "--csv")
     try:
         loaded = load_profile(args.profile)
     except ProfileError as exc:
@@ -269,6 +278,7 @@ def _target(
             "ignore_eos": loaded.profile.ignore_eos,
             "tick_hz": args.refresh,
             "workload": loaded.profile.name,
+            **timeout_fields(args),
         }
         if args.workers is not None:
             fields["workers"] = args.workers
@@ -296,62 +306,64 @@ def _sweep(
     from engine.cli.sweep_view import matrix_view, sweep_view
     from engine.reports.summary import wall_clock_label
     from engine.reports.sweep import SweepReport, write_csv, write_json
+    from engine.signals import OWNER, SIGINT, signal_name
     from engine.sweep.matrix import MatrixError, run_matrix, state_path_for
     from engine.sweep.session import find_ceiling
 
     stop = threading.Event()
-    interrupted = False
 
-    def on_sigint(signum: int, frame: FrameType | None) -> None:
-        nonlocal interrupted
-        if interrupted:
-            raise KeyboardInterrupt
-        interrupted = True
+    def on_stop(signum: int) -> None:
         stop.set()
-        print("\nwattload: stopping after this step; Ctrl-C again to quit at once", file=sys.stderr)
+        again = "Ctrl-C" if signum == SIGINT else f"{signal_name(signum)} or Ctrl-C"
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(f"\nwattload: stopping the sweep ({signal_name(signum)}); what ran is still reported; "
+                  f"{again} again to quit at once", file=sys.stderr)
 
     created = wall_clock_label()
     printer = ProgressPrinter()
     is_matrix = loaded.profile.matrix is not None
     _print_plan(loaded, settings, seed, target)
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        if is_matrix:
-            state_path = state_path_for(args.json or args.csv)
-            try:
-                cells = run_matrix(
-                    target,
-                    loaded,
-                    settings,
-                    seed=seed,
-                    state_path=state_path,
-                    resume=args.resume,
-                    on_progress=printer.matrix,
-                    stop_flag=stop,
-                )
-            except MatrixError as exc:
-                raise UserError(str(exc)) from None
-            result = None
-        else:
-            cells = None
-            result = find_ceiling(target, loaded, settings, seed=seed, on_progress=printer.step, stop_flag=stop)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        printer.close()
+    with OWNER.stopping(on_stop, sigint=True) as stopped:
+        try:
+            if is_matrix:
+                state_path = state_path_for(args.json or args.csv)
+                try:
+                    cells = run_matrix(
+                        target,
+                        loaded,
+                        settings,
+                        seed=seed,
+                        state_path=state_path,
+                        resume=args.resume,
+                        on_progress=printer.matrix,
+                        stop_flag=stop,
+                    )
+                except MatrixError as exc:
+                    raise UserError(str(exc)) from None
+                result = None
+            else:
+                cells = None
+                result = find_ceiling(target, loaded, settings, seed=seed, on_progress=printer.step, stop_flag=stop)
+        finally:
+            printer.close()
+
+    interrupted = stopped.received
 
     # Piped output (CI logs, `| tee`) gets a fixed width wide enough for the tables, not rich's 80 columns.
     console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 150)
     if cells is not None:
-        console.print(matrix_view(cells, heatmaps))
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone; the files still get written
+            console.print(matrix_view(cells, heatmaps))
         matrix = loaded.profile.matrix
         if matrix is not None and len(cells) < len(matrix.inputs) * len(matrix.outputs):
             print(f"wattload: {len(cells)} cells finished; rerun with --resume to run the rest", file=sys.stderr)
     elif result is not None:
-        console.print(sweep_view(result))
+        with contextlib.suppress(OSError):
+            console.print(sweep_view(result))
     report = SweepReport(
         kind="matrix" if is_matrix else "sweep",
         created=created,
-        endpoint=target.config.base_url,
+        endpoint=redact_url(target.config.base_url),
         model=target.config.model,
         profile=loaded.info(),
         seed=seed,
@@ -369,8 +381,8 @@ def _sweep(
                 write(report, path)
             except OSError as exc:
                 raise UserError(f"cannot write {path}: {exc.strerror}") from None
-    if interrupted:
-        return EXIT_INTERRUPTED
+    if stopped.exit_code is not None:
+        return stopped.exit_code
     if result is not None and result.status == "failed":
         print(f"wattload: the sweep failed: {result.message}", file=sys.stderr)
         return EXIT_FAILED
@@ -387,7 +399,7 @@ def _print_plan(loaded: LoadedProfile, settings: SweepSettings, seed: int, targe
         slo.append(f"TPOT p99 <= {settings.slo_tpot_p99_ms:g} ms")
     what = "matrix" if p.matrix is not None else f"{p.input.describe()} -> {p.output.describe()} tokens"
     print(
-        f"wattload: sweeping {target.config.base_url} ({target.config.model}) with {p.name} [{what}], "
+        f"wattload: sweeping {redact_url(target.config.base_url)} ({target.config.model}) with {p.name} [{what}], "
         f"concurrency {settings.start}..{settings.max} {steps}, window {settings.window_s:g}s, "
         f"steps up to {settings.step_time_s:g}s, seed {seed}" + (f", SLO {' and '.join(slo)}" if slo else ""),
         file=sys.stderr,
@@ -448,6 +460,10 @@ class ProgressPrinter:
             self._line(f"{self._prefix}calibrating", final=False)
 
     def _line(self, text: str, *, final: bool) -> None:
+        with contextlib.suppress(OSError):  # a terminal that hung up must not end the sweep
+            self._write(text, final=final)
+
+    def _write(self, text: str, *, final: bool) -> None:
         if self.tty:
             sys.stderr.write("\r\x1b[2K" + text + ("\n" if final else ""))
             self._open = not final

@@ -16,6 +16,8 @@ instead.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import email.utils
 import functools
 import json
 from time import perf_counter_ns
@@ -27,8 +29,11 @@ from aiohttp.client_proto import ResponseHandler
 from engine.config import RunConfig
 from engine.endpoint.sse import StreamParser, one_line
 from engine.records import ErrorClass, RequestRecord, RequestSpec
+from engine.redact import redact_text
 
 CONNECT_TIMEOUT_S = 10.0
+USAGE_SLACK_TOKENS = 3  # usage may differ from the chunk count by this much before it is called a disagreement
+MAX_RETRY_AFTER_S = 60.0
 _ERROR_BODY_BYTES = 4096
 IGNORE_EOS_REJECTED = "the server rejected ignore_eos/min_tokens (HTTP 422); run without --ignore-eos"
 
@@ -122,6 +127,7 @@ class StreamClient:
             sock_read=config.read_timeout_s,
             sock_connect=min(config.read_timeout_s, CONNECT_TIMEOUT_S),
         )
+        self._progress_ns = round(config.read_timeout_s * 1e9)
         self.chunks = 0  # content chunks received since the owner last reset it
 
     async def run(
@@ -139,6 +145,7 @@ class StreamClient:
         parser = StreamParser(self._keep_times, text_out)
         t_headers: int | None = None
         status: int | None = None
+        retry_after: float | None = None
         error: tuple[ErrorClass, str] | None = None
         t_start = perf_counter_ns()
         try:
@@ -148,6 +155,8 @@ class StreamClient:
                 status = resp.status
                 if status != 200:
                     error = await self._http_error(resp)
+                    if status == 429:
+                        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 elif "event-stream" not in resp.headers.get("Content-Type", ""):
                     kind = resp.headers.get("Content-Type", "no Content-Type")
                     error = (ErrorClass.MALFORMED, f"the server did not stream (HTTP 200 with {one_line(kind, 60)})")
@@ -158,10 +167,14 @@ class StreamClient:
         except Exception as exc:  # every failure becomes a classified record, never an exception
             error = classify_exception(exc, t_headers is not None, self._timeout)
         t_end = perf_counter_ns()
-        usage_out = parser.completion_tokens
+        usage_in, usage_out, rejected = parser.prompt_tokens, parser.completion_tokens, parser.usage_rejected
+        if usage_out is not None and not rejected:
+            rejected = usage_disagreement(usage_out, parser.chunks, spec.max_tokens)
+            if rejected:
+                usage_out = None  # the prompt count is a separate fact and stays
         cls, detail = error if error is not None else (None, "")
-        if detail and self._secret and self._secret in detail:
-            detail = detail.replace(self._secret, "***")
+        if detail:  # error path only: the hot path never pays for it
+            detail = redact_text(detail, (self._secret,))
         return RequestRecord(
             worker=self._worker,
             request_id=request_id,
@@ -170,7 +183,7 @@ class StreamClient:
             t_headers_ns=t_headers,
             t_first_token_ns=parser.first_ns,
             t_end_ns=t_end,
-            input_tokens=parser.prompt_tokens,
+            input_tokens=usage_in,
             output_tokens=parser.chunks if usage_out is None else usage_out,
             output_estimated=usage_out is None,
             chunks=parser.chunks,
@@ -179,6 +192,8 @@ class StreamClient:
             error_detail=detail,
             response_id=parser.response_id,
             token_times_ns=tuple(parser.times) if parser.times else (),
+            usage_rejected=rejected,
+            retry_after_s=retry_after,
             turn=turn,
         )
 
@@ -189,6 +204,10 @@ class StreamClient:
         readany = resp.content.readany
         feed = parser.feed
         t = perf_counter_ns()
+        # aiohttp's read timeout only sees silence; a server that dribbles bytes that never complete a token
+        # (a broken chunk filled slowly, keep-alive comments forever) is caught by this deadline instead.
+        progress_ns = self._progress_ns
+        deadline = t + progress_ns
         while True:
             data = await readany()
             if not data:
@@ -198,6 +217,11 @@ class StreamClient:
             n = feed(data, t)
             if n:
                 self.chunks += n
+                deadline = t + progress_ns
+            elif t > deadline:
+                return ErrorClass.TIMEOUT, (
+                    f"no token for {progress_ns / 1e9:g} s although bytes kept arriving (read timeout)"
+                )
             if parser.error is not None:
                 return parser.error
         before = parser.chunks
@@ -223,8 +247,43 @@ class StreamClient:
         return cls, one_line(f"HTTP {status} {resp.reason or ''}".rstrip() + (f": {message}" if message else ""))
 
 
+def usage_disagreement(completion: int, chunks: int, max_tokens: int) -> str:
+    """Why a usage.completion_tokens cannot describe the stream that carried it ("" when it can). More tokens
+    than chunks is normal (servers pack tokens into chunks), fewer is not, and more than max_tokens never is."""
+    if completion < chunks - USAGE_SLACK_TOKENS:
+        return f"usage says {completion} output tokens but the stream carried {chunks} content chunks"
+    if completion > max_tokens + USAGE_SLACK_TOKENS and completion > chunks + USAGE_SLACK_TOKENS:
+        return f"usage says {completion} output tokens, more than max_tokens {max_tokens}"
+    return ""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """A Retry-After header as seconds in [0, MAX_RETRY_AFTER_S]: delta-seconds or an HTTP date; None if neither."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        seconds = (when - dt.datetime.now(dt.UTC)).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
+
+
 def error_message(raw: bytes) -> str:
-    """The human part of an error body: OpenAI's error.message, FastAPI's detail, or the first line of text."""
+    """The human part of an error body: OpenAI's error.message, FastAPI's detail, or the first line of text,
+    scrubbed of secrets (servers echo keys: "upstream rejected credentials Bearer sk-...")."""
+    return redact_text(_error_text(raw[:_ERROR_BODY_BYTES]))
+
+
+def _error_text(raw: bytes) -> str:
     text = raw.decode("utf-8", "replace").strip()
     try:
         obj = json.loads(text)

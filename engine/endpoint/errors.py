@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from engine.redact import redact_text
+
+MAX_LINE = 300  # one readable line, however much the server sends back
+
 LIST_MODELS_TIMEOUT_S = 10.0  # GET /models: a live server answers at once; waiting longer only delays the error
 PREFLIGHT_TIMEOUT_S = 30.0  # one 1-token streaming request shaped like the run's
 PROBE_TIMEOUT_S = 120.0  # a length probe: one prefill of up to the profile's longest prompt
@@ -9,7 +13,12 @@ PROBE_TIMEOUT_S = 120.0  # a length probe: one prefill of up to the profile's lo
 
 class ProbeError(Exception):
     """A probe failed in a way the user can act on; ``str()`` is one line naming it (the server's own reason when it
-    gave one) and what to try. Keys never appear in it."""
+    gave one) and what to try. Secrets never appear in it: the text is scrubbed when the error is made (it names
+    URLs, which may carry a password, and quotes the server, which may echo the key)."""
+
+    def __init__(self, message: str = "") -> None:
+        flat = " ".join(redact_text(str(message)).split())
+        super().__init__(flat if len(flat) <= MAX_LINE else flat[: MAX_LINE - 3] + "...")
 
 
 class ExceedsContext(ProbeError):

@@ -32,11 +32,14 @@ from engine.endpoint.client import (
     IGNORE_EOS_REJECTED,
     completions_url,
     error_message,
+    parse_retry_after,
     request_body,
     request_headers,
+    usage_disagreement,
 )
 from engine.endpoint.sse import StreamParser, one_line
 from engine.records import ErrorClass, RequestRecord, RequestSpec
+from engine.redact import redact_text
 
 _ERROR_BODY_BYTES = 4096
 _REDIRECTS = frozenset((301, 302, 303, 307, 308))
@@ -109,6 +112,7 @@ class _Connection(asyncio.Protocol):
         self.content_type = b""
         self.encoding = b""
         self.location = b""
+        self.retry_after = b""
         self.close_delimited = False  # neither Content-Length nor chunked: the body ends when the server closes
         self._has_length = False
         self.streaming = False  # body goes to the SSE parser; else up to 4 KiB are kept for the error detail
@@ -209,6 +213,8 @@ class _Connection(asyncio.Protocol):
             self.encoding = value.strip().lower()
         elif key == b"location":
             self.location = value
+        elif key == b"retry-after":
+            self.retry_after = value
         elif key == b"content-length" or (key == b"transfer-encoding" and b"chunked" in value.lower()):
             self._has_length = True
 
@@ -366,7 +372,7 @@ class LeanStreamClient:
         t_end = perf_counter_ns()
         if conn is not None:
             self._pool.release(conn)
-        return self._record(request_id, t_scheduled_ns, t_start, t_end, conn, parser, error, turn)
+        return self._record(request_id, t_scheduled_ns, t_start, t_end, conn, parser, error, turn, spec.max_tokens)
 
     async def _connect(self) -> tuple[_Connection, bool] | tuple[Failure, None]:
         origin = self._origin
@@ -434,12 +440,17 @@ class LeanStreamClient:
         parser: StreamParser,
         error: Failure | None,
         turn: int,
+        max_tokens: int,
     ) -> RequestRecord:
         """The same record ``StreamClient.run`` builds (kept in step with engine/endpoint/client.py)."""
-        usage_out = parser.completion_tokens
+        usage_in, usage_out, rejected = parser.prompt_tokens, parser.completion_tokens, parser.usage_rejected
+        if usage_out is not None and not rejected:
+            rejected = usage_disagreement(usage_out, parser.chunks, max_tokens)
+            if rejected:
+                usage_out = None  # the prompt count is a separate fact and stays
         cls, detail = error if error is not None else (None, "")
-        if detail and self._secret and self._secret in detail:
-            detail = detail.replace(self._secret, "***")
+        if detail:  # error path only
+            detail = redact_text(detail, (self._secret,))
         return RequestRecord(
             worker=self._worker,
             request_id=request_id,
@@ -448,7 +459,7 @@ class LeanStreamClient:
             t_headers_ns=conn.t_headers_ns if conn is not None else None,
             t_first_token_ns=parser.first_ns,
             t_end_ns=t_end,
-            input_tokens=parser.prompt_tokens,
+            input_tokens=usage_in,
             output_tokens=parser.chunks if usage_out is None else usage_out,
             output_estimated=usage_out is None,
             chunks=parser.chunks,
@@ -458,4 +469,7 @@ class LeanStreamClient:
             response_id=parser.response_id,
             token_times_ns=tuple(parser.times) if parser.times else (),
             turn=turn,
+            usage_rejected=rejected,
+            retry_after_s=(parse_retry_after(conn.retry_after.decode("latin-1", "replace"))
+                           if conn is not None and conn.status == 429 else None),
         )

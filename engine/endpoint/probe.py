@@ -14,12 +14,15 @@ import httpx
 
 from engine.config import RunConfig
 from engine.endpoint.client import IGNORE_EOS_REJECTED, completions_url, error_message, request_body, request_headers
-from engine.endpoint.errors import LIST_MODELS_TIMEOUT_S, PREFLIGHT_TIMEOUT_S, ProbeError
+from engine.endpoint.errors import LIST_MODELS_TIMEOUT_S, MAX_LINE, PREFLIGHT_TIMEOUT_S, ProbeError
+from engine.endpoint.sse import one_line
 from engine.records import RequestSpec
+from engine.redact import redact_text, redact_url
 
 __all__ = ["KEY_HINT", "Endpoint", "ProbeError", "preflight", "resolve_endpoint"]
 
 KEY_HINT = "pass --api-key or set OPENAI_API_KEY / WATTLOAD_API_KEY"
+MAX_MODELS_SHOWN = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,11 @@ def resolve_endpoint(
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ProbeError(f"not an http(s) URL: {url!r} (e.g. http://127.0.0.1:8000 or http://host:8000/v1)")
+    if api_key and (parts.username or parts.password):
+        raise ProbeError(
+            f"{redact_url(url)} carries credentials (user:password@) and an API key is set (--api-key, "
+            "$WATTLOAD_API_KEY or $OPENAI_API_KEY): both cannot be sent; drop one of them"
+        )
     candidates = [url] if parts.path.endswith("/v1") else [url + "/v1", url]
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(timeout=timeout_s, trust_env=False, headers=headers) as http:
@@ -68,7 +76,10 @@ def _list_models(http: httpx.Client, base: str, have_key: bool, timeout_s: float
         raise ProbeError(f"GET {target} answered HTTP {reply.status_code}: {error_message(reply.content)}")
     try:
         data = reply.json()["data"]
-        return [str(m["id"]) for m in data]
+        ids = [m["id"] for m in data]
+        if not all(isinstance(i, str) for i in ids):
+            raise TypeError("model ids must be strings")
+        return ids
     except (ValueError, KeyError, TypeError):
         why = f"{target} did not return an OpenAI model list; is this an OpenAI-compatible server?"
         raise ProbeError(why) from None
@@ -77,17 +88,40 @@ def _list_models(http: httpx.Client, base: str, have_key: bool, timeout_s: float
 def _pick_model(models: list[str], wanted: str | None, base: str) -> str:
     if wanted:
         if models and wanted not in models:
-            served = ", ".join(models)
-            raise ProbeError(f"model {wanted!r} is not served at {base} (it serves: {served}); check --model")
+            raise ProbeError(f"model {wanted!r} is not served at {base} (it serves: {_names(models)}); check --model")
         return wanted
     if len(models) == 1:
         return models[0]
     if not models:
         raise ProbeError(f"{base}/models lists no models; name one with --model")
-    raise ProbeError(f"{base} serves {len(models)} models ({', '.join(models)}); pick one with --model")
+    raise ProbeError(f"{base} serves {len(models):,} models ({_names(models)}); pick one with --model")
+
+
+def _names(models: list[str], budget: int = 120) -> str:
+    """A few model names, each cut short, and how many more: a server with 5,000 ids still gets one line that
+    keeps its advice at the end."""
+    shown: list[str] = []
+    used = 0
+    for name in models[:MAX_MODELS_SHOWN]:
+        short = one_line(name, 48)
+        if shown and used + len(short) > budget:
+            break
+        shown.append(short)
+        used += len(short) + 2
+    more = len(models) - len(shown)
+    return ", ".join(shown) + (f" and {more:,} more" if more > 0 else "")
 
 
 def preflight(config: RunConfig, timeout_s: float = PREFLIGHT_TIMEOUT_S) -> str | None:
+    """``_preflight``, with the warning scrubbed of secrets (it quotes the server, which may echo the key)."""
+    warning = _preflight(config, timeout_s)
+    if warning is None:
+        return None
+    secret = config.api_key.get_secret_value() if config.api_key is not None else None
+    return one_line(redact_text(warning, [secret]), MAX_LINE)
+
+
+def _preflight(config: RunConfig, timeout_s: float) -> str | None:
     """Send one 1-token streaming request shaped like the run's. Raises ProbeError for what the user must fix
     (404, 401/403, 422 for ignore_eos, other 4xx); returns a warning line for server-side trouble (5xx, 429,
     timeout), which the run itself will count, or None when the request worked."""
@@ -97,18 +131,27 @@ def preflight(config: RunConfig, timeout_s: float = PREFLIGHT_TIMEOUT_S) -> str 
     url = completions_url(config)
     try:
         with (
-            httpx.Client(timeout=timeout_s, trust_env=False) as http,
+            httpx.Client(timeout=httpx.Timeout(timeout_s, read=min(timeout_s, config.read_timeout_s)),
+                         trust_env=False) as http,
             http.stream("POST", url, json=body, headers=request_headers(config)) as reply,
         ):
-            raw = reply.read()
+            # A 200 is judged by its headers alone (its body may be a stream that never ends); an error's body
+            # is read for its message, at most 64 KiB of it.
+            raw = b"" if reply.status_code == 200 else _read_some(reply)
     except httpx.ConnectError as exc:
         raise ProbeError(f"cannot connect to {_host(url)} ({_reason(exc)}); is the server running?") from None
     except httpx.TimeoutException:
-        return f"a test request to {url} did not finish within {timeout_s:g} s; starting anyway"
+        waited = min(timeout_s, config.read_timeout_s)
+        return f"a test request to {url} timed out (no answer within {waited:g} s); starting anyway"
     except httpx.HTTPError as exc:
         return f"a test request to {url} failed ({type(exc).__name__}); starting anyway"
     status = reply.status_code
     if status == 200:
+        kind = reply.headers.get("content-type", "")
+        if "event-stream" not in kind:
+            shown = one_line(kind.split(";")[0], 60) or "no Content-Type"
+            raise ProbeError(f"{url} answered a streaming request with HTTP 200 {shown}, not an event stream: "
+                             "it does not stream; is this an OpenAI-compatible endpoint (check the URL and --api)?")
         return None
     message = error_message(raw)
     names_field = "ignore_eos" in message or "min_tokens" in message
@@ -121,6 +164,16 @@ def preflight(config: RunConfig, timeout_s: float = PREFLIGHT_TIMEOUT_S) -> str 
     if status == 429 or status >= 500:
         return f"a test request got HTTP {status} ({message}); starting anyway"
     raise ProbeError(f"the server rejected a test request: HTTP {status} ({message})")
+
+
+def _read_some(reply: httpx.Response, limit: int = 1 << 16) -> bytes:
+    """At most ``limit`` bytes of a body (a server that never stops must not hold the probe)."""
+    got = bytearray()
+    for part in reply.iter_raw():
+        got += part
+        if len(got) >= limit:
+            break
+    return bytes(got)
 
 
 def _refused(status: int, target: str, have_key: bool) -> str:

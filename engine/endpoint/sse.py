@@ -12,6 +12,11 @@ This is the client's hot path (tens of thousands of chunks per second per proces
   re-learns the template. The final usage chunk is therefore always parsed.
 
 Errors are recorded as ``(ErrorClass, one-line detail)`` and stop the parse; the client ends the request.
+
+Nothing a server sends is believed unchecked, and every check sits off the per-chunk path: usage counts must be
+integers in ``[0, MAX_USAGE_TOKENS]`` (else ``usage_rejected`` says why and the counts stay unknown), a response
+id longer than ``MAX_ID_CHARS`` is dropped, and an event that grows past ``MAX_EVENT_BYTES`` without its blank
+line fails the request instead of the worker's memory.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ from typing import Any
 from engine.records import ErrorClass
 
 DONE = b"[DONE]"
+MAX_USAGE_TOKENS = 10_000_000  # per request: above any model's context window; beyond it a count is not a count
+MAX_ID_CHARS = 200
+MAX_EVENT_BYTES = 1 << 20  # one SSE event; OpenAI-style chunks are a few hundred bytes
 _CONTENT_KEYS = ("content", "reasoning_content", "reasoning")
 _RESPONSES_PREFIXES = ("response.", "error")
 _RESPONSES_TEXT = frozenset({"response.output_text.delta"})
@@ -54,6 +62,7 @@ class StreamParser:
         "response_id",
         "text",
         "times",
+        "usage_rejected",
     )
 
     def __init__(self, keep_times: bool = True, text: list[str] | None = None) -> None:
@@ -75,6 +84,7 @@ class StreamParser:
         self.finished = False  # a choice carried a finish_reason
         self.done = False  # "data: [DONE]" arrived
         self.error: tuple[ErrorClass, str] | None = None
+        self.usage_rejected = ""  # why the server's usage was not believed (then both counts stay None)
         self.text = text  # when given, the answer's text pieces are appended (multi-turn sessions need it)
 
     @property
@@ -109,11 +119,17 @@ class StreamParser:
             buf = _normalize_newlines(buf)
         if b"\n\n" not in buf:
             self._buf = buf
+            if len(buf) > MAX_EVENT_BYTES:
+                self._too_long()
             return 0
         events = buf.split(b"\n\n")
-        self._buf = events.pop()
+        rest = self._buf = events.pop()
+        if rest and len(rest) > MAX_EVENT_BYTES:  # usually b"": reads end where events end
+            self._too_long()
+            return 0
         before = self.chunks
         prefix = self._prefix
+        payload: bytes | None
         for event in events:
             if event[:6] == b"data: " and b"\n" not in event:
                 payload = event[6:]
@@ -163,7 +179,7 @@ class StreamParser:
         if isinstance(kind, str) and kind.startswith(_RESPONSES_PREFIXES):
             self._parse_response_event(obj, kind, payload, t_ns)
             return
-        if self.response_id is None and isinstance(obj.get("id"), str):
+        if self.response_id is None and isinstance(obj.get("id"), str) and len(obj["id"]) <= MAX_ID_CHARS:
             self.response_id = obj["id"]
         usage = obj.get("usage")
         if usage is not None and not self._take_usage(usage):
@@ -246,9 +262,14 @@ class StreamParser:
             self._fail(ErrorClass.MALFORMED, "'usage' is not an object")
             return False
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        if isinstance(prompt, int) and not isinstance(prompt, bool):
+        why = _bad_count("prompt_tokens", prompt) or _bad_count("completion_tokens", completion)
+        if why:  # one bad number discredits the whole usage object: neither count is used
+            self.usage_rejected = why
+            self.prompt_tokens = self.completion_tokens = None
+            return True
+        if prompt is not None:
             self.prompt_tokens = prompt
-        if isinstance(completion, int) and not isinstance(completion, bool):
+        if completion is not None:
             self.completion_tokens = completion
         return True
 
@@ -266,6 +287,10 @@ class StreamParser:
                 self._le = at + 6
                 return
 
+    def _too_long(self) -> None:
+        self._buf = b""
+        self._fail(ErrorClass.MALFORMED, f"an event of the stream grew past {MAX_EVENT_BYTES >> 20} MiB without ending")
+
     def _fail(self, cls: ErrorClass, detail: str) -> None:
         if self.error is None:
             self.error = (cls, detail)
@@ -277,6 +302,19 @@ class StreamParser:
             payload = _data_of(rest)
             if payload is not None:
                 self._parse(payload, t_ns)
+
+
+def _bad_count(name: str, value: object) -> str:
+    """Why ``value`` cannot be a token count ("" when it can, or when it is absent)."""
+    if value is None:
+        return ""
+    if type(value) is not int:  # bool, float, str, NaN/Infinity (json.loads gives floats for those)
+        return f"usage.{name} is not an integer ({one_line(repr(value), 40)})"
+    if value < 0:
+        return f"usage.{name} is negative ({value})"
+    if value > MAX_USAGE_TOKENS:
+        return f"usage.{name} is absurd ({value:.3g} tokens for one request)"
+    return ""
 
 
 def _normalize_newlines(buf: bytes) -> bytes:

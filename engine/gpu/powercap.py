@@ -4,20 +4,18 @@ Watts in, watts out (the backend converts to NVML's milliwatts). Every request i
 constraints, applied, read back, and returned as a ``ControlEvent`` whose message says when it was clamped or
 when the enforced limit differs from the one asked for. The limits a GPU had before its first change are written
 to a state file *before* that change and restored on every exit path: ``restore_all``/``close`` (and ``with``),
-``atexit``, SIGTERM/SIGHUP (the previous handler is chained), and ``wattload gpu restore`` after a kill -9.
+``atexit``, SIGTERM/SIGHUP (a cleanup registered with ``engine.signals.OWNER``, the process's one signal owner,
+which runs it before anything else), and ``wattload gpu restore`` after a kill -9.
 """
 
 from __future__ import annotations
 
 import atexit
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any
+from types import TracebackType
 
 from engine.gpu.base import GpuBackend, GpuInfo, PowerCapError
 from engine.gpu.statefile import (
@@ -30,11 +28,11 @@ from engine.gpu.statefile import (
     write_state,
 )
 from engine.records import ControlEvent, EventKind
+from engine.signals import OWNER
 
 __all__ = ["DEFAULT_STATE_FILE", "PowerCapError", "PowerCapManager", "restore_from_state_file"]
 
 TOLERANCE_W = 0.5  # NVML stores milliwatts; a readback within half a watt is "the same"
-_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None)
 
 
 class _DefaultStateFile:
@@ -77,12 +75,12 @@ class PowerCapManager:
         self._state_file = default_state_file() if isinstance(state_file, _DefaultStateFile) else state_file
         self._lock = threading.RLock()  # re-entrant: a signal handler may run while the main thread holds it
         self._originals: dict[int, float] = {}
-        self._previous_handlers: dict[int, Any] = {}
+        self._signal_events: list[ControlEvent] = []  # restores done by a signal, reported by the next restore_all
         self._atexit_registered = False
         self._closed = False
         self.warning = ""  # one line for the UI, e.g. caps left changed by an earlier run
         self._stale: dict[str, SavedLimit] = self._load_stale()
-        self._install_signal_handlers()
+        self._cleanup_handle: int | None = OWNER.add_cleanup(self._on_signal)
 
     # -- state ---------------------------------------------------------------------------------------------------
 
@@ -212,8 +210,8 @@ class PowerCapManager:
 
     def restore_all(self) -> list[ControlEvent]:
         """Put every changed GPU back to its starting limit. Never raises; failures become ERROR events."""
-        events: list[ControlEvent] = []
         with self._lock:
+            events, self._signal_events = self._signal_events, []
             for index, original in sorted(self._originals.items()):
                 try:
                     self._backend.set_power_limit(index, original)
@@ -257,7 +255,9 @@ class PowerCapManager:
         """Restore (unless kept), then take the exit hooks away. Safe to call more than once."""
         events = self.restore_all()
         self._closed = True
-        self._uninstall_signal_handlers()
+        if self._cleanup_handle is not None:
+            OWNER.remove_cleanup(self._cleanup_handle)
+            self._cleanup_handle = None
         if self._atexit_registered:
             atexit.unregister(self._at_exit)
             self._atexit_registered = False
@@ -316,38 +316,13 @@ class PowerCapManager:
         if self.changed:
             self.restore_all()
 
-    def _install_signal_handlers(self) -> None:
-        """SIGTERM/SIGHUP skip atexit, so they get a handler that restores, then chains to what was there.
-
-        Only the main thread may install handlers; elsewhere atexit and explicit restore still cover exits."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for signum in _SIGNALS:
-            try:
-                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
-            except (ValueError, OSError):
-                pass
-
-    def _uninstall_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for signum, previous in list(self._previous_handlers.items()):
-            try:
-                if signal.getsignal(signum) == self._on_signal:
-                    signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
-            except (ValueError, OSError):
-                pass
-            del self._previous_handlers[signum]
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+    def _on_signal(self) -> None:
+        """A stop signal arrived: restore at once (the run may never reach its own close); the events wait for
+        the next ``restore_all``/``close`` so the event log and the recording still get them."""
         if self.changed:
-            self.restore_all()
-        previous = self._previous_handlers.get(signum)
-        if callable(previous):
-            previous(signum, frame)
-        elif previous != signal.SIG_IGN:  # SIG_DFL (or a handler set from C): end the process as it would have
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+            events = self.restore_all()
+            with self._lock:
+                self._signal_events = events + self._signal_events
 
 
 def restore_from_state_file(backend: GpuBackend, path: Path) -> tuple[list[ControlEvent], bool]:

@@ -30,6 +30,7 @@ from engine.load.worker import Batch, Done, Failed, Go, Notice, Pause, Ready, Re
 from engine.load.worker_pool import WorkerExited, WorkerPool
 from engine.metrics.aggregator import Aggregator, starting_snapshot
 from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
+from engine.redact import redact_url
 from engine.snapshot import LoadMode, RunState, Snapshot
 from engine.workload.synthetic import RequestFactory, SyntheticFactory
 
@@ -89,7 +90,7 @@ class Controller:
         self._sim_url = sim_url
         self._pricing = pricing
         self._stop_grace_s = stop_grace_s
-        self._meta = SessionMeta(endpoint=config.base_url, model=config.model, workload=config.workload)
+        self._meta = SessionMeta(endpoint=redact_url(config.base_url), model=config.model, workload=config.workload)
 
         self._lock = threading.RLock()
         self._phase = RunState.STARTING  # STARTING, RUNNING, STOPPING, STOPPED or FAILED; PAUSED is a flag
@@ -181,9 +182,9 @@ class Controller:
         self._thread = threading.Thread(target=self._serve, name="wattload-controller", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "stopped by the operator") -> None:
         """Start no new requests; in-flight ones get ``stop_grace_s`` to finish; then the session ends."""
-        self._begin_stop("stopped by the operator")
+        self._begin_stop(reason)
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once the session has ended (stopped or failed) and its final snapshot is published."""
@@ -306,7 +307,8 @@ class Controller:
                 return f"cannot record: {exc}".splitlines()[0]
             if recorder.failed:  # the file could not even be created
                 _quietly(recorder.close)
-                return f"cannot record to {recorder.path}: {recorder.failed}"
+                reason = getattr(recorder, "failure_reason", None) or recorder.failed
+                return f"cannot record to {recorder.path}: {reason}"
             self._recorder = recorder
         self.add_sink(recorder)
         self.emit(ControlEvent(perf_counter_ns(), EventKind.RECORD_START, message=f"recording to {recorder.path}"))
@@ -319,6 +321,13 @@ class Controller:
         if recorder is None or recorder.failed:
             return None
         return str(recorder.path)
+
+    @property
+    def recording_failed(self) -> str | None:
+        """One line when the recording stopped by itself (disk full, file not writable), else None."""
+        recorder = self._recorder
+        failed = getattr(recorder, "failed", None) if recorder is not None else None
+        return str(failed) if failed else None
 
     def system_info(self) -> SystemInfo:
         """Host, driver and GPU metadata for recordings and reports; never raises."""

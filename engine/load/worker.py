@@ -120,8 +120,10 @@ def worker_main(
     budget: Any | None = None,
 ) -> None:
     """Process entry point (spawn). ``budget`` is a shared counter of requests started, when a count is set."""
-    # Ctrl-C reaches the whole process group; the controller decides how to stop, so workers ignore it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C, `timeout`, systemd and a closed tmux pane signal the whole process group; the controller decides
+    # how to stop (it sends Stop, or its pipes close when it dies), so workers ignore the stop signals.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     _raise_fd_limit()
     runner = _Worker(worker, config, factory, commands, data, budget)
     try:
@@ -179,6 +181,8 @@ class _Worker:
         self._paused = False
         self._stopping = False
         self._max_lag_ms = 0.0
+        self._held_until_ns = 0  # closed loop: a 429's Retry-After holds new starts until then
+        self._held_timer: asyncio.TimerHandle | None = None
         self._client: RequestRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future[float] | None = None
@@ -281,7 +285,22 @@ class _Worker:
             and not self._paused
             and not self._stopping
             and len(self._in_flight) < target.concurrency
+            and (not self._held_until_ns or not self._held())
         )
+
+    def _held(self) -> bool:
+        """Inside a Retry-After pause (closed loop only): fill again when it ends."""
+        wait_ns = self._held_until_ns - perf_counter_ns()
+        if wait_ns <= 0:
+            self._held_until_ns = 0
+            return False
+        if self._held_timer is None and self._loop is not None:
+            self._held_timer = self._loop.call_later(wait_ns / 1e9, self._end_hold)
+        return True
+
+    def _end_hold(self) -> None:
+        self._held_timer = None
+        self._fill()
 
     def _fill(self) -> None:
         """Closed loop: keep exactly ``concurrency`` requests open (unless paused, stopping or out of budget)."""
@@ -411,6 +430,10 @@ class _Worker:
         assert self._client is not None
         record = await self._client.run(seq, spec, t_scheduled_ns)
         self._records.append(record)  # not append(await ...): the list is swapped by _report meanwhile
+        if record.retry_after_s and self._target.mode is LoadMode.CONCURRENCY:
+            # The server asked this client to wait: the closed loop obeys (rate mode keeps its schedule).
+            until = perf_counter_ns() + round(record.retry_after_s * 1e9)
+            self._held_until_ns = max(self._held_until_ns, until)
 
     def _on_done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)

@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.config import RunConfig
 from engine.load.worker import worker_main
+from engine.signals import stop_signals_blocked
 from engine.workload.synthetic import RequestFactory
 
 
@@ -64,7 +65,8 @@ class WorkerPool:
                 name=f"wattload-worker-{i}",
                 daemon=True,  # never outlive the session's process
             )
-            proc.start()
+            with stop_signals_blocked():  # the group's SIGTERM/SIGHUP are the controller's to act on
+                proc.start()
             cmd_read.close()
             data_write.close()
             self._procs.append(proc)

@@ -92,6 +92,9 @@ class Aggregator:
         self._loop_lags: list[tuple[int, float]] = []
         self._tokens_estimated = False
         self._input_unknown = False
+        self._usage_rejected = 0
+        self._usage_reason = ""
+        self._retry_after = 0
         self._last_change_ns = t0_ns  # the session start is itself a load change
         self._errors = _ErrorThrottle()
         self._pending: list[tuple[int, str, str]] = []  # (t_ns, kind, message) since the previous snapshot
@@ -109,6 +112,8 @@ class Aggregator:
             by_slot.setdefault(self._window.index(r.t_end_ns), []).append(r)
             if r.output_estimated and r.output_tokens > 0:
                 self._tokens_estimated = True
+            if r.usage_rejected or r.retry_after_s is not None:
+                self._untrusted(r)
             if r.error is None:
                 if r.input_tokens is None:
                     self._input_unknown = True
@@ -122,6 +127,17 @@ class Aggregator:
             slot = self._window.slot(index)
             if slot is not None:
                 samples.add_to(slot)
+
+    def _untrusted(self, r: RequestRecord) -> None:
+        """Count what the server said and we did not take at face value; the first of each kind is logged."""
+        if r.retry_after_s is not None:
+            self._retry_after += 1
+        if r.usage_rejected:
+            self._usage_rejected += 1
+            if not self._usage_reason:
+                self._usage_reason = r.usage_rejected
+                self._pending.append((r.t_end_ns, EventKind.WARNING.value,
+                                      f"server usage rejected ({r.usage_rejected}); counting chunks instead (~)"))
 
     def add_progress(self, progress: Iterable[StreamProgress]) -> None:
         for p in progress:
@@ -179,6 +195,9 @@ class Aggregator:
             total=total,
             tokens_estimated=self._tokens_estimated,
             input_tokens_unknown=self._input_unknown,
+            usage_rejected=self._usage_rejected,
+            usage_rejected_reason=self._usage_reason,
+            retry_after=self._retry_after,
             steady=steady,
             client=self._client_health(now_ns, merged),
             gpu=gpu,

@@ -28,7 +28,10 @@ class RunReport(BaseModel):
     state: str
     stop_reason: str = ""
     interrupted: bool = False
+    stop_signal: str | None = Field(default=None, description="the signal that stopped the run (SIGINT, SIGTERM, ...)")
     cancelled_at_stop: int = Field(default=0, description="in-flight requests cancelled when the run stopped")
+    recording: str | None = Field(default=None, description="the file this run recorded to, if any")
+    recording_failed: str | None = Field(default=None, description="why the recording stopped early, if it did")
     settings: dict[str, Any] = Field(description="RunConfig.safe_dump(): no secrets")
     pricing: str | None = None
     result: Snapshot
@@ -133,6 +136,13 @@ def format_summary(s: Snapshot, *, stop_reason: str = "", cancelled: int = 0, gp
             f"  cost        {c.profile}: ${_num(c.total_per_million_output, '.3f')}/M output tokens, "
             f"${_num(c.total_per_million_total, '.3f')}/M total tokens, ${_num(c.dollars_per_hour, '.2f')}/h"
         )
+    if s.usage_rejected:
+        n = s.usage_rejected
+        lines.append(f"  WARNING     the server's token usage was rejected for {n:,} request{'s' if n != 1 else ''} "
+                     f"({s.usage_rejected_reason}); their output counts are chunk counts (~)")
+    if s.retry_after:
+        lines.append(f"  note        {s.retry_after:,} HTTP 429 answers asked to retry later; closed-loop workers "
+                     "waited as asked (a --rate schedule does not)")
     if s.message and s.message != stop_reason:
         lines.append(f"  note        {s.message}")
     return "\n".join(lines)

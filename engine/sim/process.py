@@ -103,7 +103,10 @@ def start_sim_process(
     if cfg.api_key is not None:
         env[API_KEY_ENV] = cfg.api_key.get_secret_value()
     stderr = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env)
+    # Its own session: a signal sent to our process group (Ctrl-C, `timeout`, a closed tmux pane) must not take the
+    # server away under a run that is still draining; it exits when we stop it or when its stdin closes.
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env,
+                            start_new_session=True)
     lines: queue.Queue[str | None] = queue.Queue()
     assert proc.stdout is not None
     threading.Thread(target=_pump_lines, args=(proc.stdout, lines), name="sim-stdout", daemon=True).start()

@@ -115,7 +115,7 @@ class Recording:
 
     @property
     def closed_cleanly(self) -> bool:
-        return self.meta.closed is not None
+        return self.meta.closed is not None and not self.meta.closed.failed
 
     @property
     def corrupt_rows(self) -> int:

@@ -31,6 +31,7 @@ from pydantic import BaseModel
 from engine import __version__
 from engine.control import SessionMeta
 from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
+from engine.redact import redact_url
 from engine.snapshot import GpuStats, Snapshot
 from engine.storage.schema import APPLICATION_ID, FILE_SUFFIX, SCHEMA_VERSION, create_statements
 from engine.storage.server_rows import SERVER_SQL, encode_server_sample
@@ -175,6 +176,7 @@ class Recorder:
         self.record_tokens = record_tokens
         self.on_warning = on_warning
         self.failed: str | None = None
+        self.failure_reason: str | None = None  # the cause alone ("disk full (...)"), for a line that names the file
         self._redact = Redactor(secrets)
         self._commit_interval_s = commit_interval_s
         self.window_s = float(window_s) if window_s is not None else 10.0
@@ -266,6 +268,11 @@ class Recorder:
 
     def _create(self, config: dict[str, Any], meta: SessionMeta, system_info: Any, pricing: Any, workload: Any,
                 gpus: Mapping[int, str] | None, telemetry_source: str | None) -> sqlite3.Connection:
+        for up in (self.path.parent, *self.path.parent.parents):  # mkdir would only say "File exists"
+            if up.exists():
+                if not up.is_dir():
+                    raise OSError(f"{up} is not a directory")
+                break
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             raise OSError(f"{self.path} already exists; a recording is never overwritten")
@@ -297,6 +304,9 @@ class Recorder:
             recorded_from_us=self.recorded_from_us,
             start_control=self._start_control,
         )
+        # Owner-only from the first byte: the file holds the endpoint, the settings and the system's metadata.
+        # O_EXCL: never write into a file someone else just created (SQLite's -wal/-shm take the same mode).
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -329,6 +339,7 @@ class Recorder:
                 writer.finish()
         except Exception as exc:  # disk full, unwritable file, or a fact that cannot be encoded
             self._fail(exc)
+            writer.mark_failed(self.failed or "")
         finally:
             try:
                 conn.close()
@@ -371,8 +382,9 @@ class Recorder:
         if self._stopped and self.failed is not None:
             return
         self._stopped = True
+        self.failure_reason = _describe_failure(exc)
         seconds = self._last_t_us / 1e6
-        self.failed = (f"recording stopped: {_describe_failure(exc)}; the run goes on "
+        self.failed = (f"recording stopped: {_describe_failure(exc)} "
                        f"({self.requests_written} requests, {seconds:.0f} s kept in {self.path})")
         callback = self.on_warning
         if callback is not None:
@@ -483,6 +495,19 @@ class _Writer:
             labels = [GpuLabel(index=g.index, name=g.name).model_dump() for g in gpu.gpus]
             self.conn.execute("UPDATE meta SET value = ? WHERE key = 'gpus'", (json.dumps(labels),))
 
+    def mark_failed(self, reason: str) -> None:
+        """Best effort: say in the file why it ended early (a full disk may refuse even this; the reader then
+        reports a recording that was not closed)."""
+        closed = ClosedInfo(t_us=max(0, *self.last_t.values()), requests=self.next_request_id - 1,
+                            wall_end=datetime.now().astimezone().isoformat(timespec="seconds"), failed=reason)
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('closed', ?)",
+                              (closed.model_dump_json(),))
+        except sqlite3.Error:
+            pass
+
     def finish(self) -> None:
         """Mark the file closed, fold the WAL into the main file and leave WAL mode (one file to copy)."""
         closed = ClosedInfo(t_us=max(0, *self.last_t.values()), requests=self.next_request_id - 1,
@@ -572,7 +597,7 @@ def session_recorders(
         api_key = config.api_key.get_secret_value() if config.api_key is not None else None
         return recorder_factory(
             config_dump=config.safe_dump(),
-            meta=SessionMeta(endpoint=config.base_url, model=config.model, workload=config.workload),
+            meta=SessionMeta(endpoint=redact_url(config.base_url), model=config.model, workload=config.workload),
             system_info=session.system_info,
             pricing_dump=pricing_dump,
             workload_dump=workload,

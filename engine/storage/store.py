@@ -8,13 +8,14 @@ rows and replay decodes them at hundreds of thousands per second; a decoder chec
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.records import ControlEvent, ErrorClass, EventKind, RequestRecord, StreamProgress, TelemetrySample
+from engine.redact import REDACTED as REDACTED  # the scrubber lives in engine/redact.py; re-exported
+from engine.redact import Redactor as Redactor
 from engine.storage.schema import FORMAT_TAG, SCHEMA_VERSION
 
 
@@ -83,53 +84,6 @@ class RecordingMeta(_Model):
     start_control: dict[str, Any] | None = None
     """The load settings in force when recording began (mode, concurrency, rate); None: the config's."""
     closed: ClosedInfo | None = None
-
-
-# ---------------------------------------------------------------------------------------------------- secrets
-
-_SECRET_KEY = re.compile(
-    r"(api[_-]?key|authorization|secret|passw(or)?d|bearer|credential|cookie|(access|auth|bearer|api|session)"
-    r"[_-]?token|^token$)",
-    re.IGNORECASE,
-)
-_TEXT_PATTERNS = (
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}"), r"\1 ***"),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "sk-***"),
-    (re.compile(r"(?i)\b(api[_-]?key|key|token|access_token|auth)=([^&\s\"']+)"), r"\1=***"),
-    (re.compile(r"(?i)(\w+://)[^/@\s:]+:[^/@\s]*@"), r"\1***@"),  # user:password@host in URLs
-    (re.compile(r"(?i)\b(x-api-key|api-key|authorization)\s*[:=]\s*\S+"), r"\1: ***"),
-)
-REDACTED = "***"
-
-
-class Redactor:
-    """Scrubs secrets from anything about to be written: known secret values (the API key itself, when the
-    caller passes it), well-known secret shapes (Bearer tokens, sk- keys, user:password@ in URLs) and whole values
-    under secret-looking keys. Belt and braces: ``RunConfig.safe_dump`` already leaves the key out."""
-
-    def __init__(self, secret_values: Iterable[str | None] = ()) -> None:
-        self._values = sorted({v for v in secret_values if v and len(v) >= 4}, key=len, reverse=True)
-
-    def text(self, s: str) -> str:
-        for v in self._values:
-            if v in s:
-                s = s.replace(v, REDACTED)
-        for pattern, repl in _TEXT_PATTERNS:
-            s = pattern.sub(repl, s)
-        return s
-
-    def data(self, obj: Any) -> Any:
-        """A deep copy of JSON-like data with secrets removed."""
-        if isinstance(obj, dict):
-            return {
-                str(k): (REDACTED if _SECRET_KEY.search(str(k)) and v not in (None, "") else self.data(v))
-                for k, v in obj.items()
-            }
-        if isinstance(obj, list | tuple):
-            return [self.data(v) for v in obj]
-        if isinstance(obj, str):
-            return self.text(obj)
-        return obj
 
 
 # ---------------------------------------------------------------------------------------------------- codecs

@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 import sys
 import time
 from collections.abc import Iterator
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from engine.cli.common import (
     add_load_args,
+    check_output_path,
     config_from_args,
     pricing_from_args,
     profile_from_args,
     start_recording_or_fail,
 )
-from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
+from engine.cli.exits import EXIT_FAILED, UserError
 from engine.cli.session_end import print_session_end, track_recordings
 from engine.cli.telemetry_args import add_telemetry_args, telemetry_spec_from_args
 from engine.cli.trace_args import add_trace_args, trace_spec
@@ -66,6 +65,9 @@ def _run(args: argparse.Namespace) -> int:
     if bool(args.url) == bool(args.sim):
         raise UserError("give the endpoint URL (e.g. http://127.0.0.1:8000), or --sim for the simulated server")
     telemetry_spec_from_args(args)  # contradictory options: one line before anything starts
+    if args.headless:
+        _check_load_can_end(args)
+    check_output_path(args.json, "--json")
     pricing = pricing_from_args(args)
     with _sim_server(args) as sim_url:
         url = sim_url or args.url
@@ -85,6 +87,16 @@ def _run(args: argparse.Namespace) -> int:
                               sim_url=sim_url)  # fmt: skip
             return code
         return run_headless(controller, json_path=args.json, workload=workload, turns=turns)
+
+
+def _check_load_can_end(args: argparse.Namespace) -> None:
+    """A headless run with no load sends nothing: it would wait forever (or measure nothing); say so at once."""
+    if args.rate is not None and args.rate == 0:
+        raise UserError("--rate 0 sends no requests, so a headless run would measure nothing and, with "
+                        "--requests, never end; give a rate > 0")
+    if args.rate is None and args.concurrency == 0:
+        raise UserError("--concurrency 0 keeps no request in flight, so a headless run would measure nothing and, "
+                        "with --requests, never end; give a concurrency > 0")
 
 
 def _prepare(
@@ -144,49 +156,68 @@ def run_headless(
 ) -> int:
     """Run to the end (duration, request count, Ctrl-C or failure); print the summary; write --json."""
     from engine.reports.summary import RunReport, format_summary, progress_line, wall_clock_label, write_report
+    from engine.signals import OWNER, SIGINT, signal_name
     from engine.snapshot import RunState
 
-    interrupted = False
-
-    def on_sigint(signum: int, frame: FrameType | None) -> None:
-        nonlocal interrupted
-        if interrupted:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for the drain
-        interrupted = True
-        print("\nwattload: stopping; Ctrl-C again to quit at once", file=sys.stderr)
-        controller.stop()
+    def on_stop(signum: int) -> None:
+        again = "Ctrl-C" if signum == SIGINT else f"{signal_name(signum)} or Ctrl-C"
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(f"\nwattload: stopping ({signal_name(signum)}); {again} again to quit at once", file=sys.stderr)
+        controller.stop("stopped by the operator" if signum == SIGINT else f"stopped by {signal_name(signum)}")
 
     started_at = wall_clock_label()
     show_progress = sys.stderr.isatty()
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        controller.start()
-        next_line = time.monotonic() + PROGRESS_EVERY_S
-        while not controller.wait(0.25):
-            while not controller.notices.empty():  # e.g. the HTTP client fell back to aiohttp
+    recording = controller.recording_path
+    said_recording_failed = False
+
+    def tell_recording_failed() -> None:
+        nonlocal said_recording_failed
+        failed = controller.recording_failed
+        if failed and not said_recording_failed:
+            said_recording_failed = True
+            with contextlib.suppress(OSError):
+                print(f"wattload: {failed}; the load goes on", file=sys.stderr, flush=True)
+
+    def tell_notices() -> None:
+        while not controller.notices.empty():  # e.g. the HTTP client fell back to aiohttp
+            with contextlib.suppress(OSError):
                 print(f"wattload: {controller.notices.get()}", file=sys.stderr, flush=True)
-            if show_progress and time.monotonic() >= next_line:
-                next_line += PROGRESS_EVERY_S
-                print(progress_line(controller.latest), file=sys.stderr, flush=True)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        controller.close()
-    while not controller.notices.empty():
-        print(f"wattload: {controller.notices.get()}", file=sys.stderr)
+
+    with OWNER.stopping(on_stop, sigint=True) as stopped:
+        try:
+            controller.start()
+            next_line = time.monotonic() + PROGRESS_EVERY_S
+            while not controller.wait(0.25):
+                tell_notices()
+                tell_recording_failed()
+                if show_progress and time.monotonic() >= next_line:
+                    next_line += PROGRESS_EVERY_S
+                    with contextlib.suppress(OSError):
+                        print(progress_line(controller.latest), file=sys.stderr, flush=True)
+        finally:
+            controller.close()
+    tell_notices()
+    tell_recording_failed()
+    interrupted = stopped.received
     final = controller.latest
     reason, cancelled = controller.stop_reason, controller.cancelled_at_stop
-    print(format_summary(final, stop_reason=reason, cancelled=cancelled, gpu_note=controller.gpu_message))
+    with contextlib.suppress(OSError):  # a hung-up terminal must not cost the --json file
+        print(format_summary(final, stop_reason=reason, cancelled=cancelled, gpu_note=controller.gpu_message))
     per_turn = turns.figures() if turns is not None else []
     if per_turn:
         from engine.metrics.turns import format_turns
 
-        print(format_turns(per_turn))
+        with contextlib.suppress(OSError):
+            print(format_turns(per_turn))
     if json_path:
         report = RunReport(
             started_at=started_at,
             state=final.state.value,
             stop_reason=controller.stop_reason,
             interrupted=interrupted,
+            stop_signal=signal_name(stopped.signum) if stopped.signum is not None else None,
+            recording=recording,
+            recording_failed=controller.recording_failed,
             cancelled_at_stop=controller.cancelled_at_stop,
             settings=controller.config.safe_dump(),
             pricing=final.cost.profile or None,
@@ -201,4 +232,12 @@ def run_headless(
     if final.state is RunState.FAILED:
         print(f"wattload: the run failed: {final.message}", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_INTERRUPTED if interrupted else 0
+    if stopped.exit_code is not None:
+        return stopped.exit_code
+    total = final.total
+    if total.requests == 0 and total.errors > 0:
+        worst = max(total.errors_by_class.items(), key=lambda kv: kv[1])[0] if total.errors_by_class else "?"
+        print(f"wattload: no request succeeded ({total.errors:,} failed, most as {worst})",
+              file=sys.stderr)
+        return EXIT_FAILED
+    return 0

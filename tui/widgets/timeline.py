@@ -16,6 +16,8 @@ from textual.widget import Widget
 from engine.reports import format as fmt
 from tui.widgets.base import theme_style
 
+_PLAIN = Style()  # never a None style: Textual's NO_COLOR filter reads .color of every segment's style
+
 MARKER_COLOR = {"concurrency": "primary", "rate": "primary", "power_cap": "warning", "error": "error"}
 
 
@@ -71,7 +73,7 @@ class TimelineBar(Widget):
         gap = width - len(left) - len(right)
         segments = [Segment(left, theme_style(self.app, "accent", bold=True))]
         if gap > 0:
-            segments += [Segment(" " * gap), Segment(right, theme_style(self.app, "foreground-muted"))]
+            segments += [Segment(" " * gap, _PLAIN), Segment(right, theme_style(self.app, "foreground-muted"))]
         return Strip(segments).crop(0, width)
 
     def _bar(self, width: int) -> Strip:
@@ -88,7 +90,7 @@ class TimelineBar(Widget):
                     chars[x] = "┃"
                     colors[x] = MARKER_COLOR[kind]
         muted = theme_style(self.app, "foreground-muted")
-        segments = [Segment(" ")]
+        segments = [Segment(" ", _PLAIN)]
         start = 0
         for i in range(1, inner + 1):
             if i == inner or colors[i] != colors[start]:
@@ -96,5 +98,5 @@ class TimelineBar(Widget):
                 style: Style = muted if name is None else theme_style(self.app, name, bold=True)
                 segments.append(Segment("".join(chars[start:i]), style))
                 start = i
-        segments.append(Segment(" "))
+        segments.append(Segment(" ", _PLAIN))
         return Strip(segments)
