@@ -77,14 +77,45 @@ def open_session(config: RunConfig) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
 
 
-def _arrival_clock(resp: aiohttp.ClientResponse) -> ArrivalStampingHandler | None:
+class ArrivalStamp:
+    """The arrival of a body that was complete before the client looked: every read of it shares this stamp."""
+
+    __slots__ = ("arrival_ns",)
+
+    def __init__(self, arrival_ns: int) -> None:
+        self.arrival_ns = arrival_ns
+
+
+def arrival_clock(resp: aiohttp.ClientResponse) -> ArrivalStampingHandler | ArrivalStamp | None:
+    """Where this response's arrival stamps are read, or None when this aiohttp builds protocols differently.
+
+    When the whole body came with the headers (a 1-token answer, every calibration probe), aiohttp has already
+    handed the connection back to the pool and ``resp.connection`` is None, but the response keeps its protocol.
+    Its latest stamp is then this body's arrival, frozen into an ``ArrivalStamp`` at once: the pooled connection
+    may carry another request next, whose bytes must not restamp this one.
+    """
     connection = resp.connection
-    protocol = connection.protocol if connection is not None else None
-    return protocol if isinstance(protocol, ArrivalStampingHandler) else None
+    if connection is not None:
+        protocol = connection.protocol
+        return protocol if isinstance(protocol, ArrivalStampingHandler) else None
+    protocol = getattr(resp, "_protocol", None)  # set by ClientResponse.start, kept after the release
+    return ArrivalStamp(protocol.arrival_ns) if isinstance(protocol, ArrivalStampingHandler) else None
+
+
+class _Open:
+    """A request in flight, as the worker's progress report sees it: no first token yet, or one not yet shipped."""
+
+    __slots__ = ("parser", "shipped", "t_scheduled_ns")
+
+    def __init__(self, parser: StreamParser, t_scheduled_ns: int) -> None:
+        self.parser = parser
+        self.t_scheduled_ns = t_scheduled_ns
+        self.shipped = False
 
 
 class StreamClient:
-    """Runs streaming requests over a shared session; ``chunks`` counts content chunks for progress reports."""
+    """Runs streaming requests over a shared session; ``chunks`` counts content chunks for progress reports, and
+    ``take_first_tokens`` hands over the first tokens that arrived since it was last called."""
 
     def __init__(self, config: RunConfig, session: aiohttp.ClientSession, worker: int = 0) -> None:
         self._config = config
@@ -100,6 +131,28 @@ class StreamClient:
             sock_connect=min(config.read_timeout_s, CONNECT_TIMEOUT_S),
         )
         self.chunks = 0  # content chunks received since the owner last reset it
+        self.read_stamped = 0  # responses stamped at read time because no arrival stamp could be found
+        self._open: dict[int, _Open] = {}
+
+    def take_first_tokens(self) -> tuple[tuple[tuple[int, int, int], ...], int, int | None]:
+        """First tokens since the previous call as (request id, first-token stamp, scheduled stamp), plus the
+        requests still waiting for theirs: how many, and the scheduled stamp of the oldest (None when none).
+
+        Called every progress tick (O(open requests)); each first token is handed over once. A request that ends
+        before the next tick is not handed over: its record carries its TTFT (the aggregator counts either)."""
+        firsts: list[tuple[int, int, int]] = []
+        waiting = 0
+        oldest: int | None = None
+        for request_id, live in self._open.items():
+            first = live.parser.first_ns
+            if first is None:
+                waiting += 1
+                if oldest is None or live.t_scheduled_ns < oldest:
+                    oldest = live.t_scheduled_ns
+            elif not live.shipped:
+                live.shipped = True
+                firsts.append((request_id, first, live.t_scheduled_ns))
+        return tuple(firsts), waiting, oldest
 
     async def run(self, request_id: int, spec: RequestSpec, t_scheduled_ns: int | None = None) -> RequestRecord:
         """Send one request and stream its answer; never raises (except cancellation): failures are records."""
@@ -109,9 +162,13 @@ class StreamClient:
         status: int | None = None
         error: tuple[ErrorClass, str] | None = None
         t_start = perf_counter_ns()
+        t_scheduled = t_start if t_scheduled_ns is None else t_scheduled_ns
+        self._open[request_id] = _Open(parser, t_scheduled)
         try:
             async with self._session.post(self._url, data=data, headers=self._headers, timeout=self._timeout) as resp:
-                clock = _arrival_clock(resp)
+                clock = arrival_clock(resp)
+                if clock is None:
+                    self.read_stamped += 1
                 t_headers = clock.arrival_ns if clock is not None else perf_counter_ns()
                 status = resp.status
                 if status != 200:
@@ -125,6 +182,8 @@ class StreamClient:
             raise
         except Exception as exc:  # every failure becomes a classified record, never an exception
             error = classify_exception(exc, t_headers is not None, self._timeout)
+        finally:
+            del self._open[request_id]
         t_end = perf_counter_ns()
         usage_out = parser.completion_tokens
         cls, detail = error if error is not None else (None, "")
@@ -133,7 +192,7 @@ class StreamClient:
         return RequestRecord(
             worker=self._worker,
             request_id=request_id,
-            t_scheduled_ns=t_start if t_scheduled_ns is None else t_scheduled_ns,
+            t_scheduled_ns=t_scheduled,
             t_start_ns=t_start,
             t_headers_ns=t_headers,
             t_first_token_ns=parser.first_ns,
@@ -150,7 +209,7 @@ class StreamClient:
         )
 
     async def _read_stream(
-        self, resp: aiohttp.ClientResponse, parser: StreamParser, clock: ArrivalStampingHandler | None
+        self, resp: aiohttp.ClientResponse, parser: StreamParser, clock: ArrivalStampingHandler | ArrivalStamp | None
     ) -> tuple[ErrorClass, str] | None:
         """The hot loop: one stamp per read, the arrival of its newest bytes (or the read's return)."""
         readany = resp.content.readany
