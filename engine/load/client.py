@@ -105,9 +105,10 @@ def arrival_clock(resp: aiohttp.ClientResponse) -> ArrivalStampingHandler | Arri
 class _Open:
     """A request in flight, as the worker's progress report sees it: no first token yet, or one not yet shipped."""
 
-    __slots__ = ("parser", "shipped", "t_scheduled_ns")
+    __slots__ = ("parser", "request_id", "shipped", "t_scheduled_ns")
 
-    def __init__(self, parser: StreamParser, t_scheduled_ns: int) -> None:
+    def __init__(self, request_id: int, parser: StreamParser, t_scheduled_ns: int) -> None:
+        self.request_id = request_id
         self.parser = parser
         self.t_scheduled_ns = t_scheduled_ns
         self.shipped = False
@@ -132,7 +133,7 @@ class StreamClient:
         )
         self.chunks = 0  # content chunks received since the owner last reset it
         self.read_stamped = 0  # responses stamped at read time because no arrival stamp could be found
-        self._open: dict[int, _Open] = {}
+        self._open: set[_Open] = set()  # not keyed by request id: probes may reuse one id concurrently
 
     def take_first_tokens(self) -> tuple[tuple[tuple[int, int, int], ...], int, int | None]:
         """First tokens since the previous call as (request id, first-token stamp, scheduled stamp), plus the
@@ -143,7 +144,7 @@ class StreamClient:
         firsts: list[tuple[int, int, int]] = []
         waiting = 0
         oldest: int | None = None
-        for request_id, live in self._open.items():
+        for live in self._open:
             first = live.parser.first_ns
             if first is None:
                 waiting += 1
@@ -151,7 +152,7 @@ class StreamClient:
                     oldest = live.t_scheduled_ns
             elif not live.shipped:
                 live.shipped = True
-                firsts.append((request_id, first, live.t_scheduled_ns))
+                firsts.append((live.request_id, first, live.t_scheduled_ns))
         return tuple(firsts), waiting, oldest
 
     async def run(self, request_id: int, spec: RequestSpec, t_scheduled_ns: int | None = None) -> RequestRecord:
@@ -163,7 +164,8 @@ class StreamClient:
         error: tuple[ErrorClass, str] | None = None
         t_start = perf_counter_ns()
         t_scheduled = t_start if t_scheduled_ns is None else t_scheduled_ns
-        self._open[request_id] = _Open(parser, t_scheduled)
+        live = _Open(request_id, parser, t_scheduled)
+        self._open.add(live)
         try:
             async with self._session.post(self._url, data=data, headers=self._headers, timeout=self._timeout) as resp:
                 clock = arrival_clock(resp)
@@ -183,7 +185,7 @@ class StreamClient:
         except Exception as exc:  # every failure becomes a classified record, never an exception
             error = classify_exception(exc, t_headers is not None, self._timeout)
         finally:
-            del self._open[request_id]
+            self._open.discard(live)
         t_end = perf_counter_ns()
         usage_out = parser.completion_tokens
         cls, detail = error if error is not None else (None, "")
