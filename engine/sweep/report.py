@@ -72,6 +72,8 @@ STEP_COLUMNS = (
     "input_tokens_per_s",
     "ttft_p50_ms",
     "ttft_p99_ms",
+    "ttft_p99_censored",
+    "waiting_first_token",
     "tpot_p50_ms",
     "tpot_p99_ms",
     "itl_p99_ms",
@@ -84,6 +86,7 @@ STEP_COLUMNS = (
     "dollars_per_million_total",
     "verdict",
     "reason",
+    "hold_note",
 )
 
 CELL_COLUMNS = (
