@@ -7,7 +7,7 @@ recording, a log, a report or a JSON summary.
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -55,6 +55,6 @@ class RunConfig(BaseModel):
     def _strip_slash(cls, v: str) -> str:
         return v.rstrip("/")
 
-    def safe_dump(self) -> dict:
+    def safe_dump(self) -> dict[str, Any]:
         """Settings as JSON-able data with every secret removed (for recordings and reports)."""
         return self.model_dump(mode="json", exclude={"api_key"})

@@ -9,8 +9,10 @@ processes on one machine), never wall time.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class ErrorClass(StrEnum):
@@ -144,3 +146,18 @@ class ControlEvent:
     gpu_index: int | None = None  # for power-cap events; None = all selected GPUs
     readback: float | None = None  # enforced value read back after a change (power caps)
     message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    """One request's content (what a workload factory makes and the client sends): the API-specific body fields
+    plus the lengths it aims for.
+
+    ``fields`` holds ``messages`` (chat) or ``prompt`` (completions) and any extra body fields a profile wants;
+    the client adds model, stream, stream_options, max_tokens (and ignore_eos/min_tokens when asked).
+    """
+
+    fields: Mapping[str, Any]
+    max_tokens: int
+    input_tokens: int  # the target; the server's usage says what it really was
+    extra: Mapping[str, Any] = field(default_factory=dict)  # free for profiles (e.g. a dataset line's id)

@@ -7,6 +7,7 @@ is left empty.
 
 from __future__ import annotations
 
+import functools
 import platform
 import socket
 import sys
@@ -75,7 +76,7 @@ def _gpu_info(backend: GpuBackend) -> list[GpuSystemInfo]:
             )
         except Exception:
             pass
-        info.persistence_mode = _safe(lambda g=gpu: backend.persistence_mode(g.index), None)
+        info.persistence_mode = _safe(functools.partial(backend.persistence_mode, gpu.index), None)
         out.append(info)
     return out
 

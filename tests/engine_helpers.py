@@ -88,6 +88,7 @@ class CollectingSink:
         self.snapshots: list[Snapshot] = []
         self.closed = False
         self.path = "collected.db"
+        self.failed: str | None = None  # a RecordingSink: None while the "file" is healthy
 
     def on_records(self, records: Sequence[RequestRecord]) -> None:
         self.records.extend(records)

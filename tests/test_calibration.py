@@ -7,13 +7,13 @@ import pytest
 
 from engine.config import RunConfig
 from engine.load.controller import Controller
+from engine.session.calibrate import ExceedsContext, ProbeError, calibrate_profile, check_cell_fits
 from engine.sim.model import SimConfig
 from engine.sim.server import SimServer
 from engine.sim.tokens import count_chat_tokens, count_completion_tokens
 from engine.snapshot import RunState
 from engine.workload.calibration import TokenModel, converge, measure_vocabulary
 from engine.workload.distributions import Fixed
-from engine.workload.length_probe import ExceedsContext, ProbeError, calibrate_profile, check_cell_fits
 from engine.workload.lengths import LengthTally
 from engine.workload.profile import load_profile
 from engine.workload.prompts import VOCABULARY, build_factory

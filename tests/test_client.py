@@ -9,7 +9,7 @@ import pytest
 from engine_helpers import config, free_port, set_sim, sim_server, sim_stamps
 
 from engine.config import RunConfig
-from engine.load.client import (
+from engine.endpoint.client import (
     IGNORE_EOS_REJECTED,
     ArrivalStampingHandler,
     StreamClient,
@@ -121,7 +121,7 @@ async def test_api_key_is_sent_as_bearer_and_never_echoed():
 
 
 async def test_arrival_stamps_are_taken_in_this_aiohttps_protocol(sim):
-    """The client stamps bytes when they reach the connection (engine/load/client.py); if an aiohttp upgrade changes
+    """The client stamps bytes when they reach the connection (engine/endpoint/client.py); if an aiohttp upgrade changes
     how protocols are built, the client silently falls back to read-time stamps: this test notices. It holds
     whether or not aiohttp has already released the connection (a body that came with its headers)."""
     cfg = config(sim)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from engine.recording.schema import schema_markdown
+from engine.storage.schema import schema_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 

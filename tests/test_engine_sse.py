@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from engine.load.sse import StreamParser
+from engine.endpoint.sse import StreamParser
 from engine.records import ErrorClass
 
 

@@ -19,6 +19,9 @@ from engine.sim.process import start_sim_process
 
 TOLERANCE_P99_NS = 20_000_000
 
+# Two parallel test workers on 2 cores push a p99 of scheduling waits past 20 ms; the suite runs this file afterwards.
+pytestmark = pytest.mark.alone
+
 
 @pytest.fixture(scope="module")
 def sim_process_url():

@@ -15,11 +15,11 @@ import pytest
 from engine_helpers import CollectingSink, config, sim_server, wait_for
 
 from engine.load.controller import Controller
-from engine.recording.feeder import Feeder
-from engine.recording.reader import open_recording
-from engine.recording.recorder import attach_recorder
 from engine.records import EventKind
+from engine.replay.feeder import Feeder
 from engine.snapshot import RunState, Snapshot
+from engine.storage.reader import open_recording
+from engine.storage.recorder import attach_recorder
 
 START_S = 30.0  # spawning a worker on a loaded 2-core box can take seconds
 

@@ -8,8 +8,8 @@ import io
 import pytest
 from test_report import PHASE1_ENDS, PHASE2_ENDS, hand_recording
 
-from engine.recording.export import REQUEST_FIELDS, write_csv
-from engine.recording.reader import open_recording
+from engine.reports.export import REQUEST_FIELDS, write_csv
+from engine.storage.reader import open_recording
 from tui.cli import main
 
 

@@ -11,17 +11,17 @@ import textwrap
 import time
 from pathlib import Path
 
-from engine.recording.player import Player
-from engine.recording.reader import open_recording
-from engine.recording.report import build_report
 from engine.records import EventKind
+from engine.replay.player import Player
+from engine.reports.report import build_report
+from engine.storage.reader import open_recording
 from tui.cli import main
 
 RECORDING_PROCESS = textwrap.dedent("""
     import sys, time
     from engine.control import SessionMeta
     from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
-    from engine.recording.recorder import Recorder
+    from engine.storage.recorder import Recorder
 
     t0 = time.perf_counter_ns()
     rec = Recorder(sys.argv[1], config_dump={"concurrency": 2, "window_s": 1.0}, meta=SessionMeta(model="m"),

@@ -9,16 +9,16 @@ import time
 from pathlib import Path
 
 import pytest
+from synthetic_recording import SyntheticSpec, write_synthetic
 
-from engine.recording.feeder import Feeder
-from engine.recording.player import MAX_SPEED, Player
-from engine.recording.reader import open_recording
-from engine.recording.report import build_report
-from engine.recording.schema import SCHEMA_VERSION
-from engine.recording.store import RecordingError
-from engine.recording.synthetic import SyntheticSpec, write_synthetic
 from engine.records import EventKind
+from engine.replay.feeder import Feeder
+from engine.replay.player import MAX_SPEED, Player
+from engine.reports.report import build_report
 from engine.snapshot import RunState, Snapshot
+from engine.storage.reader import open_recording
+from engine.storage.schema import SCHEMA_VERSION
+from engine.storage.store import RecordingError
 from tui.cli import main
 
 DATA = Path(__file__).parent / "data" / "recordings"

@@ -10,15 +10,16 @@ import textwrap
 import time
 from pathlib import Path
 
+from synthetic_recording import VirtualClock
+
 from engine.config import RunConfig
 from engine.control import SessionMeta
-from engine.recording.player import Player
-from engine.recording.reader import open_recording
-from engine.recording.recorder import Recorder
-from engine.recording.schema import APPLICATION_ID, SCHEMA_VERSION
-from engine.recording.synthetic import VirtualClock
 from engine.records import ControlEvent, ErrorClass, EventKind, RequestRecord, StreamProgress, TelemetrySample
+from engine.replay.player import Player
 from engine.snapshot import GpuReading, GpuStats, Snapshot
+from engine.storage.reader import open_recording
+from engine.storage.recorder import Recorder
+from engine.storage.schema import APPLICATION_ID, SCHEMA_VERSION
 
 NS = 1_000_000_000
 KEY = "sk-wattload-test-KEY-0123456789abcdef"
@@ -164,7 +165,7 @@ DISK_FULL = textwrap.dedent("""
     import json, resource, signal, sys, time
     from engine.control import SessionMeta
     from engine.records import ErrorClass, RequestRecord
-    from engine.recording.recorder import Recorder
+    from engine.storage.recorder import Recorder
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, like ENOSPC
     resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))

@@ -15,14 +15,14 @@ import pytest
 from engine.config import RunConfig
 from engine.load.controller import Controller
 from engine.pricing import load_pricing
-from engine.recording.player import Player
-from engine.recording.reader import open_recording
-from engine.recording.recorder import attach_recorder
-from engine.recording.report import build_report, compare
 from engine.records import EventKind
+from engine.replay.player import Player
+from engine.reports.report import build_report, compare
 from engine.sim.model import SimConfig
 from engine.sim.server import SimServer
 from engine.snapshot import RunState, Snapshot
+from engine.storage.reader import open_recording
+from engine.storage.recorder import attach_recorder
 from tui.cli import main
 
 KEY = "sk-roundtrip-SECRET-9f8e7d6c5b4a3210"

@@ -7,9 +7,10 @@ from datetime import datetime
 
 import pytest
 
-from engine.recording.recorder import default_recording_path
-from engine.recording.schema import TABLES, create_statements, schema_markdown
-from engine.recording.store import (
+from engine.records import ControlEvent, ErrorClass, EventKind, RequestRecord, StreamProgress, TelemetrySample
+from engine.storage.recorder import default_recording_path
+from engine.storage.schema import TABLES, create_statements, schema_markdown
+from engine.storage.store import (
     CorruptRow,
     Redactor,
     decode_event,
@@ -25,7 +26,6 @@ from engine.recording.store import (
     encode_token_times,
     encode_varints,
 )
-from engine.records import ControlEvent, ErrorClass, EventKind, RequestRecord, StreamProgress, TelemetrySample
 
 T0 = 5_000_000_000_123  # an arbitrary perf_counter_ns session start, deliberately not a whole microsecond
 

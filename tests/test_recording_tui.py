@@ -6,11 +6,11 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from synthetic_recording import SyntheticSpec, write_synthetic
 from tui_canned import screen_text, until
 
-from engine.recording.player import Player
-from engine.recording.synthetic import SyntheticSpec, write_synthetic
 from engine.records import EventKind
+from engine.replay.player import Player
 from engine.snapshot import RunState
 from tui.app import WattloadApp
 from tui.widgets.header import HeaderPanel

@@ -18,16 +18,16 @@ import json
 from pathlib import Path
 
 import pytest
+from synthetic_recording import VirtualClock
 
 from engine.config import RunConfig
 from engine.control import SessionMeta
 from engine.pricing import PricingProfile
-from engine.recording.reader import open_recording
-from engine.recording.recorder import Recorder
-from engine.recording.render import render_comparison, render_report
-from engine.recording.report import build_report, compare
-from engine.recording.synthetic import VirtualClock
 from engine.records import ControlEvent, ErrorClass, EventKind, RequestRecord, StreamProgress, TelemetrySample
+from engine.reports.render import render_comparison, render_report
+from engine.reports.report import build_report, compare
+from engine.storage.reader import open_recording
+from engine.storage.recorder import Recorder
 from tui.cli import main
 
 NS = 1_000_000_000

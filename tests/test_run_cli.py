@@ -14,7 +14,7 @@ import httpx
 import pytest
 from engine_helpers import free_port, root_of, sim_server, wait_for
 
-from engine.load.client import IGNORE_EOS_REJECTED
+from engine.endpoint.client import IGNORE_EOS_REJECTED
 from engine.sim.model import SimConfig
 from engine.sim.process import start_sim_process
 from tui.cli import main
@@ -180,7 +180,7 @@ def test_ctrl_c_stops_cleanly_and_still_prints_the_summary():
 
 def test_profile_and_record_from_the_start(capsys, sim, tmp_path):
     """--profile shapes and calibrates the requests; --record captures the whole session, tokens on request."""
-    from engine.recording.reader import open_recording
+    from engine.storage.reader import open_recording
 
     path = tmp_path / "run.wattload.sqlite"
     code = main(["run", sim, "--headless", "--workers", "1", "-c", "2", "-n", "6", "--profile", "chat-short",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.sweep.report import STEP_COLUMNS
+from engine.reports.sweep import STEP_COLUMNS
 from engine.workload.profile import available_profiles
 from tui.cli import main
 

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from engine.cli.sweep import settings_from_args
 from engine.config import RunConfig
 from engine.pricing import DEFAULT_PRICING, load_pricing
+from engine.reports.sweep import CELL_COLUMNS
 from engine.sim.model import SimConfig
 from engine.sim.process import start_sim_process
 from engine.sweep.matrix import MatrixError, load_state, run_matrix, state_path_for
-from engine.sweep.report import CELL_COLUMNS
 from engine.sweep.session import SweepTarget
 from engine.workload.profile import load_profile
 from tui.cli import build_parser, main
-from tui.commands.sweep import settings_from_args
 
 pytestmark = pytest.mark.slow
 

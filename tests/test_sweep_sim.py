@@ -15,13 +15,13 @@ import pytest
 from engine.config import RunConfig
 from engine.load.controller import Controller
 from engine.records import EventKind
+from engine.session.calibrate import calibrate_profile
 from engine.sim.model import SimConfig, max_concurrency
 from engine.sim.process import start_sim_process
 from engine.sweep.rules import SweepSettings, Verdict
 from engine.sweep.runner import AutoRamp, SweepRunner
 from engine.sweep.session import SweepTarget, find_ceiling
 from engine.workload.distributions import Fixed
-from engine.workload.length_probe import calibrate_profile
 from engine.workload.lengths import LengthTally
 from engine.workload.profile import load_profile
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from engine.reports import format as fmt
 from engine.snapshot import EventView
-from tui import format as fmt
 from tui.widgets.braille import BRAILLE_BASE, column_ranges, dotted_columns, lit_grid, nice_ceiling, to_cells
 from tui.widgets.charts import ChartHistory
 

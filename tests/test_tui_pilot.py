@@ -11,11 +11,11 @@ import asyncio
 import threading
 
 import pytest
+from synthetic_recording import SyntheticSpec, write_synthetic
 from tui_canned import CannedControl, screen_text, session, session_snapshot, until
 
-from engine.recording.player import Player
-from engine.recording.synthetic import SyntheticSpec, write_synthetic
 from engine.records import EventKind
+from engine.replay.player import Player
 from engine.snapshot import LoadMode, RunState
 from engine.sweep.rules import SweepSettings
 from tui.app import REPLAY_DISABLED, WattloadApp

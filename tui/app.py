@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 from textual import events
 from textual.app import App, SystemCommand
@@ -24,10 +24,10 @@ from textual.message import Message
 from textual.screen import Screen
 
 from engine.control import LoadControl, ReplayControl
+from engine.reports import format as fmt
 from engine.snapshot import EventView, LoadMode, RunState, Snapshot
 from engine.sweep.rules import SweepSettings
 from engine.sweep.runner import AutoRamp
-from tui import format as fmt
 from tui.screens.confirm_quit import ConfirmQuitScreen, QuitChoice
 from tui.screens.dashboard import DashboardScreen, LiveDashboard, ReplayDashboard
 from tui.screens.failed import FailedScreen
@@ -110,8 +110,9 @@ class WattloadApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "wattload"
     BINDINGS: ClassVar[list[BindingType]] = APP_BINDINGS
-    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-narrow"), (100, "-medium"), (150, "-wide")]
-    VERTICAL_BREAKPOINTS: ClassVar[list[tuple[int, str]]] = [(0, "-short"), (34, "-tall")]
+    # textual declares the breakpoints as instance attributes with class defaults, so no ClassVar here.
+    HORIZONTAL_BREAKPOINTS: list[tuple[int, str]] | None = [(0, "-narrow"), (100, "-medium"), (150, "-wide")]  # noqa: RUF012
+    VERTICAL_BREAKPOINTS: list[tuple[int, str]] | None = [(0, "-short"), (34, "-tall")]  # noqa: RUF012
 
     def __init__(
         self,
@@ -442,7 +443,7 @@ class WattloadApp(App[int]):
         note = REPLAY_DISABLED if self.replay else steps
         self.push_screen(HelpScreen("wattload replay keys" if self.replay else "wattload keys", rows, note))
 
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         if self.replay:
             yield SystemCommand("Play / pause", "Toggle replay playback", self.action_replay_toggle)

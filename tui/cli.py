@@ -1,7 +1,8 @@
 """``wattload`` entry point: parses arguments and hands off to one command module.
 
-Each subcommand lives in ``tui/commands/<name>.py`` with ``register(subparsers)``; modules import textual only
-inside the functions that open the TUI, so headless paths (``run --headless``, ``report``, ``gpu``) never load it.
+Each subcommand is one module with ``register(subparsers)``: the headless ones (report, export, gpu, sweep, sim) in
+``engine/cli/``, the dashboard ones (run, demo, replay) in ``tui/commands/``. The dashboard modules import textual
+only inside the functions that open the TUI, so headless paths (``run --headless``, ``report``, ``gpu``) never load it.
 Errors that the user can fix become one line on stderr and exit code 2, never a traceback.
 """
 
@@ -12,16 +13,21 @@ import importlib
 import sys
 
 from engine import __version__
+from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USER, UserError
 
-EXIT_FAILED = 1  # the engine failed (a worker died, the server refused everything)
-EXIT_USER = 2  # a problem the user can fix: one line, no traceback
-EXIT_INTERRUPTED = 130  # Ctrl-C: the summary so far was still printed and written
+__all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_USER", "UserError", "build_parser", "main"]
 
-COMMANDS = ("run", "demo", "sim", "gpu", "replay", "report", "export", "sweep")
-
-
-class UserError(Exception):
-    """A problem the user can fix (bad URL, bad file, missing permission): printed as one line, exit code 2."""
+# Subcommand name -> the module that registers it, in the order `wattload --help` lists them.
+COMMANDS = {
+    "run": "tui.commands.run",
+    "demo": "tui.commands.demo",
+    "sim": "engine.cli.sim",
+    "gpu": "engine.cli.gpu",
+    "replay": "tui.commands.replay",
+    "report": "engine.cli.report",
+    "export": "engine.cli.export",
+    "sweep": "engine.cli.sweep",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"wattload {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        module = importlib.import_module(f"tui.commands.{name}")
+    for module_name in COMMANDS.values():
+        module = importlib.import_module(module_name)
         module.register(sub)
     return parser
 

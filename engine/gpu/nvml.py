@@ -262,9 +262,10 @@ def open_nvml(nvml: Any = None, *, gpus: str | None = None, source: str = "nvml"
     """Initialise NVML (``pynvml`` unless a module is injected) and select GPUs; never raises."""
     if nvml is None:
         try:
-            import pynvml as nvml
+            import pynvml
         except ImportError:
             return None, f"{NO_TELEMETRY}: nvidia-ml-py is not installed"
+        nvml = pynvml
     try:
         nvml.nvmlInit()
     except Exception as exc:

@@ -50,6 +50,8 @@ class RecordingSink(SessionSink, Protocol):
     @property
     def path(self) -> Any: ...
 
+    failed: str | None  # why the file stopped being written (None while it is healthy)
+
 
 RecorderFactory = Callable[[str | None], RecordingSink]
 
@@ -287,7 +289,7 @@ class Controller:
                 recorder = factory(path)
             except Exception as exc:  # a disk or path problem: one line for the UI
                 return f"cannot record: {exc}".splitlines()[0]
-            if getattr(recorder, "failed", None):  # the file could not even be created
+            if recorder.failed:  # the file could not even be created
                 _quietly(recorder.close)
                 return f"cannot record to {recorder.path}: {recorder.failed}"
             self._recorder = recorder

@@ -26,7 +26,7 @@ from time import perf_counter_ns
 from typing import Any
 
 from engine.config import RunConfig
-from engine.load.client import StreamClient, open_session
+from engine.endpoint.client import StreamClient, open_session
 from engine.load.schedule import PoissonArrivals, worker_seed
 from engine.records import RequestRecord, StreamProgress
 from engine.snapshot import LoadMode
@@ -117,7 +117,7 @@ def worker_main(
         except ImportError:
             asyncio.run(runner.run("asyncio"))
         else:
-            uvloop.run(runner.run(f"uvloop {uvloop.__version__}"))
+            uvloop.run(runner.run(f"uvloop {getattr(uvloop, '__version__', '?')}"))
     except BaseException as exc:
         with contextlib.suppress(Exception):
             data.send(Failed(worker, f"worker {worker} crashed: {type(exc).__name__}: {exc}".splitlines()[0]))

@@ -158,7 +158,8 @@ def _gaps(token_times: list[tuple[int, ...]]) -> np.ndarray:
     lengths = np.fromiter((len(t) for t in token_times), dtype=np.int64, count=len(token_times))
     flat = np.fromiter(chain.from_iterable(token_times), dtype=np.int64, count=int(lengths.sum()))
     gaps = np.delete(np.diff(flat), np.cumsum(lengths)[:-1] - 1)
-    return np.maximum(gaps, 0)
+    positive: np.ndarray = np.maximum(gaps, 0)
+    return positive
 
 
 class SlottedWindow:

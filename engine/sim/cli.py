@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import os
 import signal
@@ -41,6 +42,12 @@ _FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--stall-s", "stall_s", float, "fault: stall length in wall seconds"),
 )
 
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    """Settle ``future`` unless something already did (a second signal, EOF after a signal)."""
+    if not future.done():
+        future.set_result(None)
 
 def add_arguments(parser: argparse.ArgumentParser, default_port: int = 8000) -> None:
     defaults = SimConfig()
@@ -103,7 +110,7 @@ def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Future[None]) ->
             while os.read(0, 4096):
                 pass
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(lambda: stop.done() or stop.set_result(None))
+            loop.call_soon_threadsafe(functools.partial(_resolve, stop))
 
     threading.Thread(target=wait_eof, name="stdin-eof", daemon=True).start()
 
@@ -122,7 +129,7 @@ def serve(args: argparse.Namespace, prog: str = "wattload sim") -> int:
     asyncio.set_event_loop(loop)
     stop: asyncio.Future[None] = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, functools.partial(_resolve, stop))
     if args.exit_on_stdin_eof:
         _watch_stdin(loop, stop)
 

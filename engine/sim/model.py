@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -132,7 +132,7 @@ class SimConfig(BaseModel):
             raise ValueError("power_limit_w must lie within [min_limit_w, max_limit_w]")
         return self
 
-    def safe_dump(self) -> dict:
+    def safe_dump(self) -> dict[str, Any]:
         """Settings as JSON-able data, without the API key."""
         return self.model_dump(mode="json", exclude={"api_key"})
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from engine.sim.model import SimConfig
 from engine.sim.tokens import PromptError, count_chat_tokens, count_completion_tokens
@@ -65,7 +66,7 @@ def _bad(message: str, param: str | None = None) -> ApiError:
     return ApiError(400, message, "BadRequestError", param)
 
 
-def _int_field(body: dict, name: str, minimum: int) -> int | None:
+def _int_field(body: dict[str, Any], name: str, minimum: int) -> int | None:
     value = body.get(name)
     if value is None:
         return None

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import math
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -39,12 +40,18 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 _JSON = "application/json"
 
 
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    """Settle ``future`` unless something already did (a second signal, EOF after a signal)."""
+    if not future.done():
+        future.set_result(None)
+
 def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
 
 
 def loop_name() -> str:
-    return f"uvloop {uvloop.__version__}" if uvloop is not None else "asyncio"
+    return f"uvloop {getattr(uvloop, '__version__', '?')}" if uvloop is not None else "asyncio"
 
 
 class SimState:
@@ -339,7 +346,7 @@ def create_app(cfg: SimConfig) -> web.Application:
     return app
 
 
-async def _run_scheduler(app: web.Application) -> object:
+async def _run_scheduler(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(app[STATE].scheduler.run(), name="sim-scheduler")
     yield
     task.cancel()
@@ -417,7 +424,7 @@ class SimServer:
         if loop is None or stop is None or thread is None:
             return
         with contextlib.suppress(RuntimeError):  # the loop already closed
-            loop.call_soon_threadsafe(lambda: stop.done() or stop.set_result(None))
+            loop.call_soon_threadsafe(functools.partial(_resolve, stop))
         thread.join(timeout_s)
         if not thread.is_alive():
             self._thread = None

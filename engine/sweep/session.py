@@ -16,14 +16,14 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.config import RunConfig
 from engine.control import LoadControl, SessionSink
+from engine.session.calibrate import ExceedsContext, ProbeError, check_cell_fits
+from engine.session.workload_setup import apply_profile, calibrated_factory
 from engine.sweep.rules import SweepOutcome, SweepSettings
 from engine.sweep.runner import ProgressCallback, SweepRunner
 from engine.workload.calibration import CalibrationResult
-from engine.workload.length_probe import ExceedsContext, ProbeError, check_cell_fits
 from engine.workload.lengths import LengthCheck, LengthTally
 from engine.workload.profile import LoadedProfile
 from engine.workload.prompts import ProfileRequestFactory
-from engine.workload.setup import apply_profile, calibrated_factory
 from engine.workload.synthetic import RequestFactory
 
 if TYPE_CHECKING:

@@ -198,4 +198,4 @@ def _standard_error(diffs: Sequence[float]) -> float:
         return 0.0
     mean = sum(diffs) / n
     var = sum((d - mean) ** 2 for d in diffs) / (n - 1)
-    return (var / n) ** 0.5
+    return float((var / n) ** 0.5)

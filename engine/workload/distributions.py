@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -89,6 +89,9 @@ class Uniform(_Dist):
 
 class _Clipped(_Dist):
     """A continuous distribution rounded to integers and clipped to [min, max] (min defaults to 1)."""
+
+    if TYPE_CHECKING:
+        kind: str  # a field of each subclass (its Literal); not a field here
 
     mean: float = Field(gt=0, le=MAX_TOKENS_LIMIT)
     std: float = Field(ge=0, le=MAX_TOKENS_LIMIT)

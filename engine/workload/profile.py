@@ -16,9 +16,10 @@ import re
 import tomllib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 import profiles
 from engine.workload.distributions import Distribution, Fixed, coerce_distribution
@@ -159,7 +160,7 @@ class ProfileInfo(_Model):
     path: str
     sha256: str
     dataset_sha256: str | None = None
-    profile: dict
+    profile: dict[str, Any]
 
 
 class LoadedProfile(_Model):
@@ -283,7 +284,7 @@ def load_dataset(path: Path) -> tuple[tuple[DatasetEntry, ...], str]:
     return tuple(entries), hashlib.sha256(raw).hexdigest()
 
 
-def _clean_message(err: dict) -> str:
+def _clean_message(err: ErrorDetails) -> str:
     msg = str(err.get("msg", "invalid"))
     msg = msg.removeprefix("Value error, ")
     if err.get("type") == "extra_forbidden":

@@ -183,4 +183,4 @@ class SwitchableFactory:
         self._index.value = index
 
     def make(self, seq: int, rng: random.Random) -> RequestSpec:
-        return self.factories[self._index.value].make(seq, rng)
+        return self.factories[int(self._index.value)].make(seq, rng)

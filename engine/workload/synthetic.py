@@ -8,9 +8,12 @@ into every worker process, so it must hold only plain data (no open files, no cl
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from engine.records import RequestSpec
+
+__all__ = ["Api", "RequestFactory", "RequestSpec", "SyntheticFactory", "request_rng"]
 
 Api = Literal["chat", "completions"]
 
@@ -22,20 +25,6 @@ _WORDS = (
     "out many then them these so some her would make like him into time has look two more write go see number no "
     "way could people my than first water been call who oil its now find long down day did get come made may part"
 ).split()
-
-
-@dataclass(frozen=True, slots=True)
-class RequestSpec:
-    """One request's content: the API-specific body fields plus the lengths it aims for.
-
-    ``fields`` holds ``messages`` (chat) or ``prompt`` (completions) and any extra body fields a profile wants;
-    the client adds model, stream, stream_options, max_tokens (and ignore_eos/min_tokens when asked).
-    """
-
-    fields: Mapping[str, Any]
-    max_tokens: int
-    input_tokens: int  # the target; the server's usage says what it really was
-    extra: Mapping[str, Any] = field(default_factory=dict)  # free for profiles (e.g. a dataset line's id)
 
 
 @runtime_checkable

@@ -20,9 +20,11 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from engine.recording.player import Player
-from engine.recording.report import build_report
-from engine.recording.synthetic import SyntheticSpec, write_synthetic
+from engine.replay.player import Player
+from engine.reports.report import build_report
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the synthetic recording writer
+from synthetic_recording import SyntheticSpec, write_synthetic
 
 
 def generate(path: Path, minutes: float, rate: float, tokens: bool) -> None:
@@ -97,7 +99,7 @@ def measure(path: Path) -> None:
     print(f"python heap while replaying: peak {peak / 1e6:.1f} MB (now {current / 1e6:.1f} MB); "
           f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3:.0f} MB")
 
-    from engine.recording.reader import open_recording
+    from engine.storage.reader import open_recording
 
     t = time.perf_counter()
     with open_recording(path) as rec:

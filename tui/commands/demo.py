@@ -12,8 +12,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from tui.cli import UserError
-from tui.commands.common import add_load_args, config_from_args, pricing_from_args, sigint_blocked
+from engine.cli.common import add_load_args, config_from_args, pricing_from_args, sigint_blocked
+from engine.cli.exits import UserError
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
@@ -24,7 +24,7 @@ DEMO_CONCURRENCY = 8
 DEMO_STEP = 4.0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
         help="watch wattload on the built-in simulated server and GPU (nothing to set up)",
@@ -87,7 +87,7 @@ def build_controller(
 ) -> Controller:
     """A Controller over the simulated GPU, with `r` (recording) wired to the real recorder."""
     from engine.load.controller import Controller
-    from engine.recording.recorder import attach_recorder
+    from engine.storage.recorder import attach_recorder
 
     controller = Controller(config, gpu=gpu, gpus=gpus, sim_url=sim_url, pricing=pricing)
     attach_recorder(controller, pricing=pricing.model_dump(mode="json") if pricing is not None else None,

@@ -7,13 +7,19 @@ textual is imported only to open the TUI, so `replay --drive` stays headless.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
+from engine.cli.common import open_recording_or_fail
+from engine.cli.exits import UserError
 from engine.config import api_key_from_env
-from tui.cli import UserError
-from tui.commands.common import open_recording_or_fail
+
+if TYPE_CHECKING:
+    from engine.pricing import PricingProfile
+    from engine.replay.player import Player
+    from engine.storage.reader import Recording
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "replay",
         help="replay a recording in the dashboard, or re-drive its control timeline against a live endpoint",
@@ -39,9 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _open_player(args: argparse.Namespace) -> object:
-    from engine.recording.player import Player
-    from engine.recording.store import RecordingError
+def _open_player(args: argparse.Namespace) -> Player:
+    from engine.replay.player import Player
+    from engine.storage.store import RecordingError
 
     if args.speed < 0:
         raise UserError(f"--speed must be >= 0, got {args.speed:g}")
@@ -58,17 +64,17 @@ def _run(args: argparse.Namespace) -> int:
     try:
         from tui.app import run_replay_tui
     except ImportError as exc:
-        player.close()  # type: ignore[attr-defined]
+        player.close()
         raise UserError(f"the TUI is not available in this build ({exc})") from None
-    return run_replay_tui(player)  # type: ignore[arg-type]
+    return run_replay_tui(player)
 
 
 def _drive(args: argparse.Namespace) -> int:
+    from engine.endpoint.probe import ProbeError, resolve_endpoint
     from engine.load.controller import Controller
-    from engine.load.probe import ProbeError, resolve_endpoint
-    from engine.recording.recorder import attach_recorder
-    from engine.recording.redrive import control_timeline, redrive, redrive_config
-    from engine.recording.store import RecordingError
+    from engine.replay.redrive import control_timeline, redrive, redrive_config
+    from engine.storage.recorder import attach_recorder
+    from engine.storage.store import RecordingError
 
     with open_recording_or_fail(args.file) as rec:
         key = args.api_key or api_key_from_env()
@@ -98,12 +104,12 @@ def _drive(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recorded_pricing(rec: object) -> object:
+def _recorded_pricing(rec: Recording) -> PricingProfile | None:
     from pydantic import ValidationError
 
     from engine.pricing import PricingProfile
 
-    data = rec.meta.pricing  # type: ignore[attr-defined]
+    data = rec.meta.pricing
     if not data:
         return None
     try:

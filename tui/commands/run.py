@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from engine.cli.common import add_load_args, config_from_args, pricing_from_args
+from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
 from engine.config import api_key_from_env
-from tui.cli import EXIT_FAILED, EXIT_INTERRUPTED, UserError
-from tui.commands.common import add_load_args, config_from_args, pricing_from_args
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 PROGRESS_EVERY_S = 3.0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "run",
         help="load an endpoint and watch latency, tokens/s, watts and $/M tokens",
@@ -73,8 +73,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None) -> Controller:
     """Probe the endpoint (one clear line for anything the user must fix), then build the controller."""
+    from engine.endpoint.probe import ProbeError, preflight, resolve_endpoint
     from engine.load.controller import Controller
-    from engine.load.probe import ProbeError, preflight, resolve_endpoint
 
     try:
         endpoint = resolve_endpoint(url, api_key=args.api_key or api_key_from_env(), model=args.model)
@@ -89,7 +89,7 @@ def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_ur
     telemetry_url = sim_url or (endpoint.base_url if gpu == "sim" else None)
     controller = Controller(config, gpu=gpu, gpus=args.gpus, sim_url=telemetry_url, pricing=pricing,
                             request_factory=factory)
-    from engine.recording.recorder import attach_recorder
+    from engine.storage.recorder import attach_recorder
 
     workload = loaded.info().model_dump(mode="json") if loaded is not None else None
     attach_recorder(controller, pricing=pricing.model_dump(mode="json"), workload=workload,
@@ -101,9 +101,9 @@ def _workload(profile: str | None, config: RunConfig) -> tuple[LoadedProfile | N
     """With --profile: load it (one-line errors), shape the config by it, and calibrate input lengths on the server."""
     if not profile:
         return None, None, config
-    from engine.workload.length_probe import ProbeError as LengthProbeError
+    from engine.session.calibrate import ProbeError as LengthProbeError
+    from engine.session.workload_setup import apply_profile, calibrated_factory
     from engine.workload.profile import ProfileError, load_profile
-    from engine.workload.setup import apply_profile, calibrated_factory
 
     try:
         loaded = load_profile(profile)
@@ -150,7 +150,7 @@ def _tui_runner() -> Callable[..., int] | None:
 
 def run_headless(controller: Controller, *, json_path: str | None = None) -> int:
     """Run to the end (duration, request count, Ctrl-C or failure); print the summary; write --json."""
-    from engine.metrics.summary import RunReport, format_summary, progress_line, wall_clock_label, write_report
+    from engine.reports.summary import RunReport, format_summary, progress_line, wall_clock_label, write_report
     from engine.snapshot import RunState
 
     interrupted = False

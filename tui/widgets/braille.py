@@ -99,14 +99,15 @@ def to_cells(grid: BoolArray) -> CodeArray:
     rows, cols = grid.shape
     h, w = rows // 4, cols // 2
     top_first = grid[::-1][: h * 4, : w * 2].reshape(h, 4, w, 2)
-    return (top_first * DOT_BITS[None, :, None, :]).sum(axis=(1, 3), dtype=np.uint16)
+    cells: CodeArray = (top_first * DOT_BITS[None, :, None, :]).sum(axis=(1, 3), dtype=np.uint16)
+    return cells
 
 
 def nice_ceiling(value: float) -> float:
     """Round up to 1, 2, 2.5 or 5 times a power of ten, so the axis maximum reads cleanly."""
     if not math.isfinite(value) or value <= 0:
         return 1.0
-    power = 10 ** math.floor(math.log10(value))
+    power: float = 10 ** math.floor(math.log10(value))
     for step in (1, 2, 2.5, 5, 10):
         if value <= step * power * (1 + 1e-9):
             return step * power

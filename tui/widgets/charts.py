@@ -23,8 +23,8 @@ from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
 
+from engine.reports import format as fmt
 from engine.snapshot import EventView, LoadMode, Snapshot
-from tui import format as fmt
 from tui.widgets.base import theme_style
 from tui.widgets.braille import (
     BRAILLE_BASE,
@@ -412,8 +412,8 @@ class ChartsPanel(Widget):
         start = 0
         for i in range(1, plot_w + 1):
             if i == plot_w or owners[i] != owners[start]:
-                kind = owners[start]
-                style = muted if kind is None else self._on_base(MARKER_COLORS[kind], bold=True)
+                owner = owners[start]
+                style = muted if owner is None else self._on_base(MARKER_COLORS[owner], bold=True)
                 segments.append(Segment("".join(chars[start:i]), style))
                 start = i
         return Strip(segments, GUTTER + plot_w)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import RichLog
 
+from engine.reports import format as fmt
 from engine.snapshot import EventView
-from tui import format as fmt
 from tui.widgets.base import theme_style
 
 MAX_LINES = 500

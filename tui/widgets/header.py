@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from textual.content import Content
 
+from engine.reports import format as fmt
 from engine.snapshot import RunState, Snapshot
-from tui import format as fmt
 from tui.widgets.base import SnapshotPanel
 
 STATE_STYLE: dict[RunState, str] = {

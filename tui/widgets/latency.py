@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from textual.content import Content
 
+from engine.reports import format as fmt
 from engine.snapshot import Percentiles, Snapshot
-from tui import format as fmt
 from tui.widgets.base import SnapshotPanel
 
 METRICS: tuple[tuple[str, str], ...] = (("TTFT", "ttft"), ("ITL", "itl"), ("TPOT", "tpot"), ("E2E", "e2e"))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from textual.content import Content
 
+from engine.reports import format as fmt
 from engine.snapshot import LoadMode, Snapshot
-from tui import format as fmt
 from tui.widgets.base import SnapshotPanel, kv
 
 MAX_ERROR_CLASSES = 3  # the rest are summed into "other" so the panel keeps its height

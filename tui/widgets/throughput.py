@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from textual.content import Content
 
+from engine.reports import format as fmt
 from engine.snapshot import Snapshot
-from tui import format as fmt
 from tui.widgets.base import SnapshotPanel, kv
 
 

@@ -13,7 +13,7 @@ from rich.style import Style
 from textual.strip import Strip
 from textual.widget import Widget
 
-from tui import format as fmt
+from engine.reports import format as fmt
 from tui.widgets.base import theme_style
 
 MARKER_COLOR = {"concurrency": "primary", "rate": "primary", "power_cap": "warning", "error": "error"}

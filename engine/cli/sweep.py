@@ -1,0 +1,477 @@
+"""`wattload sweep URL|--sim`: find the ceiling of a server in one command (headless), or of every matrix cell.
+
+Steps concurrency up (geometric by default), holds each step until its window is steady (at most --step-time),
+and stops when output tok/s falls or stops rising, errors pass 10%, or a given SLO is passed. Prints the steps
+and what it found (capacity, knee, goodput); with ``--profile matrix`` it does that for each of the 16 cells and
+prints a table and heatmaps. Ctrl-C stops after the current step; what ran is still printed and written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr, ValidationError
+
+from engine.cli.common import parse_duration, positive, pricing_from_args, sigint_blocked
+from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
+from engine.config import RunConfig, api_key_from_env
+
+if TYPE_CHECKING:
+    from engine.sweep.matrix import MatrixProgress
+    from engine.sweep.rules import SweepSettings
+    from engine.sweep.runner import StepProgress
+    from engine.sweep.session import SweepTarget
+    from engine.workload.profile import LoadedProfile
+
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="find the ceiling: step concurrency up until throughput stops rising (or run the token matrix)",
+        description="Step concurrency up until output tok/s falls or stops rising, errors pass 10%%, or an SLO is "
+        "passed; report capacity, knee and goodput. With --profile matrix: the ceiling of every input x output cell.",
+    )
+    p.add_argument("url", nargs="?", help="the server root or its /v1 base, e.g. http://127.0.0.1:8000")
+    p.add_argument("--sim", action="store_true", help="start the built-in simulated server and sweep it")
+    p.add_argument(
+        "--sim-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a simulator setting (repeatable), e.g. speed=10 kv_capacity_tokens=20000 max_model_len=2048",
+    )
+    p.add_argument(
+        "--profile",
+        default="chat",
+        metavar="NAME|FILE",
+        help="workload profile: a built-in name (chat-short, chat, rag, doc, code, matrix) or a TOML file",
+    )
+
+    steps = p.add_argument_group("steps and stop rules")
+    steps.add_argument("--start", type=positive(int), default=None, metavar="N", help="first concurrency (1)")
+    steps.add_argument("--max", type=positive(int), default=None, metavar="N", help="highest concurrency (512)")
+    shape = steps.add_mutually_exclusive_group()
+    shape.add_argument(
+        "--factor",
+        type=positive(float),
+        default=None,
+        metavar="X",
+        help="geometric steps: multiply the concurrency by X (default 2)",
+    )
+    shape.add_argument(
+        "--linear", type=positive(int), default=None, metavar="STEP", help="linear steps: add STEP each time"
+    )
+    steps.add_argument(
+        "--step-time",
+        type=parse_duration,
+        default=None,
+        metavar="TIME",
+        help="longest hold per step (default 20s); a step ends sooner once its window is steady",
+    )
+    steps.add_argument(
+        "--window",
+        type=parse_duration,
+        default=None,
+        metavar="TIME",
+        help="window each step is measured over (default 10s)",
+    )
+    steps.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        metavar="F",
+        help="stop when output tok/s falls more than F below the best step, or gains less (0.05)",
+    )
+    steps.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=None,
+        metavar="F",
+        help="stop when the error rate passes F (default 0.10)",
+    )
+    steps.add_argument(
+        "--slo-ttft-p99",
+        type=parse_duration,
+        default=None,
+        metavar="TIME",
+        help="stop when TTFT p99 passes this (e.g. 2s); goodput counts only steps within it",
+    )
+    steps.add_argument(
+        "--slo-tpot-p99",
+        type=parse_duration,
+        default=None,
+        metavar="TIME",
+        help="stop when TPOT p99 passes this (e.g. 100ms)",
+    )
+
+    out = p.add_argument_group("output")
+    out.add_argument("--json", metavar="FILE", help="write the report (profile + sha256, seed, settings, system)")
+    out.add_argument("--csv", metavar="FILE", help="write the table: one row per step, or per matrix cell")
+    out.add_argument(
+        "--resume",
+        action="store_true",
+        help="matrix: skip the cells already finished in the state file next to the output",
+    )
+    out.add_argument(
+        "--heatmap",
+        default="tokens,joules",
+        metavar="LIST",
+        help="matrix heatmaps: tokens, capacity, joules, dollars, ttft (default tokens,joules)",
+    )
+
+    run = p.add_argument_group("endpoint and load")
+    run.add_argument("--model", "-m", default=None, help="model name (default: the one /v1/models lists)")
+    run.add_argument(
+        "--api-key",
+        default=None,
+        metavar="KEY",
+        help="bearer token (default: $WATTLOAD_API_KEY or $OPENAI_API_KEY); never written anywhere",
+    )
+    run.add_argument("--workers", type=positive(int), default=None, metavar="N", help="worker processes")
+    run.add_argument("--seed", type=int, default=None, help="seed for prompts (default: the profile's, else 0)")
+    run.add_argument("--refresh", type=positive(float), default=4.0, metavar="HZ", help="snapshots per second (4)")
+
+    gpu = p.add_argument_group("GPU and cost")
+    gpu.add_argument(
+        "--gpu",
+        choices=("auto", "none", "nvml", "sim", "fake"),
+        default=None,
+        help="GPU telemetry source (default: sim with --sim, else auto = NVML when present)",
+    )
+    gpu.add_argument("--gpus", default=None, metavar="LIST", help="GPU indices or UUIDs, e.g. 0,1 (default: all)")
+    gpu.add_argument("--pricing", default=None, metavar="NAME|FILE", help="pricing profile (default h100-sxm-rental)")
+    gpu.add_argument("--gpu-hourly", type=positive(float), default=None, metavar="USD", help="override: $/GPU-hour")
+    gpu.add_argument(
+        "--kwh", type=positive(float, allow_zero=True), default=None, metavar="USD", help="override: $/kWh"
+    )
+    gpu.add_argument("--pue", type=positive(float), default=None, metavar="X", help="override: PUE (>= 1)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from engine.workload.profile import ProfileError, load_profile
+
+    if bool(args.url) == bool(args.sim):
+        raise UserError("give the endpoint URL (e.g. http://127.0.0.1:8000), or --sim for the simulated server")
+    if args.sim_set and not args.sim:
+        raise UserError("--sim-set needs --sim")
+    try:
+        loaded = load_profile(args.profile)
+    except ProfileError as exc:
+        raise UserError(str(exc)) from None
+    settings = settings_from_args(args, loaded)
+    seed = args.seed if args.seed is not None else (loaded.profile.seed or 0)
+    heatmaps = _heatmaps(args.heatmap)
+    if args.resume and loaded.profile.matrix is None:
+        raise UserError("--resume applies to matrix profiles only")
+    pricing = pricing_from_args(args)
+    with _sim_server(args, seed) as sim_url:
+        target = _target(args, loaded, sim_url, pricing)
+        return _sweep(args, loaded, settings, seed, target, heatmaps)
+
+
+def settings_from_args(args: argparse.Namespace, loaded: LoadedProfile) -> SweepSettings:
+    """Sweep settings: the command line first, then the profile's [sweep] table, then the defaults."""
+    from engine.sweep.rules import SweepSettings
+
+    suggested = loaded.profile.sweep
+    given: dict[str, Any] = {
+        "start": args.start if args.start is not None else suggested.start,
+        "max": args.max if args.max is not None else suggested.max,
+        "factor": args.factor if args.factor is not None else suggested.factor,
+        "linear_step": args.linear if args.linear is not None else (None if args.factor else suggested.linear),
+        "step_time_s": args.step_time if args.step_time is not None else suggested.step_time_s,
+        "window_s": args.window if args.window is not None else suggested.window_s,
+        "threshold": args.threshold if args.threshold is not None else suggested.threshold,
+        "max_error_rate": args.max_error_rate,
+        "slo_ttft_p99_ms": None if args.slo_ttft_p99 is None else args.slo_ttft_p99 * 1000,
+        "slo_tpot_p99_ms": None if args.slo_tpot_p99 is None else args.slo_tpot_p99 * 1000,
+    }
+    try:
+        settings = SweepSettings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise UserError(
+            f"invalid sweep setting{' ' + where if where else ''}: {err['msg']}".replace("Value error, ", "")
+        ) from None
+    if settings.step_time_s < settings.window_s:
+        settings = settings.model_copy(update={"step_time_s": settings.window_s * 1.5})
+        print(
+            f"wattload: --step-time raised to {settings.step_time_s:g}s: a step must outlast its window",
+            file=sys.stderr,
+        )
+    return settings
+
+
+def _heatmaps(text: str) -> tuple[str, ...]:
+    from engine.cli.sweep_view import HEATMAPS
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in HEATMAPS]
+    if unknown:
+        raise UserError(f"unknown heatmap {unknown[0]!r}; choose from {', '.join(HEATMAPS)}")
+    return names
+
+
+@contextlib.contextmanager
+def _sim_server(args: argparse.Namespace, seed: int) -> Iterator[str | None]:
+    """With --sim, the simulated server in a subprocess (its own CPU, not our GIL) for the whole sweep."""
+    if not args.sim:
+        yield None
+        return
+    from engine.sim.model import SimConfig
+    from engine.sim.process import SimStartError, start_sim_process
+
+    fields: dict[str, Any] = {"seed": seed}
+    for item in args.sim_set:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--sim-set wants KEY=VALUE, got {item!r}")
+        try:
+            fields[key.strip()] = json.loads(raw)
+        except ValueError:
+            fields[key.strip()] = raw
+    try:
+        config = SimConfig(**fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UserError(f"--sim-set {'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+    try:
+        with sigint_blocked():
+            sim = start_sim_process(config)
+    except SimStartError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        print(f"wattload: simulated server at {sim.url}", file=sys.stderr)
+        yield sim.url
+    finally:
+        sim.stop()
+
+
+def _target(args: argparse.Namespace, loaded: LoadedProfile, sim_url: str | None, pricing: Any) -> SweepTarget:
+    """Resolve the endpoint and model, check one request shaped like the profile's, and describe the target."""
+    from engine.endpoint.probe import ProbeError, preflight, resolve_endpoint
+    from engine.sweep.session import SweepTarget
+
+    key = args.api_key or api_key_from_env()
+    try:
+        endpoint = resolve_endpoint(sim_url or args.url, api_key=key, model=args.model)
+        fields: dict[str, Any] = {
+            "base_url": endpoint.base_url,
+            "model": endpoint.model,
+            "api": loaded.profile.api,
+            "api_key": SecretStr(key) if key else None,
+            "ignore_eos": loaded.profile.ignore_eos,
+            "tick_hz": args.refresh,
+            "workload": loaded.profile.name,
+        }
+        if args.workers is not None:
+            fields["workers"] = args.workers
+        config = RunConfig(**fields)
+        warning = preflight(config)
+    except ProbeError as exc:
+        raise UserError(str(exc)) from None
+    if warning:
+        print(f"wattload: {warning}", file=sys.stderr)
+    gpu = args.gpu or ("sim" if sim_url else "auto")
+    telemetry_url = sim_url or (endpoint.base_url if gpu == "sim" else None)
+    return SweepTarget(config=config, gpu=gpu, gpus=args.gpus, sim_url=telemetry_url, pricing=pricing)
+
+
+def _sweep(
+    args: argparse.Namespace,
+    loaded: LoadedProfile,
+    settings: SweepSettings,
+    seed: int,
+    target: SweepTarget,
+    heatmaps: tuple[str, ...],
+) -> int:
+    from rich.console import Console
+
+    from engine.cli.sweep_view import matrix_view, sweep_view
+    from engine.reports.sweep import SweepReport, wall_clock_label, write_csv, write_json
+    from engine.sweep.matrix import MatrixError, run_matrix, state_path_for
+    from engine.sweep.session import find_ceiling
+
+    stop = threading.Event()
+    interrupted = False
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        nonlocal interrupted
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted = True
+        stop.set()
+        print("\nwattload: stopping after this step; Ctrl-C again to quit at once", file=sys.stderr)
+
+    created = wall_clock_label()
+    printer = ProgressPrinter()
+    is_matrix = loaded.profile.matrix is not None
+    _print_plan(loaded, settings, seed, target)
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        if is_matrix:
+            state_path = state_path_for(args.json or args.csv)
+            try:
+                cells = run_matrix(
+                    target,
+                    loaded,
+                    settings,
+                    seed=seed,
+                    state_path=state_path,
+                    resume=args.resume,
+                    on_progress=printer.matrix,
+                    stop_flag=stop,
+                )
+            except MatrixError as exc:
+                raise UserError(str(exc)) from None
+            result = None
+        else:
+            cells = None
+            result = find_ceiling(target, loaded, settings, seed=seed, on_progress=printer.step, stop_flag=stop)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        printer.close()
+
+    # Piped output (CI logs, `| tee`) gets a fixed width wide enough for the tables, not rich's 80 columns.
+    console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 150)
+    if cells is not None:
+        console.print(matrix_view(cells, heatmaps))
+        matrix = loaded.profile.matrix
+        if matrix is not None and len(cells) < len(matrix.inputs) * len(matrix.outputs):
+            print(f"wattload: {len(cells)} cells finished; rerun with --resume to run the rest", file=sys.stderr)
+    elif result is not None:
+        console.print(sweep_view(result))
+    report = SweepReport(
+        kind="matrix" if is_matrix else "sweep",
+        created=created,
+        endpoint=target.config.base_url,
+        model=target.config.model,
+        profile=loaded.info(),
+        seed=seed,
+        settings=settings,
+        run_settings=target.config.safe_dump(),
+        pricing=getattr(target.pricing, "name", None),
+        sysinfo=_sysinfo(target),
+        interrupted=interrupted,
+        result=result,
+        cells=cells,
+    )
+    for path, write in ((args.json, write_json), (args.csv, write_csv)):
+        if path:
+            try:
+                write(report, path)
+            except OSError as exc:
+                raise UserError(f"cannot write {path}: {exc.strerror}") from None
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if result is not None and result.status == "failed":
+        print(f"wattload: the sweep failed: {result.message}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def _print_plan(loaded: LoadedProfile, settings: SweepSettings, seed: int, target: SweepTarget) -> None:
+    p = loaded.profile
+    steps = "linear +" + str(settings.linear_step) if settings.linear_step else f"x{settings.factor:g}"
+    slo = []
+    if settings.slo_ttft_p99_ms is not None:
+        slo.append(f"TTFT p99 <= {settings.slo_ttft_p99_ms:g} ms")
+    if settings.slo_tpot_p99_ms is not None:
+        slo.append(f"TPOT p99 <= {settings.slo_tpot_p99_ms:g} ms")
+    what = "matrix" if p.matrix is not None else f"{p.input.describe()} -> {p.output.describe()} tokens"
+    print(
+        f"wattload: sweeping {target.config.base_url} ({target.config.model}) with {p.name} [{what}], "
+        f"concurrency {settings.start}..{settings.max} {steps}, window {settings.window_s:g}s, "
+        f"steps up to {settings.step_time_s:g}s, seed {seed}" + (f", SLO {' and '.join(slo)}" if slo else ""),
+        file=sys.stderr,
+    )
+
+
+def _sysinfo(target: SweepTarget) -> dict[str, Any] | None:
+    """System metadata for the report; never fails the sweep."""
+    try:
+        from engine.gpu.base import open_backend
+        from engine.sysinfo import collect_sysinfo
+    except ImportError:
+        return None
+    backend = None
+    try:
+        backend, _ = open_backend(target.gpu, sim_url=target.sim_url, gpus=target.gpus)
+        return collect_sysinfo(backend).model_dump(mode="json")
+    except Exception:  # metadata is decoration: its absence must not lose a sweep's result
+        return None
+    finally:
+        if backend is not None:
+            with contextlib.suppress(Exception):
+                backend.close()
+
+
+class ProgressPrinter:
+    """Progress on stderr: one rewritten line on a terminal, one line per finished step otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self._open = False
+        self._prefix = ""
+
+    def step(self, p: StepProgress) -> None:
+        if p.finished is not None:
+            st = p.finished
+            self._line(
+                f"{self._prefix}step {p.index + 1}: concurrency {st.concurrency}: {st.output_tokens_per_s:,.0f} "
+                f"out tok/s, TTFT p99 {'≥ ' if st.ttft_p99_censored else ''}{_ms(st.ttft_p99_ms)}, "
+                f"errors {st.error_rate:.1%} -> {st.verdict}",
+                final=True,
+            )
+        elif self.tty:
+            self._line(
+                f"{self._prefix}step {p.index + 1}: concurrency {p.concurrency}, {p.held_s:.0f}/{p.step_time_s:.0f}s",
+                final=False,
+            )
+
+    def matrix(self, p: MatrixProgress) -> None:
+        eta = "" if p.eta_s is None else f", ETA {_duration(p.eta_s)}"
+        self._prefix = f"cell {p.cell_index}/{p.cells} ({p.input_tokens}x{p.output_tokens}{eta}) "
+        if p.skipped and p.finished is not None:
+            self._line(f"{self._prefix}already done ({p.finished.status}), skipped", final=True)
+        elif p.finished is not None:
+            self._line(f"{self._prefix}done: {p.finished.result.capacity_line}", final=True)
+        elif p.step is not None:
+            self.step(p.step)
+        elif p.calibrating and self.tty:
+            self._line(f"{self._prefix}calibrating", final=False)
+
+    def _line(self, text: str, *, final: bool) -> None:
+        if self.tty:
+            sys.stderr.write("\r\x1b[2K" + text + ("\n" if final else ""))
+            self._open = not final
+        elif final:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self._open:
+            sys.stderr.write("\n")
+            self._open = False
+
+
+def _ms(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v / 1000:.2f} s" if v >= 1000 else f"{v:.0f} ms"
+
+
+def _duration(s: float) -> str:
+    s = max(0, round(s))
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"

@@ -1,0 +1,294 @@
+"""One streaming request: HTTP with aiohttp, SSE parsing, perf_counter_ns stamps, usage, error class.
+
+aiohttp carries the hot path because it streams 4-5x more SSE chunks per core than httpx at 32 streams and 10x
+more at 256 (tests/bench/client_capacity.py prints both); httpx serves only the
+control plane (engine/endpoint/probe.py).
+Stamps: ``t_start`` just before the request is handed to the connection pool; every later stamp is the
+``perf_counter_ns()`` taken in the connection's ``data_received``, the moment the bytes reach the process, before
+any task runs. A server that writes one token to 256 streams at once makes the event loop handle 256 arrivals in a
+row; stamping on arrival rather than when each stream's task gets its turn keeps the last of them from being
+~10 ms late. Each read of the body is stamped with the arrival of its newest bytes (exact when the task keeps up
+with its connection, never later than the read), and every SSE event completed by that read shares the stamp
+(``engine/endpoint/sse.py``). Without the hook (an aiohttp that builds its protocol differently) reads are stamped
+instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from time import perf_counter_ns
+from typing import Any
+
+import aiohttp
+from aiohttp.client_proto import ResponseHandler
+
+from engine.config import RunConfig
+from engine.endpoint.sse import StreamParser, one_line
+from engine.records import ErrorClass, RequestRecord, RequestSpec
+
+CONNECT_TIMEOUT_S = 10.0
+_ERROR_BODY_BYTES = 4096
+IGNORE_EOS_REJECTED = "the server rejected ignore_eos/min_tokens (HTTP 422); run without --ignore-eos"
+
+
+def completions_url(config: RunConfig) -> str:
+    return config.base_url + ("/chat/completions" if config.api == "chat" else "/completions")
+
+
+def request_headers(config: RunConfig) -> dict[str, str]:
+    """Headers for every request. Identity encoding: a compressing proxy would buffer chunks and skew timing."""
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream", "Accept-Encoding": "identity"}
+    if config.api_key is not None and config.api_key.get_secret_value():
+        headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+    return headers
+
+
+def request_body(config: RunConfig, spec: RequestSpec) -> dict[str, Any]:
+    """The JSON body: the spec's fields plus streaming with usage, max_tokens, and ignore_eos when asked."""
+    body: dict[str, Any] = {"model": config.model, **spec.fields}
+    body["max_tokens"] = spec.max_tokens
+    body["stream"] = True
+    body["stream_options"] = {"include_usage": True}
+    if config.ignore_eos:
+        body["ignore_eos"] = True
+        body["min_tokens"] = spec.max_tokens
+    return body
+
+
+class ArrivalStampingHandler(ResponseHandler):
+    """aiohttp's connection protocol, plus the perf_counter_ns at which its latest bytes arrived."""
+
+    arrival_ns = 0
+
+    def data_received(self, data: bytes) -> None:
+        if data:  # aiohttp also calls this with b"" to resume parsing after a read: not an arrival
+            self.arrival_ns = perf_counter_ns()
+        super().data_received(data)
+
+
+def open_session(config: RunConfig) -> aiohttp.ClientSession:
+    """One pooled session per worker: no connection limit (the schedule decides how many requests are open),
+    connections that stamp their arrivals (when this aiohttp builds protocols the way we expect)."""
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+    factory = getattr(connector, "_factory", None)
+    if isinstance(factory, functools.partial) and factory.func is ResponseHandler:
+        # aiohttp's private protocol factory: the one place to stamp chunk arrivals (see ArrivalStampingHandler).
+        setattr(connector, "_factory",  # noqa: B010
+                functools.partial(ArrivalStampingHandler, *factory.args, **factory.keywords))
+    return aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
+
+
+class ArrivalStamp:
+    """The arrival of a body that was complete before the client looked: every read of it shares this stamp."""
+
+    __slots__ = ("arrival_ns",)
+
+    def __init__(self, arrival_ns: int) -> None:
+        self.arrival_ns = arrival_ns
+
+
+def arrival_clock(resp: aiohttp.ClientResponse) -> ArrivalStampingHandler | ArrivalStamp | None:
+    """Where this response's arrival stamps are read, or None when this aiohttp builds protocols differently.
+
+    When the whole body came with the headers (a 1-token answer, every calibration probe), aiohttp has already
+    handed the connection back to the pool and ``resp.connection`` is None, but the response keeps its protocol.
+    Its latest stamp is then this body's arrival, frozen into an ``ArrivalStamp`` at once: the pooled connection
+    may carry another request next, whose bytes must not restamp this one.
+    """
+    connection = resp.connection
+    if connection is not None:
+        protocol = connection.protocol
+        return protocol if isinstance(protocol, ArrivalStampingHandler) else None
+    protocol = getattr(resp, "_protocol", None)  # set by ClientResponse.start, kept after the release
+    return ArrivalStamp(protocol.arrival_ns) if isinstance(protocol, ArrivalStampingHandler) else None
+
+
+class _Open:
+    """A request in flight, as the worker's progress report sees it: no first token yet, or one not yet shipped."""
+
+    __slots__ = ("parser", "request_id", "shipped", "t_scheduled_ns")
+
+    def __init__(self, request_id: int, parser: StreamParser, t_scheduled_ns: int) -> None:
+        self.request_id = request_id
+        self.parser = parser
+        self.t_scheduled_ns = t_scheduled_ns
+        self.shipped = False
+
+
+class StreamClient:
+    """Runs streaming requests over a shared session; ``chunks`` counts content chunks for progress reports, and
+    ``take_first_tokens`` hands over the first tokens that arrived since it was last called."""
+
+    def __init__(self, config: RunConfig, session: aiohttp.ClientSession, worker: int = 0) -> None:
+        self._config = config
+        self._session = session
+        self._worker = worker
+        self._url = completions_url(config)
+        self._headers = request_headers(config)
+        self._secret = config.api_key.get_secret_value() if config.api_key is not None else ""
+        self._keep_times = config.record_token_times
+        self._timeout = aiohttp.ClientTimeout(
+            total=config.request_timeout_s,
+            sock_read=config.read_timeout_s,
+            sock_connect=min(config.read_timeout_s, CONNECT_TIMEOUT_S),
+        )
+        self.chunks = 0  # content chunks received since the owner last reset it
+        self.read_stamped = 0  # responses stamped at read time because no arrival stamp could be found
+        self._open: set[_Open] = set()  # not keyed by request id: probes may reuse one id concurrently
+
+    def take_first_tokens(self) -> tuple[tuple[tuple[int, int, int], ...], int, int | None]:
+        """First tokens since the previous call as (request id, first-token stamp, scheduled stamp), plus the
+        requests still waiting for theirs: how many, and the scheduled stamp of the oldest (None when none).
+
+        Called every progress tick (O(open requests)); each first token is handed over once. A request that ends
+        before the next tick is not handed over: its record carries its TTFT (the aggregator counts either)."""
+        firsts: list[tuple[int, int, int]] = []
+        waiting = 0
+        oldest: int | None = None
+        for live in self._open:
+            first = live.parser.first_ns
+            if first is None:
+                waiting += 1
+                if oldest is None or live.t_scheduled_ns < oldest:
+                    oldest = live.t_scheduled_ns
+            elif not live.shipped:
+                live.shipped = True
+                firsts.append((live.request_id, first, live.t_scheduled_ns))
+        return tuple(firsts), waiting, oldest
+
+    async def run(self, request_id: int, spec: RequestSpec, t_scheduled_ns: int | None = None) -> RequestRecord:
+        """Send one request and stream its answer; never raises (except cancellation): failures are records."""
+        data = json.dumps(request_body(self._config, spec), separators=(",", ":")).encode()
+        parser = StreamParser(self._keep_times)
+        t_headers: int | None = None
+        status: int | None = None
+        error: tuple[ErrorClass, str] | None = None
+        t_start = perf_counter_ns()
+        t_scheduled = t_start if t_scheduled_ns is None else t_scheduled_ns
+        live = _Open(request_id, parser, t_scheduled)
+        self._open.add(live)
+        try:
+            async with self._session.post(self._url, data=data, headers=self._headers, timeout=self._timeout) as resp:
+                clock = arrival_clock(resp)
+                if clock is None:
+                    self.read_stamped += 1
+                t_headers = clock.arrival_ns if clock is not None else perf_counter_ns()
+                status = resp.status
+                if status != 200:
+                    error = await self._http_error(resp)
+                elif "event-stream" not in resp.headers.get("Content-Type", ""):
+                    kind = resp.headers.get("Content-Type", "no Content-Type")
+                    error = (ErrorClass.MALFORMED, f"the server did not stream (HTTP 200 with {one_line(kind, 60)})")
+                else:
+                    error = await self._read_stream(resp, parser, clock)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # every failure becomes a classified record, never an exception
+            error = classify_exception(exc, t_headers is not None, self._timeout)
+        finally:
+            self._open.discard(live)
+        t_end = perf_counter_ns()
+        usage_out = parser.completion_tokens
+        cls, detail = error if error is not None else (None, "")
+        if detail and self._secret and self._secret in detail:
+            detail = detail.replace(self._secret, "***")
+        return RequestRecord(
+            worker=self._worker,
+            request_id=request_id,
+            t_scheduled_ns=t_scheduled,
+            t_start_ns=t_start,
+            t_headers_ns=t_headers,
+            t_first_token_ns=parser.first_ns,
+            t_end_ns=t_end,
+            input_tokens=parser.prompt_tokens,
+            output_tokens=parser.chunks if usage_out is None else usage_out,
+            output_estimated=usage_out is None,
+            chunks=parser.chunks,
+            status=status,
+            error=cls,
+            error_detail=detail,
+            response_id=parser.response_id,
+            token_times_ns=tuple(parser.times) if parser.times else (),
+        )
+
+    async def _read_stream(
+        self, resp: aiohttp.ClientResponse, parser: StreamParser, clock: ArrivalStampingHandler | ArrivalStamp | None
+    ) -> tuple[ErrorClass, str] | None:
+        """The hot loop: one stamp per read, the arrival of its newest bytes (or the read's return)."""
+        readany = resp.content.readany
+        feed = parser.feed
+        t = perf_counter_ns()
+        while True:
+            data = await readany()
+            if not data:
+                t = perf_counter_ns()
+                break
+            t = clock.arrival_ns if clock is not None else perf_counter_ns()
+            n = feed(data, t)
+            if n:
+                self.chunks += n
+            if parser.error is not None:
+                return parser.error
+        before = parser.chunks
+        parser.finish(t)
+        self.chunks += parser.chunks - before
+        if parser.error is not None:
+            return parser.error
+        if not parser.complete:
+            detail = f"the stream ended before [DONE] or a finish_reason ({parser.chunks} chunks)"
+            return ErrorClass.STREAM_BROKEN, detail
+        return None
+
+    async def _http_error(self, resp: aiohttp.ClientResponse) -> tuple[ErrorClass, str]:
+        status = resp.status
+        try:
+            raw = await resp.content.read(_ERROR_BODY_BYTES)
+        except Exception:  # the body is only decoration for the detail line
+            raw = b""
+        if status == 422 and self._config.ignore_eos:
+            return ErrorClass.HTTP_4XX, IGNORE_EOS_REJECTED
+        cls = ErrorClass.HTTP_429 if status == 429 else ErrorClass.HTTP_5XX if status >= 500 else ErrorClass.HTTP_4XX
+        message = error_message(raw)
+        return cls, one_line(f"HTTP {status} {resp.reason or ''}".rstrip() + (f": {message}" if message else ""))
+
+
+def error_message(raw: bytes) -> str:
+    """The human part of an error body: OpenAI's error.message, FastAPI's detail, or the first line of text."""
+    text = raw.decode("utf-8", "replace").strip()
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return one_line(text, 120)
+    if isinstance(obj, dict):
+        err = obj.get("error")
+        for candidate in (err.get("message") if isinstance(err, dict) else err, obj.get("detail"), obj.get("message")):
+            if candidate:
+                return one_line(str(candidate), 120)
+    return one_line(text, 120)
+
+
+def classify_exception(exc: BaseException, got_headers: bool, timeout: aiohttp.ClientTimeout) -> tuple[ErrorClass, str]:
+    """Map an aiohttp/OS exception to its error class and a one-line detail (no headers, no keys)."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return ErrorClass.CONNECT, f"connect timed out after {timeout.sock_connect:g} s"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_error = exc.os_error
+        reason = "connection refused" if isinstance(os_error, ConnectionRefusedError) else os_error.strerror
+        reason = reason or str(os_error) or type(os_error).__name__
+        return ErrorClass.CONNECT, one_line(f"cannot connect to {exc.host}:{exc.port}: {reason}")
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return ErrorClass.TIMEOUT, f"no data for {timeout.sock_read:g} s (read timeout)"
+    if isinstance(exc, TimeoutError):
+        return ErrorClass.TIMEOUT, f"the request took longer than {timeout.total:g} s"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        when = "during the stream" if got_headers else "before responding"
+        return ErrorClass.STREAM_BROKEN, f"the server closed the connection {when}"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return ErrorClass.STREAM_BROKEN, one_line(f"the response body broke off: {exc}")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return ErrorClass.MALFORMED, one_line(f"invalid HTTP response: {exc.message}")
+    if isinstance(exc, (aiohttp.ClientError, OSError)):
+        return ErrorClass.STREAM_BROKEN, one_line(f"{type(exc).__name__}: {exc}")
+    return ErrorClass.STREAM_BROKEN, one_line(f"unexpected {type(exc).__name__}: {exc}")

@@ -1,0 +1,241 @@
+"""Server-sent events of an OpenAI-style stream, parsed straight from the raw bytes as they arrive.
+
+This is the client's hot path (tens of thousands of chunks per second per process), so it avoids work:
+
+- Events are cut with one ``bytes.split(b"\\n\\n")`` per read; every event completed by a read gets that read's
+  arrival stamp (the bytes arrived together, so they share it).
+- ``json.loads`` runs only where it must. The first content chunk of a stream is parsed fully; its raw bytes then
+  serve as a *template*: a later payload that is byte-identical except for the content string (same prefix,
+  same suffix, and a middle that is one plain JSON string: quotes only at its ends, no escapes) is the same kind
+  of chunk with new, non-empty content, so it is counted without parsing. Anything else (role chunks, finish
+  chunks, usage, errors, escaped text, a server whose ``created`` ticks over) takes the full parse, which also
+  re-learns the template. The final usage chunk is therefore always parsed.
+
+Errors are recorded as ``(ErrorClass, one-line detail)`` and stop the parse; the client ends the request.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from engine.records import ErrorClass
+
+DONE = b"[DONE]"
+_CONTENT_KEYS = ("content", "reasoning_content", "reasoning")
+_QUOTE = 34
+_BACKSLASH = 92
+_DETAIL_BYTES = 80
+
+
+class StreamParser:
+    """Parses one response stream; read the results from its attributes when the stream ends."""
+
+    __slots__ = (
+        "_buf",
+        "_lp",
+        "_ls",
+        "_prefix",
+        "_suffix",
+        "chunks",
+        "completion_tokens",
+        "done",
+        "error",
+        "finished",
+        "first_ns",
+        "prompt_tokens",
+        "response_id",
+        "times",
+    )
+
+    def __init__(self, keep_times: bool = True) -> None:
+        self._buf = b""
+        self._prefix: bytes | None = None
+        self._suffix = b""
+        self._lp = 0
+        self._ls = 0
+        self.chunks = 0  # content chunks (non-empty content or reasoning content)
+        self.first_ns: int | None = None
+        self.times: list[int] | None = [] if keep_times else None
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+        self.response_id: str | None = None
+        self.finished = False  # a choice carried a finish_reason
+        self.done = False  # "data: [DONE]" arrived
+        self.error: tuple[ErrorClass, str] | None = None
+
+    @property
+    def complete(self) -> bool:
+        """The stream ended the way a healthy stream ends ([DONE] or a finish_reason)."""
+        return self.done or self.finished
+
+    def feed(self, data: bytes, t_ns: int) -> int:
+        """Take the bytes of one read, stamped ``t_ns`` on arrival; returns the content chunks they completed."""
+        buf = self._buf + data if self._buf else data
+        if b"\r" in buf:
+            buf = _normalize_newlines(buf)
+        if b"\n\n" not in buf:
+            self._buf = buf
+            return 0
+        events = buf.split(b"\n\n")
+        self._buf = events.pop()
+        before = self.chunks
+        prefix = self._prefix
+        for event in events:
+            if event[:6] == b"data: " and b"\n" not in event:
+                payload = event[6:]
+            else:
+                joined = _data_of(event)
+                if joined is None:
+                    continue  # a comment, a keep-alive or an event without data
+                payload = joined
+            if prefix is not None and payload.startswith(prefix) and payload.endswith(self._suffix):
+                middle = payload[self._lp : len(payload) - self._ls]
+                if (
+                    len(middle) > 2
+                    and middle[0] == _QUOTE
+                    and middle[-1] == _QUOTE
+                    and middle.count(b'"') == 2
+                    and _BACKSLASH not in middle
+                ):
+                    self.chunks += 1
+                    if self.times is not None:
+                        self.times.append(t_ns)
+                    continue
+            self._parse(payload, t_ns)
+            if self.error is not None:
+                break
+            prefix = self._prefix
+        return self.chunks - before
+
+    def _parse(self, payload: bytes, t_ns: int) -> None:
+        """The full parse of one event's data: the slow path, also the only one that can find errors."""
+        if payload == DONE:
+            self.done = True
+            return
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            self._fail(ErrorClass.MALFORMED, f"invalid JSON in the stream: {_snippet(payload)}")
+            return
+        if not isinstance(obj, dict):
+            self._fail(ErrorClass.MALFORMED, f"a stream chunk is not a JSON object: {_snippet(payload)}")
+            return
+        if obj.get("error"):
+            self._fail(*_stream_error(obj["error"]))
+            return
+        if self.response_id is None and isinstance(obj.get("id"), str):
+            self.response_id = obj["id"]
+        usage = obj.get("usage")
+        if usage is not None and not self._take_usage(usage):
+            return
+        choices = obj.get("choices")
+        if choices is None:
+            if usage is None:
+                self._fail(ErrorClass.MALFORMED, f"a stream chunk has neither choices nor usage: {_snippet(payload)}")
+            return
+        if not isinstance(choices, list) or (choices and not isinstance(choices[0], dict)):
+            self._fail(ErrorClass.MALFORMED, f"'choices' is not a list of objects: {_snippet(payload)}")
+            return
+        if not choices:
+            return
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            self.finished = True
+        text = self._content_of(choice, payload)
+        if text:
+            self.chunks += 1
+            if self.first_ns is None:
+                self.first_ns = t_ns
+            if self.times is not None:
+                self.times.append(t_ns)
+            self._learn(payload, text)
+
+    def _content_of(self, choice: dict[str, Any], payload: bytes) -> str | None:
+        delta = choice.get("delta")
+        if delta is None:
+            value = choice.get("text")
+        elif isinstance(delta, dict):
+            value = next((v for k in _CONTENT_KEYS if (v := delta.get(k))), None)
+        else:
+            self._fail(ErrorClass.MALFORMED, f"'delta' is not an object: {_snippet(payload)}")
+            return None
+        if value is not None and not isinstance(value, str):
+            self._fail(ErrorClass.MALFORMED, f"chunk content is not a string: {_snippet(payload)}")
+            return None
+        return value
+
+    def _take_usage(self, usage: object) -> bool:
+        if not isinstance(usage, dict):
+            self._fail(ErrorClass.MALFORMED, "'usage' is not an object")
+            return False
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(prompt, int) and not isinstance(prompt, bool):
+            self.prompt_tokens = prompt
+        if isinstance(completion, int) and not isinstance(completion, bool):
+            self.completion_tokens = completion
+        return True
+
+    def _learn(self, payload: bytes, text: str) -> None:
+        """Remember this chunk's bytes around its content string, so identical chunks skip ``json.loads``."""
+        self._prefix = None
+        for encoded in (json.dumps(text).encode(), json.dumps(text, ensure_ascii=False).encode()):
+            at = payload.find(encoded)
+            if at > 0 and payload.find(encoded, at + 1) < 0 and payload[:at].rstrip().endswith(b":"):
+                self._prefix, self._suffix = payload[:at], payload[at + len(encoded) :]
+                self._lp, self._ls = at, len(self._suffix)
+                return
+
+    def _fail(self, cls: ErrorClass, detail: str) -> None:
+        if self.error is None:
+            self.error = (cls, detail)
+
+    def finish(self, t_ns: int) -> None:
+        """The body ended at ``t_ns``: a last event without its blank line still counts (some servers omit it)."""
+        rest, self._buf = self._buf.strip(), b""
+        if rest and self.error is None:
+            payload = _data_of(rest)
+            if payload is not None:
+                self._parse(payload, t_ns)
+
+
+def _normalize_newlines(buf: bytes) -> bytes:
+    """CRLF and CR line ends become LF (the SSE spec allows all three); a trailing CR waits for its LF."""
+    if buf.endswith(b"\r"):
+        return buf[:-1].replace(b"\r\n", b"\n").replace(b"\r", b"\n") + b"\r"
+    return buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+
+def _data_of(event: bytes) -> bytes | None:
+    """The data of a general SSE event: its ``data:`` lines joined by LF; None when it has none."""
+    lines = [line[5:] for line in event.split(b"\n") if line.startswith(b"data:")]
+    if not lines:
+        return None
+    return b"\n".join(line[1:] if line[:1] == b" " else line for line in lines)
+
+
+def _stream_error(error: object) -> tuple[ErrorClass, str]:
+    """An error object sent inside a 200 stream (vLLM does this): classify by its code, default server error."""
+    message, code = str(error), None
+    if isinstance(error, dict):
+        message = str(error.get("message") or error)
+        raw = error.get("code")
+        code = raw if isinstance(raw, int) else None
+    if code == 429:
+        cls = ErrorClass.HTTP_429
+    elif code is not None and 400 <= code < 500:
+        cls = ErrorClass.HTTP_4XX
+    else:
+        cls = ErrorClass.HTTP_5XX
+    return cls, one_line(f"error in the stream: {message}")
+
+
+def _snippet(payload: bytes) -> str:
+    text = payload[:_DETAIL_BYTES].decode("utf-8", "replace")
+    return one_line(text + ("..." if len(payload) > _DETAIL_BYTES else ""))
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """Collapse whitespace so a detail is exactly one line, and keep it short."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

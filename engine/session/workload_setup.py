@@ -1,0 +1,43 @@
+"""Turning a workload profile into what the controller takes: a run config and a calibrated request factory.
+
+The one entry point every command uses (``run --profile``, ``sweep``, the matrix), so a profile means the same
+requests everywhere: ``apply_profile`` copies the profile's API shape into the config, ``calibrated_factory``
+probes the server and returns the factory to pass as ``Controller(..., request_factory=...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from engine.config import RunConfig
+from engine.session.calibrate import calibrate_profile
+from engine.workload.calibration import CalibrationResult
+from engine.workload.lengths import targets_of
+from engine.workload.profile import LoadedProfile
+from engine.workload.prompts import ProfileRequestFactory
+
+
+def apply_profile(config: RunConfig, loaded: LoadedProfile) -> RunConfig:
+    """The config with the profile's API, ignore_eos, name and (mean) lengths; load fields are left alone."""
+    p = loaded.profile
+    target_in, target_out = targets_of(loaded)
+    return config.model_copy(
+        update={
+            "api": p.api,
+            "ignore_eos": p.ignore_eos,
+            "workload": p.name,
+            "input_tokens": max(1, round(target_in or config.input_tokens)),
+            "max_tokens": max(1, round(target_out)),
+        }
+    )
+
+
+def calibrated_factory(
+    config: RunConfig, loaded: LoadedProfile, seed: int | None = None
+) -> tuple[ProfileRequestFactory, CalibrationResult | None]:
+    """Calibrate input lengths on the server (a few one-token probes) and return the profile's request factory.
+
+    Blocking; call it before ``Controller.start()``. Raises ``engine.session.calibrate.ExceedsContext`` when the
+    profile's prompts do not fit the server and ``ProbeError`` when the server fails the probes (both one line).
+    """
+    return asyncio.run(calibrate_profile(config, loaded, config.seed if seed is None else seed))

@@ -1,0 +1,1 @@
+"""The recording file: schema, row codecs, the SQLite recorder (a sink) and the reader."""

@@ -1,0 +1,372 @@
+"""What a recording holds, as data: the pydantic metadata models, the row codecs and the secret scrubber.
+
+Rows are encoded and decoded by hand-written tuple codecs, not pydantic: a one-hour recording holds ~200k request
+rows and replay decodes them at hundreds of thousands per second; a decoder checks types itself and raises
+``CorruptRow``, which the reader counts and skips. Metadata (read once per file) goes through pydantic.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.records import ControlEvent, ErrorClass, EventKind, RequestRecord, StreamProgress, TelemetrySample
+from engine.storage.schema import FORMAT_TAG, SCHEMA_VERSION
+
+
+class RecordingError(Exception):
+    """A recording that cannot be opened or read (not a recording, newer schema, unreadable); one line."""
+
+
+class CorruptRow(ValueError):
+    """One row whose values cannot be a fact (wrong types, impossible values): skipped and counted."""
+
+
+# ---------------------------------------------------------------------------------------------------- metadata
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # a newer minor writer may add keys; the schema version guards meaning
+
+
+class SessionLabels(_Model):
+    endpoint: str = ""
+    model: str = ""
+    workload: str = ""
+
+
+class GpuLabel(_Model):
+    index: int
+    name: str = ""
+
+
+class ClosedInfo(_Model):
+    """Written when the recording ends cleanly."""
+
+    t_us: int
+    """The last fact's arrival (µs since t0)."""
+    wall_end: str = ""
+    requests: int = 0
+    failed: str | None = None
+    """Why the recording stopped early (disk full, ...), if it did."""
+
+
+class RecordingMeta(_Model):
+    """Everything the ``meta`` table holds, one key per field."""
+
+    format: str = FORMAT_TAG
+    schema_version: int = SCHEMA_VERSION
+    wattload_version: str = ""
+    wall_start: str = ""
+    """Wall-clock start (ISO 8601 with offset): a label only, never used to compute a figure."""
+    t0_ns: int = 0
+    """perf_counter_ns at the session start; every stored time is relative to it."""
+    host: str = ""
+    session: SessionLabels = SessionLabels()
+    config: dict[str, Any] = Field(default_factory=dict)
+    """The run's settings (RunConfig.safe_dump()), secrets removed."""
+    workload: dict[str, Any] | None = None
+    pricing: dict[str, Any] | None = None
+    system: dict[str, Any] | None = None
+    gpus: list[GpuLabel] = Field(default_factory=list)
+    telemetry_source: str = ""
+    window_s: float = 10.0
+    record_tokens: bool = False
+    snapshot_interval_s: float = 10.0
+    closed: ClosedInfo | None = None
+
+
+# ---------------------------------------------------------------------------------------------------- secrets
+
+_SECRET_KEY = re.compile(
+    r"(api[_-]?key|authorization|secret|passw(or)?d|bearer|credential|cookie|(access|auth|bearer|api|session)"
+    r"[_-]?token|^token$)",
+    re.IGNORECASE,
+)
+_TEXT_PATTERNS = (
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}"), r"\1 ***"),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "sk-***"),
+    (re.compile(r"(?i)\b(api[_-]?key|key|token|access_token|auth)=([^&\s\"']+)"), r"\1=***"),
+    (re.compile(r"(?i)(\w+://)[^/@\s:]+:[^/@\s]*@"), r"\1***@"),  # user:password@host in URLs
+    (re.compile(r"(?i)\b(x-api-key|api-key|authorization)\s*[:=]\s*\S+"), r"\1: ***"),
+)
+REDACTED = "***"
+
+
+class Redactor:
+    """Scrubs secrets from anything about to be written: known secret values (the API key itself, when the
+    caller passes it), well-known secret shapes (Bearer tokens, sk- keys, user:password@ in URLs) and whole values
+    under secret-looking keys. Belt and braces: ``RunConfig.safe_dump`` already leaves the key out."""
+
+    def __init__(self, secret_values: Iterable[str | None] = ()) -> None:
+        self._values = sorted({v for v in secret_values if v and len(v) >= 4}, key=len, reverse=True)
+
+    def text(self, s: str) -> str:
+        for v in self._values:
+            if v in s:
+                s = s.replace(v, REDACTED)
+        for pattern, repl in _TEXT_PATTERNS:
+            s = pattern.sub(repl, s)
+        return s
+
+    def data(self, obj: Any) -> Any:
+        """A deep copy of JSON-like data with secrets removed."""
+        if isinstance(obj, dict):
+            return {
+                str(k): (REDACTED if _SECRET_KEY.search(str(k)) and v not in (None, "") else self.data(v))
+                for k, v in obj.items()
+            }
+        if isinstance(obj, list | tuple):
+            return [self.data(v) for v in obj]
+        if isinstance(obj, str):
+            return self.text(obj)
+        return obj
+
+
+# ---------------------------------------------------------------------------------------------------- codecs
+# Stamps are quantised to whole microseconds since t0 *before* deltas are taken, so every decoded stamp is the
+# original stamp floored to the microsecond (never an accumulation of rounding errors).
+
+
+def _us(t_ns: int, t0_ns: int) -> int:
+    return (t_ns - t0_ns) // 1000
+
+
+def encode_request(r: RequestRecord, arrival_ns: int, t0_ns: int) -> tuple[Any, ...]:
+    """The requests row without its id and detail reference (the writer interns the detail)."""
+    end = _us(r.t_end_ns, t0_ns)
+    sched = _us(r.t_scheduled_ns, t0_ns)
+    arrival = max(_us(arrival_ns, t0_ns), end)
+    return (
+        arrival,
+        arrival - end,
+        end - sched,
+        _us(r.t_start_ns, t0_ns) - sched,
+        None if r.t_headers_ns is None else _us(r.t_headers_ns, t0_ns) - sched,
+        None if r.t_first_token_ns is None else _us(r.t_first_token_ns, t0_ns) - sched,
+        r.worker,
+        r.request_id,
+        r.input_tokens,
+        r.output_tokens,
+        r.chunks,
+        1 if r.output_estimated else 0,
+        r.status,
+        None if r.error is None else r.error.value,
+    )
+
+
+REQUEST_COLUMNS = (
+    "id, t_us, lag_us, e2e_us, wait_us, hdr_us, ttft_us, worker, rid, in_tok, out_tok, chunks, est, status, error"
+)
+_ERRORS = {e.value: e for e in ErrorClass}
+
+
+_OPT_INT = frozenset({int, type(None)})
+
+
+def _ints(*values: Any) -> bool:
+    return all(type(v) is int for v in values)
+
+
+def _opt_ints(*values: Any) -> bool:
+    return all(v is None or type(v) is int for v in values)
+
+
+def decode_request(row: Sequence[Any], detail: str = "", token_times_ns: tuple[int, ...] = (),
+                   response_id: str | None = None) -> RequestRecord:
+    """A requests row (REQUEST_COLUMNS order) back into a record whose stamps are ns since t0.
+
+    Hot path (every request of a replay): type checks are chained ``is`` tests and the record is built
+    positionally, ~3 µs a row."""
+    _id, t, lag, e2e, wait, hdr, ttft, worker, rid, in_tok, out_tok, chunks, est, status, error = row
+    if not (type(t) is type(lag) is type(e2e) is type(wait) is type(worker) is type(rid) is type(out_tok)
+            is type(chunks) is type(est) is int and type(hdr) in _OPT_INT and type(ttft) in _OPT_INT
+            and type(in_tok) in _OPT_INT and type(status) in _OPT_INT):
+        raise CorruptRow("a requests row has a value of the wrong type")
+    if e2e < 0 or out_tok < 0 or chunks < 0:
+        raise CorruptRow("a requests row has a negative duration or count")
+    if error is not None:
+        error = _ERRORS.get(error)
+        if error is None:
+            raise CorruptRow("a requests row has an unknown error class")
+    end = (t - lag) * 1000
+    sched = end - e2e * 1000
+    return RequestRecord(
+        worker, rid, sched, sched + wait * 1000, None if hdr is None else sched + hdr * 1000,
+        None if ttft is None else sched + ttft * 1000, end, in_tok, out_tok, est == 1, chunks, status, error,
+        detail, response_id, token_times_ns,
+    )
+
+
+def encode_varints(values: Iterable[int]) -> bytes:
+    """Unsigned LEB128; negative values (impossible on a monotonic clock) are stored as 0."""
+    out = bytearray()
+    for v in values:
+        v = max(0, v)
+        while v >= 0x80:
+            out.append((v & 0x7F) | 0x80)
+            v >>= 7
+        out.append(v)
+    return bytes(out)
+
+
+def decode_varints(data: bytes) -> list[int]:
+    out: list[int] = []
+    v = shift = 0
+    for b in data:
+        v |= (b & 0x7F) << shift
+        if b & 0x80:
+            shift += 7
+            if shift > 63:
+                raise CorruptRow("a token-time varint is too long")
+        else:
+            out.append(v)
+            v = shift = 0
+    if shift:
+        raise CorruptRow("a token-time blob ends inside a varint")
+    return out
+
+
+def encode_token_times(r: RequestRecord, t0_ns: int) -> bytes:
+    """Chunk arrival times: the first as µs after the scheduled time, then µs gaps."""
+    sched = _us(r.t_scheduled_ns, t0_ns)
+    times = [_us(t, t0_ns) for t in r.token_times_ns]
+    return encode_varints([times[0] - sched, *(b - a for a, b in itertools.pairwise(times))])
+
+
+def decode_token_times(blob: Any, t_scheduled_ns: int) -> tuple[int, ...]:
+    if not isinstance(blob, bytes):
+        raise CorruptRow("a token_times blob is not a BLOB")
+    values = decode_varints(blob)
+    if not values:
+        return ()
+    t = t_scheduled_ns // 1000 + values[0]
+    out = [t * 1000]
+    for gap in values[1:]:
+        t += gap
+        out.append(t * 1000)
+    return tuple(out)
+
+
+PROGRESS_COLUMNS = "id, t_us, lag_us, worker, chunks, in_flight, loop_lag_us, waiting, wait_us, firsts"
+PROGRESS_COLUMNS_V1 = "id, t_us, lag_us, worker, chunks, in_flight, loop_lag_us"  # schema 1: no first tokens
+
+
+def encode_progress(p: StreamProgress, arrival_ns: int, t0_ns: int) -> tuple[Any, ...]:
+    t = _us(p.t_ns, t0_ns)
+    arrival = max(_us(arrival_ns, t0_ns), t)
+    wait = None if p.waiting_since_ns is None else max(0, t - _us(p.waiting_since_ns, t0_ns))
+    firsts = None
+    if p.first_tokens:
+        values: list[int] = []
+        for rid, first_ns, scheduled_ns in p.first_tokens:
+            first = _us(first_ns, t0_ns)
+            values += (rid, t - first, first - _us(scheduled_ns, t0_ns))
+        firsts = encode_varints(values)
+    return (arrival, arrival - t, p.worker, p.chunks, p.in_flight, round(p.loop_lag_ms * 1000), p.waiting, wait,
+            firsts)
+
+
+def decode_progress(row: Sequence[Any]) -> StreamProgress:
+    """A progress row of either schema (PROGRESS_COLUMNS or PROGRESS_COLUMNS_V1) back into a tick."""
+    _id, t, lag, worker, chunks, in_flight, loop_lag = row[:7]
+    if not (type(t) is type(lag) is type(worker) is type(chunks) is type(in_flight) is type(loop_lag) is int):
+        raise CorruptRow("a progress row has a value of the wrong type")
+    if len(row) == 7:
+        return StreamProgress(worker, (t - lag) * 1000, chunks, in_flight, loop_lag / 1000)
+    waiting, wait, blob = row[7:]
+    if type(waiting) is not int or type(wait) not in _OPT_INT or not (blob is None or isinstance(blob, bytes)):
+        raise CorruptRow("a progress row has a value of the wrong type")
+    tick = t - lag
+    firsts: tuple[tuple[int, int, int], ...] = ()
+    if blob:
+        values = decode_varints(blob)
+        if len(values) % 3:
+            raise CorruptRow("a progress row's first tokens are cut short")
+        out = []
+        for i in range(0, len(values), 3):
+            first = tick - values[i + 1]
+            out.append((values[i], first * 1000, (first - values[i + 2]) * 1000))
+        firsts = tuple(out)
+    since = None if wait is None else (tick - wait) * 1000
+    return StreamProgress(worker, tick * 1000, chunks, in_flight, loop_lag / 1000, firsts, waiting, since)
+
+
+_TELEMETRY_FIELDS = (
+    "power_w", "power_instant_w", "energy_mj", "sm_clock_mhz", "mem_clock_mhz", "temperature_c", "util_gpu_pct",
+    "util_mem_pct", "mem_used_mib", "mem_total_mib", "power_limit_w", "enforced_limit_w", "default_limit_w",
+    "min_limit_w", "max_limit_w", "throttle_reasons", "power_cap_binding",
+)
+_WATT_FIELDS = frozenset({"power_w", "power_instant_w", "power_limit_w", "enforced_limit_w", "default_limit_w",
+                          "min_limit_w", "max_limit_w"})
+TELEMETRY_COLUMNS = (
+    "id, t_us, lag_us, gpu, power_mw, power_instant_mw, energy_mj, sm_clock_mhz, mem_clock_mhz, temperature_c, "
+    "util_gpu_pct, util_mem_pct, mem_used_mib, mem_total_mib, power_limit_mw, enforced_limit_mw, default_limit_mw, "
+    "min_limit_mw, max_limit_mw, throttle_reasons, power_cap_binding"
+)
+
+
+def encode_telemetry(s: TelemetrySample, arrival_ns: int, t0_ns: int) -> tuple[Any, ...]:
+    t = _us(s.t_ns, t0_ns)
+    arrival = max(_us(arrival_ns, t0_ns), t)
+    values: list[Any] = [arrival, arrival - t, s.gpu_index]
+    for name in _TELEMETRY_FIELDS:
+        v = getattr(s, name)
+        if v is None:
+            values.append(None)
+        elif name in _WATT_FIELDS:
+            values.append(round(v * 1000))
+        elif name == "power_cap_binding":
+            values.append(1 if v else 0)
+        else:
+            values.append(int(v))
+    return tuple(values)
+
+
+def _watts(v: int | None) -> float | None:
+    return None if v is None else v / 1000
+
+
+def _flag(v: int | None) -> bool | None:
+    return None if v is None else bool(v)
+
+
+def _same(v: int | None) -> int | None:
+    return v
+
+
+_TELEMETRY_DECODERS: tuple[Callable[[Any], Any], ...] = tuple(
+    _watts if name in _WATT_FIELDS else _flag if name == "power_cap_binding" else _same for name in _TELEMETRY_FIELDS
+)
+
+
+def decode_telemetry(row: Sequence[Any]) -> TelemetrySample:
+    _id, t, lag, gpu, *fields = row
+    if not (type(t) is type(lag) is type(gpu) is int and len(fields) == len(_TELEMETRY_FIELDS)
+            and all(type(v) in _OPT_INT for v in fields)):
+        raise CorruptRow("a telemetry row has a value of the wrong type")
+    return TelemetrySample((t - lag) * 1000, gpu, *(f(v) for f, v in zip(_TELEMETRY_DECODERS, fields, strict=True)))
+
+
+EVENT_COLUMNS = "id, t_us, ev_us, kind, value, gpu, readback, message"
+_KINDS = {k.value: k for k in EventKind}
+
+
+def encode_event(e: ControlEvent, arrival_ns: int, t0_ns: int, message: str) -> tuple[Any, ...]:
+    t = _us(e.t_ns, t0_ns)
+    return (max(_us(arrival_ns, t0_ns), t), t, e.kind.value, e.value, e.gpu_index, e.readback, message)
+
+
+def decode_event(row: Sequence[Any]) -> ControlEvent:
+    _id, t, ev, kind, value, gpu, readback, message = row
+    if not (_ints(t, ev) and _opt_ints(gpu) and isinstance(message, str)) or kind not in _KINDS:
+        raise CorruptRow("an events row has a value of the wrong type")
+    for v in (value, readback):
+        if v is not None and not isinstance(v, int | float):
+            raise CorruptRow("an events row has a non-numeric value")
+    return ControlEvent(t_ns=ev * 1000, kind=_KINDS[kind], value=None if value is None else float(value), gpu_index=gpu,
+                        readback=None if readback is None else float(readback), message=message)
