@@ -205,3 +205,33 @@ def test_record_to_an_unwritable_place_is_one_line(capsys, sim, tmp_path):
     blocker.write_text("not a directory")
     fails_with_one_line(capsys, ["run", sim, "--headless", "-n", "1", "--gpu", "none",
                                  "--record", str(blocker / "x.sqlite")], "cannot record")
+
+
+def test_input_tokens_are_calibrated_by_default_and_the_report_shows_target_and_measured(capsys, sim, tmp_path):
+    """Plain --input-tokens gets the same one-token probes as a profile: the prompts land on 128 by the server's
+    own usage (the simulator's chat template adds tokens the words alone would not), and the summary and
+    --json say target vs measured, with the system the run was measured on."""
+    out = tmp_path / "calibrated.json"
+    argv = ["run", sim, "--headless", "--workers", "1", "-c", "4", "-n", "20", "--input-tokens", "128",
+            "--max-tokens", "4", "--gpu", "none"]
+    code = main([*argv, "--json", str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "input length calibrated on the server: target 128 tokens" in printed.err
+    report = json.loads(out.read_text())
+    lengths = report["lengths"]
+    assert lengths["requests"] == 20 and lengths["target_input"] == 128 and lengths["target_output"] == 4
+    assert abs(lengths["actual_input"] - 128) <= 0.02 * 128, lengths
+    assert lengths["actual_output"] == 4
+    assert report["calibration"]["target_tokens"] == 128 and report["calibration"]["probes"] > 0
+    assert re.search(r"lengths +input 128 -> 1[23]\d\.\d \([+-]\d+\.\d%\), output 4 -> 4\.0", printed.out)
+    assert report["system"]["python"] and "hostname" in report["system"]
+
+    raw = tmp_path / "raw.json"
+    code = main([*argv, "--no-calibrate", "--json", str(raw)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "calibrated" not in printed.err
+    uncalibrated = json.loads(raw.read_text())
+    assert uncalibrated["calibration"] is None and uncalibrated["lengths"]["target_input"] == 128
+    assert uncalibrated["lengths"]["actual_input"] != lengths["actual_input"]  # the words alone miss the target

@@ -68,6 +68,9 @@ def add_load_args(parser: argparse.ArgumentParser) -> None:
     until.add_argument("--requests", "-n", type=positive(int), metavar="N", help="stop after N requests finish")
     load.add_argument("--input-tokens", type=positive(int), default=128, metavar="N",
                       help="prompt length in tokens (default 128)")
+    load.add_argument("--no-calibrate", action="store_true",
+                      help="send --input-tokens as words without measuring them on the server's tokenizer first "
+                           "(by default a few one-token probes make the prompts that long by the server's usage)")
     load.add_argument("--max-tokens", type=positive(int), default=128, metavar="N",
                       help="max_tokens of every request (default 128)")
     load.add_argument("--ignore-eos", action="store_true",

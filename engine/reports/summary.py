@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine import __version__
 from engine.snapshot import LoadMode, Percentiles, Snapshot, WindowStats
+from engine.workload.calibration import CalibrationResult
+from engine.workload.lengths import LengthCheck
 
 
 class RunReport(BaseModel):
@@ -30,6 +32,9 @@ class RunReport(BaseModel):
     settings: dict[str, Any] = Field(description="RunConfig.safe_dump(): no secrets")
     pricing: str | None = None
     result: Snapshot
+    system: dict[str, Any] | None = Field(default=None, description="host, driver, CUDA, GPUs (engine.sysinfo)")
+    lengths: LengthCheck | None = Field(default=None, description="target vs measured tokens by the server's usage")
+    calibration: CalibrationResult | None = Field(default=None, description="how the prompts were sized")
 
 
 def wall_clock_label() -> str:

@@ -13,17 +13,20 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from engine.cli.common import add_load_args, config_from_args, pricing_from_args
 from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
 from engine.config import api_key_from_env
+from engine.workload.lengths import LengthTally
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
     from engine.load.controller import Controller
     from engine.pricing import PricingProfile
+    from engine.workload.calibration import CalibrationResult
     from engine.workload.profile import LoadedProfile
     from engine.workload.synthetic import RequestFactory
 
@@ -57,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
     pricing = pricing_from_args(args)
     with _sim_server(args) as sim_url:
         url = sim_url or args.url
-        controller = _prepare(args, url, pricing, sim_url)
+        controller, lengths = _prepare(args, url, pricing, sim_url)
         if args.record is not None:
             _start_recording(controller, args.record)
         if not args.headless:
@@ -68,10 +71,12 @@ def _run(args: argparse.Namespace) -> int:
                 finally:
                     controller.close()
             print("wattload: the TUI is not available in this build; running headless", file=sys.stderr)
-        return run_headless(controller, json_path=args.json)
+        return run_headless(controller, json_path=args.json, lengths=lengths)
 
 
-def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None) -> Controller:
+def _prepare(
+    args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None
+) -> tuple[Controller, RunLengths]:
     """Probe the endpoint (one clear line for anything the user must fix), then build the controller."""
     from engine.endpoint.probe import ProbeError, preflight, resolve_endpoint
     from engine.load.controller import Controller
@@ -79,7 +84,7 @@ def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_ur
     try:
         endpoint = resolve_endpoint(url, api_key=args.api_key or api_key_from_env(), model=args.model)
         config = config_from_args(args, base_url=endpoint.base_url, model=endpoint.model)
-        loaded, factory, config = _workload(args.profile, config)
+        loaded, factory, config, calibration = _workload(args.profile, config, calibrate=not args.no_calibrate)
         warning = preflight(config)
     except ProbeError as exc:
         raise UserError(str(exc)) from None
@@ -87,27 +92,44 @@ def _prepare(args: argparse.Namespace, url: str, pricing: PricingProfile, sim_ur
         print(f"wattload: {warning}", file=sys.stderr)
     gpu = args.gpu or ("sim" if sim_url else "auto")
     telemetry_url = sim_url or (endpoint.base_url if gpu == "sim" else None)
+    tally = LengthTally.for_profile(loaded) if loaded is not None else LengthTally(config.input_tokens,
+                                                                                    config.max_tokens)
     controller = Controller(config, gpu=gpu, gpus=args.gpus, sim_url=telemetry_url, pricing=pricing,
-                            request_factory=factory)
+                            request_factory=factory, sinks=[tally])
     from engine.storage.recorder import attach_recorder
 
     workload = loaded.info().model_dump(mode="json") if loaded is not None else None
     attach_recorder(controller, pricing=pricing.model_dump(mode="json"), workload=workload,
                     record_tokens=args.record_tokens)
-    return controller
+    return controller, RunLengths(tally, calibration)
 
 
-def _workload(profile: str | None, config: RunConfig) -> tuple[LoadedProfile | None, RequestFactory | None, RunConfig]:
-    """With --profile: load it (one-line errors), shape the config by it, and calibrate input lengths on the server."""
-    if not profile:
-        return None, None, config
+@dataclass(frozen=True)
+class RunLengths:
+    """Target vs measured lengths for the summary and --json: the tally of every successful request's usage, and
+    the calibration that chose the prompts (None with --no-calibrate)."""
+
+    tally: LengthTally
+    calibration: CalibrationResult | None = None
+
+
+def _workload(
+    profile: str | None, config: RunConfig, calibrate: bool = True
+) -> tuple[LoadedProfile | None, RequestFactory | None, RunConfig, CalibrationResult | None]:
+    """With --profile: load it (one-line errors), shape the config by it, and calibrate input lengths on the server.
+    Without one, --input-tokens/--max-tokens are the profile, calibrated the same way unless --no-calibrate."""
+    if not profile and not calibrate:
+        return None, None, config, None
     from engine.session.calibrate import ProbeError as LengthProbeError
-    from engine.session.workload_setup import apply_profile, calibrated_factory
+    from engine.session.workload_setup import apply_profile, calibrated_factory, command_line_profile
     from engine.workload.profile import ProfileError, load_profile
 
     try:
-        loaded = load_profile(profile)
-        config = apply_profile(config, loaded)
+        if profile:
+            loaded = load_profile(profile)
+            config = apply_profile(config, loaded)
+        else:
+            loaded = command_line_profile(config)
         factory, calibration = calibrated_factory(config, loaded)
     except (ProfileError, LengthProbeError) as exc:
         raise UserError(str(exc)) from None
@@ -115,7 +137,7 @@ def _workload(profile: str | None, config: RunConfig) -> tuple[LoadedProfile | N
         print(f"wattload: input length calibrated on the server: target {calibration.target_tokens:.0f} tokens, "
               f"measured {calibration.measured_tokens:.0f} ({calibration.error_pct or 0.0:+.1f}%) "
               f"after {calibration.probes} probe requests", file=sys.stderr)
-    return loaded, factory, config
+    return loaded, factory, config, calibration
 
 
 def _start_recording(controller: Controller, path: str) -> None:
@@ -139,6 +161,14 @@ def _sim_server(args: argparse.Namespace) -> Iterator[str | None]:
         yield url
 
 
+def _system_info(controller: Controller) -> dict[str, object] | None:
+    """Host, driver, CUDA and GPUs, as sweep results and recordings carry them; never fails the run."""
+    try:
+        return controller.system_info().model_dump(mode="json")
+    except Exception:  # metadata is decoration: its absence must not lose a run's result
+        return None
+
+
 def _tui_runner() -> Callable[..., int] | None:
     """The TUI's entry point, or None when this build has no TUI (then `run` goes headless with a note)."""
     try:
@@ -148,7 +178,7 @@ def _tui_runner() -> Callable[..., int] | None:
     return run_tui
 
 
-def run_headless(controller: Controller, *, json_path: str | None = None) -> int:
+def run_headless(controller: Controller, *, json_path: str | None = None, lengths: RunLengths | None = None) -> int:
     """Run to the end (duration, request count, Ctrl-C or failure); print the summary; write --json."""
     from engine.reports.summary import RunReport, format_summary, progress_line, wall_clock_label, write_report
     from engine.snapshot import RunState
@@ -175,10 +205,14 @@ def run_headless(controller: Controller, *, json_path: str | None = None) -> int
                 print(progress_line(controller.latest), file=sys.stderr, flush=True)
     finally:
         signal.signal(signal.SIGINT, previous)
+        system = _system_info(controller)  # before close(): the GPU backend is still open
         controller.close()
     final = controller.latest
     reason, cancelled = controller.stop_reason, controller.cancelled_at_stop
+    check = lengths.tally.check() if lengths is not None else None
     print(format_summary(final, stop_reason=reason, cancelled=cancelled, gpu_note=controller.gpu_message))
+    if check is not None and check.requests:
+        print(f"  lengths     {check.line()} (target -> measured by the server's usage)")
     if json_path:
         report = RunReport(
             started_at=started_at,
@@ -189,6 +223,9 @@ def run_headless(controller: Controller, *, json_path: str | None = None) -> int
             settings=controller.config.safe_dump(),
             pricing=final.cost.profile or None,
             result=final,
+            system=system,
+            lengths=check,
+            calibration=lengths.calibration if lengths is not None else None,
         )
         try:
             write_report(report, json_path)
