@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from engine.cli.common import add_load_args, config_from_args, pricing_from_args
+from engine.cli.common import add_load_args, config_from_args, detected_gpu_name, pricing_from_args
 from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
 from engine.config import api_key_from_env
 from engine.workload.lengths import LengthTally
@@ -57,9 +57,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _run(args: argparse.Namespace) -> int:
     if bool(args.url) == bool(args.sim):
         raise UserError("give the endpoint URL (e.g. http://127.0.0.1:8000), or --sim for the simulated server")
-    pricing = pricing_from_args(args)
     with _sim_server(args) as sim_url:
         url = sim_url or args.url
+        telemetry_url = sim_url or (args.url if args.gpu == "sim" else None)
+        gpu_name = detected_gpu_name(args.gpu, telemetry_url, args.gpus) if args.gpu != "none" else None
+        pricing = pricing_from_args(args, gpu_name)
         controller, lengths = _prepare(args, url, pricing, sim_url)
         if args.record is not None:
             _start_recording(controller, args.record)
