@@ -123,8 +123,8 @@ def test_power_caps_and_recording_controls(slow_sim, monkeypatch, tmp_path):
     no_gpu.close()
 
     recorder = CollectingSink()
-    c = Controller(config(slow_sim, concurrency=1, max_tokens=20), gpu="sim", sim_url=slow_sim)
-    c.recorder_factory = lambda path: recorder
+    c = Controller(config(slow_sim, concurrency=1, max_tokens=20), gpu="sim", sim_url=slow_sim,
+                   recorder_factory=lambda path, session: recorder)
     limit = httpx.get(f"{root_of(slow_sim)}/sim/gpu", timeout=5).json()["power_limit_w"]
     c.start()
     try:

@@ -5,7 +5,8 @@ import ctypes
 import pytest
 
 from engine.gpu import fake as fk
-from engine.gpu.base import open_backend, select_gpus
+from engine.gpu import open_backend
+from engine.gpu.base import select_gpus
 from engine.gpu.fake import FakeNvml, fake_h100
 from engine.gpu.nvml import NvmlBackend, clock_event_labels, open_nvml
 

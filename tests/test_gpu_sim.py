@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from engine.gpu.base import open_backend
+from engine.gpu import open_backend
 from engine.gpu.energy import EnergyAccount
 from engine.gpu.powercap import PowerCapManager
 from engine.gpu.sampler import TelemetrySampler

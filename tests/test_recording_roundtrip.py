@@ -22,7 +22,7 @@ from engine.sim.model import SimConfig
 from engine.sim.server import SimServer
 from engine.snapshot import RunState, Snapshot
 from engine.storage.reader import open_recording
-from engine.storage.recorder import attach_recorder
+from engine.storage.recorder import session_recorders
 from tui.cli import main
 
 KEY = "sk-roundtrip-SECRET-9f8e7d6c5b4a3210"
@@ -54,8 +54,8 @@ def live(sim_url, tmp_path_factory):
     pricing = load_pricing("default")
     cfg = RunConfig(base_url=sim_url, model=SimConfig().model, api_key=KEY, concurrency=2, max_tokens=24,
                     input_tokens=32, workers=1, window_s=2.0, tick_hz=4)
-    c = Controller(cfg, gpu="sim", sim_url=sim_url, pricing=pricing, stop_grace_s=0.5)
-    attach_recorder(c, pricing=pricing, workload={"name": "synthetic", "input": 32}, record_tokens=True)
+    recorders = session_recorders(pricing=pricing, workload={"name": "synthetic", "input": 32}, record_tokens=True)
+    c = Controller(cfg, gpu="sim", sim_url=sim_url, pricing=pricing, stop_grace_s=0.5, recorder_factory=recorders)
     snapshots: list[Snapshot] = []
     c.subscribe(snapshots.append)
     path = Path(c.start_recording(str(tmp / "live.wattload.sqlite")))

@@ -168,7 +168,7 @@ def pricing_from_args(args: argparse.Namespace, gpu_name: str | None = None) -> 
 def detected_gpu_name(gpu: str | None, sim_url: str | None, gpus: str | None) -> str | None:
     """The first selected GPU's name from the telemetry backend the run will use, or None; never raises."""
     try:
-        from engine.gpu.base import open_backend
+        from engine.gpu import open_backend
     except ImportError:
         return None
     backend = None

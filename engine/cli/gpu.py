@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from engine.cli.exits import UserError
-from engine.gpu.base import BACKEND_KINDS, GpuBackend, open_backend
+from engine.gpu import open_backend
+from engine.gpu.base import BACKEND_KINDS, GpuBackend
 from engine.gpu.nvml import clock_event_labels
 from engine.gpu.powercap import restore_from_state_file
 from engine.gpu.statefile import StateFileError, default_state_file, read_state

@@ -25,6 +25,7 @@ from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
 from engine.config import RunConfig, api_key_from_env
 
 if TYPE_CHECKING:
+    from engine.pricing import PricingProfile
     from engine.sweep.matrix import MatrixProgress
     from engine.sweep.rules import SweepSettings
     from engine.sweep.runner import StepProgress
@@ -258,17 +259,20 @@ def _sim_server(args: argparse.Namespace, seed: int) -> Iterator[str | None]:
         sim.stop()
 
 
-def _target(args: argparse.Namespace, loaded: LoadedProfile, sim_url: str | None, pricing: Any) -> SweepTarget:
+def _target(
+    args: argparse.Namespace, loaded: LoadedProfile, sim_url: str | None, pricing: PricingProfile
+) -> SweepTarget:
     """Resolve the endpoint and model, check one request shaped like the profile's, and describe the target."""
-    from engine.endpoint.probe import ProbeError, preflight, resolve_endpoint
+    from engine.endpoint.errors import ProbeError
+    from engine.session.build import probe
+    from engine.session.spec import SessionSpec
     from engine.sweep.session import SweepTarget
 
     key = args.api_key or api_key_from_env()
     try:
-        endpoint = resolve_endpoint(sim_url or args.url, api_key=key, model=args.model)
         fields: dict[str, Any] = {
-            "base_url": endpoint.base_url,
-            "model": endpoint.model,
+            "base_url": sim_url or args.url,
+            "model": args.model or "",
             "api": loaded.profile.api,
             "api_key": SecretStr(key) if key else None,
             "ignore_eos": loaded.profile.ignore_eos,
@@ -277,15 +281,14 @@ def _target(args: argparse.Namespace, loaded: LoadedProfile, sim_url: str | None
         }
         if args.workers is not None:
             fields["workers"] = args.workers
-        config = RunConfig(**fields)
-        warning = preflight(config)
+        spec = SessionSpec(config=RunConfig(**fields), gpu=args.gpu, gpus=args.gpus, sim_url=sim_url,
+                           pricing=pricing, recording=None)
+        probed = probe(spec, notify=lambda line: print(f"wattload: {line}", file=sys.stderr)).spec
     except ProbeError as exc:
         raise UserError(str(exc)) from None
-    if warning:
-        print(f"wattload: {warning}", file=sys.stderr)
-    gpu = args.gpu or ("sim" if sim_url else "auto")
-    telemetry_url = sim_url or (endpoint.base_url if gpu == "sim" else None)
-    return SweepTarget(config=config, gpu=gpu, gpus=args.gpus, sim_url=telemetry_url, pricing=pricing)
+    config = probed.config
+    return SweepTarget(config=config, gpu=probed.gpu_source, gpus=args.gpus,
+                       sim_url=probed.telemetry_url(config.base_url), pricing=pricing)
 
 
 def _sweep(
@@ -401,7 +404,7 @@ def _print_plan(loaded: LoadedProfile, settings: SweepSettings, seed: int, targe
 def _sysinfo(target: SweepTarget) -> dict[str, Any] | None:
     """System metadata for the report; never fails the sweep."""
     try:
-        from engine.gpu.base import open_backend
+        from engine.gpu import open_backend
         from engine.sysinfo import collect_sysinfo
     except ImportError:
         return None

@@ -45,7 +45,7 @@ class GpuSession:
         on_samples: Callable[[list[TelemetrySample]], None],
     ) -> GpuSession:
         """``choice`` is a backend kind ("none", "auto", "nvml", "sim", "fake") or an opened backend."""
-        from engine.gpu.base import open_backend
+        from engine.gpu import open_backend
 
         if isinstance(choice, str):
             backend, message = open_backend(choice, sim_url=sim_url, gpus=gpus)

@@ -28,7 +28,7 @@ from engine.gpu.session import GpuSession
 from engine.load.schedule import split_concurrency, split_rate
 from engine.load.worker import Batch, Done, Failed, Go, Pause, Ready, Resume, Stop, Target, WorkerTarget
 from engine.load.worker_pool import WorkerExited, WorkerPool
-from engine.metrics.aggregator import Aggregator
+from engine.metrics.aggregator import Aggregator, starting_snapshot
 from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
 from engine.snapshot import LoadMode, RunState, Snapshot
 from engine.workload.synthetic import RequestFactory, SyntheticFactory
@@ -53,17 +53,16 @@ class RecordingSink(SessionSink, Protocol):
     failed: str | None  # why the file stopped being written (None while it is healthy)
 
 
-RecorderFactory = Callable[[str | None], RecordingSink]
+RecorderFactory = Callable[[str | None, "Controller"], RecordingSink]
+"""Opens a recording of the given session (``engine.storage.recorder.session_recorders`` makes one)."""
 
 
 class Controller:
     """Implements ``engine.control.LoadControl`` over worker processes. Thread-safe; control methods return at once.
 
     ``gpu`` is "none", "auto", "nvml", "sim", "fake" or an opened ``GpuBackend``; ``sim_url`` is needed for
-    "sim". ``recorder_factory`` (set by the recording package) makes ``start_recording`` work.
+    "sim". ``recorder_factory`` (``engine.storage.recorder.session_recorders``) makes ``start_recording`` work.
     """
-
-    recorder_factory: RecorderFactory | None = None
 
     def __init__(
         self,
@@ -75,9 +74,11 @@ class Controller:
         pricing: PricingProfile | None = None,
         sinks: Sequence[SessionSink] = (),
         request_factory: RequestFactory | None = None,
+        recorder_factory: RecorderFactory | None = None,
         stop_grace_s: float = STOP_GRACE_S,
     ) -> None:
         self.config = config
+        self._recorder_factory = recorder_factory
         self._factory = request_factory or SyntheticFactory(config.api, config.input_tokens, config.max_tokens)
         self._gpu_choice = gpu
         self._gpus_spec = gpus
@@ -279,14 +280,14 @@ class Controller:
         self._call_soon(remove)
 
     def start_recording(self, path: str | None = None) -> str:
-        factory = self.recorder_factory
+        factory = self._recorder_factory
         if factory is None:
             return "recording is not available yet"
         with self._lock:
             if self._recorder is not None:
                 return f"already recording to {self._recorder.path}"
             try:
-                recorder = factory(path)
+                recorder = factory(path, self)
             except Exception as exc:  # a disk or path problem: one line for the UI
                 return f"cannot record: {exc}".splitlines()[0]
             if recorder.failed:  # the file could not even be created
@@ -301,7 +302,7 @@ class Controller:
     def recording_path(self) -> str | None:
         """The file being recorded, or None (also once a recorder has failed, e.g. on a full disk)."""
         recorder = self._recorder
-        if recorder is None or getattr(recorder, "failed", None):
+        if recorder is None or recorder.failed:
             return None
         return str(recorder.path)
 
@@ -498,20 +499,9 @@ class Controller:
             _quietly(callback, snap)
 
     def _placeholder(self) -> Snapshot:
-        """Before the workers are ready there is no session clock yet: a labelled, empty snapshot."""
-        state = self._control_state()
         n = self.config.workers
-        return Snapshot(
-            endpoint=self._meta.endpoint,
-            model=self._meta.model,
-            workload=self._meta.workload,
-            state=state.state,
-            mode=state.mode,
-            target_concurrency=state.target_concurrency,
-            target_rate=state.target_rate,
-            window_s=self.config.window_s,
-            message=state.message or f"starting {n} worker process{'es' if n != 1 else ''}",
-        )
+        return starting_snapshot(self._meta, self._control_state(), self.config.window_s,
+                                 f"starting {n} worker process{'es' if n != 1 else ''}")
 
     def _deliver_event(self, event: ControlEvent) -> None:
         if self._aggregator is not None:

@@ -53,6 +53,21 @@ _LOAD_CHANGES = frozenset(
 )
 
 
+def starting_snapshot(meta: SessionMeta, control: ControlState, window_s: float, message: str) -> Snapshot:
+    """Before the workers are ready there is no session clock yet: a labelled, empty snapshot."""
+    return Snapshot(
+        endpoint=meta.endpoint,
+        model=meta.model,
+        workload=meta.workload,
+        state=control.state,
+        mode=control.mode,
+        target_concurrency=control.target_concurrency,
+        target_rate=control.target_rate,
+        window_s=window_s,
+        message=control.message or message,
+    )
+
+
 class Aggregator:
     """Sliding-window and since-start figures over everything fed in; ``snapshot()`` freezes them."""
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
@@ -44,6 +44,11 @@ from engine.storage.store import (
     encode_telemetry,
     encode_token_times,
 )
+
+if TYPE_CHECKING:
+    from engine.config import RunConfig
+    from engine.pricing import PricingProfile
+    from engine.sysinfo import SystemInfo
 
 WarningCallback = Callable[[ControlEvent], None]
 
@@ -493,33 +498,48 @@ def recorder_factory(
     return make
 
 
-def attach_recorder(
-    controller: Any,
+class RecordedSession(Protocol):
+    """What a recorder is given of the live session it records (the controller, structurally)."""
+
+    @property
+    def config(self) -> RunConfig: ...
+    @property
+    def t0_ns(self) -> int | None: ...
+    def emit(self, event: ControlEvent) -> None: ...
+    def system_info(self) -> SystemInfo: ...
+
+
+SessionRecorderFactory = Callable[[str | None, RecordedSession], Recorder]
+
+
+def session_recorders(
     *,
-    pricing: Any = None,
-    workload: Any = None,
-    system_info: Any = None,
+    pricing: PricingProfile | None = None,
+    workload: Mapping[str, Any] | None = None,
     record_tokens: bool = False,
     directory: str | Path = "recordings",
-) -> Callable[[str | None], Recorder]:
-    """Make a live ``engine.load.controller.Controller`` able to record (``start_recording``, the r key, --record).
+) -> SessionRecorderFactory:
+    """What ``Controller(recorder_factory=...)`` takes: each call opens a new file for the session it is given.
 
-    Uses only the controller's public surface: its ``config`` (settings without the key; the key itself is
-    scrubbed from every string), ``t0_ns`` (each recording's clock is the session's, so replay lines up with
-    what was shown live) and ``emit`` (the disk-full warning goes to the event log)."""
-    config = controller.config
-    api_key = config.api_key.get_secret_value() if config.api_key is not None else None
-    factory = recorder_factory(
-        config_dump=config.safe_dump(),
-        meta=SessionMeta(endpoint=config.base_url, model=config.model, workload=config.workload),
-        system_info=system_info if system_info is not None else getattr(controller, "system_info", None),
-        pricing_dump=pricing,
-        workload_dump=workload,
-        record_tokens=record_tokens,
-        t0_ns=lambda: controller.t0_ns,
-        on_warning=controller.emit,
-        secrets=[api_key],
-        directory=directory,
-    )
-    controller.recorder_factory = factory
-    return factory
+    Uses only the session's public surface: its ``config`` (settings without the key; the key itself is scrubbed
+    from every string), ``t0_ns`` (each recording's clock is the session's, so replay lines up with what was shown
+    live), ``emit`` (the disk-full warning goes to the event log) and ``system_info``."""
+    pricing_dump = pricing.model_dump(mode="json") if pricing is not None else None
+
+    def make(path: str | None, session: RecordedSession) -> Recorder:
+        config = session.config
+        api_key = config.api_key.get_secret_value() if config.api_key is not None else None
+        return recorder_factory(
+            config_dump=config.safe_dump(),
+            meta=SessionMeta(endpoint=config.base_url, model=config.model, workload=config.workload),
+            system_info=session.system_info,
+            pricing_dump=pricing_dump,
+            workload_dump=workload,
+            record_tokens=record_tokens,
+            t0_ns=session.t0_ns,
+            on_warning=session.emit,
+            secrets=[api_key],
+            directory=directory,
+        )(path)
+
+    return make

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.config import RunConfig
 from engine.control import LoadControl, SessionSink
+from engine.gpu.base import BackendKind
 from engine.session.calibrate import ExceedsContext, ProbeError, check_cell_fits
 from engine.session.workload_setup import apply_profile, calibrated_factory
 from engine.sweep.rules import SweepOutcome, SweepSettings
@@ -38,7 +39,7 @@ class SweepTarget:
     """The server and how to measure it; ``config`` is the base run config (its load fields are overridden)."""
 
     config: RunConfig
-    gpu: str = "none"
+    gpu: BackendKind = "none"
     gpus: str | None = None
     sim_url: str | None = None
     pricing: PricingProfile | None = None
@@ -123,17 +124,12 @@ def open_controller(
     target: SweepTarget, config: RunConfig, factory: RequestFactory, sinks: tuple[SessionSink, ...] = ()
 ) -> Controller:
     """A controller for the target (telemetry, pricing) driving ``factory``; not started."""
-    from engine.load.controller import Controller
+    from engine.session.build import open_controller as open_session_controller
+    from engine.session.spec import SessionSpec
 
-    return Controller(
-        config,
-        gpu=target.gpu,
-        gpus=target.gpus,
-        sim_url=target.sim_url,
-        pricing=target.pricing,
-        sinks=sinks,
-        request_factory=factory,
-    )
+    spec = SessionSpec(config=config, probe="none", gpu=target.gpu, gpus=target.gpus, sim_url=target.sim_url,
+                       pricing=target.pricing, recording=None)
+    return open_session_controller(spec, request_factory=factory, sinks=sinks)
 
 
 def search(

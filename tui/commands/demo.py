@@ -16,7 +16,6 @@ from engine.cli.common import add_load_args, config_from_args, pricing_from_args
 from engine.cli.exits import UserError
 
 if TYPE_CHECKING:
-    from engine.config import RunConfig
     from engine.load.controller import Controller
     from engine.pricing import PricingProfile
 
@@ -49,9 +48,7 @@ def _run(args: argparse.Namespace) -> int:
     from tui.app import run_tui
 
     with simulated_server(args.seed, args.sim_speed) as (url, model):
-        config = config_from_args(args, base_url=url, model=args.model or model)
-        controller = build_controller(config, gpu=args.gpu or "sim", sim_url=url, pricing=pricing,
-                                      gpus=args.gpus, record_dir=args.record_dir)  # fmt: skip
+        controller = open_demo_session(args, url, model, pricing)
         try:
             return run_tui(controller, refresh_hz=args.refresh)
         finally:
@@ -76,20 +73,18 @@ def simulated_server(seed: int = 0, speed: float = 1.0) -> Iterator[tuple[str, s
         sim.stop()
 
 
-def build_controller(
-    config: RunConfig,
-    *,
-    gpu: str,
-    sim_url: str,
-    pricing: PricingProfile | None,
-    gpus: str | None = None,
-    record_dir: str = "recordings",
-) -> Controller:
-    """A Controller over the simulated GPU, with `r` (recording) wired to the real recorder."""
-    from engine.load.controller import Controller
-    from engine.storage.recorder import attach_recorder
+def open_demo_session(args: argparse.Namespace, url: str, model: str, pricing: PricingProfile) -> Controller:
+    """The demo's session: the simulator as given (no probing), its simulated GPU, `r` writing to --record-dir."""
+    from engine.session.build import build_session
+    from engine.session.spec import RecordingSpec, SessionSpec
 
-    controller = Controller(config, gpu=gpu, gpus=gpus, sim_url=sim_url, pricing=pricing)
-    attach_recorder(controller, pricing=pricing.model_dump(mode="json") if pricing is not None else None,
-                    directory=record_dir)
-    return controller
+    spec = SessionSpec(
+        config=config_from_args(args, base_url=url, model=args.model or model),
+        probe="none",
+        gpu=args.gpu,
+        gpus=args.gpus,
+        sim_url=url,
+        pricing=pricing,
+        recording=RecordingSpec(directory=args.record_dir),
+    )
+    return build_session(spec).controller

@@ -70,29 +70,31 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _drive(args: argparse.Namespace) -> int:
-    from engine.endpoint.probe import ProbeError, resolve_endpoint
-    from engine.load.controller import Controller
+    from engine.endpoint.errors import ProbeError
     from engine.replay.redrive import control_timeline, redrive, redrive_config
-    from engine.storage.recorder import attach_recorder
+    from engine.session.build import build_session
+    from engine.session.spec import RecordingSpec, SessionSpec
     from engine.storage.store import RecordingError
 
     with open_recording_or_fail(args.file) as rec:
         key = args.api_key or api_key_from_env()
-        try:
-            endpoint = resolve_endpoint(args.drive, api_key=key, model=args.model or rec.meta.session.model or None)
-        except ProbeError as exc:
-            raise UserError(str(exc)) from None
         _, end_s = control_timeline(rec, with_power=args.with_power)
         try:
-            config = redrive_config(rec, endpoint.base_url, endpoint.model, key, end_s)
+            config = redrive_config(rec, args.drive, args.model or rec.meta.session.model or "", key, end_s)
         except RecordingError as exc:
             raise UserError(str(exc)) from None
-        pricing = _recorded_pricing(rec)
-        gpu = args.gpu or "auto"
-        controller = Controller(config, gpu=gpu, sim_url=endpoint.base_url if gpu == "sim" else None,
-                                pricing=pricing)
-        attach_recorder(controller, pricing=pricing, workload=rec.meta.workload,
-                        record_tokens=args.record_tokens or rec.meta.record_tokens)
+        spec = SessionSpec(
+            config=config,
+            probe="resolve",  # the recorded timeline is the test: no preflight request
+            gpu=args.gpu,
+            pricing=_recorded_pricing(rec),
+            recording=RecordingSpec(workload=rec.meta.workload,
+                                    record_tokens=args.record_tokens or rec.meta.record_tokens),
+        )
+        try:
+            controller = build_session(spec).controller
+        except ProbeError as exc:
+            raise UserError(str(exc)) from None
         try:
             path = redrive(rec, controller, record_path=args.record, with_power=args.with_power,
                            log=lambda line: print(line, flush=True))

@@ -19,16 +19,13 @@ from typing import TYPE_CHECKING
 
 from engine.cli.common import add_load_args, config_from_args, detected_gpu_name, pricing_from_args
 from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
-from engine.config import api_key_from_env
-from engine.workload.lengths import LengthTally
 
 if TYPE_CHECKING:
-    from engine.config import RunConfig
     from engine.load.controller import Controller
     from engine.pricing import PricingProfile
     from engine.workload.calibration import CalibrationResult
+    from engine.workload.lengths import LengthTally
     from engine.workload.profile import LoadedProfile
-    from engine.workload.synthetic import RequestFactory
 
 PROGRESS_EVERY_S = 3.0
 
@@ -79,31 +76,34 @@ def _run(args: argparse.Namespace) -> int:
 def _prepare(
     args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None
 ) -> tuple[Controller, RunLengths]:
-    """Probe the endpoint (one clear line for anything the user must fix), then build the controller."""
-    from engine.endpoint.probe import ProbeError, preflight, resolve_endpoint
-    from engine.load.controller import Controller
+    """The arguments as a SessionSpec; the engine probes the endpoint and builds the controller. Without --profile,
+    --input-tokens/--max-tokens are the profile, calibrated on the server like one unless --no-calibrate."""
+    from engine.endpoint.errors import ProbeError
+    from engine.session.build import build_session
+    from engine.session.spec import RecordingSpec, SessionSpec
+    from engine.session.workload_setup import command_line_profile
+    from engine.workload.lengths import LengthTally
 
+    config = config_from_args(args, base_url=url)
+    profile = _load_profile(args.profile)
+    if profile is None and not args.no_calibrate:
+        profile = command_line_profile(config)
+    tally = LengthTally.for_profile(profile) if profile is not None else LengthTally(config.input_tokens,
+                                                                                     config.max_tokens)
+    spec = SessionSpec(
+        config=config,
+        profile=profile,
+        gpu=args.gpu,
+        gpus=args.gpus,
+        sim_url=sim_url,
+        pricing=pricing,
+        recording=RecordingSpec(record_tokens=args.record_tokens),
+    )
     try:
-        endpoint = resolve_endpoint(url, api_key=args.api_key or api_key_from_env(), model=args.model)
-        config = config_from_args(args, base_url=endpoint.base_url, model=endpoint.model)
-        loaded, factory, config, calibration = _workload(args.profile, config, calibrate=not args.no_calibrate)
-        warning = preflight(config)
+        session = build_session(spec, notify=_note, sinks=[tally])
     except ProbeError as exc:
         raise UserError(str(exc)) from None
-    if warning:
-        print(f"wattload: {warning}", file=sys.stderr)
-    gpu = args.gpu or ("sim" if sim_url else "auto")
-    telemetry_url = sim_url or (endpoint.base_url if gpu == "sim" else None)
-    tally = LengthTally.for_profile(loaded) if loaded is not None else LengthTally(config.input_tokens,
-                                                                                    config.max_tokens)
-    controller = Controller(config, gpu=gpu, gpus=args.gpus, sim_url=telemetry_url, pricing=pricing,
-                            request_factory=factory, sinks=[tally])
-    from engine.storage.recorder import attach_recorder
-
-    workload = loaded.info().model_dump(mode="json") if loaded is not None else None
-    attach_recorder(controller, pricing=pricing.model_dump(mode="json"), workload=workload,
-                    record_tokens=args.record_tokens)
-    return controller, RunLengths(tally, calibration)
+    return session.controller, RunLengths(tally, session.calibration)
 
 
 @dataclass(frozen=True)
@@ -115,31 +115,20 @@ class RunLengths:
     calibration: CalibrationResult | None = None
 
 
-def _workload(
-    profile: str | None, config: RunConfig, calibrate: bool = True
-) -> tuple[LoadedProfile | None, RequestFactory | None, RunConfig, CalibrationResult | None]:
-    """With --profile: load it (one-line errors), shape the config by it, and calibrate input lengths on the server.
-    Without one, --input-tokens/--max-tokens are the profile, calibrated the same way unless --no-calibrate."""
-    if not profile and not calibrate:
-        return None, None, config, None
-    from engine.session.calibrate import ProbeError as LengthProbeError
-    from engine.session.workload_setup import apply_profile, calibrated_factory, command_line_profile
+def _note(line: str) -> None:
+    print(f"wattload: {line}", file=sys.stderr)
+
+
+def _load_profile(profile: str | None) -> LoadedProfile | None:
+    """--profile: the loaded profile (one line when it is invalid), or None."""
+    if not profile:
+        return None
     from engine.workload.profile import ProfileError, load_profile
 
     try:
-        if profile:
-            loaded = load_profile(profile)
-            config = apply_profile(config, loaded)
-        else:
-            loaded = command_line_profile(config)
-        factory, calibration = calibrated_factory(config, loaded)
-    except (ProfileError, LengthProbeError) as exc:
+        return load_profile(profile)
+    except ProfileError as exc:
         raise UserError(str(exc)) from None
-    if calibration is not None and calibration.measured_tokens is not None:
-        print(f"wattload: input length calibrated on the server: target {calibration.target_tokens:.0f} tokens, "
-              f"measured {calibration.measured_tokens:.0f} ({calibration.error_pct or 0.0:+.1f}%) "
-              f"after {calibration.probes} probe requests", file=sys.stderr)
-    return loaded, factory, config, calibration
 
 
 def _start_recording(controller: Controller, path: str) -> None:

@@ -1,0 +1,105 @@
+"""``build_session(spec)``: probe the endpoint, apply and calibrate the profile, open the controller with its
+collaborators (GPU source, pricing, recorder) passed in. The one way every command assembles a live session.
+
+Raises ``ProbeError`` (endpoint, calibration) whose text is the one line a user needs; notes that are not errors
+(a calibration result, a preflight warning) go to ``notify`` as they happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from engine.config import RunConfig
+from engine.control import SessionSink
+from engine.endpoint.probe import preflight, resolve_endpoint
+from engine.load.controller import Controller
+from engine.session.spec import SessionSpec
+from engine.session.workload_setup import apply_profile, calibrated_factory
+from engine.storage.recorder import session_recorders
+from engine.workload.calibration import CalibrationResult
+from engine.workload.synthetic import RequestFactory
+
+Notify = Callable[[str], None]
+
+
+def _ignore(_line: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Probed:
+    """A spec whose endpoint is resolved (``probe="none"`` from now on) and the requests it will send."""
+
+    spec: SessionSpec
+    factory: RequestFactory | None = None
+    calibration: CalibrationResult | None = None
+
+
+@dataclass(frozen=True)
+class Session:
+    """A session ready to start: the controller (not started) and how it was assembled."""
+
+    controller: Controller
+    spec: SessionSpec
+    calibration: CalibrationResult | None = None
+
+
+def probe(spec: SessionSpec, notify: Notify = _ignore) -> Probed:
+    """Resolve the API base and model, shape the config by the profile and calibrate it, then send one test
+    request shaped like the run's (``spec.probe`` says how much of this to do)."""
+    config = spec.config
+    if spec.probe != "none":
+        key = config.api_key.get_secret_value() if config.api_key is not None else None
+        endpoint = resolve_endpoint(config.base_url, api_key=key, model=config.model or None)
+        config = config.model_copy(update={"base_url": endpoint.base_url, "model": endpoint.model})
+    factory: RequestFactory | None = None
+    calibration: CalibrationResult | None = None
+    if spec.profile is not None:
+        config = apply_profile(config, spec.profile)
+        factory, calibration = calibrated_factory(config, spec.profile)
+        if calibration is not None and calibration.measured_tokens is not None:
+            notify(f"input length calibrated on the server: target {calibration.target_tokens:.0f} tokens, "
+                   f"measured {calibration.measured_tokens:.0f} ({calibration.error_pct or 0.0:+.1f}%) "
+                   f"after {calibration.probes} probe requests")
+    if spec.probe == "full":
+        warning = preflight(config)
+        if warning:
+            notify(warning)
+    return Probed(spec.model_copy(update={"config": config, "probe": "none"}), factory, calibration)
+
+
+def open_controller(
+    spec: SessionSpec,
+    *,
+    config: RunConfig | None = None,
+    request_factory: RequestFactory | None = None,
+    sinks: Sequence[SessionSink] = (),
+) -> Controller:
+    """The controller for an already probed ``spec`` (not started): its GPU source, pricing and recorder."""
+    config = spec.config if config is None else config
+    recorder = None
+    if spec.recording is not None:
+        workload = spec.recording.workload
+        if workload is None and spec.profile is not None:
+            workload = spec.profile.info().model_dump(mode="json")
+        recorder = session_recorders(pricing=spec.pricing, workload=workload,
+                                     record_tokens=spec.recording.record_tokens,
+                                     directory=spec.recording.directory)
+    return Controller(
+        config,
+        gpu=spec.gpu_source,
+        gpus=spec.gpus,
+        sim_url=spec.telemetry_url(config.base_url),
+        pricing=spec.pricing,
+        sinks=sinks,
+        request_factory=request_factory,
+        recorder_factory=recorder,
+    )
+
+
+def build_session(spec: SessionSpec, *, notify: Notify = _ignore, sinks: Sequence[SessionSink] = ()) -> Session:
+    """Probe (as ``spec.probe`` says), then open the controller; the one assembly every command uses."""
+    probed = probe(spec, notify)
+    controller = open_controller(probed.spec, request_factory=probed.factory, sinks=sinks)
+    return Session(controller=controller, spec=probed.spec, calibration=probed.calibration)

@@ -1,0 +1,67 @@
+"""What a session is made of, as data: the one thing every front end (run, demo, replay --drive, sweep) fills in.
+
+A command translates its arguments into a ``SessionSpec`` and hands it to ``engine.session.build``; nothing else
+about assembling a session (probing, profile calibration, the GPU source, the recorder) lives in a command.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from engine.config import RunConfig
+from engine.gpu.base import BackendKind
+from engine.pricing import PricingProfile
+from engine.workload.profile import LoadedProfile
+
+Probe = Literal["full", "resolve", "none"]
+
+
+class RecordingSpec(BaseModel):
+    """How ``start_recording`` (``--record``, the r key) writes files for this session."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    directory: str = "recordings"
+    """Where a recording goes when no path is given."""
+    record_tokens: bool = False
+    """Also store every token's arrival time (replay can then show ITL)."""
+    workload: dict[str, Any] | None = None
+    """The workload description stored in the file; None = the profile's (if any)."""
+
+
+class SessionSpec(BaseModel):
+    """One session, before anything is opened. ``config.base_url`` is the URL as the user gave it (server root or
+    its /v1 base) and ``config.model`` the model asked for ("" = the one the server lists); probing replaces both
+    with the server's answers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    config: RunConfig
+    """The run's settings (load shape, lengths, stop condition, key)."""
+    probe: Probe = "full"
+    """full: resolve the API base and model, then one test request; resolve: only the first; none: as given."""
+    profile: LoadedProfile | None = None
+    """A workload profile: applied to the config and its input lengths calibrated on the server."""
+    gpu: BackendKind | None = None
+    """The GPU telemetry source; None = the simulator's GPU when ``sim_url`` is set, else auto (NVML)."""
+    gpus: str | None = None
+    """GPU indices or UUIDs (None = all)."""
+    sim_url: str | None = None
+    """The built-in simulator this session loads, whose simulated GPU is the telemetry for ``gpu="sim"``."""
+    pricing: PricingProfile | None = None
+    """The cost model (None = no cost figures)."""
+    recording: RecordingSpec | None = RecordingSpec()
+    """How recordings are written; None = this session cannot record."""
+
+    @property
+    def gpu_source(self) -> BackendKind:
+        """The telemetry source actually used (the one rule every command shares)."""
+        if self.gpu is not None:
+            return self.gpu
+        return "sim" if self.sim_url else "auto"
+
+    def telemetry_url(self, base_url: str) -> str | None:
+        """Where the simulated GPU is read from: the simulator we started, else the endpoint itself under --gpu sim."""
+        return self.sim_url or (base_url if self.gpu_source == "sim" else None)
