@@ -20,7 +20,7 @@ from engine.records import EventKind
 from engine.replay.feeder import Feeder
 from engine.snapshot import RunState, Snapshot
 from engine.storage.reader import open_recording
-from engine.storage.recorder import attach_recorder
+from engine.storage.recorder import session_recorders
 
 START_S = 90.0  # spawning a worker on a loaded 2-core box can take tens of seconds
 WINDOW_S = 120.0  # longer than any wait here: a first token must not slide out of the window while we look
@@ -100,8 +100,7 @@ def test_raising_concurrency_moves_windowed_ttft_within_two_ticks_of_the_new_fir
 
 
 def test_a_recording_replays_first_tokens_and_waiting_and_a_schema_1_file_still_reads(admits_four, tmp_path):
-    c = Controller(long_answers(admits_four), stop_grace_s=0.0)
-    attach_recorder(c, directory=tmp_path)
+    c = Controller(long_answers(admits_four), stop_grace_s=0.0, recorder_factory=session_recorders(directory=tmp_path))
     path = Path(c.start_recording(str(tmp_path / f"long-{uuid.uuid4().hex[:8]}.wattload.sqlite")))
     c.start()
     try:

@@ -78,7 +78,7 @@ def _prepare(
 ) -> tuple[Controller, RunLengths]:
     """The arguments as a SessionSpec; the engine probes the endpoint and builds the controller. Without --profile,
     --input-tokens/--max-tokens are the profile, calibrated on the server like one unless --no-calibrate."""
-    from engine.endpoint.errors import ProbeError
+    from engine.endpoint.errors import ProbeError, ServerFaultDuringProbe
     from engine.session.build import build_session
     from engine.session.spec import RecordingSpec, SessionSpec
     from engine.session.workload_setup import command_line_profile
@@ -100,7 +100,16 @@ def _prepare(
         recording=RecordingSpec(record_tokens=args.record_tokens),
     )
     try:
-        session = build_session(spec, notify=_note, sinks=[tally])
+        try:
+            session = build_session(spec, notify=_note, sinks=[tally])
+        except ServerFaultDuringProbe as exc:
+            if args.profile:
+                raise
+            # default calibration is a refinement: a flaky server gets its run, uncalibrated, and one line saying so
+            _note(f"input lengths not calibrated ({exc}); sending --input-tokens as words")
+            spec = spec.model_copy(update={"profile": None})
+            tally = LengthTally(config.input_tokens, config.max_tokens)
+            session = build_session(spec, notify=_note, sinks=[tally])
     except ProbeError as exc:
         raise UserError(str(exc)) from None
     return session.controller, RunLengths(tally, session.calibration)
