@@ -8,8 +8,9 @@ Rules (all figures over the step's own steady window):
   passed, or when its output tok/s falls more than ``threshold`` (5%) below the best step so far;
 - a step *plateaus* when raising the load gained no more than ``threshold`` over the best step: the server is
   saturated, more load would only queue;
-- a step *queues* when, at its end, requests are still waiting for their first token (at least 2 and at least
-  ``threshold`` of its concurrency): the server is not admitting them, so the step is past its admission limit and
+- a step *queues* when requests keep waiting for their first token (at least 2 and at least ``threshold`` of its
+  concurrency at nearly every tick of its last half window; ``engine.sweep.runner.StepJudge``): the server is not
+  admitting them, so the step is past its admission limit and
   its figures come from the survivors; the waiting requests are censored observations, so TTFT p99 is reported
   as "≥ X" (X = the longer of the observed p99 and the oldest wait) and the SLO rule sees that bound;
 - a step that completed nothing is never the "best" a later step is compared against (it measured nothing);

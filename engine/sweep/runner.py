@@ -20,7 +20,14 @@ from time import perf_counter_ns
 from engine.control import LoadControl
 from engine.records import ControlEvent, EventKind
 from engine.snapshot import RunState, Snapshot
-from engine.sweep.rules import CeilingFinder, StepResult, SweepOutcome, SweepSettings, step_from_snapshot
+from engine.sweep.rules import (
+    CeilingFinder,
+    StepResult,
+    SweepOutcome,
+    SweepSettings,
+    censored_ttft_p99,
+    step_from_snapshot,
+)
 from engine.workload.lengths import LengthTally
 
 _SNAPSHOT_WAIT_S = 2.0  # the controller ticks at 4 Hz; silence for this long means it stopped ticking
@@ -108,9 +115,17 @@ class StepJudge:
 
     def _measured(self, held: float, steady: bool, snap: Snapshot) -> StepResult:
         step = step_from_snapshot(self.index, self.concurrency, held, steady, snap)
-        if self._waiting:  # the median over the last half window: one tick between a finish and its replacement
-            counts = sorted(n for _, n in self._waiting)  # must not decide whether the server queues
-            step = step.model_copy(update={"waiting_first_token": counts[len(counts) // 2]})
+        if self._waiting:
+            # Requests the server holds back wait at every tick; requests merely in prefill (short answers at high
+            # speed spend a good share of their life there) do not. So the count that judges the step is a low
+            # quantile over its last half window: the waiting that never went away.
+            counts = sorted(n for _, n in self._waiting)
+            waiting = counts[len(counts) // 10]
+            ttft_p99, censored = censored_ttft_p99(snap.window.ttft.p99, snap.window.ttft.count, waiting,
+                                                   step.oldest_wait_ms)
+            step = step.model_copy(
+                update={"waiting_first_token": waiting, "ttft_p99_ms": ttft_p99, "ttft_p99_censored": censored}
+            )
         if held > self.settings.step_time_s + 1.0:
             e2e = snap.window.e2e.p50
             why = f"{REQUEST_DURATIONS} request durations (E2E p50 {e2e / 1e3:.1f} s)" if e2e else "no request ended"
