@@ -30,7 +30,7 @@ class RunConfig(BaseModel):
 
     base_url: str = Field(description="the server's /v1 base, e.g. http://127.0.0.1:8000/v1")
     model: str = ""
-    api: Literal["chat", "completions"] = "chat"
+    api: Literal["chat", "completions", "responses"] = "chat"
     api_key: SecretStr | None = Field(default=None, exclude=True)
     mode: LoadMode = LoadMode.CONCURRENCY
     concurrency: int = Field(default=8, ge=0, le=100_000)
@@ -49,6 +49,9 @@ class RunConfig(BaseModel):
     read_timeout_s: float = Field(default=60.0, gt=0, description="longest silence between chunks")
     seed: int = 0
     record_token_times: bool = True
+    http_client: Literal["auto", "lean", "aiohttp"] = Field(
+        default="auto", description="streaming client: lean (httptools), aiohttp, or auto (lean; aiohttp when needed)"
+    )
 
     @field_validator("base_url")
     @classmethod

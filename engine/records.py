@@ -52,6 +52,7 @@ class RequestRecord:
     error_detail: str = ""  # one line, never containing request headers or keys
     response_id: str | None = None  # the server's completion id, to join with simulator ground truth
     token_times_ns: tuple[int, ...] = field(default=(), repr=False)
+    turn: int = 0  # 1-based turn of a multi-turn session (or session trace); 0 for single requests
 
     @property
     def ok(self) -> bool:

@@ -17,6 +17,7 @@ from engine.endpoint.client import (
     completions_url,
     open_session,
 )
+from engine.endpoint.http_choice import open_stream_client
 from engine.records import ErrorClass, RequestRecord
 from engine.workload.synthetic import SyntheticFactory
 
@@ -37,18 +38,23 @@ def sim(sim_url):
     set_sim(sim_url, **NORMAL)
 
 
-async def run_one(cfg: RunConfig, seq: int = 1) -> RequestRecord:
+@pytest.fixture(params=["aiohttp", "lean"])
+def kind(request):
+    """Every client test runs with both streaming clients (engine/endpoint/http_choice.py)."""
+    return request.param
+
+
+async def run_one(cfg: RunConfig, kind: str, seq: int = 1) -> RequestRecord:
     spec = SyntheticFactory(cfg.api, cfg.input_tokens, cfg.max_tokens).make(seq, random.Random(seq))
-    async with open_session(cfg) as session:
-        client = StreamClient(cfg, session, worker=3)
+    async with open_stream_client(cfg, kind, worker=3) as client:
         record = await client.run(seq, spec)
         assert client.chunks == record.chunks  # progress counting sees every content chunk once
         return record
 
 
 @pytest.mark.parametrize("api", ["chat", "completions"])
-async def test_token_counts_and_stamps_match_the_server(sim, api):
-    rec = await run_one(config(sim, api=api, max_tokens=24, input_tokens=40))
+async def test_token_counts_and_stamps_match_the_server(sim, api, kind):
+    rec = await run_one(config(sim, api=api, max_tokens=24, input_tokens=40), kind)
     assert rec.ok, rec.error_detail
     truth = sim_stamps(sim, rec.response_id)
     assert rec.output_tokens == truth["completion_tokens"] == 24
@@ -63,15 +69,15 @@ async def test_token_counts_and_stamps_match_the_server(sim, api):
     assert rec.token_times_ns[-1] <= rec.t_end_ns
 
 
-async def test_several_tokens_per_chunk_count_usage_not_chunks(sim):
+async def test_several_tokens_per_chunk_count_usage_not_chunks(sim, kind):
     set_sim(sim, tokens_per_chunk=4)
-    rec = await run_one(config(sim, max_tokens=20))
+    rec = await run_one(config(sim, max_tokens=20), kind)
     assert rec.ok and rec.chunks == 5 and rec.output_tokens == 20 and not rec.output_estimated
 
 
-async def test_without_usage_the_output_is_an_estimate(sim):
+async def test_without_usage_the_output_is_an_estimate(sim, kind):
     set_sim(sim, no_usage=True)
-    rec = await run_one(config(sim, max_tokens=12))
+    rec = await run_one(config(sim, max_tokens=12), kind)
     assert rec.ok
     assert rec.output_estimated and rec.output_tokens == rec.chunks == 12 and rec.input_tokens is None
 
@@ -87,35 +93,35 @@ async def test_without_usage_the_output_is_an_estimate(sim):
         ({}, {"model": "no-such-model"}, ErrorClass.HTTP_4XX),
     ],
 )
-async def test_each_fault_is_counted_under_its_class(sim, patch, fields, cls):
+async def test_each_fault_is_counted_under_its_class(sim, patch, fields, cls, kind):
     set_sim(sim, **patch)
-    rec = await run_one(config(sim, max_tokens=16, **fields))
+    rec = await run_one(config(sim, max_tokens=16, **fields), kind)
     assert rec.error is cls, (rec.error, rec.error_detail)
     assert rec.error_detail and "\n" not in rec.error_detail
     assert not rec.ok and rec.t_end_ns >= rec.t_start_ns
 
 
-async def test_connection_refused_is_a_connect_error():
-    rec = await run_one(config(f"http://127.0.0.1:{free_port()}/v1"))
+async def test_connection_refused_is_a_connect_error(kind):
+    rec = await run_one(config(f"http://127.0.0.1:{free_port()}/v1"), kind)
     assert rec.error is ErrorClass.CONNECT and "refused" in rec.error_detail
     assert rec.status is None and rec.t_headers_ns is None and rec.chunks == 0
 
 
-async def test_ignore_eos_is_sent_and_a_strict_server_says_so_plainly(sim):
-    rec = await run_one(config(sim, ignore_eos=True, max_tokens=8))
+async def test_ignore_eos_is_sent_and_a_strict_server_says_so_plainly(sim, kind):
+    rec = await run_one(config(sim, ignore_eos=True, max_tokens=8), kind)
     assert rec.ok and rec.output_tokens == 8
     set_sim(sim, strict_fields=True)
-    rec = await run_one(config(sim, ignore_eos=True))
+    rec = await run_one(config(sim, ignore_eos=True), kind)
     assert rec.error is ErrorClass.HTTP_4XX and rec.status == 422
     assert rec.error_detail == IGNORE_EOS_REJECTED
 
 
-async def test_api_key_is_sent_as_bearer_and_never_echoed():
+async def test_api_key_is_sent_as_bearer_and_never_echoed(kind):
     secret = "sk-test-0123456789abcdef"
     with sim_server(speed=20.0, api_key=secret) as url:
-        ok = await run_one(config(url, api_key=secret))
+        ok = await run_one(config(url, api_key=secret), kind)
         assert ok.ok, ok.error_detail
-        wrong = await run_one(config(url, api_key=secret[::-1]))
+        wrong = await run_one(config(url, api_key=secret[::-1]), kind)
         assert wrong.error is ErrorClass.HTTP_4XX and wrong.status == 401
         assert secret[::-1] not in wrong.error_detail and secret not in repr(wrong)
 

@@ -141,3 +141,36 @@ def test_times_can_be_skipped():
     p = StreamParser(keep_times=False)
     p.feed(stream(["a", "b"]), 5)
     assert p.times is None and p.chunks == 2 and p.first_ns == 5
+
+
+def parse_events(body: bytes) -> StreamParser:
+    """Feed one whole event per read (the commonest read, which takes the one-event fast path), read i stamped i."""
+    p = StreamParser()
+    events = [e + b"\n\n" for e in body.split(b"\n\n") if e]
+    for i, event in enumerate(events):
+        p.feed(event, i)
+    p.finish(len(events))
+    return p
+
+
+def test_one_event_per_read_counts_what_the_full_parse_counts():
+    body = stream(TEXTS)
+    whole, each = parse(body), parse_events(body)
+    assert (each.chunks, each.prompt_tokens, each.completion_tokens, each.complete, each.error) == (
+        whole.chunks, whole.prompt_tokens, whole.completion_tokens, whole.complete, whole.error)
+    # every content chunk is stamped with the read that brought it: the role chunk is read 0
+    assert each.times == [i + 1 for i, t in enumerate(TEXTS) if t]
+
+
+def test_one_event_per_read_still_catches_forgeries_and_template_changes():
+    forged = chat_chunk("x").replace(b'"x"', b'"x""y"')
+    p = parse_events(chat_chunk("a") + chat_chunk("b") + forged)
+    assert p.chunks == 2 and p.error is not None and p.error[0] is ErrorClass.MALFORMED
+    body = chat_chunk("a", created=1) + chat_chunk("b", created=1) + chat_chunk("c", created=2)
+    body += chat_chunk('e"f', created=2) + chat_chunk("d\\n", created=2) + chat_chunk(None, finish="stop", created=2)
+    p = parse_events(body)
+    assert p.chunks == 5 and p.finished and p.error is None
+    # two template events in one read are two chunks, not one
+    p = StreamParser()
+    p.feed(chat_chunk("a"), 1)
+    assert p.feed(chat_chunk("b") + chat_chunk("c"), 2) == 2 and p.times == [1, 2, 2]

@@ -29,9 +29,11 @@ def sim_process_url():
         yield sim.url
 
 
-def test_measured_ttft_matches_the_server_ground_truth(sim_process_url):
+@pytest.mark.parametrize("http_client", ["lean", "aiohttp"])
+def test_measured_ttft_matches_the_server_ground_truth(sim_process_url, http_client):
     sink = CollectingSink()
-    c = Controller(config(sim_process_url, concurrency=16, max_tokens=24, max_requests=96), sinks=[sink])
+    cfg = config(sim_process_url, concurrency=16, max_tokens=24, max_requests=96, http_client=http_client)
+    c = Controller(cfg, sinks=[sink])
     run_to_end(c)
     records = [r for r in sink.records if r.ok]
     assert len(records) == 96

@@ -45,7 +45,8 @@ def request(i: int, end_ns: int, ttft_ms: int, tokens: int, tpot_ms: int, prompt
                          output_tokens=tokens, output_estimated=False, chunks=tokens, status=200)
 
 
-def hand_recording(path: Path, *, max_tokens: int = 128, workload: str = "chat") -> Path:
+def hand_recording(path: Path, *, max_tokens: int = 128, workload: str = "chat",
+                   extra_events: tuple[tuple[float, EventKind, float | None, str], ...] = ()) -> Path:
     clock = VirtualClock()
     t0 = clock()
     cfg = RunConfig(base_url="http://127.0.0.1:9/v1", model="hand-model", concurrency=2, window_s=10,
@@ -73,6 +74,9 @@ def hand_recording(path: Path, *, max_tokens: int = 128, workload: str = "chat")
     facts.append((0, 0, "e", ControlEvent(t_ns=t0, kind=EventKind.START)))
     facts.append((20 * NS, 0, "e", ControlEvent(t_ns=t0 + 20 * NS, kind=EventKind.CONCURRENCY, value=4.0)))
     facts.append((80 * NS, 9, "e", ControlEvent(t_ns=t0 + 80 * NS, kind=EventKind.STOP)))
+    for t_s, kind, value, message in extra_events:  # (seconds, kind, value, message)
+        t = round(t_s * NS)
+        facts.append((t, 0, "e", ControlEvent(t_ns=t0 + t, kind=kind, value=value, message=message)))
     for t, _, kind, fact in sorted(facts, key=lambda f: (f[0], f[1])):
         clock.t_ns = t0 + t
         {"r": rec.on_records, "p": rec.on_progress, "t": rec.on_telemetry}.get(kind, lambda f: None)([fact])

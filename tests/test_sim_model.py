@@ -28,11 +28,28 @@ def test_binding_cap_stretches_step_and_draws_exactly_the_cap():
     capped = step_cost(cfg, 64, 0, 300)
     assert not free.binding and capped.binding
     assert capped.watts == 300
-    assert capped.stretch == pytest.approx((decode_demand_w(cfg, 64) / 300) ** cfg.cap_alpha)
+    clock = ((300 - cfg.static_w) / (decode_demand_w(cfg, 64) - cfg.static_w)) ** (1 / cfg.cap_gamma)
+    assert capped.stretch == pytest.approx(cfg.decode_mem_bound + (1 - cfg.decode_mem_bound) / clock)
     assert capped.duration_s == pytest.approx(free.duration_s * capped.stretch)
-    assert capped.sm_clock_mhz < free.sm_clock_mhz
-    # alpha < 1: a cap trades speed for energy per step (the demo's trade-off)
+    assert capped.sm_clock_mhz == round(cfg.boost_clock_mhz * clock) < free.sm_clock_mhz
+    # memory-bound decode: a cap trades a little speed for energy per step (the demo's trade-off)
     assert capped.watts * capped.duration_s < free.watts * free.duration_s
+
+
+def test_the_default_gpu_has_a_sweet_spot_well_below_the_highest_cap():
+    """J/token falls as the cap comes down, then rises once the static power dominates (a U, not a slope), and
+    the lowest J/token within 5% of the uncapped throughput sits far below the 700 W maximum."""
+    cfg = SimConfig()
+    caps = range(700, 199, -25)
+    full = steady_decode(cfg, 64, 700)
+    runs = {c: steady_decode(cfg, 64, c) for c in caps}
+    within = [c for c in caps if runs[c].output_tokens_per_s >= 0.95 * full.output_tokens_per_s]
+    sweet = min(within, key=lambda c: runs[c].joules_per_token)
+    assert sweet <= 425  # well below max
+    assert runs[sweet].joules_per_token < 0.92 * full.joules_per_token  # a real saving, not noise
+    lowest = min(caps, key=lambda c: runs[c].joules_per_token)
+    assert 200 < lowest < sweet  # the energy optimum is inside the range: J/token rises again below it
+    assert runs[200].joules_per_token > runs[lowest].joules_per_token * 1.05
 
 
 def test_prefill_is_compute_bound_and_time_weighted():
@@ -54,6 +71,8 @@ def test_config_rejects_inconsistent_power_limits():
         SimConfig(min_limit_w=300, default_limit_w=250)
     with pytest.raises(ValidationError):
         SimConfig(idle_w=250)
+    with pytest.raises(ValidationError):
+        SimConfig(static_w=200)
     with pytest.raises(ValidationError):
         SimConfig(power_limit_w=900)
     assert "api_key" not in SimConfig(api_key="k").safe_dump()

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from engine.sim import SimConfig, SimServer
-from engine.sim.model import decode_demand_w
+from engine.sim.model import step_cost
 
 MODEL = "sim-llama-3.1-8b"
 GPU_FIELDS = {
@@ -120,7 +120,7 @@ async def test_cap_below_demand_lengthens_decode_steps(sim, http):
     free_itl = await mean_itl_s(http, root, await generate(http, root, 40))
     await set_cap(http, root, 200)
     capped_itl = await mean_itl_s(http, root, await generate(http, root, 40))
-    stretch = (decode_demand_w(cfg, 1) / 200) ** cfg.cap_alpha  # 1.68
+    stretch = step_cost(cfg, 1, 0, 200).stretch  # 1.85: decode_demand_w(cfg, 1) is 475 W
     assert capped_itl > 1.35 * free_itl
     async with http.get(root + "/metrics") as resp:
         metrics = await resp.text()

@@ -211,3 +211,33 @@ async def test_a_starts_the_auto_ramp_which_raises_the_load_by_itself_until_a_st
         assert workers_gone(c)
     finally:
         c.close()
+
+
+async def test_w_runs_a_live_power_cap_sweep_into_the_event_log_and_puts_the_cap_back(fast_sim_url):
+    c = controller(fast_sim_url, concurrency=16, window_s=1.0, tick_hz=10, max_tokens=32)
+    app = WattloadApp(c)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: shown(app).state is RunState.RUNNING and shown(app).gpu.available, START_S,
+                        "telemetry from the simulated GPU")  # fmt: skip
+            start_limit = sim_gpu(fast_sim_url)["power_limit_w"]
+            await pilot.press("w")
+            assert any(n.message.startswith("cap sweep on: 700, 650") for n in app._notifications)
+            log = app.screen.query_one(EventLogPanel)
+
+            def logged() -> str:
+                return "".join(line.text for line in log.lines)
+
+            await until(pilot, lambda: "cap sweep 1/8 700 W" in logged(), 30, "the first cap's figures")
+            await until(pilot, lambda: "cap sweep done: sweet spot" in logged(), 120, "the sweep's sweet spot")
+            assert "cap sweep 8/8 275 W" in logged()
+            await until(pilot, lambda: sim_gpu(fast_sim_url)["power_limit_w"] == start_limit, 10,
+                        "the cap from before the sweep to come back")  # fmt: skip
+            await pilot.press("q")
+            await until(pilot, lambda: app.return_code is not None or len(app.screen_stack) > 1, 30, "quit")
+            if app.return_code is None:  # it asks because the cap was changed during the session
+                await pilot.press("q")
+                await until(pilot, lambda: app.return_code is not None, 30, "the app to exit")
+    finally:
+        c.close()
+    assert sim_gpu(fast_sim_url)["power_limit_w"] == start_limit

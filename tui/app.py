@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual import events
 from textual.app import App, SystemCommand
@@ -35,6 +35,10 @@ from tui.screens.help import HelpScreen, help_rows
 from tui.screens.too_small import TooSmallScreen, too_small
 from tui.widgets.charts import ChartHistory, snapshot_row
 from tui.widgets.timeline import speed_label
+
+if TYPE_CHECKING:
+    from engine.sweep.powercap_sweep import CapControl
+    from tui.live_capsweep import LiveCapSweep
 
 DEFAULT_CAP_STEP_W = 25.0
 PENDING_S = 1.5  # a key's new target is trusted over the snapshot's until the engine reports it (or this long)
@@ -135,6 +139,7 @@ class WattloadApp(App[int]):
         self.handle_signals = handle_signals
         self.history = ChartHistory()
         self.ramp = None if replay else RampLink(cast(LoadControl, control), ramp_settings)
+        self._cap_sweep: LiveCapSweep | None = None
         self.closed = False  # control.close() has been called (run_tui must not call it again)
         self.exit_message = ""  # printed by run_tui after the terminal is restored
         self.renders = 0  # how many frames were drawn (tests and the CPU benchmark read it)
@@ -379,6 +384,17 @@ class WattloadApp(App[int]):
             self.notify("auto-ramp: the session has ended", severity="warning", timeout=3)
             return
         self.ramp.request_toggle()
+
+    def action_toggle_cap_sweep(self) -> None:
+        """w: start or stop a live power-cap sweep (tui.live_capsweep); its results go to the event log."""
+        control = self._live()
+        if control is None:
+            return
+        if self._cap_sweep is None:
+            from tui.live_capsweep import LiveCapSweep
+
+            self._cap_sweep = LiveCapSweep(cast("CapControl", control))
+        self.notify(self._cap_sweep.toggle(), title="cap sweep", timeout=4)
 
     def action_load_disabled(self) -> None:
         self.notify(REPLAY_DISABLED, severity="warning", timeout=2)

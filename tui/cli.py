@@ -27,6 +27,7 @@ COMMANDS = {
     "report": "engine.cli.report",
     "export": "engine.cli.export",
     "sweep": "engine.cli.sweep",
+    "plan": "engine.cli.plan",
 }
 
 

@@ -80,11 +80,12 @@ def add_load_args(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--workers", type=positive(int), default=None, metavar="N",
                       help=f"worker processes sending requests (default {default_workers()} on this machine)")
     load.add_argument("--seed", type=int, default=0, help="seed for prompts and arrival times (default 0)")
+    add_http_client_option(load)
 
     endpoint = parser.add_argument_group("endpoint")
     endpoint.add_argument("--model", "-m", default=None, help="model name (default: the one /v1/models lists)")
-    endpoint.add_argument("--api", choices=("chat", "completions"), default="chat",
-                          help="/v1/chat/completions (default) or /v1/completions")
+    endpoint.add_argument("--api", choices=("chat", "completions", "responses"), default="chat",
+                          help="/v1/chat/completions (default), /v1/completions or /v1/responses")
     endpoint.add_argument("--api-key", default=None, metavar="KEY",
                           help="bearer token (default: $WATTLOAD_API_KEY or $OPENAI_API_KEY); never written anywhere")
 
@@ -105,6 +106,12 @@ def add_load_args(parser: argparse.ArgumentParser) -> None:
     gpu.add_argument("--kwh", type=positive(float, allow_zero=True), default=None, metavar="USD",
                      help="override: electricity price per kWh")
     gpu.add_argument("--pue", type=positive(float), default=None, metavar="X", help="override: PUE (>= 1)")
+
+
+def add_http_client_option(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--http-client", choices=("auto", "lean", "aiohttp"), default="auto",
+                       help="streaming client: lean (httptools, fastest), aiohttp, or auto (default: lean, and "
+                            "aiohttp for redirects and compressed streams, saying so)")
 
 
 def config_from_args(args: argparse.Namespace, *, base_url: str | None = None, model: str | None = None) -> RunConfig:
@@ -132,6 +139,7 @@ def config_from_args(args: argparse.Namespace, *, base_url: str | None = None, m
         fields["step"] = args.step
     if args.workers is not None:
         fields["workers"] = args.workers
+    fields["http_client"] = getattr(args, "http_client", "auto")
     try:
         return RunConfig(**fields)
     except ValidationError as exc:

@@ -4,6 +4,7 @@ Headless; for direct SQL, the file is plain SQLite (see the README's schema)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from engine.cli.common import open_recording_or_fail
@@ -35,6 +36,12 @@ def _run(args: argparse.Namespace) -> int:
         for table, dest in targets:
             try:
                 n = write_csv(rec, table, sys.stdout) if dest == "-" else export_csv(rec, table, dest)
+                if dest == "-":
+                    sys.stdout.flush()
+            except BrokenPipeError:  # `export --requests - | head`: the reader has what it wanted
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush is quiet too
+                return 0
             except OSError as exc:
                 raise UserError(f"{dest}: cannot write ({exc.strerror})") from None
             if dest != "-":

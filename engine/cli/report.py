@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="one recording, or two to compare (A B)")
     p.add_argument("--format", "-f", choices=("md", "csv", "json"), default="md", help="output format (default md)")
     p.add_argument("--output", "-o", metavar="PATH", help="write here instead of stdout")
+    p.add_argument("--html", metavar="OUT.html",
+                   help="one self-contained HTML file with charts (a recording or a sweep --json result)")  # fmt: skip
+    p.add_argument("--png", metavar="DIR", help="with --html: also write every chart as a PNG into DIR")
     p.set_defaults(func=_run)
 
 
@@ -31,6 +34,10 @@ def _run(args: argparse.Namespace) -> int:
     from engine.storage.reader import open_recording
     from engine.storage.store import RecordingError
 
+    if args.png and not args.html:
+        raise UserError("--png goes with --html")
+    if args.html:
+        return _html(args)
     if len(args.files) > 2:
         raise UserError("give one recording, or two to compare")
     reports = []
@@ -54,4 +61,20 @@ def _run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.output}: cannot write ({exc.strerror})") from None
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _html(args: argparse.Namespace) -> int:
+    """The HTML report (and PNG charts) of one recording or sweep result."""
+    from engine.reports.html import ReportInputError, write_html
+
+    if len(args.files) != 1:
+        raise UserError("--html takes one recording or one sweep result")
+    try:
+        charts = write_html(args.files[0], args.html, args.png)
+    except ReportInputError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"{exc.filename or args.html}: {exc.strerror or exc}") from None
+    print(f"wattload: wrote {args.html} ({len(charts)} charts)", file=sys.stderr)
     return 0

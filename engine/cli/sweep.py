@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr, ValidationError
 
-from engine.cli.common import parse_duration, positive, pricing_from_args, sigint_blocked
+from engine.cli import capsweep
+from engine.cli.common import add_http_client_option, parse_duration, positive, pricing_from_args, sigint_blocked
 from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
 from engine.config import RunConfig, api_key_from_env
 
@@ -138,6 +139,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="bearer token (default: $WATTLOAD_API_KEY or $OPENAI_API_KEY); never written anywhere",
     )
     run.add_argument("--workers", type=positive(int), default=None, metavar="N", help="worker processes")
+    add_http_client_option(run)
     run.add_argument("--seed", type=int, default=None, help="seed for prompts (default: the profile's, else 0)")
     run.add_argument("--refresh", type=positive(float), default=4.0, metavar="HZ", help="snapshots per second (4)")
 
@@ -155,6 +157,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--kwh", type=positive(float, allow_zero=True), default=None, metavar="USD", help="override: $/kWh"
     )
     gpu.add_argument("--pue", type=positive(float), default=None, metavar="X", help="override: PUE (>= 1)")
+    capsweep.add_arguments(p)
     p.set_defaults(func=_run)
 
 
@@ -169,6 +172,8 @@ def _run(args: argparse.Namespace) -> int:
         loaded = load_profile(args.profile)
     except ProfileError as exc:
         raise UserError(str(exc)) from None
+    if args.power_caps and args.window is None:
+        args.window = args.step_time or 20.0  # a cap step's measured window is its --step-time
     settings = settings_from_args(args, loaded)
     seed = args.seed if args.seed is not None else (loaded.profile.seed or 0)
     heatmaps = _heatmaps(args.heatmap)
@@ -177,6 +182,8 @@ def _run(args: argparse.Namespace) -> int:
     pricing = pricing_from_args(args)
     with _sim_server(args, seed) as sim_url:
         target = _target(args, loaded, sim_url, pricing)
+        if args.power_caps:
+            return capsweep.run(args, loaded, settings, seed, target)
         return _sweep(args, loaded, settings, seed, target, heatmaps)
 
 
@@ -281,6 +288,7 @@ def _target(
         }
         if args.workers is not None:
             fields["workers"] = args.workers
+        fields["http_client"] = args.http_client
         spec = SessionSpec(config=RunConfig(**fields), gpu=args.gpu, gpus=args.gpus, sim_url=sim_url,
                            pricing=pricing, recording=None)
         probed = probe(spec, notify=lambda line: print(f"wattload: {line}", file=sys.stderr)).spec

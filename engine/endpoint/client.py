@@ -33,8 +33,11 @@ _ERROR_BODY_BYTES = 4096
 IGNORE_EOS_REJECTED = "the server rejected ignore_eos/min_tokens (HTTP 422); run without --ignore-eos"
 
 
+_PATHS = {"chat": "/chat/completions", "completions": "/completions", "responses": "/responses"}
+
+
 def completions_url(config: RunConfig) -> str:
-    return config.base_url + ("/chat/completions" if config.api == "chat" else "/completions")
+    return config.base_url + _PATHS[config.api]
 
 
 def request_headers(config: RunConfig) -> dict[str, str]:
@@ -48,12 +51,28 @@ def request_headers(config: RunConfig) -> dict[str, str]:
 def request_body(config: RunConfig, spec: RequestSpec) -> dict[str, Any]:
     """The JSON body: the spec's fields plus streaming with usage, max_tokens, and ignore_eos when asked."""
     body: dict[str, Any] = {"model": config.model, **spec.fields}
+    if config.api == "responses":
+        return responses_body(config, body, spec.max_tokens)
     body["max_tokens"] = spec.max_tokens
     body["stream"] = True
     body["stream_options"] = {"include_usage": True}
     if config.ignore_eos:
         body["ignore_eos"] = True
         body["min_tokens"] = spec.max_tokens
+    return body
+
+
+def responses_body(config: RunConfig, body: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+    """The Responses API shape of any spec: ``messages`` or ``prompt`` become ``input``, the length
+    ``max_output_tokens``; usage always comes in ``response.completed``, so no stream_options."""
+    messages = body.pop("messages", None)
+    prompt = body.pop("prompt", None)
+    body["input"] = messages if messages is not None else prompt
+    body["max_output_tokens"] = max_tokens
+    body["stream"] = True
+    if config.ignore_eos:
+        body["ignore_eos"] = True
+        body["min_tokens"] = max_tokens
     return body
 
 
@@ -68,16 +87,17 @@ class ArrivalStampingHandler(ResponseHandler):
         super().data_received(data)
 
 
-def open_session(config: RunConfig) -> aiohttp.ClientSession:
+def open_session(config: RunConfig, decompress: bool = False) -> aiohttp.ClientSession:
     """One pooled session per worker: no connection limit (the schedule decides how many requests are open),
-    connections that stamp their arrivals (when this aiohttp builds protocols the way we expect)."""
+    connections that stamp their arrivals (when this aiohttp builds protocols the way we expect). ``decompress``:
+    for the fallback of ``--http-client auto`` when a server compresses its stream anyway."""
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
     factory = getattr(connector, "_factory", None)
     if isinstance(factory, functools.partial) and factory.func is ResponseHandler:
         # aiohttp's private protocol factory: the one place to stamp chunk arrivals (see ArrivalStampingHandler).
         setattr(connector, "_factory",  # noqa: B010
                 functools.partial(ArrivalStampingHandler, *factory.args, **factory.keywords))
-    return aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
+    return aiohttp.ClientSession(connector=connector, auto_decompress=decompress, trust_env=False)
 
 
 class ArrivalStamp:
@@ -105,7 +125,7 @@ def arrival_clock(resp: aiohttp.ClientResponse) -> ArrivalStampingHandler | Arri
     return ArrivalStamp(protocol.arrival_ns) if isinstance(protocol, ArrivalStampingHandler) else None
 
 
-class _Open:
+class OpenRequest:
     """A request in flight, as the worker's progress report sees it: no first token yet, or one not yet shipped."""
 
     __slots__ = ("parser", "request_id", "shipped", "t_scheduled_ns")
@@ -115,6 +135,27 @@ class _Open:
         self.parser = parser
         self.t_scheduled_ns = t_scheduled_ns
         self.shipped = False
+
+
+def take_first_tokens(open_requests: set[OpenRequest]) -> tuple[tuple[tuple[int, int, int], ...], int, int | None]:
+    """First tokens since the previous call as (request id, first-token stamp, scheduled stamp), plus the
+    requests still waiting for theirs: how many, and the scheduled stamp of the oldest (None when none).
+
+    Called every progress tick (O(open requests)); each first token is handed over once. A request that ends
+    before the next tick is not handed over: its record carries its TTFT (the aggregator counts either)."""
+    firsts: list[tuple[int, int, int]] = []
+    waiting = 0
+    oldest: int | None = None
+    for live in open_requests:
+        first = live.parser.first_ns
+        if first is None:
+            waiting += 1
+            if oldest is None or live.t_scheduled_ns < oldest:
+                oldest = live.t_scheduled_ns
+        elif not live.shipped:
+            live.shipped = True
+            firsts.append((live.request_id, first, live.t_scheduled_ns))
+    return tuple(firsts), waiting, oldest
 
 
 class StreamClient:
@@ -136,38 +177,31 @@ class StreamClient:
         )
         self.chunks = 0  # content chunks received since the owner last reset it
         self.read_stamped = 0  # responses stamped at read time because no arrival stamp could be found
-        self._open: set[_Open] = set()  # not keyed by request id: probes may reuse one id concurrently
+        self._open: set[OpenRequest] = set()  # not keyed by request id: probes may reuse one id concurrently
 
     def take_first_tokens(self) -> tuple[tuple[tuple[int, int, int], ...], int, int | None]:
-        """First tokens since the previous call as (request id, first-token stamp, scheduled stamp), plus the
-        requests still waiting for theirs: how many, and the scheduled stamp of the oldest (None when none).
+        """See ``take_first_tokens`` (module level)."""
+        return take_first_tokens(self._open)
 
-        Called every progress tick (O(open requests)); each first token is handed over once. A request that ends
-        before the next tick is not handed over: its record carries its TTFT (the aggregator counts either)."""
-        firsts: list[tuple[int, int, int]] = []
-        waiting = 0
-        oldest: int | None = None
-        for live in self._open:
-            first = live.parser.first_ns
-            if first is None:
-                waiting += 1
-                if oldest is None or live.t_scheduled_ns < oldest:
-                    oldest = live.t_scheduled_ns
-            elif not live.shipped:
-                live.shipped = True
-                firsts.append((live.request_id, first, live.t_scheduled_ns))
-        return tuple(firsts), waiting, oldest
-
-    async def run(self, request_id: int, spec: RequestSpec, t_scheduled_ns: int | None = None) -> RequestRecord:
-        """Send one request and stream its answer; never raises (except cancellation): failures are records."""
+    async def run(
+        self,
+        request_id: int,
+        spec: RequestSpec,
+        t_scheduled_ns: int | None = None,
+        *,
+        text_out: list[str] | None = None,
+        turn: int = 0,
+    ) -> RequestRecord:
+        """Send one request and stream its answer; never raises (except cancellation): failures are records.
+        ``text_out`` collects the answer's text (multi-turn sessions send it back); ``turn`` labels the record."""
         data = json.dumps(request_body(self._config, spec), separators=(",", ":")).encode()
-        parser = StreamParser(self._keep_times)
+        parser = StreamParser(self._keep_times, text_out)
         t_headers: int | None = None
         status: int | None = None
         error: tuple[ErrorClass, str] | None = None
         t_start = perf_counter_ns()
         t_scheduled = t_start if t_scheduled_ns is None else t_scheduled_ns
-        live = _Open(request_id, parser, t_scheduled)
+        live = OpenRequest(request_id, parser, t_scheduled)
         self._open.add(live)
         try:
             async with self._session.post(self._url, data=data, headers=self._headers, timeout=self._timeout) as resp:
@@ -211,6 +245,7 @@ class StreamClient:
             error_detail=detail,
             response_id=parser.response_id,
             token_times_ns=tuple(parser.times) if parser.times else (),
+            turn=turn,
         )
 
     async def _read_stream(

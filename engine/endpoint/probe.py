@@ -91,8 +91,8 @@ def preflight(config: RunConfig, timeout_s: float = PREFLIGHT_TIMEOUT_S) -> str 
     """Send one 1-token streaming request shaped like the run's. Raises ProbeError for what the user must fix
     (404, 401/403, 422 for ignore_eos, other 4xx); returns a warning line for server-side trouble (5xx, 429,
     timeout), which the run itself will count, or None when the request worked."""
-    text = "Say hi." if config.api == "chat" else "Hello"
-    fields = {"messages": [{"role": "user", "content": text}]} if config.api == "chat" else {"prompt": text}
+    text = "Say hi." if config.api != "completions" else "Hello"
+    fields = {"messages": [{"role": "user", "content": text}]} if config.api != "completions" else {"prompt": text}
     body = request_body(config, RequestSpec(fields=fields, max_tokens=1, input_tokens=4))
     url = completions_url(config)
     try:

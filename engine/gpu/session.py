@@ -95,6 +95,18 @@ class GpuSession:
             return str(exc), []
         return "; ".join(e.message for e in events) or "no GPU power cap changed", events
 
+    def set_power_cap(self, watts: float) -> tuple[str, list[ControlEvent]]:
+        """Set every selected GPU's cap to ``watts`` (clamped, read back): (one line, the events to log)."""
+        if self._caps is None:
+            return f"no GPU power control: {self.message.removeprefix(_NO_TELEMETRY)}", []
+        from engine.gpu.base import PowerCapError
+
+        try:
+            events = self._caps.set(watts)
+        except PowerCapError as exc:
+            return str(exc), []
+        return "; ".join(e.message for e in events) or "no GPU power cap changed", events
+
     def close(self, keep_power_caps: bool = False) -> list[ControlEvent]:
         """Stop sampling, restore the caps (unless kept), close the backend; returns the restore events."""
         if self._sampler is not None:

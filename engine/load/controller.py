@@ -26,7 +26,7 @@ from engine.config import RunConfig
 from engine.control import ControlState, SessionMeta, SessionSink, SnapshotCallback
 from engine.gpu.session import GpuSession
 from engine.load.schedule import split_concurrency, split_rate
-from engine.load.worker import Batch, Done, Failed, Go, Pause, Ready, Resume, Stop, Target, WorkerTarget
+from engine.load.worker import Batch, Done, Failed, Go, Notice, Pause, Ready, Resume, Stop, Target, WorkerTarget
 from engine.load.worker_pool import WorkerExited, WorkerPool
 from engine.metrics.aggregator import Aggregator, starting_snapshot
 from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
@@ -112,6 +112,7 @@ class Controller:
         self._pool = WorkerPool(config, self._factory)
         self._ready: set[int] = set()
         self.worker_loops: list[str] = []
+        self.notices: queue.SimpleQueue[str] = queue.SimpleQueue()  # workers' one-line notices, for a headless run
         self.cancelled_at_stop = 0
         self.completed = 0
         self._t0_ns: int | None = None
@@ -257,6 +258,13 @@ class Controller:
 
     def step_power_cap(self, delta_w: float) -> str:
         message, events = self._gpu.step_power_cap(delta_w)
+        for event in events:
+            self.emit(event)
+        return message
+
+    def set_power_cap(self, watts: float) -> str:
+        """Set every selected GPU's cap (the power-cap sweep); the change events go to the log like a key press."""
+        message, events = self._gpu.set_power_cap(watts)
         for event in events:
             self.emit(event)
         return message
@@ -426,6 +434,9 @@ class Controller:
                 self.cancelled_at_stop += n
             case Failed(message=message):
                 self._fail(message)
+            case Notice(message=message):
+                self.notices.put(message)
+                self.emit(ControlEvent(perf_counter_ns(), EventKind.WARNING, message=message))
             case WorkerExited(worker=i, clean=False, exitcode=code):
                 self._fail(f"worker {i} exited unexpectedly (exit code {code}); the run was stopped")
 

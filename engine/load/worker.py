@@ -4,6 +4,7 @@ Protocol over two one-way ``multiprocessing`` pipes (small dataclasses, pickled)
 
     controller -> worker   Go(t0, target)  Target(target)  Pause()  Resume()  Stop(grace_s)
     worker -> controller   Ready(loop)  Batch(records, progress) every ~100 ms  Done(cancelled)  Failed(message)
+                           Notice(message)
 
 A ``Batch`` carries the records finished since the previous one and one ``StreamProgress`` (content chunks in the
 interval, requests open, worst event-loop lag), so IPC costs ~10 messages a second whatever the token rate.
@@ -20,17 +21,21 @@ import asyncio
 import contextlib
 import resource
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from time import perf_counter_ns
 from typing import Any
 
 from engine.config import RunConfig
-from engine.endpoint.client import StreamClient, open_session
+from engine.endpoint.http_choice import RequestRunner, describe, open_stream_client
 from engine.load.schedule import PoissonArrivals, worker_seed
+from engine.load.trace_feed import TraceFeed, is_timed
 from engine.records import RequestRecord, StreamProgress
 from engine.snapshot import LoadMode
+from engine.workload.sessions import is_session_factory
 from engine.workload.synthetic import RequestFactory, request_rng
+from engine.workload.traces.rows import TraceRow
 
 REPORT_INTERVAL_S = 0.1
 LAG_PROBE_S = 0.025
@@ -90,6 +95,14 @@ class Batch:
 class Done:
     worker: int
     cancelled: int
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One line for the operator (e.g. the HTTP client fell back to aiohttp); the run goes on."""
+
+    worker: int
+    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +167,10 @@ class _Worker:
         self._target = WorkerTarget(LoadMode.CONCURRENCY, 0, 0.0)
         self._arrivals = PoissonArrivals(0.0, worker_seed(config.seed, worker), 0)
         self._arrivals_task: asyncio.Task[None] | None = None
+        # A trace replays on its own clock in rate mode; the target rate is then the speed (1.0 = as recorded).
+        self._feed = TraceFeed(factory, worker, config.workers) if is_timed(factory) else None  # type: ignore[arg-type]
+        self._sessions = is_session_factory(factory)  # closed-loop slots are conversations, not requests
+        self._conversations = 0  # conversations started (numbers them from 1, apart from request ids)
         self._filler: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._records: list[RequestRecord] = []
@@ -162,15 +179,18 @@ class _Worker:
         self._paused = False
         self._stopping = False
         self._max_lag_ms = 0.0
-        self._client: StreamClient | None = None
+        self._client: RequestRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future[float] | None = None
 
     async def run(self, loop_name: str) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self._stopped = loop.create_future()
-        async with open_session(self._config) as session:
-            self._client = StreamClient(self._config, session, self._worker)
+        kind = self._config.http_client
+        notice = self._notice
+        async with open_stream_client(self._config, kind, self._worker, notice) as client:
+            self._client = client
+            loop_name = f"{loop_name}, {describe(kind)}"
             loop.add_reader(self._commands.fileno(), self._on_command)
             helpers = [loop.create_task(self._report_loop()), loop.create_task(self._lag_loop())]
             self._send(Ready(self._worker, loop_name))
@@ -204,6 +224,8 @@ class _Worker:
             case Pause():
                 self._paused = True
                 self._cancel_arrivals()
+                if self._feed is not None:
+                    self._feed.clock.pause(perf_counter_ns())
             case Resume():
                 self._paused = False
                 self._retarget(self._target, perf_counter_ns(), force=True)
@@ -215,6 +237,9 @@ class _Worker:
         old, self._target = self._target, target
         if not self._going:
             return
+        if self._feed is not None:
+            self._retarget_trace(target, start_ns)
+            return
         if target.mode is LoadMode.RATE and not self._paused:
             if force or old.mode is not LoadMode.RATE or old.rate != target.rate or self._arrivals_task is None:
                 self._cancel_arrivals()
@@ -224,6 +249,16 @@ class _Worker:
         else:
             self._cancel_arrivals()
         self._fill()
+
+    def _retarget_trace(self, target: WorkerTarget, start_ns: int) -> None:
+        """Trace replay: the rate share times the workers is the speed; a new speed re-anchors the trace clock."""
+        assert self._feed is not None and self._loop is not None
+        self._cancel_arrivals()
+        if target.mode is LoadMode.RATE and not self._paused:
+            self._feed.clock.run(target.rate * self._config.workers, start_ns)
+            self._arrivals_task = self._loop.create_task(self._feed.run(self._take_budget, self._send_row))
+        else:
+            self._feed.clock.pause(start_ns)
 
     def _begin_stop(self, grace_s: float) -> None:
         if self._stopping:
@@ -241,6 +276,7 @@ class _Worker:
         target = self._target
         return (
             target.mode is LoadMode.CONCURRENCY
+            and self._feed is None
             and self._going
             and not self._paused
             and not self._stopping
@@ -299,11 +335,77 @@ class _Worker:
     def _launch(self, t_scheduled_ns: int | None) -> None:
         self._seq += 1
         seq = self._seq
-        spec = self._factory.make(seq, request_rng(self._config.seed, self._worker, seq))
         assert self._loop is not None and self._client is not None
+        if self._sessions:
+            self._conversations += 1
+            task = self._loop.create_task(self._session(seq, self._conversations, t_scheduled_ns))
+            self._in_flight.add(task)
+            task.add_done_callback(self._on_done)
+            return
+        spec = self._factory.make(seq, request_rng(self._config.seed, self._worker, seq))
         task = self._loop.create_task(self._one(seq, spec, t_scheduled_ns))
         self._in_flight.add(task)
         task.add_done_callback(self._on_done)
+
+    def _send_row(self, row: TraceRow, due_ns: int) -> None:
+        self._seq += 1
+        assert self._loop is not None
+        task = self._loop.create_task(self._one_row(self._seq, row, due_ns))
+        self._in_flight.add(task)
+        task.add_done_callback(self._on_done)
+
+    async def _one_row(self, seq: int, row: TraceRow, due_ns: int) -> None:
+        """One trace row. A later turn of a conversation waits for the turn it continues (its prompt needs that
+        answer) and counts from its due time or that answer's end, whichever is later."""
+        assert self._client is not None and self._feed is not None
+        feed = self._feed
+        parent = feed.history_of(row)
+        history: tuple[Mapping[str, str], ...] = ()
+        history_tokens, scheduled = 0, due_ns
+        if parent is not None:
+            await parent.done.wait()
+            history, history_tokens, scheduled = parent.messages, parent.tokens, max(due_ns, parent.end_ns)
+        mine = feed.remember(row, ())
+        spec = feed.factory.spec_for(row, history, history_tokens)
+        text: list[str] | None = [] if mine is not None else None
+        record: RequestRecord | None = None
+        try:
+            record = await self._client.run(seq, spec, scheduled, text_out=text, turn=row.turn)
+            self._records.append(record)
+        finally:
+            if mine is not None:  # the next turn may start now (also after a failure: with what came)
+                answer = {"role": "assistant", "content": "".join(text or ())}
+                mine.messages = (*spec.extra["messages"], answer)
+                if record is not None:
+                    mine.tokens = (record.input_tokens or 0) + record.output_tokens
+                mine.end_ns = record.t_end_ns if record is not None else perf_counter_ns()
+                mine.done.set()
+
+    async def _session(self, seq: int, conversation: int, t_scheduled_ns: int | None) -> None:
+        """One conversation (``engine/workload/sessions.py``): turn k resends turns 1..k-1 with the server's
+        answers. It holds one closed-loop slot for all its turns; each later turn claims a request of the budget.
+        A failed turn ends the conversation (the next would lack its answer); so do stop and pause."""
+        assert self._client is not None
+        factory: Any = self._factory
+        rng = request_rng(self._config.seed, self._worker, seq)
+        turns = factory.turn_count(conversation, rng)
+        spec, messages = factory.opening(conversation, rng)
+        scheduled, history_tokens = t_scheduled_ns, 0
+        for turn in range(1, turns + 1):
+            if turn > 1:
+                await asyncio.sleep(factory.think_s(rng))
+                if self._stopping or self._paused or not self._take_budget():
+                    return
+                spec, messages = factory.next_turn(conversation, messages, history_tokens, turn, rng)
+                self._seq += 1
+                scheduled = None
+            text: list[str] = []
+            record = await self._client.run(self._seq if turn > 1 else seq, spec, scheduled, text_out=text, turn=turn)
+            self._records.append(record)
+            if record.error is not None:
+                return
+            messages = [*messages, {"role": "assistant", "content": "".join(text)}]
+            history_tokens = (record.input_tokens or spec.input_tokens) + record.output_tokens
 
     async def _one(self, seq: int, spec: Any, t_scheduled_ns: int | None) -> None:
         assert self._client is not None
@@ -360,6 +462,9 @@ class _Worker:
             self._worker, perf_counter_ns(), chunks, len(self._in_flight), max(0.0, lag), firsts, waiting, since
         )
         self._send(Batch(self._worker, records, progress))
+
+    def _notice(self, message: str) -> None:
+        self._send(Notice(self._worker, message))
 
     def _send(self, msg: object) -> None:
         try:

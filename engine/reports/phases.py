@@ -100,6 +100,8 @@ def split_phases(
             continue
         if t - points[-1][0] < MERGE_S:  # the same change (or one at t0): it sets the current phase's state
             points[-1] = (points[-1][0], control, dict(caps))
+        elif _same_point(points[-1][1], points[-1][2], control, caps):
+            continue  # a change to what it already was (a cap that "stays at", c=8 -> 8): the same phase goes on
         else:
             points.append((t, control, dict(caps)))
     phases: list[Phase] = []
@@ -110,6 +112,15 @@ def split_phases(
         phases.append(Phase(index=len(phases) + 1, start_s=t, end_s=stop, control=state, caps_w=cap,
                             steady_from_s=t + warmup_s(stop - t, window_s)))
     return phases
+
+
+def _same_point(a: ControlState, caps_a: Mapping[int | None, float], b: ControlState,
+                caps_b: Mapping[int | None, float]) -> bool:
+    """Two operating points a report cannot tell apart (so they would print the same label)."""
+    load_a = a.target_concurrency if a.mode is LoadMode.CONCURRENCY else a.target_rate
+    load_b = b.target_concurrency if b.mode is LoadMode.CONCURRENCY else b.target_rate
+    return (a.mode, load_a, a.state is RunState.PAUSED, dict(caps_a)) == (
+        b.mode, load_b, b.state is RunState.PAUSED, dict(caps_b))
 
 
 def _with_cap(caps: dict[int | None, float], e: ControlEvent) -> dict[int | None, float]:

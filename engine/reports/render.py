@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from engine.reports.numbers import fmt_num
 from engine.reports.report import Comparison, PhaseFigures, SessionReport, SpanFigures, comparable_metrics
 
 FORMATS = ("md", "csv", "json")
@@ -16,15 +17,11 @@ DASH = "–"
 _COLUMNS: tuple[tuple[str, str, Callable[[Any], str]], ...]
 
 
-def _num(v: float | None, digits: int = 3) -> str:
-    """Three significant digits, no exponent for everyday magnitudes; a dash when unknown."""
+def _num(v: float | None) -> str:
+    """The one report number format (engine.reports.numbers); a dash when unknown."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return DASH
-    if v == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(v)))
-    decimals = max(0, digits - 1 - magnitude)
-    return f"{v:,.{decimals}f}"
+    return fmt_num(v)
 
 
 def _pct(v: float | None) -> str:
@@ -74,6 +71,8 @@ def report_markdown(r: SessionReport) -> str:
     for p in r.phases:
         lines.append(_row([str(p.index), p.label, _s(p.start_s), _s(p.duration_s), _s(p.span_s), *_figures(p)]))
     lines.append(_row(["", "**session**", "0.0", _s(r.totals.span_s), _s(r.totals.span_s), *_figures(r.totals)]))
+    if r.notes:
+        lines += ["", *[f"- {n}" for n in r.notes]]
     return "\n".join(lines) + "\n"
 
 

@@ -26,9 +26,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.metrics.windows import LatencyMetric
-from engine.records import RequestRecord
+from engine.records import ControlEvent, EventKind, RequestRecord
 from engine.replay.timeline import initial_control
 from engine.reports.phases import WARMUP_RULE, Phase, split_phases
+from engine.snapshot import LoadMode
 from engine.storage.reader import Recording
 
 _FLUSH = 10_000
@@ -50,8 +51,9 @@ class SpanFigures(_Model):
     error_rate: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
-    input_tokens_per_s: float = 0.0
-    output_tokens_per_s: float = 0.0
+    input_tokens_per_s: float | None = 0.0
+    output_tokens_per_s: float | None = 0.0
+    """None when nothing completed in the span (a phase of a fraction of a second): no figure, rather than 0."""
     ttft_p50_ms: float | None = None
     ttft_p99_ms: float | None = None
     tpot_p50_ms: float | None = None
@@ -70,8 +72,9 @@ class PhaseFigures(SpanFigures):
     duration_s: float
     steady_from_s: float
     mode: str
-    concurrency: int
-    rate: float
+    concurrency: int | None
+    rate: float | None
+    """The target of the phase's own mode only (None for the other mode)."""
     power_cap_w: float | None = None
     paused: bool = False
 
@@ -101,6 +104,8 @@ class SessionReport(_Model):
     methodology: Methodology = Methodology()
     phases: list[PhaseFigures] = Field(default_factory=list)
     totals: SpanFigures = SpanFigures()
+    notes: list[str] = Field(default_factory=list)
+    """Results the session logged itself (auto-ramp, cap sweep), as "m:ss message"."""
     warnings: list[str] = Field(default_factory=list)
 
 
@@ -149,6 +154,8 @@ class _Span:
         done = self.requests + self.errors
         out = max(0, self.output_tokens)
         per_s = (lambda n: n / span) if span > 0 else (lambda n: 0.0)
+        if done == 0 and out == 0:  # nothing happened here (e.g. a 0.3 s phase): no figures, not zeros
+            return SpanFigures(span_s=span, output_tokens_per_s=None, input_tokens_per_s=None)
         dollars = None
         if cost is not None:
             pricing, gpus = cost
@@ -218,8 +225,22 @@ def build_report(rec: Recording) -> SessionReport:
         methodology=methodology(rec),
         phases=figures,
         totals=total.figures(total_energy, cost),
+        notes=session_notes(events),
         warnings=[*rec.warnings, *notes],
     )
+
+
+NOTE_PREFIXES = ("auto-ramp", "cap sweep done")
+
+
+def session_notes(events: list[ControlEvent]) -> list[str]:
+    """The results a session logged as annotations (the auto-ramp's capacity, a live cap sweep's sweet spot)."""
+    out = []
+    for e in events:
+        if e.kind is EventKind.ANNOTATION and e.message.startswith(NOTE_PREFIXES):
+            t = max(0.0, e.t_ns / 1e9)
+            out.append(f"{int(t // 60)}:{t % 60:04.1f} {e.message}")
+    return out
 
 
 def methodology(rec: Recording) -> Methodology:
@@ -245,8 +266,8 @@ def _phase_figures(phase: Phase, f: SpanFigures) -> PhaseFigures:
         duration_s=phase.duration_s,
         steady_from_s=phase.steady_from_s,
         mode=c.mode.value,
-        concurrency=c.target_concurrency,
-        rate=c.target_rate,
+        concurrency=c.target_concurrency if c.mode is LoadMode.CONCURRENCY else None,
+        rate=c.target_rate if c.mode is LoadMode.RATE else None,
         power_cap_w=phase.power_cap_w,
         paused=phase.paused,
     )

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import __version__
+from engine.metrics.turns import TurnFigures
 from engine.snapshot import LoadMode, Percentiles, Snapshot, WindowStats
 from engine.workload.calibration import CalibrationResult
 from engine.workload.lengths import LengthCheck
@@ -35,6 +36,10 @@ class RunReport(BaseModel):
     system: dict[str, Any] | None = Field(default=None, description="host, driver, CUDA, GPUs (engine.sysinfo)")
     lengths: LengthCheck | None = Field(default=None, description="target vs measured tokens by the server's usage")
     calibration: CalibrationResult | None = Field(default=None, description="how the prompts were sized")
+    workload: dict[str, Any] | None = None
+    """The profile as loaded with its sha256, or the trace's fingerprint (sha256, rows, lengths)."""
+    turns: list[TurnFigures] = []
+    """Multi-turn sessions: figures per turn number."""
 
 
 def wall_clock_label() -> str:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from engine import __version__
 from engine.sweep.matrix import MatrixCell
+from engine.sweep.powercap_sweep import CapSweepResult
 from engine.sweep.rules import StepResult, SweepSettings
 from engine.sweep.session import CeilingResult
 from engine.workload.profile import ProfileInfo
@@ -36,7 +37,7 @@ class SweepReport(BaseModel):
     format: str = REPORT_FORMAT
     version: int = REPORT_VERSION
     wattload_version: str = __version__
-    kind: Literal["sweep", "matrix"]
+    kind: Literal["sweep", "matrix", "powercap"]
     created: str
     endpoint: str
     model: str
@@ -49,6 +50,9 @@ class SweepReport(BaseModel):
     interrupted: bool = False
     result: CeilingResult | None = None
     cells: list[MatrixCell] | None = None
+    powercap: CapSweepResult | None = None
+    """kind="powercap": the cap steps, the per-cap intervals and the sweet spot (``result``: the ceiling found
+    first with --at capacity)."""
 
 
 def write_json(report: SweepReport, path: str | Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from engine.config import RunConfig
 from engine.control import SessionSink
@@ -44,6 +45,13 @@ class Session:
     spec: SessionSpec
     calibration: CalibrationResult | None = None
 
+    @property
+    def workload(self) -> dict[str, Any] | None:
+        """What the session sends, as results store it: a trace's fingerprint, or the profile with its hash."""
+        if self.spec.recording is not None and self.spec.recording.workload is not None:
+            return self.spec.recording.workload
+        return self.spec.profile.info().model_dump(mode="json") if self.spec.profile is not None else None
+
 
 def probe(spec: SessionSpec, notify: Notify = _ignore) -> Probed:
     """Resolve the API base and model, shape the config by the profile and calibrate it, then send one test
@@ -55,7 +63,9 @@ def probe(spec: SessionSpec, notify: Notify = _ignore) -> Probed:
         config = config.model_copy(update={"base_url": endpoint.base_url, "model": endpoint.model})
     factory: RequestFactory | None = None
     calibration: CalibrationResult | None = None
-    if spec.profile is not None:
+    if spec.trace is not None:
+        factory, config, calibration, spec = _trace(spec, config, notify)
+    elif spec.profile is not None:
         config = apply_profile(config, spec.profile)
         factory, calibration = calibrated_factory(config, spec.profile)
         if calibration is not None and calibration.measured_tokens is not None:
@@ -67,6 +77,31 @@ def probe(spec: SessionSpec, notify: Notify = _ignore) -> Probed:
         if warning:
             notify(warning)
     return Probed(spec.model_copy(update={"config": config, "probe": "none"}), factory, calibration)
+
+
+def _trace(
+    spec: SessionSpec, config: RunConfig, notify: Notify
+) -> tuple[RequestFactory, RunConfig, CalibrationResult | None, SessionSpec]:
+    """``spec.trace``: detect, check and fingerprint the file, calibrate on the server; the fingerprint becomes the
+    recording's workload description."""
+    from engine.session.trace_setup import prepare_trace
+    from engine.workload.traces import TraceWindow
+
+    assert spec.trace is not None
+    window = TraceWindow(*spec.trace.window_s) if spec.trace.window_s is not None else None
+    factory, config, plan = prepare_trace(config, spec.trace.path, speed=spec.trace.speed, window=window)
+    notify(f"trace detected as {factory.source.description}")
+    notify(plan.fingerprint.line())
+    if plan.skipped:
+        notify(f"{spec.trace.path}: {plan.skipped}")
+    cal = plan.calibration
+    if cal is not None and cal.measured_tokens is not None:
+        notify(f"input length calibrated on the server: target {cal.target_tokens:.0f} tokens, measured "
+               f"{cal.measured_tokens:.0f} ({cal.error_pct or 0.0:+.1f}%)")  # fmt: skip
+    workload = {"trace": plan.fingerprint.model_dump(mode="json"), "speed": plan.speed}
+    if spec.recording is not None:
+        spec = spec.model_copy(update={"recording": spec.recording.model_copy(update={"workload": workload})})
+    return factory, config, cal, spec
 
 
 def open_controller(

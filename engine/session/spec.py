@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.config import RunConfig
 from engine.gpu.base import BackendKind
@@ -31,6 +31,18 @@ class RecordingSpec(BaseModel):
     """The workload description stored in the file; None = the profile's (if any)."""
 
 
+class TraceSpec(BaseModel):
+    """``--trace``: a production trace replayed on its own clock (``engine/session/trace_setup.py``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    speed: float = Field(default=1.0, gt=0)
+    """Trace time is divided by this (2 = twice as fast); the rate keys change it live."""
+    window_s: tuple[float, float] | None = None
+    """Replay only rows with start <= t < end (trace seconds; end may be inf)."""
+
+
 class SessionSpec(BaseModel):
     """One session, before anything is opened. ``config.base_url`` is the URL as the user gave it (server root or
     its /v1 base) and ``config.model`` the model asked for ("" = the one the server lists); probing replaces both
@@ -44,6 +56,8 @@ class SessionSpec(BaseModel):
     """full: resolve the API base and model, then one test request; resolve: only the first; none: as given."""
     profile: LoadedProfile | None = None
     """A workload profile: applied to the config and its input lengths calibrated on the server."""
+    trace: TraceSpec | None = None
+    """A trace to replay instead of a profile (it sets the load shape: open loop on its clock)."""
     gpu: BackendKind | None = None
     """The GPU telemetry source; None = the simulator's GPU when ``sim_url`` is set, else auto (NVML)."""
     gpus: str | None = None

@@ -18,6 +18,8 @@ from engine.workload.distributions import Fixed
 from engine.workload.lengths import targets_of
 from engine.workload.profile import LoadedProfile, WorkloadProfile
 from engine.workload.prompts import ProfileRequestFactory
+from engine.workload.session_shape import SessionShape
+from engine.workload.sessions import SessionFactory
 
 
 def apply_profile(config: RunConfig, loaded: LoadedProfile) -> RunConfig:
@@ -51,10 +53,15 @@ def command_line_profile(config: RunConfig) -> LoadedProfile:
 
 def calibrated_factory(
     config: RunConfig, loaded: LoadedProfile, seed: int | None = None
-) -> tuple[ProfileRequestFactory, CalibrationResult | None]:
+) -> tuple[ProfileRequestFactory | SessionFactory, CalibrationResult | None]:
     """Calibrate input lengths on the server (a few one-token probes) and return the profile's request factory.
 
     Blocking; call it before ``Controller.start()``. Raises ``engine.session.calibrate.ExceedsContext`` when the
     profile's prompts do not fit the server and ``ProbeError`` when the server fails the probes (both one line).
     """
-    return asyncio.run(calibrate_profile(config, loaded, config.seed if seed is None else seed))
+    factory, result = asyncio.run(calibrate_profile(config, loaded, config.seed if seed is None else seed))
+    if loaded.conversations:  # ShareGPT sessions: the dataset's conversations, the server's answers between
+        return SessionFactory(factory, loaded.profile.session or SessionShape(), loaded.conversations), result
+    if loaded.profile.session is not None:  # turn 1 is calibrated like any request; later turns share the ratio
+        return SessionFactory(factory, loaded.profile.session), result
+    return factory, result

@@ -62,6 +62,9 @@ class SimConfig(BaseModel):
     """KV cache size. A request reserves prompt + max_tokens at admission; those that do not fit wait (FCFS)."""
     max_model_len: int = Field(default=32_768, ge=2)
     """Context window: prompt + max_tokens beyond it is answered 400."""
+    prefix_cache_tokens: int = Field(default=200_000, ge=0)
+    """Automatic prefix caching: prompt prefixes prefilled recently (an LRU of this many tokens) skip their
+    prefill, so multi-turn sessions and shared-prefix traces get a lower TTFT. 0 turns it off."""
 
     # -- response shape ------------------------------------------------------------------------------------------
     tokens_per_chunk: int = Field(default=1, ge=1, le=4096)
@@ -83,8 +86,15 @@ class SimConfig(BaseModel):
     """Demand of compute-bound work (prefill); decode approaches it as the batch grows."""
     decode_half_batch: float = Field(default=64.0, gt=0.0)
     """Batch at which a decode step's demand is halfway from decode_base_w to full_load_w."""
-    cap_alpha: float = Field(default=0.6, ge=0.0, le=2.0)
-    """Clock-scaling exponent: under a binding cap, step time *= (demand / cap) ** alpha and power = cap."""
+    static_w: float = Field(default=180.0, ge=0.0)
+    """Part of a step's demand that does not scale with the SM clock (HBM, leakage, board): a cap only squeezes
+    the rest, so far below the demand a cap slows the step more than it saves and J/token rises again."""
+    cap_gamma: float = Field(default=2.0, gt=0.0, le=4.0)
+    """Dynamic power grows as clock ** gamma (voltage follows the clock): under a cap the clock falls to
+    ((cap - static) / (demand - static)) ** (1 / gamma) of boost."""
+    decode_mem_bound: float = Field(default=0.7, ge=0.0, le=1.0)
+    """Share of a decode step bound by HBM bandwidth (it does not slow with the clock): why a cap well below the
+    demand costs decode little speed. Prefill is compute-bound (share 0.1)."""
     min_limit_w: float = Field(default=200.0, gt=0.0)
     max_limit_w: float = Field(default=700.0, gt=0.0)
     default_limit_w: float = Field(default=700.0, gt=0.0)
@@ -128,6 +138,8 @@ class SimConfig(BaseModel):
             raise ValueError("power limits must satisfy min_limit_w <= default_limit_w <= max_limit_w")
         if self.idle_w >= self.min_limit_w:
             raise ValueError("idle_w must be below min_limit_w (a cap can never bind at idle)")
+        if self.static_w >= self.min_limit_w:
+            raise ValueError("static_w must be below min_limit_w (the lowest cap must leave some dynamic power)")
         if self.power_limit_w is not None and not self.min_limit_w <= self.power_limit_w <= self.max_limit_w:
             raise ValueError("power_limit_w must lie within [min_limit_w, max_limit_w]")
         return self
@@ -155,12 +167,27 @@ def decode_demand_w(cfg: SimConfig, batch: int) -> float:
     return cfg.decode_base_w + (cfg.full_load_w - cfg.decode_base_w) * batch / (batch + cfg.decode_half_batch)
 
 
+PREFILL_MEM_BOUND = 0.1
+MIN_DYNAMIC_SHARE = 0.05  # a cap at (or under) the static power still leaves the GPU crawling, never stopped
+
+
+def cap_clock_ratio(cfg: SimConfig, demand_w: float, cap_w: float) -> float:
+    """SM clock as a fraction of boost under a cap below the demand (dynamic power ~ clock ** gamma)."""
+    dynamic = demand_w - cfg.static_w
+    if dynamic <= 0.0:
+        return 1.0
+    share: float = max(MIN_DYNAMIC_SHARE, (cap_w - cfg.static_w) / dynamic)
+    return min(1.0, float(share ** (1.0 / cfg.cap_gamma)))
+
+
 def step_cost(cfg: SimConfig, decode_seqs: int, prefill_tokens: int, cap_w: float) -> StepCost:
     """Time and power of one step with ``decode_seqs`` decoding sequences and ``prefill_tokens`` prompt tokens.
 
     decode part = decode_base_ms + decode_per_seq_ms * decode_seqs (at decode_demand_w), prefill part =
-    prefill_tokens / prefill_tokens_per_s (at full_load_w). A cap below the time-weighted demand stretches the
-    whole step by (demand / cap) ** cap_alpha and the step draws exactly the cap.
+    prefill_tokens / prefill_tokens_per_s (at full_load_w). A cap below the time-weighted demand lowers the clock
+    to r = ((cap - static_w) / (demand - static_w)) ** (1 / cap_gamma) of boost; the memory-bound share m of the
+    step keeps its time, the rest takes 1/r as long: stretch = m + (1 - m) / r, and the step draws exactly the cap.
+    J/token (cap x stretch) first falls with the cap, then rises once the static part dominates: the sweet spot.
     """
     t_dec = (cfg.decode_base_ms + cfg.decode_per_seq_ms * decode_seqs) / 1000.0
     t_pre = prefill_tokens / cfg.prefill_tokens_per_s
@@ -170,8 +197,10 @@ def step_cost(cfg: SimConfig, decode_seqs: int, prefill_tokens: int, cap_w: floa
     demand = (decode_demand_w(cfg, decode_seqs) * t_dec + cfg.full_load_w * t_pre) / total
     mem_busy = (0.85 * t_dec + 0.35 * t_pre) / total
     if demand > cap_w:
-        stretch = (demand / cap_w) ** cfg.cap_alpha
-        return StepCost(total * stretch, cap_w, demand, stretch, True, round(cfg.boost_clock_mhz / stretch), mem_busy)
+        clock = cap_clock_ratio(cfg, demand, cap_w)
+        bound = (cfg.decode_mem_bound * t_dec + PREFILL_MEM_BOUND * t_pre) / total
+        stretch = bound + (1.0 - bound) / clock
+        return StepCost(total * stretch, cap_w, demand, stretch, True, round(cfg.boost_clock_mhz * clock), mem_busy)
     return StepCost(total, demand, demand, 1.0, False, cfg.boost_clock_mhz, mem_busy)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.sim.model import SimConfig
+from engine.sim.prefix_cache import NO_BLOCKS, PromptBlocks, prompt_blocks
 from engine.sim.tokens import PromptError, count_chat_tokens, count_completion_tokens
 
 # Fields of the OpenAI API; anything else (ignore_eos, min_tokens, ...) is an extension that strict servers reject.
@@ -60,6 +61,7 @@ class CompletionRequest:
     max_tokens: int
     min_tokens: int
     ignore_eos: bool
+    blocks: PromptBlocks = NO_BLOCKS  # prefix-cache keys of the prompt (engine/sim/prefix_cache.py)
 
 
 def _bad(message: str, param: str | None = None) -> ApiError:
@@ -128,7 +130,10 @@ def parse_request(raw: bytes, chat: bool, cfg: SimConfig) -> CompletionRequest:
     ignore_eos = body.get("ignore_eos", False)
     if not isinstance(ignore_eos, bool):
         raise _bad("'ignore_eos' must be a boolean", "ignore_eos")
-    return CompletionRequest(chat, model, stream, include_usage, prompt_tokens, max_tokens, min_tokens, ignore_eos)
+    blocks = prompt_blocks(body.get("messages"), body.get("prompt")) if cfg.prefix_cache_tokens else NO_BLOCKS
+    return CompletionRequest(
+        chat, model, stream, include_usage, prompt_tokens, max_tokens, min_tokens, ignore_eos, blocks
+    )
 
 
 class ResponseFrames:
@@ -165,6 +170,13 @@ class ResponseFrames:
     def usage(self, prompt_tokens: int, completion_tokens: int) -> bytes:
         usage = usage_dict(prompt_tokens, completion_tokens)
         return f'{self._head},"choices":[],"usage":{json.dumps(usage, separators=(",", ":"))}}}\n\n'.encode()
+
+    def tail(self, reason: str, usage_prompt_tokens: int | None, tokens: int) -> bytes:
+        """What ends the stream: the finish chunk, the usage chunk (when asked for) and [DONE]."""
+        tail = self.finish(reason)
+        if usage_prompt_tokens is not None:
+            tail += self.usage(usage_prompt_tokens, tokens)
+        return tail + DONE_EVENT
 
     def malformed(self) -> bytes:
         """A chunk cut off mid-object: valid SSE framing, invalid JSON."""

@@ -14,6 +14,7 @@ from collections import deque
 
 from engine.sim.gpu import SimGpu
 from engine.sim.model import SimConfig, StepCost, step_cost
+from engine.sim.prefix_cache import NO_BLOCKS, PrefixCache, PromptBlocks
 from engine.sim.stream import Sink
 
 MAX_CATCH_UP_NS = 20_000_000
@@ -22,15 +23,20 @@ MAX_CATCH_UP_NS = 20_000_000
 class Seq:
     """One request inside the engine."""
 
-    __slots__ = ("freed", "generated", "kv_tokens", "max_tokens", "prefilled", "prompt_tokens", "sink", "target")
+    __slots__ = (
+        "blocks", "freed", "generated", "kv_tokens", "max_tokens", "prefilled", "prompt_tokens", "sink", "target",
+    )  # fmt: skip
 
-    def __init__(self, sink: Sink, prompt_tokens: int, max_tokens: int, target: int) -> None:
+    def __init__(
+        self, sink: Sink, prompt_tokens: int, max_tokens: int, target: int, blocks: PromptBlocks = NO_BLOCKS
+    ) -> None:
         self.sink = sink
         self.prompt_tokens = prompt_tokens
         self.max_tokens = max_tokens
         self.target = target  # tokens it will generate (== max_tokens unless it stops early)
         self.kv_tokens = prompt_tokens + max_tokens  # reserved at admission, so a running request never waits
         self.prefilled = 0
+        self.blocks = blocks  # prefix-cache keys of the prompt
         self.generated = 0
         self.freed = False
 
@@ -50,6 +56,7 @@ class Scheduler:
         self.prompt_tokens_total = 0
         self.generation_tokens_total = 0
         self.finished_total = 0
+        self.prefix_cache = PrefixCache(cfg.prefix_cache_tokens)
         self._wake = asyncio.Event()
 
     @property
@@ -104,6 +111,7 @@ class Scheduler:
                 return
             waiting.popleft()
             self.kv_used += seq.kv_tokens
+            seq.prefilled = self.prefix_cache.lookup(seq.blocks, seq.prompt_tokens)
             self.prefilling.append(seq)
 
     def _plan_prefill(self, budget: int) -> list[tuple[Seq, int]]:
@@ -129,6 +137,7 @@ class Scheduler:
             seq.prefilled += take
             self.prompt_tokens_total += take
             if seq.prefilled >= seq.prompt_tokens:
+                self.prefix_cache.insert(seq.blocks)
                 started.append(seq)
                 self._emit(seq)  # the prefill step samples the first token
         self.decoding = [s for s in self.decoding if self._keep(s)]

@@ -26,6 +26,7 @@ from engine.sim.faults import NONE, FaultDice, FaultPlan
 from engine.sim.gpu import SimGpu
 from engine.sim.model import RUNTIME_FIELDS, SimConfig
 from engine.sim.openai_api import ApiError, CompletionRequest, ResponseFrames, completion_body, parse_request
+from engine.sim.responses_api import ResponsesFrames, parse_responses_request, response_body
 from engine.sim.scheduler import Scheduler, Seq
 from engine.sim.stamps import RequestStamps, StampStore
 from engine.sim.stream import CollectSink, StreamSink
@@ -114,13 +115,16 @@ class Accepted:
     text_pos: int  # where its output starts in the seeded text cycle
     faults: FaultPlan
     stamps: RequestStamps
+    responses: bool = False  # POST /v1/responses: answered as Response events
 
 
-def _accept(state: SimState, raw: bytes, t_received_ns: int, chat: bool) -> Accepted | web.Response:
+def _accept(
+    state: SimState, raw: bytes, t_received_ns: int, chat: bool, responses: bool = False
+) -> Accepted | web.Response:
     """Validate, then draw faults; an error response when the request ends here."""
     cfg = state.cfg
     try:
-        req = parse_request(raw, chat, cfg)
+        req = parse_responses_request(raw, cfg) if responses else parse_request(raw, chat, cfg)
     except ApiError as err:
         return _error(err)
     target = state.output_length(req)
@@ -131,18 +135,20 @@ def _accept(state: SimState, raw: bytes, t_received_ns: int, chat: bool) -> Acce
     if faults.status == 500:
         return _error(ApiError(500, "Internal server error (simulated).", "InternalServerError"))
     rid = state.new_id(chat)
+    if responses:
+        rid = "resp_" + rid.split("-", 1)[1]
     stamps = state.stamps.open(rid, t_received_ns, req.prompt_tokens)
-    return Accepted(req, rid, int(time.time()), target, state.text_offset(), faults, stamps)
+    return Accepted(req, rid, int(time.time()), target, state.text_offset(), faults, stamps, responses)
 
 
-async def _completions(request: web.Request, chat: bool) -> web.StreamResponse:
+async def _completions(request: web.Request, chat: bool, responses: bool = False) -> web.StreamResponse:
     state = request.app[STATE]
     state.requests_total += 1
     if not state.authorized(request):
         state.errors_total += 1
         return _error(ApiError(401, "Invalid or missing API key.", "AuthenticationError"))
     raw = await request.read()
-    accepted = _accept(state, raw, time.perf_counter_ns(), chat)
+    accepted = _accept(state, raw, time.perf_counter_ns(), chat, responses)
     transport = request.transport
     if isinstance(accepted, web.Response):
         state.errors_total += 1
@@ -173,10 +179,15 @@ async def _answer_stream(
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     resp.enable_chunked_encoding()
     await resp.prepare(request)
-    with_usage = (req.include_usage or cfg.usage == "always") and not cfg.no_usage
+    with_usage = (req.include_usage or cfg.usage == "always" or acc.responses) and not cfg.no_usage
+    frames = (
+        ResponsesFrames(acc.response_id, acc.created, cfg.model)
+        if acc.responses
+        else ResponseFrames(acc.response_id, acc.created, cfg.model, req.chat)
+    )
     sink = StreamSink(
         transport,
-        ResponseFrames(acc.response_id, acc.created, cfg.model, req.chat),
+        frames,  # type: ignore[arg-type]  # ResponsesFrames has ResponseFrames' interface
         state.text,
         acc.text_pos,
         cfg.tokens_per_chunk,
@@ -185,7 +196,7 @@ async def _answer_stream(
         cfg.stall_s,
         req.prompt_tokens if with_usage else None,
     )
-    await _run_to_end(state, Seq(sink, req.prompt_tokens, req.max_tokens, acc.target))
+    await _run_to_end(state, Seq(sink, req.prompt_tokens, req.max_tokens, acc.target, req.blocks))
     if not sink.closed:  # else reset, client gone or shutdown: aiohttp's final write_eof finds a closed transport
         await resp.write_eof()
     return resp
@@ -197,16 +208,20 @@ async def _answer_whole(
     """stream=false: wait for the whole output, then one JSON body (the stream faults act on that body)."""
     req, faults = acc.req, acc.faults
     sink = CollectSink(transport, acc.stamps)
-    await _run_to_end(state, Seq(sink, req.prompt_tokens, req.max_tokens, acc.target))
+    await _run_to_end(state, Seq(sink, req.prompt_tokens, req.max_tokens, acc.target, req.blocks))
     if sink.closed or faults.reset_after != NONE:
         transport.abort()
         return web.Response(status=499)  # never sent: the connection is gone
     if faults.stall_after != NONE:
         await asyncio.sleep(state.cfg.stall_s)
     text = state.text.join_text(acc.text_pos, sink.tokens)
-    body = completion_body(
-        acc.response_id, acc.created, state.cfg.model, req.chat, text, sink.reason, req.prompt_tokens, sink.tokens
-    )
+    if acc.responses:
+        body = response_body(acc.response_id, acc.created, state.cfg.model, text, sink.reason, req.prompt_tokens,
+                             sink.tokens)  # fmt: skip
+    else:
+        body = completion_body(
+            acc.response_id, acc.created, state.cfg.model, req.chat, text, sink.reason, req.prompt_tokens, sink.tokens
+        )
     if faults.malformed_after != NONE:
         body = body[: len(body) // 2]
     resp = web.StreamResponse(headers={"Content-Type": _JSON})
@@ -224,6 +239,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def completions(request: web.Request) -> web.StreamResponse:
     return await _completions(request, chat=False)
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    return await _completions(request, chat=True, responses=True)
 
 
 async def models(request: web.Request) -> web.Response:
@@ -315,6 +334,8 @@ async def metrics(request: web.Request) -> web.Response:
         ("vllm:prompt_tokens_total", "counter", sch.prompt_tokens_total),
         ("vllm:generation_tokens_total", "counter", sch.generation_tokens_total),
         ("vllm:request_success_total", "counter", sch.finished_total),
+        ("vllm:prefix_cache_queries_total", "counter", sch.prefix_cache.queries_tokens),
+        ("vllm:prefix_cache_hits_total", "counter", sch.prefix_cache.hits_tokens),
         ("sim:requests_total", "counter", state.requests_total),
         ("sim:request_errors_total", "counter", state.errors_total),
         ("sim:steps_total", "counter", sch.steps),
@@ -333,6 +354,7 @@ def create_app(cfg: SimConfig) -> web.Application:
     app[STATE] = SimState(cfg)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/responses", responses)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)

@@ -13,7 +13,7 @@ import time
 from typing import Protocol
 
 from engine.sim.faults import FaultPlan
-from engine.sim.openai_api import DONE_EVENT, ResponseFrames
+from engine.sim.openai_api import ResponseFrames
 from engine.sim.stamps import RequestStamps
 from engine.sim.tokens import OutputText
 
@@ -67,7 +67,7 @@ class StreamSink:
     def __init__(
         self,
         transport: asyncio.Transport,
-        frames: ResponseFrames,
+        frames: ResponseFrames,  # or ResponsesFrames (the Responses API): the same interface
         text: OutputText,
         text_pos: int,
         tokens_per_chunk: int,
@@ -162,10 +162,7 @@ class StreamSink:
         if self.closed:
             return
         self.stamps.completion_tokens = self.tokens
-        tail = self.frames.finish(reason)
-        if self.usage_prompt_tokens is not None:
-            tail += self.frames.usage(self.usage_prompt_tokens, self.tokens)
-        self._write(tail + DONE_EVENT, False)
+        self._write(self.frames.tail(reason, self.usage_prompt_tokens, self.tokens), False)
         self.finished = True
         if self._held is None:
             _resolve(self.done)

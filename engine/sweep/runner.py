@@ -353,6 +353,10 @@ class AutoRamp:
         self._held = hold and self._outcome.capacity is not None
         if self._held and self._outcome.capacity is not None:
             self.control.set_concurrency(self._outcome.capacity)
+        emit = getattr(self.control, "emit", None)
+        if callable(emit):  # the result goes into the session (and its recording and report), not only the UI log
+            emit(ControlEvent(perf_counter_ns(), EventKind.ANNOTATION, value=self._outcome.capacity,
+                              message=self._summary("auto-ramp result")))
 
     def _summary(self, head: str) -> str:
         o = self._outcome

@@ -25,6 +25,7 @@ from engine.workload.calibration import CalibrationResult
 from engine.workload.lengths import LengthCheck, LengthTally
 from engine.workload.profile import LoadedProfile
 from engine.workload.prompts import ProfileRequestFactory
+from engine.workload.sessions import SessionFactory
 from engine.workload.synthetic import RequestFactory
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class Prepared:
 
     loaded: LoadedProfile
     config: RunConfig
-    factory: ProfileRequestFactory
+    factory: ProfileRequestFactory | SessionFactory
     calibration: CalibrationResult | None
     t0_ns: int
 
@@ -112,7 +113,8 @@ def prepare(
     try:
         factory, calibration = calibrated_factory(config, loaded, seed)
         if check_fits is not None:
-            asyncio.run(check_cell_fits(config, factory, *check_fits))
+            asyncio.run(check_cell_fits(config, factory.base if isinstance(factory, SessionFactory) else factory,
+                                        *check_fits))  # fmt: skip
     except ExceedsContext as exc:
         return _ended(loaded, t0, "exceeds context", str(exc))
     except (ProbeError, ValueError, OSError) as exc:

@@ -23,6 +23,8 @@ from pydantic_core import ErrorDetails
 
 import profiles
 from engine.workload.distributions import Distribution, Fixed, coerce_distribution
+from engine.workload.fingerprint import DataFingerprint, LengthStats
+from engine.workload.session_shape import SessionShape
 
 WORKLOADS_DIR = Path(profiles.__file__).parent / "workloads"
 _KIND_TAGS = frozenset({"fixed", "uniform", "normal", "lognormal", "empirical"})
@@ -71,7 +73,7 @@ class WorkloadProfile(_Model):
     name: str = ""
     """Defaults to the file's stem."""
     description: str = ""
-    api: Literal["chat", "completions"] = "chat"
+    api: Literal["chat", "completions", "responses"] = "chat"
     """``chat`` sends ``messages`` to /chat/completions; ``completions`` sends ``prompt`` to /completions."""
     input: Distribution = Field(default_factory=lambda: Fixed(value=128))
     """Input (prompt) length in tokens, system prompt and shared prefix included."""
@@ -89,10 +91,17 @@ class WorkloadProfile(_Model):
     """A JSONL file of prompts or conversations (relative to this profile); replaces synthetic text."""
     shuffle: bool = False
     """Dataset order: False cycles through lines in order, True draws lines with the request's RNG."""
+    dataset_sessions: bool = False
+    """ShareGPT datasets: replay each whole conversation as a multi-turn session (the server's answers in
+    between), instead of its first human turn as one prompt."""
+    dataset_rows: int | None = Field(default=None, ge=1)
+    """ShareGPT datasets: conversations kept (default 10,000; the file is streamed, never loaded whole)."""
     seed: int | None = None
     """Default seed for runs with this profile (``--seed`` wins)."""
     matrix: MatrixSpec | None = None
     sweep: SweepDefaults = SweepDefaults()
+    session: SessionShape | None = None
+    """Multi-turn conversations (``engine/workload/sessions.py``): each turn resends the conversation so far."""
 
     @field_validator("input", "output", mode="before")
     @classmethod
@@ -161,6 +170,8 @@ class ProfileInfo(_Model):
     sha256: str
     dataset_sha256: str | None = None
     profile: dict[str, Any]
+    data: DataFingerprint | None = None
+    """The dataset's fingerprint (sha256, rows, length statistics), when the profile has one."""
 
 
 class LoadedProfile(_Model):
@@ -171,6 +182,9 @@ class LoadedProfile(_Model):
     sha256: str
     dataset: tuple[DatasetEntry, ...] | None = None
     dataset_sha256: str | None = None
+    conversations: tuple[tuple[tuple[str, int], ...], ...] | None = None
+    """ShareGPT sessions: each conversation's (human text, answer tokens) turns."""
+    data: DataFingerprint | None = None
 
     def info(self) -> ProfileInfo:
         return ProfileInfo(
@@ -179,6 +193,7 @@ class LoadedProfile(_Model):
             sha256=self.sha256,
             dataset_sha256=self.dataset_sha256,
             profile=self.profile.model_dump(mode="json"),
+            data=self.data,
         )
 
     def with_profile(self, profile: WorkloadProfile) -> LoadedProfile:
@@ -213,6 +228,8 @@ def load_profile(name_or_path: str) -> LoadedProfile:
     profile = parse_profile(raw, path)
     dataset: tuple[DatasetEntry, ...] | None = None
     dataset_sha: str | None = None
+    conversations: tuple[tuple[tuple[str, int], ...], ...] | None = None
+    data: DataFingerprint | None = None
     if profile.dataset is not None:
         data_path = Path(profile.dataset).expanduser()
         if not data_path.is_absolute():
@@ -220,14 +237,43 @@ def load_profile(name_or_path: str) -> LoadedProfile:
         if not data_path.is_file():
             line = _locate_key(raw.decode("utf-8", "replace"), ("dataset",))
             raise ProfileError(f"{path}:{line}: dataset: no such file {data_path}")
-        dataset, dataset_sha = load_dataset(data_path)
+        from engine.workload import sharegpt
+
+        if sharegpt.is_sharegpt(data_path):
+            rows = profile.dataset_rows or sharegpt.DEFAULT_MAX_ROWS
+            entries, scripts, data = sharegpt.load_sharegpt(data_path, max_rows=rows, sessions=profile.dataset_sessions)
+            dataset_sha = data.sha256
+            if scripts:  # sessions carry their own turns; turn 1 is also a dataset entry (calibration, make())
+                conversations = scripts
+                dataset = tuple(DatasetEntry(prompt=c[0][0], output_tokens=c[0][1]) for c in scripts)
+            else:
+                dataset = entries
+        else:
+            dataset, dataset_sha = load_dataset(data_path)
+            data = _jsonl_fingerprint(data_path, dataset, dataset_sha)
     return LoadedProfile(
         profile=profile,
         path=path.resolve(),
         sha256=hashlib.sha256(raw).hexdigest(),
         dataset=dataset,
         dataset_sha256=dataset_sha,
+        conversations=conversations,
+        data=data,
     )
+
+
+def _jsonl_fingerprint(path: Path, entries: Sequence[DatasetEntry], sha: str) -> DataFingerprint:
+    """Rows and output-length statistics of a JSONL dataset (input lengths are text: estimated as chars / 4)."""
+    ins = [max(1, round(len(e.prompt or " ".join(m.content for m in e.messages or ())) / 4)) for e in entries]
+    outs = [e.output_tokens for e in entries if e.output_tokens is not None]
+    return DataFingerprint(kind="jsonl", path=str(path.resolve()), sha256=sha, rows=len(entries),
+                           input=_stats(ins), output=_stats(outs))  # fmt: skip
+
+
+def _stats(values: Sequence[int]) -> LengthStats:
+    if not values:
+        return LengthStats()
+    return LengthStats(min=min(values), mean=sum(values) / len(values), max=max(values), total=sum(values))
 
 
 def parse_profile(raw: bytes, path: Path) -> WorkloadProfile:

@@ -19,7 +19,7 @@ from typing import Any
 from engine.workload.calibration import TokenModel
 from engine.workload.distributions import Distribution
 from engine.workload.profile import DatasetEntry, LoadedProfile
-from engine.workload.synthetic import Api, RequestSpec
+from engine.workload.synthetic import Api, RequestFactory, RequestSpec
 
 # Common lower-case English words of 5 to 8 letters. Real tokenizers (BPE with a leading space) map nearly all of
 # them to one token each, and the simulator's pseudo-tokenizer (runs of up to 4 word characters) to exactly two, so
@@ -100,7 +100,7 @@ class ProfileRequestFactory:
         else:
             messages = [{"role": "user", "content": entry.prompt or ""}]
         fields: dict[str, Any]
-        if self.api == "chat":
+        if self.api != "completions":  # chat and responses send messages
             if self.system_prompt and messages[0]["role"] != "system":
                 messages.insert(0, {"role": "system", "content": self.system_prompt})
             fields = {"messages": messages}
@@ -116,7 +116,7 @@ class ProfileRequestFactory:
         )
 
     def _fields(self, text: str) -> dict[str, Any]:
-        if self.api == "chat":
+        if self.api != "completions":  # chat and responses send messages
             messages: list[dict[str, str]] = []
             if self.system_prompt:
                 messages.append({"role": "system", "content": self.system_prompt})
@@ -167,7 +167,7 @@ class SwitchableFactory:
     flight (concurrency 0, drained), so every request belongs to exactly one cell.
     """
 
-    def __init__(self, factories: Sequence[ProfileRequestFactory]) -> None:
+    def __init__(self, factories: Sequence[RequestFactory]) -> None:
         if not factories:
             raise ValueError("SwitchableFactory needs at least one factory")
         self.factories = tuple(factories)

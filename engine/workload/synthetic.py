@@ -15,7 +15,7 @@ from engine.records import RequestSpec
 
 __all__ = ["Api", "RequestFactory", "RequestSpec", "SyntheticFactory", "request_rng"]
 
-Api = Literal["chat", "completions"]
+Api = Literal["chat", "completions", "responses"]
 
 # Short common English words: most tokenizers map " word" to one token, so N words ~ N input tokens. The exact
 # count comes from the server's usage; calibrating this guess per model is a workload-profile concern.
@@ -51,7 +51,7 @@ class SyntheticFactory:
         words = rng.choices(_WORDS, k=max(1, self.input_tokens - 1))
         text = f"{seq} " + " ".join(words)
         fields: dict[str, Any]
-        if self.api == "chat":
+        if self.api != "completions":  # chat and responses send messages
             fields = {"messages": [{"role": "user", "content": text}]}
         else:
             fields = {"prompt": text}

@@ -8,8 +8,9 @@ first tokens and for all tokens: p50, p99, max. Target: p99 <= 2 ms at 256 strea
 how long a first token takes to appear in a snapshot (worker tick, pipe, controller tick; target <= one tick +
 100 ms), now that TTFT enters the window at the first token rather than at the end of its request.
 
-    .venv/bin/python tests/bench/timing_accuracy.py [--seconds 8] [--streams 32,256] [--with-tui] [--boost]
+    python tests/bench/timing_accuracy.py [--seconds 8] [--streams 32,256] [--with-tui] [--boost]
         [--workers 1] [--server-cpus 0] [--client-cpus 1] [--controller-cpu N]
+        [--http-client auto|lean|aiohttp|lean,aiohttp]
 
 --workers splits the streams over that many worker processes, worker i pinned to the i-th of --client-cpus (round
 robin); --server-cpus pins the simulator; --controller-cpu pins this process (default: the first server CPU), so on
@@ -163,10 +164,10 @@ def boost(pid: int) -> None:
 
 
 def measure(url: str, streams: int, seconds: float, with_tui: bool, boosted: bool, workers: int = 1,
-            client_cpus: tuple[int, ...] = (CLIENT_CPU,)) -> None:
+            client_cpus: tuple[int, ...] = (CLIENT_CPU,), http_client: str = "auto") -> None:
     sink = Collect()
     config = RunConfig(base_url=url, model=SimConfig().model, concurrency=streams, workers=workers, input_tokens=32,
-                       max_tokens=MAX_TOKENS, duration_s=WARMUP_S + seconds)
+                       max_tokens=MAX_TOKENS, duration_s=WARMUP_S + seconds, http_client=http_client)
     controller = Controller(config, sinks=[sink], stop_grace_s=3.0)
     controller.start()
     for i, pid in enumerate(controller.worker_pids):
@@ -212,7 +213,11 @@ def main() -> None:
     parser.add_argument("--server-cpus", default=str(SERVER_CPU), help="CPUs for the simulator, e.g. 0 or 0,1")
     parser.add_argument("--client-cpus", default=str(CLIENT_CPU), help="CPUs for the workers, one each, round robin")
     parser.add_argument("--controller-cpu", type=int, default=None, help="CPU for this process (default: 1st server)")
+    parser.add_argument("--http-client", default="auto",
+                        help="the worker's streaming client: auto, lean, aiohttp, or several comma-separated "
+                             "(each measured in turn at every stream count)")
     args = parser.parse_args()
+    kinds = [k.strip() for k in args.http_client.split(",") if k.strip()]
     server_cpus = tuple(int(c) for c in args.server_cpus.split(","))
     client_cpus = tuple(int(c) for c in args.client_cpus.split(","))
     controller_cpu = server_cpus[0] if args.controller_cpu is None else args.controller_cpu
@@ -227,11 +232,13 @@ def main() -> None:
               f"{args.workers} engine worker(s) on CPU {cpus}, controller on CPU {controller_cpu}; "
               f"load average before: {os.getloadavg()[0]:.2f}")
         print("client delay = engine receive stamp - sim write stamp, ms")
-        print(f"{'streams':>8} {'requests':>9} {'tok/s':>8} {'first p50':>8} {'p99':>8} {'max':>8} "
+        print(f"{'client':>8} {'streams':>8} {'requests':>9} {'tok/s':>8} {'first p50':>8} {'p99':>8} {'max':>8} "
               f"{'all p50':>8} {'p99':>8} {'max':>8} {'loop lag':>8}")
         for streams in (int(s) for s in args.streams.split(",")):
-            measure(sim.url, streams, args.seconds, args.with_tui, args.boost, args.workers, client_cpus)
-            time.sleep(0.5)
+            for kind in kinds:
+                print(f"{kind:>8} ", end="")
+                measure(sim.url, streams, args.seconds, args.with_tui, args.boost, args.workers, client_cpus, kind)
+                time.sleep(0.5)
     print(f"load average after: {os.getloadavg()[0]:.2f} (other processes on these 2 cores skew every figure)")
 
 

@@ -15,13 +15,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.common import add_load_args, config_from_args, detected_gpu_name, pricing_from_args
 from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
+from engine.cli.trace_args import add_trace_args, trace_spec
 
 if TYPE_CHECKING:
     from engine.load.controller import Controller
+    from engine.metrics.turns import TurnTally
     from engine.pricing import PricingProfile
     from engine.workload.calibration import CalibrationResult
     from engine.workload.lengths import LengthTally
@@ -48,6 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--record-tokens", action="store_true",
                    help="also record every token's arrival time (replay can then show ITL; ~2 bytes per token)")
     add_load_args(p)
+    add_trace_args(p)
     p.set_defaults(func=_run)
 
 
@@ -59,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
         telemetry_url = sim_url or (args.url if args.gpu == "sim" else None)
         gpu_name = detected_gpu_name(args.gpu, telemetry_url, args.gpus) if args.gpu != "none" else None
         pricing = pricing_from_args(args, gpu_name)
-        controller, lengths = _prepare(args, url, pricing, sim_url)
+        controller, workload, turns, lengths = _prepare(args, url, pricing, sim_url)
         if args.record is not None:
             _start_recording(controller, args.record)
         if not args.headless:
@@ -70,38 +73,45 @@ def _run(args: argparse.Namespace) -> int:
                 finally:
                     controller.close()
             print("wattload: the TUI is not available in this build; running headless", file=sys.stderr)
-        return run_headless(controller, json_path=args.json, lengths=lengths)
+        return run_headless(controller, json_path=args.json, workload=workload, turns=turns, lengths=lengths)
 
 
 def _prepare(
     args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None
-) -> tuple[Controller, RunLengths]:
-    """The arguments as a SessionSpec; the engine probes the endpoint and builds the controller. Without --profile,
-    --input-tokens/--max-tokens are the profile, calibrated on the server like one unless --no-calibrate."""
+) -> tuple[Controller, dict[str, Any] | None, TurnTally, RunLengths]:
+    """The arguments as a SessionSpec; the engine probes the endpoint and builds the controller. Also returns what
+    the workload was (the profile with its hash, or the trace's fingerprint), the per-turn tally and the lengths.
+    Without --profile or a trace, --input-tokens/--max-tokens are the profile, calibrated on the server like one
+    unless --no-calibrate."""
     from engine.endpoint.errors import ProbeError, ServerFaultDuringProbe
+    from engine.metrics.turns import TurnTally
     from engine.session.build import build_session
     from engine.session.spec import RecordingSpec, SessionSpec
     from engine.session.workload_setup import command_line_profile
     from engine.workload.lengths import LengthTally
+    from engine.workload.profile import ProfileError
 
     config = config_from_args(args, base_url=url)
+    trace = trace_spec(args)
     profile = _load_profile(args.profile)
-    if profile is None and not args.no_calibrate:
+    if profile is None and trace is None and not args.no_calibrate:
         profile = command_line_profile(config)
     tally = LengthTally.for_profile(profile) if profile is not None else LengthTally(config.input_tokens,
                                                                                      config.max_tokens)
     spec = SessionSpec(
         config=config,
         profile=profile,
+        trace=trace,
         gpu=args.gpu,
         gpus=args.gpus,
         sim_url=sim_url,
         pricing=pricing,
         recording=RecordingSpec(record_tokens=args.record_tokens),
     )
+    turns = TurnTally()
     try:
         try:
-            session = build_session(spec, notify=_note, sinks=[tally])
+            session = build_session(spec, notify=_note, sinks=[turns, tally])
         except ServerFaultDuringProbe as exc:
             if args.profile:
                 raise
@@ -109,10 +119,10 @@ def _prepare(
             _note(f"input lengths not calibrated ({exc}); sending --input-tokens as words")
             spec = spec.model_copy(update={"profile": None})
             tally = LengthTally(config.input_tokens, config.max_tokens)
-            session = build_session(spec, notify=_note, sinks=[tally])
-    except ProbeError as exc:
+            session = build_session(spec, notify=_note, sinks=[turns, tally])
+    except (ProbeError, ProfileError) as exc:  # ProfileError: a trace row the user must fix
         raise UserError(str(exc)) from None
-    return session.controller, RunLengths(tally, session.calibration)
+    return session.controller, session.workload, turns, RunLengths(tally, session.calibration)
 
 
 @dataclass(frozen=True)
@@ -178,7 +188,14 @@ def _tui_runner() -> Callable[..., int] | None:
     return run_tui
 
 
-def run_headless(controller: Controller, *, json_path: str | None = None, lengths: RunLengths | None = None) -> int:
+def run_headless(
+    controller: Controller,
+    *,
+    json_path: str | None = None,
+    workload: dict[str, Any] | None = None,
+    turns: TurnTally | None = None,
+    lengths: RunLengths | None = None,
+) -> int:
     """Run to the end (duration, request count, Ctrl-C or failure); print the summary; write --json."""
     from engine.reports.summary import RunReport, format_summary, progress_line, wall_clock_label, write_report
     from engine.snapshot import RunState
@@ -200,6 +217,8 @@ def run_headless(controller: Controller, *, json_path: str | None = None, length
         controller.start()
         next_line = time.monotonic() + PROGRESS_EVERY_S
         while not controller.wait(0.25):
+            while not controller.notices.empty():  # e.g. the HTTP client fell back to aiohttp
+                print(f"wattload: {controller.notices.get()}", file=sys.stderr, flush=True)
             if show_progress and time.monotonic() >= next_line:
                 next_line += PROGRESS_EVERY_S
                 print(progress_line(controller.latest), file=sys.stderr, flush=True)
@@ -207,12 +226,19 @@ def run_headless(controller: Controller, *, json_path: str | None = None, length
         signal.signal(signal.SIGINT, previous)
         system = _system_info(controller)  # before close(): the GPU backend is still open
         controller.close()
+    while not controller.notices.empty():
+        print(f"wattload: {controller.notices.get()}", file=sys.stderr)
     final = controller.latest
     reason, cancelled = controller.stop_reason, controller.cancelled_at_stop
     check = lengths.tally.check() if lengths is not None else None
     print(format_summary(final, stop_reason=reason, cancelled=cancelled, gpu_note=controller.gpu_message))
     if check is not None and check.requests:
         print(f"  lengths     {check.line()} (target -> measured by the server's usage)")
+    per_turn = turns.figures() if turns is not None else []
+    if per_turn:
+        from engine.metrics.turns import format_turns
+
+        print(format_turns(per_turn))
     if json_path:
         report = RunReport(
             started_at=started_at,
@@ -223,6 +249,8 @@ def run_headless(controller: Controller, *, json_path: str | None = None, length
             settings=controller.config.safe_dump(),
             pricing=final.cost.profile or None,
             result=final,
+            workload=workload,
+            turns=per_turn,
             system=system,
             lengths=check,
             calibration=lengths.calibration if lengths is not None else None,

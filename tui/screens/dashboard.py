@@ -40,6 +40,8 @@ LIVE_BINDINGS: list[BindingType] = [
         "ramp",  # "auto-ramp" would push "quit" out of an 80-column footer
         tooltip="auto-ramp on/off: raise load until throughput peaks",
     ),
+    Binding("w", "app.toggle_cap_sweep", "cap sweep", show=False,
+            tooltip="power-cap sweep: step the cap down at this load, find the sweet spot (again: stop)"),
     Binding("space", "app.toggle_pause", "pause", tooltip="pause / resume the load (in-flight requests finish)"),
     Binding("r", "app.toggle_recording", "rec", tooltip="start / stop recording the session"),
 ]

@@ -1,0 +1,146 @@
+"""Open-loop replay on a trace's own clock, inside one worker: absolute due times, live speed, pause, resume.
+
+Row ``k`` is due at ``anchor_ns + (t_k - anchor_t) / speed``: an absolute schedule (a late send keeps its due time
+as ``t_scheduled_ns``, so client or server queueing shows in the latency, as in rate mode). A speed change or a
+resume re-anchors the clock at the trace position reached, so the replay neither jumps nor repeats rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from time import perf_counter_ns
+from typing import Protocol
+
+from engine.workload.synthetic import RequestSpec
+from engine.workload.traces.rows import TraceRow
+
+EARLY_NS = 200_000  # as the Poisson loop: sleep again unless within 0.2 ms of due
+MAX_CONVERSATIONS = 10_000  # session traces: earlier turns kept for continuations (oldest dropped first)
+
+
+class TimedFactory(Protocol):
+    """A factory whose requests come with their own schedule (``engine.workload.traces.requests.TraceFactory``)."""
+
+    @property
+    def start_t(self) -> float:
+        """Trace seconds at which the replay starts (the window's start)."""
+        ...
+
+    def timeline(self, worker: int, workers: int) -> Iterator[TraceRow]: ...
+
+    def spec_for(
+        self, row: TraceRow, history: tuple[Mapping[str, str], ...] = (), history_tokens: int = 0
+    ) -> RequestSpec: ...
+
+
+def is_timed(factory: object) -> bool:
+    return callable(getattr(factory, "timeline", None)) and callable(getattr(factory, "spec_for", None))
+
+
+class TraceClock:
+    """Trace seconds <-> perf_counter_ns under a speed that may change while the replay runs."""
+
+    __slots__ = ("_anchor_ns", "_anchor_t", "_paused", "speed")
+
+    def __init__(self, start_t: float = 0.0) -> None:
+        self.speed = 0.0
+        self._anchor_ns = 0
+        self._anchor_t = start_t
+        self._paused = True
+
+    def position(self, now_ns: int) -> float:
+        """The trace time reached at ``now_ns``."""
+        if self._paused or self.speed <= 0:
+            return self._anchor_t
+        return self._anchor_t + (now_ns - self._anchor_ns) / 1e9 * self.speed
+
+    def run(self, speed: float, now_ns: int) -> None:
+        """Run (or go on) at ``speed`` from ``now_ns``, continuing from the position reached."""
+        self._anchor_t = self.position(now_ns)
+        self._anchor_ns = now_ns
+        self.speed = speed
+        self._paused = False
+
+    def pause(self, now_ns: int) -> None:
+        self._anchor_t = self.position(now_ns)
+        self._anchor_ns = now_ns
+        self._paused = True
+
+    def due_ns(self, t_s: float) -> int | None:
+        """When trace time ``t_s`` comes; None while paused or at speed 0 (nothing is ever due)."""
+        if self._paused or self.speed <= 0:
+            return None
+        return self._anchor_ns + round(max(0.0, t_s - self._anchor_t) / self.speed * 1e9)
+
+
+@dataclass
+class _Turn:
+    """A conversation as it stood after one turn: what to send before the next user turn."""
+
+    messages: tuple[Mapping[str, str], ...]
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    tokens: int = 0  # prompt + answer tokens by the server's usage (0 until known)
+    end_ns: int = 0
+
+
+class TraceFeed:
+    """One worker's share of a trace: the row iterator (kept across pauses), its clock, and conversations."""
+
+    def __init__(self, factory: TimedFactory, worker: int, workers: int) -> None:
+        self.factory = factory
+        self._rows = factory.timeline(worker, workers)
+        # Read up to the first row now, before the worker reports ready: a window deep in a large file skips
+        # its earlier rows here, not on the session clock (where it would make the first sends late).
+        self._pending: TraceRow | None = next(self._rows, None)
+        self.clock = TraceClock(factory.start_t)
+        self.exhausted = self._pending is None
+        self.sent = 0
+        self.orphans = 0  # later turns whose earlier turn was not replayed (outside the window, or dropped)
+        self._conversations: OrderedDict[int, _Turn] = OrderedDict()
+
+    async def run(self, take_budget: Callable[[], bool], send: Callable[[TraceRow, int], None]) -> None:
+        """Send each row at its due time until the trace ends, the budget is spent, or the task is cancelled."""
+        while True:
+            row = self._pending
+            if row is None:
+                row = next(self._rows, None)
+                if row is None:
+                    self.exhausted = True
+                    return
+                self._pending = row
+            due = self.clock.due_ns(row.t_s)
+            if due is None:
+                return
+            delay = due - perf_counter_ns()
+            while delay > EARLY_NS:
+                await asyncio.sleep(delay / 1e9)
+                delay = due - perf_counter_ns()
+            if not take_budget():
+                return
+            self._pending = None
+            self.sent += 1
+            send(row, due)
+            await asyncio.sleep(0)
+
+    # -- conversations (session traces) ----------------------------------------------------------------------
+
+    def history_of(self, row: TraceRow) -> _Turn | None:
+        """The conversation a later turn continues; None for a first turn or an unknown parent."""
+        if row.parent_chat_id is None:
+            return None
+        turn = self._conversations.get(row.parent_chat_id)
+        if turn is None:
+            self.orphans += 1
+        return turn
+
+    def remember(self, row: TraceRow, messages: tuple[Mapping[str, str], ...]) -> _Turn | None:
+        if row.chat_id is None:
+            return None
+        turn = _Turn(messages)
+        self._conversations[row.chat_id] = turn
+        while len(self._conversations) > MAX_CONVERSATIONS:
+            self._conversations.popitem(last=False)
+        return turn
