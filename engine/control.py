@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from engine.records import ControlEvent, RequestRecord, StreamProgress, TelemetrySample
-from engine.snapshot import LoadMode, RunState, Snapshot
+from engine.snapshot import EventView, LoadMode, RunState, Snapshot
 
 SnapshotCallback = Callable[[Snapshot], None]
 
@@ -78,6 +78,18 @@ class LoadControl(SnapshotSource, Protocol):
     def close(self, keep_power_caps: bool = False) -> None: ...  # stops workers, restores caps unless kept
 
 
+@dataclass(frozen=True, slots=True)
+class Backfill:
+    """A recording's history up to a position, recomputed from its facts: what a dashboard needs after a seek.
+
+    ``snapshots``: one every ``step_s`` over the chart span before the position (their ``new_events`` are
+    empty: the events are in ``events``); ``events``: every event from the start up to the position, once."""
+
+    until_s: float
+    snapshots: tuple[Snapshot, ...]
+    events: tuple[EventView, ...]
+
+
 class ReplayControl(SnapshotSource, Protocol):
     """The replay player's surface: the same snapshots, different controls."""
 
@@ -94,4 +106,5 @@ class ReplayControl(SnapshotSource, Protocol):
     def seek(self, delta_s: float) -> None: ...
     def seek_to(self, t_s: float) -> None: ...
     def set_speed(self, speed: float) -> None: ...
+    def backfill(self, until_s: float, span_s: float, step_s: float) -> Backfill: ...  # any thread; may take 100s of ms
     def close(self) -> None: ...

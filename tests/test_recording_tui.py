@@ -12,8 +12,8 @@ from tui_canned import screen_text, until
 from engine.records import EventKind
 from engine.replay.player import Player
 from engine.snapshot import RunState
-from tui.app import WattloadApp
-from tui.widgets.header import HeaderPanel
+from tui.app import replay_app
+from tui.widgets.status_line import StatusLine
 from tui.widgets.timeline import TimelineBar
 
 SIZE = (120, 36)
@@ -30,7 +30,7 @@ def damaged(tmp_path):
 
 async def test_replay_plays_to_the_end_and_shows_the_files_warning(damaged):
     player = Player(damaged, playing=False)
-    app = WattloadApp(player, replay=True, refresh_hz=0)
+    app = replay_app(player, refresh_hz=0)
     try:
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("0", "space")  # as fast as possible, play
@@ -38,10 +38,12 @@ async def test_replay_plays_to_the_end_and_shows_the_files_warning(damaged):
             await until(pilot, lambda: app.snapshot.t_s == player.duration_s, timeout=15)
             await pilot.pause()
             assert app.snapshot.target_concurrency == 12 and app.snapshot.state is RunState.RUNNING
-            assert "2 corrupt rows skipped" in str(app.screen.query_one(HeaderPanel).render())
+            assert "2 corrupt rows skipped" in str(app.screen.query_one(StatusLine).render())
             timeline = app.screen.query_one(TimelineBar)
             assert timeline.position_s == timeline.duration_s == player.duration_s
-            assert "paused max  0:00:40 / 0:00:40" in screen_text(app)
+            text = screen_text(app)  # the header and the timeline say the same about the transport
+            assert "■ end max  0:00:40 / 0:00:40" in text and "REPLAY ■ end (was running)" in text
+            assert "paused" not in text and "playing" not in text
             await pilot.press("q")
             await until(pilot, lambda: app.return_code is not None, timeout=15)
     finally:

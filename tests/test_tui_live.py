@@ -21,7 +21,7 @@ from engine.sim.model import SimConfig
 from engine.sim.process import start_sim_process
 from engine.snapshot import RunState, Snapshot
 from engine.sweep.rules import SweepSettings
-from tui.app import WattloadApp
+from tui.app import WattloadApp, live_app
 from tui.screens.confirm_quit import ConfirmQuitScreen
 from tui.screens.failed import FailedScreen
 from tui.screens.help import HelpScreen
@@ -94,7 +94,7 @@ def workers_gone(c: Controller) -> bool:
 
 async def test_plus_raises_the_target_space_pauses_and_resumes_q_quits_and_workers_are_gone(sim_url):
     c = controller(sim_url, concurrency=2, step=2)
-    app = WattloadApp(c)
+    app = live_app(c)
     try:
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: shown(app).state is RunState.RUNNING and shown(app).in_flight == 2, START_S,
@@ -122,7 +122,7 @@ async def test_plus_raises_the_target_space_pauses_and_resumes_q_quits_and_worke
 
 async def test_power_cap_keys_step_the_simulated_gpu_and_quit_restores_it(sim_url):
     c = controller(sim_url, concurrency=4)
-    app = WattloadApp(c, cap_step_w=50)
+    app = live_app(c, cap_step_w=50)
     try:
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: shown(app).state is RunState.RUNNING and shown(app).gpu.available, START_S,
@@ -145,7 +145,7 @@ async def test_power_cap_keys_step_the_simulated_gpu_and_quit_restores_it(sim_ur
 async def test_a_server_failing_every_request_keeps_the_ui_responsive_and_shows_why(sim_url):
     set_sim(sim_url, error_rate=1.0)
     c = controller(sim_url, concurrency=8)
-    app = WattloadApp(c)
+    app = live_app(c)
     try:
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: shown(app).total.errors >= 50, START_S, "errors to pile up")
@@ -164,7 +164,7 @@ async def test_a_server_failing_every_request_keeps_the_ui_responsive_and_shows_
 
 async def test_a_crashed_worker_shows_the_reason_and_offers_to_quit(sim_url):
     c = controller(sim_url, concurrency=2)
-    app = WattloadApp(c)
+    app = live_app(c)
     try:
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: shown(app).in_flight == 2, START_S, "running")
@@ -181,7 +181,7 @@ async def test_a_crashed_worker_shows_the_reason_and_offers_to_quit(sim_url):
 
 async def test_a_starts_the_auto_ramp_which_raises_the_load_by_itself_until_a_stops_it(fast_sim_url):
     c = controller(fast_sim_url, concurrency=1, window_s=1.0, tick_hz=10, max_tokens=32)
-    app = WattloadApp(c, ramp_settings=SweepSettings(max=16, step_time_s=3.0))
+    app = live_app(c, ramp_settings=SweepSettings(max=16, step_time_s=3.0))
     try:
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: shown(app).state is RunState.RUNNING and shown(app).in_flight == 1, START_S,
@@ -200,9 +200,9 @@ async def test_a_starts_the_auto_ramp_which_raises_the_load_by_itself_until_a_st
             await until(pilot, lambda: shown(app).in_flight >= 4, 10, "in-flight to follow the ramp")
 
             await pilot.press("a")
-            await until(pilot, lambda: app.ramp is not None and not app.ramp.ramp.enabled, 5, "the ramp to stop")
+            await until(pilot, lambda: not app.dashboard.ramp.ramp.enabled, 5, "the ramp to stop")
             await until(pilot, lambda: "auto:" not in str(header.render()), 5, "the status to leave the header")
-            assert any(n.message.startswith("auto-ramp off") for n in app._notifications)
+            assert any(m.startswith("auto-ramp off") for _, m in app.toasts.said)  # said at once, shown when posted
             held = c.latest.target_concurrency
             await pilot.pause(0.5)
             assert c.latest.target_concurrency == held  # switched off, it leaves the load alone
@@ -215,14 +215,14 @@ async def test_a_starts_the_auto_ramp_which_raises_the_load_by_itself_until_a_st
 
 async def test_w_runs_a_live_power_cap_sweep_into_the_event_log_and_puts_the_cap_back(fast_sim_url):
     c = controller(fast_sim_url, concurrency=16, window_s=1.0, tick_hz=10, max_tokens=32)
-    app = WattloadApp(c)
+    app = live_app(c)
     try:
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: shown(app).state is RunState.RUNNING and shown(app).gpu.available, START_S,
                         "telemetry from the simulated GPU")  # fmt: skip
             start_limit = sim_gpu(fast_sim_url)["power_limit_w"]
             await pilot.press("w")
-            assert any(n.message.startswith("cap sweep on: 700, 650") for n in app._notifications)
+            assert any(m.startswith("cap sweep on: 700, 650") for _, m in app.toasts.said)
             log = app.screen.query_one(EventLogPanel)
 
             def logged() -> str:

@@ -18,7 +18,7 @@ from engine.records import EventKind
 from engine.replay.player import Player
 from engine.snapshot import LoadMode, RunState
 from engine.sweep.rules import SweepSettings
-from tui.app import REPLAY_DISABLED, WattloadApp
+from tui.app import REPLAY_DISABLED, WattloadApp, live_app, replay_app
 from tui.screens.confirm_quit import ConfirmQuitScreen
 from tui.screens.failed import FailedScreen
 from tui.screens.help import HelpScreen
@@ -32,7 +32,7 @@ SIZE = (120, 36)
 
 
 async def test_help_opens_and_closes_and_lists_every_live_key():
-    app = WattloadApp(CannedControl(session(20)), refresh_hz=0)
+    app = live_app(CannedControl(session(20)), refresh_hz=0)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
@@ -46,7 +46,7 @@ async def test_help_opens_and_closes_and_lists_every_live_key():
 
 async def test_q_quits_at_once_and_closes_the_control_restoring_caps():
     control = CannedControl(session(20))
-    app = WattloadApp(control, refresh_hz=0)
+    app = live_app(control, refresh_hz=0)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("q")
         await until(pilot, lambda: app.return_code is not None)
@@ -56,7 +56,7 @@ async def test_q_quits_at_once_and_closes_the_control_restoring_caps():
 
 async def test_quit_asks_first_when_caps_changed_and_can_keep_them():
     control = CannedControl(session(20))
-    app = WattloadApp(control, refresh_hz=0)
+    app = live_app(control, refresh_hz=0)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("left_square_bracket")
         await until(pilot, lambda: ("step_power_cap", -25.0) in control.calls)
@@ -74,7 +74,7 @@ async def test_quit_asks_when_recording_and_a_second_q_forces_with_caps_restored
     history = session(20)
     history[-1] = history[-1].model_copy(update={"recording": "recordings/x.wlrec"})
     control = CannedControl(history)
-    app = WattloadApp(control, refresh_hz=0)
+    app = live_app(control, refresh_hz=0)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("q")
         assert isinstance(app.screen, ConfirmQuitScreen)
@@ -87,7 +87,7 @@ async def test_quit_asks_when_recording_and_a_second_q_forces_with_caps_restored
 async def test_ctrl_c_forces_quit_without_asking():
     control = CannedControl(session(20))
     control.step_power_cap(-25)
-    app = WattloadApp(control, refresh_hz=0)
+    app = live_app(control, refresh_hz=0)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+c")
         await until(pilot, lambda: app.return_code is not None)
@@ -96,7 +96,7 @@ async def test_ctrl_c_forces_quit_without_asking():
 
 async def test_load_keys_step_double_and_halve_from_the_newest_target():
     control = CannedControl(session(20))  # target 8
-    app = WattloadApp(control, refresh_hz=0, step=4)
+    app = live_app(control, refresh_hz=0, step=4)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("plus", "plus", "up", "minus", "asterisk", "slash", "shift+up", "shift+down", "down")
         sets = [call[1] for call in control.calls if call[0] == "set_concurrency"]
@@ -106,7 +106,7 @@ async def test_load_keys_step_double_and_halve_from_the_newest_target():
 async def test_rate_mode_keys_set_the_rate():
     history = [s.model_copy(update={"mode": LoadMode.RATE, "target_rate": 2.0}) for s in session(20)]
     control = CannedControl(history)
-    app = WattloadApp(control, refresh_hz=0, step=0.5)
+    app = live_app(control, refresh_hz=0, step=0.5)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("plus", "asterisk", "minus")
         assert [c for c in control.calls if c[0] == "set_rate"] == [("set_rate", 2.5), ("set_rate", 5.0),
@@ -115,7 +115,7 @@ async def test_rate_mode_keys_set_the_rate():
 
 async def test_pause_recording_and_cap_keys_call_the_control_and_show_its_answer():
     control = CannedControl(session(20), caps_message="GPU 0 power cap 675 W, enforced 675 W")
-    app = WattloadApp(control, refresh_hz=0)
+    app = live_app(control, refresh_hz=0)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("space", "right_square_bracket", "r")
         await until(pilot, lambda: len(app._notifications) >= 2)
@@ -130,10 +130,10 @@ async def test_a_toggles_the_auto_ramp_which_steps_the_load_and_shows_its_status
     """`a` is carried out by the engine's next snapshot (the ramp lives on the engine's thread); the ramp's
     figures and verdicts go to the event log, its start and end also pop up, and the header shows where it is."""
     control = CannedControl(session(20))  # target 8 at t = 5 s
-    app = WattloadApp(control, refresh_hz=0, ramp_settings=SweepSettings(step_time_s=2.0))
+    app = live_app(control, refresh_hz=0, ramp_settings=SweepSettings(step_time_s=2.0))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("a")
-        assert app.ramp is not None and not app.ramp.ramp.enabled  # nothing happens between snapshots
+        assert not app.dashboard.ramp.ramp.enabled  # nothing happens between snapshots
         control.push(session_snapshot(21))
         await until(pilot, lambda: "↗ auto: c=8 step 1 0/2s" in screen_text(app))
         assert ("set_concurrency", 8) in control.calls  # step 1 holds the load it found
@@ -153,7 +153,7 @@ async def test_a_toggles_the_auto_ramp_which_steps_the_load_and_shows_its_status
         await pilot.press("a")
         control.push(session_snapshot(46).model_copy(update={"target_concurrency": 16}))
         await until(pilot, lambda: "auto:" not in screen_text(app))
-        assert not app.ramp.ramp.enabled
+        assert not app.dashboard.ramp.ramp.enabled
         off = [n.message for n in app._notifications if n.message.startswith("auto-ramp off")]
         assert off and "capacity 8" in off[0] and "stopped by the operator" in off[0]
         assert control.calls[-1] == ("set_concurrency", 16)  # switched off: the load stays where it was
@@ -166,7 +166,7 @@ class RefusingControl(CannedControl):
 
 async def test_a_ramp_that_raises_is_dropped_with_one_line_and_the_dashboard_keeps_drawing():
     control = RefusingControl(session(20))
-    app = WattloadApp(control, refresh_hz=0)
+    app = live_app(control, refresh_hz=0)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("a")
         control.push(session_snapshot(21))
@@ -174,11 +174,11 @@ async def test_a_ramp_that_raises_is_dropped_with_one_line_and_the_dashboard_kee
         assert any("cannot set 8" in n.message for n in app._notifications)
         control.push(session_snapshot(22))
         await until(pilot, lambda: app.snapshot.seq == 22)
-        assert app.ramp is not None and not app.ramp.ramp.enabled and "auto:" not in screen_text(app)
+        assert not app.dashboard.ramp.ramp.enabled and "auto:" not in screen_text(app)
 
 
 async def test_too_small_terminal_shows_a_notice_and_recovers():
-    app = WattloadApp(CannedControl(session(20)), refresh_hz=0)
+    app = live_app(CannedControl(session(20)), refresh_hz=0)
     async with app.run_test(size=(50, 12)) as pilot:
         assert isinstance(app.screen, TooSmallScreen)
         assert "Terminal too small: 50x12" in screen_text(app)
@@ -191,7 +191,7 @@ async def test_too_small_terminal_shows_a_notice_and_recovers():
 async def test_failed_engine_offers_quit_and_exits_with_code_1():
     failed = session_snapshot(21).model_copy(update={"state": RunState.FAILED, "message": "worker 0 exited"})
     control = CannedControl([*session(20), failed])
-    app = WattloadApp(control, refresh_hz=0)
+    app = live_app(control, refresh_hz=0)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: isinstance(app.screen, FailedScreen))
         assert "worker 0 exited" in screen_text(app)
@@ -204,7 +204,7 @@ async def test_a_flood_of_snapshots_from_another_thread_is_coalesced_and_loses_n
     """The engine thread may publish far faster than the UI draws: the UI skips to the newest snapshot, yet every
     chart row and every event reaches the history and the log."""
     control = CannedControl(session(4))
-    app = WattloadApp(control, refresh_hz=4.0)
+    app = live_app(control, refresh_hz=4.0)
     flood = [session_snapshot(i) for i in range(5, 1205)]  # 300 s of ticks, including all scripted events
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -240,7 +240,7 @@ async def test_no_color_turns_every_colour_grey(monkeypatch, no_color):
         monkeypatch.setenv("NO_COLOR", "1")
     else:
         monkeypatch.delenv("NO_COLOR", raising=False)
-    app = WattloadApp(CannedControl(session(40)), refresh_hz=0)
+    app = live_app(CannedControl(session(40)), refresh_hz=0)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         colours = _colours(app)
@@ -260,7 +260,7 @@ def recording(tmp_path_factory):
 
 async def test_replay_keys_drive_the_real_player(recording):
     player = Player(recording, playing=False)
-    app = WattloadApp(player, replay=True, refresh_hz=0)
+    app = replay_app(player, refresh_hz=0)
     try:
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("right")
@@ -283,7 +283,8 @@ async def test_replay_keys_drive_the_real_player(recording):
             timeline = app.screen.query_one(TimelineBar)
             assert {kind for _, kind in timeline.markers} >= {"concurrency", "power_cap"}
             await pilot.press("plus", "r", "a")
-            assert [n.message for n in app._notifications].count(REPLAY_DISABLED) == 3
+            assert [m for _, m in app.toasts.said].count(REPLAY_DISABLED) == 3
+            assert [n.message for n in app._notifications].count(REPLAY_DISABLED) == 1  # replaced, not stacked
             await pilot.press("q")
             await until(pilot, lambda: app.return_code is not None)
         assert app.closed
@@ -293,7 +294,7 @@ async def test_replay_keys_drive_the_real_player(recording):
 
 async def test_replay_charts_restart_after_a_seek_back(recording):
     player = Player(recording, playing=False)
-    app = WattloadApp(player, replay=True, refresh_hz=0)
+    app = replay_app(player, refresh_hz=0)
     try:
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("shift+right")
@@ -310,7 +311,7 @@ async def test_replay_charts_restart_after_a_seek_back(recording):
 
 async def test_the_command_palette_offers_the_hotkey_actions():
     control = CannedControl(session(20))  # target 8
-    app = WattloadApp(control, refresh_hz=0)
+    app = live_app(control, refresh_hz=0)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+p")
         await pilot.press(*"double load")

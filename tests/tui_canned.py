@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from engine.control import Backfill
 from engine.snapshot import (
     ClientHealth,
     CostStats,
@@ -233,6 +234,14 @@ class CannedReplay:
     def set_speed(self, speed: float) -> None:
         self.calls.append(("set_speed", speed))
         self._speed = speed
+
+    def backfill(self, until_s: float, span_s: float, step_s: float) -> Backfill:
+        """What the real player recomputes: snapshots over the span before ``until_s``, every event up to it."""
+        self.calls.append(("backfill", until_s))
+        before = [s for s in self.history if s.t_s < until_s - 1e-9]
+        snaps = tuple(s.model_copy(update={"new_events": ()}) for s in before if s.t_s > until_s - span_s)
+        events = tuple(e for s in self.history for e in s.new_events if e.t_s <= until_s)
+        return Backfill(until_s=until_s, snapshots=snaps, events=events)
 
     def close(self) -> None:
         self.calls.append(("close",))

@@ -80,8 +80,10 @@ class Aggregator:
         energy: EnergyAccount | None = None,
         pricing: PricingProfile | None = None,
         gpu_count: int = 0,
+        totals_from_ns: int | None = None,
     ) -> None:
         self._t0 = t0_ns
+        self._totals_from = t0_ns if totals_from_ns is None else max(t0_ns, totals_from_ns)  # a late recording
         self._window_s = window_s
         self._meta = meta
         self._energy = energy
@@ -166,7 +168,7 @@ class Aggregator:
         self._seq += 1
         merged, span_ns = self._window.view(now_ns)
         window = _window_stats(merged, span_ns / 1e9)
-        total = _window_stats(self._total, max(0, now_ns - self._t0) / 1e9)
+        total = _window_stats(self._total, max(0, now_ns - self._totals_from) / 1e9)
         steady = now_ns - round(self._window_s * 1e9) >= self._last_change_ns
         gpu = self._gpu_stats(now_ns, window, total, steady)
         return Snapshot(
@@ -208,9 +210,9 @@ class Aggregator:
         send_lag = window.send_lag.quantile_ms(0.99) or 0.0
         reasons = []
         if loop_lag > LOOP_LAG_LIMIT_MS:
-            reasons.append(f"event-loop lag {loop_lag:.0f} ms > {LOOP_LAG_LIMIT_MS:.0f} ms: chunks are stamped late")
+            reasons.append(f"event-loop lag {_lag(loop_lag)} ms > {LOOP_LAG_LIMIT_MS:.0f} ms: chunks are stamped late")
         if send_lag > SEND_LAG_LIMIT_MS:
-            reasons.append(f"send lag p99 {send_lag:.0f} ms > {SEND_LAG_LIMIT_MS:.0f} ms: sends are behind schedule")
+            reasons.append(f"send lag p99 {_lag(send_lag)} ms > {SEND_LAG_LIMIT_MS:.0f} ms: sends are behind schedule")
         return ClientHealth(
             loop_lag_ms=loop_lag, schedule_lag_ms=send_lag, saturated=bool(reasons), reason="; ".join(reasons)
         )
@@ -251,6 +253,11 @@ class Aggregator:
         self._pending = []
         pending.sort(key=lambda e: e[0])  # stable: ties keep the order they came in
         return tuple(EventView(t_s=(t - self._t0) / 1e9, kind=kind, message=msg) for t, kind, msg in pending)
+
+
+def _lag(ms: float) -> str:
+    """A lag beside its 10 ms limit: a decimal near the limit, so it never reads "10 ms > 10 ms"."""
+    return f"{ms:.0f}" if ms >= 20 else f"{ms:.1f}"
 
 
 def _window_stats(s: SlotStats, span_s: float) -> WindowStats:

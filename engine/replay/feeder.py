@@ -76,7 +76,8 @@ def new_aggregator(rec: Recording) -> tuple[Aggregator, list[str]]:
             notes.append("the recorded pricing profile is not readable by this version: no cost figures")
     meta = SessionMeta(endpoint=m.session.endpoint, model=m.session.model, workload=m.session.workload,
                        source="replay")
-    agg = Aggregator(t0_ns=0, window_s=m.window_s, meta=meta, energy=energy, pricing=pricing, gpu_count=len(m.gpus))
+    agg = Aggregator(t0_ns=0, window_s=m.window_s, meta=meta, energy=energy, pricing=pricing, gpu_count=len(m.gpus),
+                     totals_from_ns=m.recorded_from_us * 1000)  # fmt: skip
     return agg, notes
 
 

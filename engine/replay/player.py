@@ -21,10 +21,10 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.control import SnapshotCallback
+from engine.control import Backfill, SnapshotCallback
 from engine.records import EventKind
 from engine.replay.feeder import Feeder
-from engine.snapshot import Snapshot
+from engine.snapshot import EventView, Snapshot
 from engine.storage.reader import Recording, open_recording
 
 CHECKPOINT_S = 10.0
@@ -45,14 +45,18 @@ class Checkpoints:
         self._progress = threading.Condition(self._lock)
         self._times: list[int] = []
         self._blobs: list[bytes] = []
+        self._events: list[EventView] = []  # every event the walk has seen, in order
+        self._event_counts: list[int] = []  # how many of them came at or before each checkpoint
         self.frontier_us = -1  # the index thread has fed everything up to here
         self.complete = False
         self.ended = False  # the index thread is done (complete, stopped or failed)
 
-    def add(self, t_us: int, blob: bytes) -> None:
+    def add(self, t_us: int, blob: bytes, events: Sequence[EventView] = ()) -> None:
         with self._lock:
             self._times.append(t_us)
             self._blobs.append(blob)
+            self._events.extend(events)
+            self._event_counts.append(len(self._events))
             self.frontier_us = t_us
             self._progress.notify_all()
 
@@ -72,6 +76,12 @@ class Checkpoints:
         with self._lock:
             i = bisect_right(self._times, t_us)
             return None if i == 0 else (self._times[i - 1], self._blobs[i - 1])
+
+    def events_through(self, t_us: int) -> list[EventView]:
+        """The events up to the checkpoint at ``t_us`` (one that ``best`` returned)."""
+        with self._lock:
+            i = bisect_right(self._times, t_us)
+            return [] if i == 0 else self._events[: self._event_counts[i - 1]]
 
     @property
     def nbytes(self) -> int:
@@ -100,6 +110,8 @@ class Player:
         self._period = 1.0 / tick_hz
         self._checkpoint_us = max(1, round(checkpoint_s * 1e6))
         self._duration_us = self.recording.duration_us
+        # a recording started partway (r): the file begins there, and so does everything the player shows
+        self._start_us = min(max(0, self.recording.meta.recorded_from_us), self._duration_us)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._wake = threading.Event()
@@ -116,7 +128,7 @@ class Player:
         self._markers = self._build_markers()
 
         self._feeder = Feeder(self.recording)
-        self._feeder.advance(0)
+        self._feeder.advance(self._start_us)
         self._latest = self._stamp(self._feeder.snapshot())
         self.checkpoints = Checkpoints()
         self._index_stop = threading.Event()
@@ -145,6 +157,11 @@ class Player:
         return self._duration_us / 1e6
 
     @property
+    def start_s(self) -> float:
+        """Where the recording begins on the session clock (later than 0 when ``r`` started it partway)."""
+        return self._start_us / 1e6
+
+    @property
     def position_s(self) -> float:
         with self._lock:
             pos = self._pending if self._pending is not None else self._feeder.position_us
@@ -166,7 +183,7 @@ class Player:
         with self._lock:
             at_end = (self._pending if self._pending is not None else self._feeder.position_us) >= self._duration_us
             if not self._playing and at_end:
-                self._seek_locked(0)
+                self._seek_locked(self._start_us)
             self._playing = not self._playing and self._duration_us > 0
             self._republish = True
         self._wake.set()
@@ -187,6 +204,37 @@ class Player:
             self._speed = min(max(0.0, float(speed)), MAX_SPEED)
             self._republish = True
         self._wake.set()
+
+    def backfill(self, until_s: float, span_s: float, step_s: float) -> Backfill:
+        """Recompute the ``span_s`` before ``until_s`` at ``step_s`` and every event up to it, on a connection and
+        aggregator of its own (any thread): the nearest checkpoint, then a walk of at most span + checkpoint."""
+        until_us = min(max(self._start_us, round(until_s * 1e6)), self._duration_us)
+        start_us = max(self._start_us, until_us - round(span_s * 1e6))
+        step_us = max(1, round(step_s * 1e6))
+        rec = self.recording.reopen()
+        try:
+            feeder = Feeder(rec)
+            events: list[EventView] = []
+            best = self.checkpoints.best(start_us)
+            if best is not None:
+                feeder.restore(best[1])
+                events = self.checkpoints.events_through(best[0])
+            feeder.advance(start_us)
+            snapshots: list[Snapshot] = []
+            t = start_us
+            while True:
+                snap = feeder.snapshot()
+                events.extend(snap.new_events)  # the events that arrived by this step, once each
+                snapshots.append(snap.model_copy(update={"new_events": ()}))
+                if t >= until_us or self._closed:
+                    break
+                t = min(until_us, t + step_us)
+                feeder.advance(t)
+        finally:
+            rec.close()
+        if snapshots and snapshots[-1].t_s >= until_s - 1e-6:
+            snapshots.pop()  # the position itself is the snapshot on screen
+        return Backfill(until_s=until_us / 1e6, snapshots=tuple(snapshots), events=tuple(events))
 
     def close(self) -> None:
         if self._closed:
@@ -229,7 +277,7 @@ class Player:
     # ------------------------------------------------------------------------------------ threads
 
     def _seek_locked(self, t_us: int) -> None:
-        self._pending = min(max(0, t_us), self._duration_us)
+        self._pending = min(max(self._start_us, t_us), self._duration_us)
         self._requested += 1
 
     def _build_markers(self) -> list[tuple[float, str]]:
@@ -343,8 +391,8 @@ class Player:
             t = self._checkpoint_us
             while t <= self._duration_us and not self._index_stop.is_set():
                 feeder.advance(t)
-                feeder.snapshot()  # as a live tick would: drains pending events, prunes old window slots
-                self.checkpoints.add(t, feeder.save())
+                snap = feeder.snapshot()  # as a live tick would: drains pending events, prunes old window slots
+                self.checkpoints.add(t, feeder.save(), snap.new_events)
                 t += self._checkpoint_us
         except Exception:  # the index only speeds seeking up; without it seeks replay from the start
             pass

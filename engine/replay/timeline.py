@@ -14,7 +14,7 @@ from engine.storage.reader import Recording
 
 def initial_control(rec: Recording) -> ControlState:
     """The control state at the start of the recording, from its settings (events then move it)."""
-    cfg = rec.meta.config
+    cfg = {**rec.meta.config, **(rec.meta.start_control or {})}  # a late start: the settings then in force
     try:
         mode = LoadMode(cfg.get("mode", LoadMode.CONCURRENCY.value))
     except ValueError:

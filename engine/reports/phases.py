@@ -80,15 +80,17 @@ def split_phases(
     initial: ControlState,
     window_s: float,
     initial_caps_w: Mapping[int, float] | None = None,
+    start_s: float = 0.0,
 ) -> list[Phase]:
     """Phases of a session from its events (stamps in ns since t0). Events after STOP (cap restores at exit)
-    do not split; events at or before t0 (a recording armed before the start) set the first phase's state."""
+    do not split; events at or before t0 (a recording armed before the start) set the first phase's state.
+    ``start_s``: where the recording begins (``r`` partway through); the first phase starts there."""
     ordered = sorted(events, key=lambda e: e.t_ns)
     end = next((e.t_ns / 1e9 for e in ordered if e.kind is EventKind.STOP and 0 <= e.t_ns / 1e9 < duration_s),
                duration_s)
     control = initial
     caps: dict[int | None, float] = {k: v for k, v in (initial_caps_w or {}).items()}
-    points: list[tuple[float, ControlState, dict[int | None, float]]] = [(0.0, control, dict(caps))]
+    points: list[tuple[float, ControlState, dict[int | None, float]]] = [(start_s, control, dict(caps))]
     for e in ordered:
         t = e.t_ns / 1e9
         if t >= end:

@@ -188,10 +188,11 @@ def build_report(rec: Recording) -> SessionReport:
     m = rec.meta
     duration_ns = rec.duration_us * 1000
     events = [e for _, e in rec.events()]
+    start_s = min(m.recorded_from_us / 1e6, rec.duration_s)  # a late recording: nothing before it counts
     phases = split_phases(events, duration_s=rec.duration_s, initial=initial_control(rec), window_s=m.window_s,
-                          initial_caps_w=_initial_caps(rec))
+                          initial_caps_w=_initial_caps(rec), start_s=start_s)
     spans = [_Span(round(p.steady_from_s * NS), round(p.end_s * NS)) for p in phases]
-    total = _Span(0, duration_ns)
+    total = _Span(round(start_s * NS), duration_ns)
     starts = [s.start_ns for s in spans]
 
     def span_at(t_ns: int) -> _Span | None:

@@ -117,6 +117,9 @@ def _describe_failure(exc: BaseException) -> str:
     return text
 
 
+LATE_START_US = 1_000_000  # a recorder created this long after the session's t0 records from then on
+
+
 class Recorder:
     """Writes one session into ``path`` (a new file; parent directories are created).
 
@@ -147,10 +150,15 @@ class Recorder:
         snapshot_interval_s: float | None = None,
         commit_interval_s: float = COMMIT_INTERVAL_S,
         clock: Callable[[], int] = time.perf_counter_ns,
+        start_control: Mapping[str, Any] | None = None,
     ) -> None:
         self._clock = clock  # arrival stamps; a synthetic session passes its own virtual clock
         self.t0_ns = clock() if t0_ns is None else t0_ns
         self.t0_known = t0_ns is not None
+        # started partway through a session (the r key): everything before now is not in this file
+        late_us = (clock() - t0_ns) // 1000 if t0_ns is not None else 0
+        self.recorded_from_us = late_us if late_us >= LATE_START_US else 0
+        self._start_control = dict(start_control) if start_control and self.recorded_from_us else None
         self.record_tokens = record_tokens
         self.on_warning = on_warning
         self.failed: str | None = None
@@ -270,6 +278,8 @@ class Recorder:
             window_s=self.window_s,
             record_tokens=self.record_tokens,
             snapshot_interval_s=self.snapshot_interval_s,
+            recorded_from_us=self.recorded_from_us,
+            start_control=self._start_control,
         )
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
@@ -462,6 +472,15 @@ class _Writer:
         self.conn.execute("PRAGMA journal_mode=DELETE")
 
 
+def _load_settings(session: object) -> dict[str, Any] | None:
+    """The load settings in force now (the session's latest snapshot), for a recording that starts partway:
+    the config's may be stale by then."""
+    snapshot = getattr(session, "latest", None)
+    if not isinstance(snapshot, Snapshot):
+        return None
+    return {"mode": snapshot.mode.value, "concurrency": snapshot.target_concurrency, "rate": snapshot.target_rate}
+
+
 def recorder_factory(
     *,
     config_dump: Mapping[str, Any],
@@ -474,6 +493,7 @@ def recorder_factory(
     on_warning: WarningCallback | None = None,
     secrets: Iterable[str | None] = (),
     directory: str | Path = "recordings",
+    start_control: Callable[[], Mapping[str, Any] | None] | None = None,
 ) -> Callable[[str | None], Recorder]:
     """What the controller's ``recorder_factory`` wants: a callable taking an optional path. The session's
     settings are bound once; each call opens a new file (default name from wall time, host and model).
@@ -493,6 +513,7 @@ def recorder_factory(
             t0_ns=t0_ns() if callable(t0_ns) else t0_ns,
             on_warning=on_warning,
             secrets=secret_list,
+            start_control=start_control() if start_control is not None else None,
         )
 
     return make
@@ -540,6 +561,7 @@ def session_recorders(
             on_warning=session.emit,
             secrets=[api_key],
             directory=directory,
+            start_control=lambda: _load_settings(session),
         )(path)
 
     return make

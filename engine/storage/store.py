@@ -77,6 +77,11 @@ class RecordingMeta(_Model):
     window_s: float = 10.0
     record_tokens: bool = False
     snapshot_interval_s: float = 10.0
+    recorded_from_us: int = 0
+    """Session time at which recording began (``r`` partway through): the session before it is not in the file,
+    so replay starts there and no figure counts the span before it. 0: recorded from the start."""
+    start_control: dict[str, Any] | None = None
+    """The load settings in force when recording began (mode, concurrency, rate); None: the config's."""
     closed: ClosedInfo | None = None
 
 

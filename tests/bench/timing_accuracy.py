@@ -54,6 +54,7 @@ from engine.sim.process import start_sim_process
 from engine.snapshot import Snapshot
 from tui import app as tui_app
 from tui.app import WattloadApp
+from tui.screens.live_dashboard import LiveDashboard
 
 SERVER_CPU, CLIENT_CPU = 0, 1
 ITL_MS = 20.0
@@ -82,7 +83,7 @@ def tui_alongside(controller: Controller) -> Callable[[], None]:
     That is where the UI lives in a real session: in the controller's process (sharing its GIL and, here, its
     pinned core with the simulator), while the worker process stamps chunks. Headless, with every frame still
     built, composited and encoded as escape codes (``TerminalCostApp``); only the write to a tty is skipped."""
-    app = TerminalCostApp(controller, refresh_hz=4.0)
+    app = TerminalCostApp(LiveDashboard(controller), refresh_hz=4.0)
     cpu_s: list[float] = []
 
     def serve() -> None:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from engine.cli.common import add_load_args, config_from_args, pricing_from_args, sigint_blocked
 from engine.cli.exits import UserError
+from engine.cli.session_end import print_session_end, track_recordings
+from engine.load.deferred import DeferredControl
+from engine.reports.summary import wall_clock_label
 
 if TYPE_CHECKING:
     from engine.load.controller import Controller
@@ -47,12 +51,44 @@ def _run(args: argparse.Namespace) -> int:
     pricing = pricing_from_args(args)
     from tui.app import run_tui
 
-    with simulated_server(args.seed, args.sim_speed) as (url, model):
-        controller = open_demo_session(args, url, model, pricing)
+    # The dashboard opens at once over a DeferredControl that says what startup is doing; the simulated server
+    # and the controller are built on a thread and handed over when ready (seconds on a busy machine).
+    deferred = DeferredControl(model=args.model or "", workload="demo")
+    stack = contextlib.ExitStack()
+    recordings: list[list[str]] = []
+    sim_urls: list[str] = []
+
+    def start() -> None:
         try:
-            return run_tui(controller, refresh_hz=args.refresh)
-        finally:
-            controller.close()
+            deferred.say("starting the simulated server…")
+            url, model = stack.enter_context(simulated_server(args.seed, args.sim_speed))
+            sim_urls.append(url)
+            deferred.say("starting the engine…")
+            controller = open_demo_session(args, url, model, pricing)
+            recordings.append(track_recordings(controller))  # the files r opens, for the end summary
+            deferred.attach(controller, endpoint=url, model=controller.config.model)
+        except UserError as exc:
+            deferred.fail(str(exc))
+        except Exception as exc:  # one line in the dashboard's failure box, never a traceback over it
+            deferred.fail(f"startup failed: {exc}".splitlines()[0])
+
+    DeferredControl.prepare_process_spawning()
+    starter = threading.Thread(target=start, name="wattload-demo-start", daemon=True)
+    starter.start()
+    started_at = wall_clock_label()
+    try:
+        code = run_tui(deferred, refresh_hz=args.refresh, step=args.step)
+    finally:
+        deferred.close()
+        starter.join(60)
+        deferred.close()  # attached while the dashboard was closing: attach() closed it already
+        with sigint_blocked():
+            stack.close()
+    controller = deferred.target
+    if controller is not None:
+        print_session_end(controller, started_at=started_at, recordings=recordings[0] if recordings else [],
+                          sim_url=sim_urls[0] if sim_urls else None)  # fmt: skip
+    return code
 
 
 @contextlib.contextmanager

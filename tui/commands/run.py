@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from engine.cli.common import add_load_args, config_from_args, detected_gpu_name, pricing_from_args
 from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
+from engine.cli.session_end import print_session_end, track_recordings
 from engine.cli.trace_args import add_trace_args, trace_spec
+from engine.reports.summary import wall_clock_label
 
 if TYPE_CHECKING:
     from engine.load.controller import Controller
@@ -63,15 +65,20 @@ def _run(args: argparse.Namespace) -> int:
         gpu_name = detected_gpu_name(args.gpu, telemetry_url, args.gpus) if args.gpu != "none" else None
         pricing = pricing_from_args(args, gpu_name)
         controller, workload, turns, lengths = _prepare(args, url, pricing, sim_url)
+        recordings = track_recordings(controller) if not args.headless else []
         if args.record is not None:
             _start_recording(controller, args.record)
         if not args.headless:
             run_tui = _tui_runner()
             if run_tui is not None:
+                started_at = wall_clock_label()
                 try:
-                    return run_tui(controller, refresh_hz=args.refresh, step=args.step)
+                    code = run_tui(controller, refresh_hz=args.refresh, step=args.step)
                 finally:
                     controller.close()
+                print_session_end(controller, started_at=started_at, recordings=recordings, json_path=args.json,
+                                  sim_url=sim_url)  # fmt: skip
+                return code
             print("wattload: the TUI is not available in this build; running headless", file=sys.stderr)
         return run_headless(controller, json_path=args.json, workload=workload, turns=turns, lengths=lengths)
 
@@ -167,7 +174,8 @@ def _sim_server(args: argparse.Namespace) -> Iterator[str | None]:
     from tui.commands.demo import simulated_server
 
     with simulated_server(args.seed) as (url, _model):
-        print(f"wattload: simulated server at {url}", file=sys.stderr)
+        if args.headless:  # with the dashboard the header shows it, and the end summary says it has stopped
+            print(f"wattload: simulated server at {url}", file=sys.stderr)
         yield url
 
 

@@ -1,80 +1,38 @@
-"""The dashboard screen: one layout of panels for live runs and replays; only the bindings differ.
+"""The dashboard screen's shared part: one layout of panels over a snapshot source, and the hooks the app calls.
 
-Bindings live on the two screen classes (live: load and power keys; replay: transport keys, with the load keys
-answered by "replay: load keys are disabled"), so the Footer and the help screen show exactly what works.
+The App owns snapshot intake (the engine-thread callback, coalescing, frame pacing), help and quit. A dashboard
+owns what differs between a live run and a replay: its bindings and actions, what it adds to each frame, what
+quitting must ask and how its source is closed. ``LiveDashboard`` (live_dashboard.py) steers a LoadControl;
+``ReplayDashboard`` (replay_dashboard.py) drives a ReplayControl's transport.
+
+Layout: header, the numeric panels (a grid), charts beside the event log, ``compose_extra`` (the replay timeline;
+a later panel goes there or into ``#top``), the status line and the footer. Every row has a fixed height, so no
+warning or message can shift the layout.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
-from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual import events
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import BindingType
 from textual.containers import Grid, Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer
 
+from engine.control import SnapshotSource
+from engine.snapshot import EventView, Snapshot
+from tui.ramp_link import RampLine
 from tui.widgets.charts import ChartHistory, ChartsPanel
 from tui.widgets.event_log import EventLogPanel
 from tui.widgets.gpu_cost import GpuCostPanel
 from tui.widgets.header import HeaderPanel
 from tui.widgets.latency import LatencyPanel
 from tui.widgets.load import LoadPanel
+from tui.widgets.status_line import SaturationLatch, StatusLine
 from tui.widgets.throughput import ThroughputPanel
-from tui.widgets.timeline import TimelineBar
-
-LIVE_BINDINGS: list[BindingType] = [
-    Binding("plus", "app.load_step(1)", "more", key_display="+", tooltip="raise concurrency (or rate) by one step"),
-    Binding("up", "app.load_step(1)", "load+", show=False),
-    Binding("minus", "app.load_step(-1)", "less", key_display="-", tooltip="lower concurrency (or rate) by one step"),
-    Binding("down", "app.load_step(-1)", "load-", show=False),
-    Binding("asterisk", "app.load_scale(2)", "load×2", show=False, tooltip="double concurrency (or rate)"),
-    Binding("shift+up", "app.load_scale(2)", "load×2", show=False),
-    Binding("slash", "app.load_scale(0.5)", "load÷2", show=False, tooltip="halve concurrency (or rate)"),
-    Binding("shift+down", "app.load_scale(0.5)", "load÷2", show=False),
-    Binding("left_square_bracket", "app.cap_step(-1)", "cap-", key_display="[", tooltip="lower the GPU power cap"),
-    Binding("right_square_bracket", "app.cap_step(1)", "cap+", key_display="]", tooltip="raise the GPU power cap"),
-    Binding(
-        "a",
-        "app.toggle_auto_ramp",
-        "ramp",  # "auto-ramp" would push "quit" out of an 80-column footer
-        tooltip="auto-ramp on/off: raise load until throughput peaks",
-    ),
-    Binding("w", "app.toggle_cap_sweep", "cap sweep", show=False,
-            tooltip="power-cap sweep: step the cap down at this load, find the sweet spot (again: stop)"),
-    Binding("space", "app.toggle_pause", "pause", tooltip="pause / resume the load (in-flight requests finish)"),
-    Binding("r", "app.toggle_recording", "rec", tooltip="start / stop recording the session"),
-]
-
-_DISABLED_KEYS = (
-    "plus",
-    "minus",
-    "up",
-    "down",
-    "asterisk",
-    "slash",
-    "shift+up",
-    "shift+down",
-    "left_square_bracket",
-    "right_square_bracket",
-    "r",
-    "a",
-)
-REPLAY_BINDINGS: list[BindingType] = [
-    Binding("space", "app.replay_toggle", "play/pause", tooltip="play / pause the replay"),
-    Binding("left", "app.replay_seek(-10)", "-10s", key_display="←", tooltip="seek back 10 s"),
-    Binding("right", "app.replay_seek(10)", "+10s", key_display="→", tooltip="seek forward 10 s"),
-    Binding("shift+left", "app.replay_seek(-60)", "-60s", show=False, tooltip="seek back 60 s"),
-    Binding("shift+right", "app.replay_seek(60)", "+60s", show=False, tooltip="seek forward 60 s"),
-    Binding("home", "app.replay_seek_to(0)", "start", show=False, tooltip="jump to the start"),
-    Binding("end", "app.replay_end", "end", show=False, tooltip="jump to the end"),
-    Binding("1", "app.replay_speed(1)", "1x", show=False, tooltip="play at 1x"),
-    Binding("2", "app.replay_speed(2)", "2x", show=False, tooltip="play at 2x"),
-    Binding("4", "app.replay_speed(4)", "4x", show=False, tooltip="play at 4x"),
-    Binding("8", "app.replay_speed(8)", "8x", show=False, tooltip="play at 8x"),
-    Binding("0", "app.replay_speed(0)", "max", show=False, tooltip="play as fast as possible"),
-    *[Binding(key, "app.load_disabled", show=False) for key in _DISABLED_KEYS],
-]
 
 
 class Panels(NamedTuple):
@@ -87,21 +45,31 @@ class Panels(NamedTuple):
     gpu: GpuCostPanel
     charts: ChartsPanel
     events: EventLogPanel
-    timeline: TimelineBar | None
+    status: StatusLine
 
 
 class DashboardScreen(Screen[None]):
     """Every panel, laid out by app.tcss breakpoints (-narrow/-medium/-wide, -short/-tall)."""
 
-    def __init__(self, history: ChartHistory) -> None:
+    help_title = "wattload keys"
+    AUTO_FOCUS = ""  # the Events panel takes focus only on tab or a click: the arrows are load/seek keys
+
+    def __init__(self, source: SnapshotSource) -> None:
         super().__init__(id="dashboard")
-        self.history = history
+        self.source = source
+        self.history = ChartHistory()
         self._panels: Panels | None = None
+        self.shown: Snapshot | None = None  # the snapshot on screen
+        self.saturation = SaturationLatch()  # fed every snapshot on the engine thread; the status line reads it
+
+    @property
+    def current(self) -> Snapshot:
+        """The snapshot on screen, or the source's latest before the first frame."""
+        return self.shown or self.source.latest
 
     @property
     def panels(self) -> Panels:
         if self._panels is None:
-            timelines = self.query(TimelineBar)
             self._panels = Panels(
                 self.query_one(HeaderPanel),
                 self.query_one(LoadPanel),
@@ -110,7 +78,7 @@ class DashboardScreen(Screen[None]):
                 self.query_one(GpuCostPanel),
                 self.query_one(ChartsPanel),
                 self.query_one(EventLogPanel),
-                timelines.first() if timelines else None,
+                self.query_one(StatusLine),
             )
         return self._panels
 
@@ -125,18 +93,60 @@ class DashboardScreen(Screen[None]):
             yield ChartsPanel(self.history, id="charts")
             yield EventLogPanel(id="events")
         yield from self.compose_extra()
+        yield StatusLine(id="status")
         yield Footer(compact=True)
 
     def compose_extra(self) -> ComposeResult:
         yield from ()
 
+    def on_resize(self, event: events.Resize) -> None:
+        # the footer's right-docked "^p palette" overprints the keys below 100 columns (ctrl+p still works)
+        self.query_one(Footer).show_command_palette = event.size.width >= 100
 
-class LiveDashboard(DashboardScreen):
-    BINDINGS: ClassVar[list[BindingType]] = LIVE_BINDINGS
+    # -- hooks the app calls -----------------------------------------------------------------------------------
 
+    def ingest(self, snapshot: Snapshot) -> tuple[RampLine, ...]:
+        """Engine thread, once per snapshot: work that must see every snapshot (frames skip some); returns
+        event-log lines. Overrides call this first."""
+        self.saturation.update(snapshot)
+        return ()
 
-class ReplayDashboard(DashboardScreen):
-    BINDINGS: ClassVar[list[BindingType]] = REPLAY_BINDINGS
+    def absorb(self, t_s: float, row: tuple[float, ...], events: tuple[EventView, ...],
+               lines: tuple[RampLine, ...]) -> None:
+        """UI thread: one snapshot's chart row and events (every one, even when frames are skipped)."""
+        self.history.append(t_s, row, events)
+        panels = self.panels
+        for event in events:
+            panels.events.add(event)
+            panels.status.note(event.t_s, event.kind, event.message)
 
-    def compose_extra(self) -> ComposeResult:
-        yield TimelineBar(id="timeline")
+    def show(self, snapshot: Snapshot) -> None:
+        """UI thread: draw ``snapshot`` in every panel (inside the app's batch_update)."""
+        panels = self.panels
+        panels.header.show(snapshot)
+        panels.load.show(snapshot)
+        panels.latency.show(snapshot)
+        panels.throughput.show(snapshot)
+        panels.gpu.show(snapshot)
+        panels.charts.refresh_from_history()
+        panels.status.show(snapshot, saturated=self.saturation.active, reason=self.saturation.reason)
+        self.shown = snapshot
+
+    def quit_question(self) -> tuple[str | None, bool]:
+        """(the recording that quitting would end, whether power caps were changed): ask first if either."""
+        return None, False
+
+    def close_source(self, keep_caps: bool) -> None:
+        """Stop the source (any thread but the UI's: it may wait for workers)."""
+        raise NotImplementedError
+
+    def help_note(self) -> str:
+        return ""
+
+    def help_bindings(self) -> list[BindingType]:
+        """The bindings the help screen lists (what works in this mode)."""
+        return list(self.BINDINGS)
+
+    def commands(self) -> Iterable[SystemCommand]:
+        """This mode's actions for the command palette."""
+        yield from ()

@@ -111,6 +111,30 @@ class ChartHistory:
                 self.markers.append((event.t_s, kind))
         self.version += 1
 
+    def prepend(self, rows: Iterable[tuple[float, tuple[float, ...], Iterable[EventView]]],
+                events: Iterable[EventView] = ()) -> None:
+        """Put older rows (a replay's recomputed history) before the ones held; rows not older are skipped.
+        ``events`` (up to the first row held) become markers, each once."""
+        first = float(self.ordered()[0][0]) if self._size else math.inf
+        t_old, v_old = (a.copy() for a in self.ordered())
+        markers = list(self.markers)
+        self._next = self._size = 0
+        self.markers.clear()
+        for t_s, values, row_events in rows:
+            if t_s < first - 1e-6:
+                self.append(t_s, values, row_events)
+        for event in events:
+            kind = MARKER_KINDS.get(event.kind)
+            if kind is not None and (event.t_s, kind) not in self.markers:
+                self.markers.append((event.t_s, kind))
+        self.markers.extend(m for m in markers if m not in self.markers)
+        for t_s, values in zip(t_old, v_old, strict=True):
+            self._t[self._next] = t_s
+            self._v[self._next] = values
+            self._next = (self._next + 1) % self._t.size
+            self._size = min(self._size + 1, self._t.size)
+        self.version += 1
+
     def ordered(self) -> tuple[np.ndarray, np.ndarray]:
         """Times and values, oldest first."""
         if self._size < self._t.size:

@@ -1,7 +1,7 @@
 """Header: what is being measured (endpoint, model, workload), for how long, and whether to trust it now.
 
-The second line appears only when something needs the operator's attention: the load generator itself is
-saturated (figures are suspect), or the engine failed/stopped with a message.
+Always one line: warnings and the engine's messages go to the status line (widgets/status_line.py), so they
+never shift the layout.
 """
 
 from __future__ import annotations
@@ -24,21 +24,23 @@ STATE_STYLE: dict[RunState, str] = {
 
 class HeaderPanel(SnapshotPanel):
     DEFAULT_CLASSES = ""
-    FIXED_SIZE = False  # one line, two while a warning shows
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.playback: str = ""  # replay only: "▶ 2x" / "⏸" (set by the app, shown before the state)
+        self.playback: str = ""  # replay only: "▶ playing 2x" / "⏸ paused" / "■ end" (set by the replay dashboard)
         self.ramp: str = ""  # live only: the auto-ramp's status while it runs (set by the app, shown after the target)
 
     def build(self, snapshot: Snapshot) -> Content:
         sep = Content.styled(" │ ", "$text-muted")
-        who = " · ".join(part for part in (snapshot.endpoint, snapshot.model, snapshot.workload) if part)
+        # the model first: a narrow header cuts from the right and keeps it
+        who = " · ".join(part for part in (snapshot.model, snapshot.workload, snapshot.endpoint) if part)
         target = fmt.load_target(snapshot.mode, snapshot.target_concurrency, snapshot.target_rate)
         parts: list[Content] = [Content.styled(" wattload ", "$text-accent bold")]
-        if snapshot.source == "replay":
+        if snapshot.source == "replay":  # the transport first; the recorded state is what the session was doing
             parts.append(Content.styled(f"REPLAY {self.playback}".rstrip() + " ", "$accent bold"))
-        parts.append(Content.styled(f"● {snapshot.state.value.upper()}", STATE_STYLE[snapshot.state]))
+            parts.append(Content.styled(f"(was {snapshot.state.value})", "$text-muted"))
+        else:
+            parts.append(Content.styled(f"● {snapshot.state.value.upper()}", STATE_STYLE[snapshot.state]))
         if snapshot.recording:
             parts.append(Content.styled("  ● REC", "$error bold"))
         parts += [
@@ -53,12 +55,4 @@ class HeaderPanel(SnapshotPanel):
             sep,
             Content.styled(who or "(no endpoint)", "$text"),
         ]
-        line = Content.assemble(*parts)
-        notes: list[Content] = []
-        if snapshot.client.saturated:
-            reason = snapshot.client.reason or "the load generator is the bottleneck"
-            notes.append(Content.styled(f" ⚠ client saturated: {reason} (figures are suspect)", "$warning bold"))
-        if snapshot.message:
-            style = "$error bold" if snapshot.state is RunState.FAILED else "$text-warning"
-            notes.append(Content.styled(f" {snapshot.message}", style))
-        return Content("\n").join([line, *notes]) if notes else line
+        return Content.assemble(*parts)

@@ -7,6 +7,7 @@ well under 1 ms, which matters at 4 Hz on a machine that is also generating the 
 
 from __future__ import annotations
 
+from textual import events
 from textual.content import Content
 
 from engine.reports import format as fmt
@@ -17,6 +18,22 @@ METRICS: tuple[tuple[str, str], ...] = (("TTFT", "ttft"), ("ITL", "itl"), ("TPOT
 WINDOW_COLUMNS: tuple[str, ...] = ("p50", "p90", "p95", "p99")
 TOTAL_COLUMNS: tuple[str, ...] = ("p50", "p99")
 LABEL_W, CELL_W, TOTAL_W = 5, 6, 8
+# What a narrow panel keeps, most wanted first (shown in the usual order): the window's median and tail, then
+# the since-start tail, then the rest.
+PRIORITY: tuple[tuple[str, str], ...] = (("w", "p50"), ("w", "p99"), ("t", "p99"), ("w", "p90"), ("t", "p50"),
+                                         ("w", "p95"))  # fmt: skip
+
+
+def fitting_columns(width: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The window and since-start columns that fit in ``width`` cells (all of them from 45)."""
+    used, keep = LABEL_W, set()
+    for part, name in PRIORITY:
+        cost = CELL_W if part == "w" else TOTAL_W
+        if used + cost > width:
+            break
+        used += cost
+        keep.add((part, name))
+    return (tuple(n for n in WINDOW_COLUMNS if ("w", n) in keep), tuple(n for n in TOTAL_COLUMNS if ("t", n) in keep))
 
 
 class LatencyPanel(SnapshotPanel):
@@ -25,15 +42,23 @@ class LatencyPanel(SnapshotPanel):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, title="Latency ms")
         self._subtitle = ""
+        self._snapshot: Snapshot | None = None
+
+    def on_resize(self, _event: events.Resize) -> None:
+        if self._snapshot is not None:  # the columns that fit depend on the width
+            self.show(self._snapshot)
 
     def build(self, snapshot: Snapshot) -> Content:
+        self._snapshot = snapshot
         subtitle = f"window {fmt.sig(snapshot.window_s)}s · n={snapshot.window.ttft.count:,} · all = since start"
         if subtitle != self._subtitle:
             self.border_subtitle = self._subtitle = subtitle
+        width = self.content_size.width if self.is_mounted and self.content_size.width else 80
+        window_columns, total_columns = fitting_columns(width)
         header = Content.assemble(
             ("".ljust(LABEL_W), ""),
-            ("".join(name.rjust(CELL_W) for name in WINDOW_COLUMNS), "bold"),
-            ("".join(f"all {name}".rjust(TOTAL_W) for name in TOTAL_COLUMNS), "bold italic $text-muted"),
+            ("".join(name.rjust(CELL_W) for name in window_columns), "bold"),
+            ("".join(f"all {name}".rjust(TOTAL_W) for name in total_columns), "bold italic $text-muted"),
         )
         lines = [header]
         for label, key in METRICS:
@@ -42,8 +67,8 @@ class LatencyPanel(SnapshotPanel):
             lines.append(
                 Content.assemble(
                     (label.ljust(LABEL_W), "bold"),
-                    "".join(fmt.ms(getattr(window, name)).rjust(CELL_W) for name in WINDOW_COLUMNS),
-                    ("".join(fmt.ms(getattr(total, name)).rjust(TOTAL_W) for name in TOTAL_COLUMNS), "italic"),
+                    "".join(fmt.ms(getattr(window, name)).rjust(CELL_W) for name in window_columns),
+                    ("".join(fmt.ms(getattr(total, name)).rjust(TOTAL_W) for name in total_columns), "italic"),
                 )
             )
         return Content("\n").join(lines)

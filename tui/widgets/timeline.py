@@ -23,6 +23,13 @@ def speed_label(speed: float) -> str:
     return "max" if speed <= 0 else f"{fmt.sig(speed)}x"
 
 
+def transport_label(playing: bool, speed: float, at_end: bool) -> str:
+    """The one word for where playback is, shared by the header and the timeline so the two never disagree."""
+    if playing:
+        return f"▶ playing {speed_label(speed)}"
+    return "■ end" if at_end else "⏸ paused"
+
+
 class TimelineBar(Widget):
     can_focus = False
 
@@ -37,13 +44,15 @@ class TimelineBar(Widget):
         self.playing = False
         self.speed = 1.0
         self.markers: tuple[tuple[float, str], ...] = ()
+        self.at_end = False
 
     def show(
-        self, position_s: float, duration_s: float, playing: bool, speed: float, markers: Sequence[tuple[float, str]]
+        self, position_s: float, duration_s: float, playing: bool, speed: float, markers: Sequence[tuple[float, str]],
+        *, at_end: bool = False,
     ) -> None:
-        state = (position_s, duration_s, playing, speed, tuple(markers))
-        if state != (self.position_s, self.duration_s, self.playing, self.speed, self.markers):
-            self.position_s, self.duration_s, self.playing, self.speed, self.markers = state
+        state = (position_s, duration_s, playing, speed, tuple(markers), at_end)
+        if state != (self.position_s, self.duration_s, self.playing, self.speed, self.markers, self.at_end):
+            self.position_s, self.duration_s, self.playing, self.speed, self.markers, self.at_end = state
             self.refresh()
 
     def render_line(self, y: int) -> Strip:
@@ -55,8 +64,9 @@ class TimelineBar(Widget):
         return Strip.blank(width)
 
     def _status(self, width: int) -> Strip:
-        play = "▶ playing" if self.playing else "⏸ paused"
-        left = f" {play} {speed_label(self.speed)}  {fmt.clock(self.position_s)} / {fmt.clock(self.duration_s)}"
+        play = transport_label(self.playing, self.speed, self.at_end)
+        speed = "" if self.playing else f" {speed_label(self.speed)}"
+        left = f" {play}{speed}  {fmt.clock(self.position_s)} / {fmt.clock(self.duration_s)}"
         right = "space play/pause · ←/→ 10s · ⇧←/→ 60s · home/end · 1 2 4 8 0 speed "
         gap = width - len(left) - len(right)
         segments = [Segment(left, theme_style(self.app, "accent", bold=True))]
