@@ -92,6 +92,11 @@ class StreamProgress:
     chunks: int
     in_flight: int  # requests open in this worker at t_ns
     loop_lag_ms: float  # worst event-loop lag seen by this worker since its last report
+    # First tokens of open requests since the previous tick, as (request id, first-token stamp, scheduled stamp):
+    # TTFT enters the window when the first token arrived, not when its (maybe minute-long) request ends.
+    first_tokens: tuple[tuple[int, int, int], ...] = ()
+    waiting: int = 0  # requests sent that have no first token yet at t_ns (queued on the server, or prefilling)
+    waiting_since_ns: int | None = None  # scheduled stamp of the oldest of them; None when none waits
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,6 +186,8 @@ class Snapshot(Frozen):
     target_concurrency: int = 0
     target_rate: float = 0.0
     in_flight: int = 0
+    waiting_first_token: int = 0  # requests sent that have no first token yet (queued or prefilling on the server)
+    oldest_wait_s: float | None = None  # how long the oldest of them has waited, from its scheduled time
     window_s: float = 10.0
     window: WindowStats = WindowStats()
     total: WindowStats = WindowStats()

@@ -1,13 +1,22 @@
 """One streaming request over real loopback HTTP against the simulated server: counts, stamps, error classes."""
 
+import asyncio
 import random
+from itertools import pairwise
 from time import perf_counter_ns
 
 import pytest
 from engine_helpers import config, free_port, set_sim, sim_server, sim_stamps
 
 from engine.config import RunConfig
-from engine.endpoint.client import IGNORE_EOS_REJECTED, ArrivalStampingHandler, completions_url, open_session
+from engine.endpoint.client import (
+    IGNORE_EOS_REJECTED,
+    ArrivalStampingHandler,
+    StreamClient,
+    arrival_clock,
+    completions_url,
+    open_session,
+)
 from engine.endpoint.http_choice import open_stream_client
 from engine.records import ErrorClass, RequestRecord
 from engine.workload.synthetic import SyntheticFactory
@@ -119,15 +128,41 @@ async def test_api_key_is_sent_as_bearer_and_never_echoed(kind):
 
 async def test_arrival_stamps_are_taken_in_this_aiohttps_protocol(sim):
     """The client stamps bytes when they reach the connection (engine/endpoint/client.py); if an aiohttp upgrade changes
-    how protocols are built, the client silently falls back to read-time stamps: this test notices."""
+    how protocols are built, the client silently falls back to read-time stamps: this test notices. It holds
+    whether or not aiohttp has already released the connection (a body that came with its headers)."""
     cfg = config(sim)
+    url = completions_url(cfg.model_copy(update={"api": "completions"}))
     async with open_session(cfg) as session:
-        body = {"model": cfg.model, "prompt": "hi", "max_tokens": 2, "stream": True}
-        async with session.post(completions_url(cfg.model_copy(update={"api": "completions"})), json=body) as resp:
-            protocol = resp.connection.protocol
-            assert isinstance(protocol, ArrivalStampingHandler)
-            assert 0 < protocol.arrival_ns <= perf_counter_ns()
-            before = protocol.arrival_ns
-            protocol.data_received(b"")  # what aiohttp does after each read to resume parsing: not an arrival
-            assert protocol.arrival_ns == before
-            await resp.read()
+        for max_tokens in (1, 2, 32):
+            body = {"model": cfg.model, "prompt": "hi", "max_tokens": max_tokens, "stream": True}
+            async with session.post(url, json=body) as resp:
+                assert isinstance(getattr(resp, "_protocol", None), ArrivalStampingHandler)
+                clock = arrival_clock(resp)
+                assert clock is not None, max_tokens
+                assert 0 < clock.arrival_ns <= perf_counter_ns()
+                await resp.read()
+    handler = ArrivalStampingHandler(asyncio.get_running_loop())
+    handler.data_received(b"")  # what aiohttp does after each read to resume parsing: not an arrival
+    assert handler.arrival_ns == 0
+    handler.data_received(b"x")
+    assert 0 < handler.arrival_ns <= perf_counter_ns()
+
+
+async def test_one_token_answers_get_arrival_stamps(sim):
+    """A 1-token answer (every calibration probe) arrives with its headers, and aiohttp releases the connection
+    before the client looks: its stamps must still be arrival stamps, and a pooled connection reused by the next
+    request must not restamp the previous one."""
+    cfg = config(sim, max_tokens=1, input_tokens=8)
+    factory = SyntheticFactory(cfg.api, cfg.input_tokens, cfg.max_tokens)
+    async with open_session(cfg) as session:
+        client = StreamClient(cfg, session)
+        records = [await client.run(i, factory.make(i, random.Random(i))) for i in range(30)]
+        records += await asyncio.gather(*(client.run(i, factory.make(i, random.Random(i))) for i in range(30, 60)))
+    assert client.read_stamped == 0
+    for r in records:
+        assert r.ok and r.output_tokens == 1, r.error_detail
+        truth = sim_stamps(sim, r.response_id)
+        assert r.t_start_ns <= truth["t_received_ns"] <= r.t_headers_ns <= r.t_first_token_ns <= r.t_end_ns
+        assert truth["chunk_write_ns"][0] <= r.t_first_token_ns
+    for earlier, later in pairwise(records[:30]):  # sent one after the other, over one pooled connection
+        assert earlier.t_first_token_ns < later.t_start_ns

@@ -70,7 +70,8 @@ def test_key_messages_name_the_fix(capsys):
 def test_ignore_eos_rejected_says_so(capsys):
     with sim_server(speed=20.0, strict_fields=True) as url:
         line = fails_with_one_line(capsys, ["run", url, "--headless", "--ignore-eos"])
-    assert line == f"wattload: {IGNORE_EOS_REJECTED}"
+    # the length calibration's one-token probes are the first requests shaped like the run's: they meet the 422
+    assert line == f"wattload: calibration probe failed: {IGNORE_EOS_REJECTED}"
 
 
 class _TwoModels(BaseHTTPRequestHandler):
@@ -133,8 +134,10 @@ def test_server_faults_during_a_run_are_counted_by_class_and_the_run_goes_on(tmp
     out = tmp_path / "faults.json"
     with sim_server(speed=20.0, seed=7, error_rate=0.2, rate_429=0.1, reset_rate=0.15, malformed_rate=0.15) as url:
         code = main(["run", url, "--headless", "-n", "40", "-c", "4", "--max-tokens", "8", "--json", str(out)])
-    printed = capsys.readouterr().out
-    assert code == 0
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert code == 0, captured.err
+    assert "input lengths not calibrated (calibration probe failed: " in captured.err  # a flaky server still runs
     total = json.loads(out.read_text())["result"]["total"]
     assert total["requests"] + total["errors"] == 40
     assert set(total["errors_by_class"]) == {"http_5xx", "http_429", "stream_broken", "malformed"}
@@ -154,7 +157,9 @@ def test_sim_flag_runs_against_the_simulated_server_and_its_gpu(tmp_path):
 
 def test_ctrl_c_stops_cleanly_and_still_prints_the_summary():
     with start_sim_process(SimConfig(speed=1.0)) as sim:
-        proc = subprocess.Popen([*WATTLOAD, "run", sim.url, "--headless", "-c", "4", "--max-tokens", "64"],
+        # --no-calibrate: the sim's success counter below must count the run's requests, not calibration probes
+        proc = subprocess.Popen([*WATTLOAD, "run", sim.url, "--headless", "-c", "4", "--max-tokens", "64",
+                                 "--no-calibrate"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             metrics = f"{root_of(sim.url)}/metrics"
@@ -203,7 +208,7 @@ def test_profile_and_record_from_the_start(capsys, sim, tmp_path):
 def test_record_to_an_unwritable_place_is_one_line(capsys, sim, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    fails_with_one_line(capsys, ["run", sim, "--headless", "-n", "1", "--gpu", "none",
+    fails_with_one_line(capsys, ["run", sim, "--headless", "-n", "1", "--gpu", "none", "--no-calibrate",
                                  "--record", str(blocker / "x.sqlite")], "cannot record")
 
 
@@ -217,3 +222,33 @@ def test_record_dir_names_where_a_default_recording_goes(capsys, sim, tmp_path):
     files = list(target.glob("*.wattload.sqlite"))
     assert len(files) == 1, (err, list(target.iterdir()) if target.exists() else None)
     assert f"recording to {files[0]}" in err
+
+
+def test_input_tokens_are_calibrated_by_default_and_the_report_shows_target_and_measured(capsys, sim, tmp_path):
+    """Plain --input-tokens gets the same one-token probes as a profile: the prompts land on 128 by the server's
+    own usage (the simulator's chat template adds tokens the words alone would not), and the summary and
+    --json say target vs measured, with the system the run was measured on."""
+    out = tmp_path / "calibrated.json"
+    argv = ["run", sim, "--headless", "--workers", "1", "-c", "4", "-n", "20", "--input-tokens", "128",
+            "--max-tokens", "4", "--gpu", "none"]
+    code = main([*argv, "--json", str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "input length calibrated on the server: target 128 tokens" in printed.err
+    report = json.loads(out.read_text())
+    lengths = report["lengths"]
+    assert lengths["requests"] == 20 and lengths["target_input"] == 128 and lengths["target_output"] == 4
+    assert abs(lengths["actual_input"] - 128) <= 0.02 * 128, lengths
+    assert lengths["actual_output"] == 4
+    assert report["calibration"]["target_tokens"] == 128 and report["calibration"]["probes"] > 0
+    assert re.search(r"lengths +input 128 -> 1[23]\d\.\d \([+-]\d+\.\d%\), output 4 -> 4\.0", printed.out)
+    assert report["system"]["python"] and "hostname" in report["system"]
+
+    raw = tmp_path / "raw.json"
+    code = main([*argv, "--no-calibrate", "--json", str(raw)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "calibrated" not in printed.err
+    uncalibrated = json.loads(raw.read_text())
+    assert uncalibrated["calibration"] is None and uncalibrated["lengths"]["target_input"] == 128
+    assert uncalibrated["lengths"]["actual_input"] != lengths["actual_input"]  # the words alone miss the target

@@ -158,3 +158,55 @@ def test_step_from_snapshot_takes_the_window_and_the_energy():
     r = step_from_snapshot(2, 8, 4.0, True, s)
     assert (r.index, r.concurrency, r.requests, r.output_tokens_per_s) == (2, 8, 20, 800.0)
     assert r.watts is None and r.joules_per_output_token is None  # no GPU: n/a, never zero
+
+
+def test_a_step_past_the_admission_limit_is_judged_by_its_waiting_requests_not_its_survivors():
+    """The simulator's chat case: at 512 with 256 queued, the survivors' TTFT p99 (454 ms) and tok/s looked
+    better than at 256. The waiting requests are censored observations: the step queues, TTFT p99 is "≥" the
+    oldest wait, and capacity stays at the admission limit."""
+    finder = CeilingFinder(SweepSettings(start=128, max=1024, slo_ttft_p99_ms=5000))
+    finder.record(step(0, 128, 3000, ttft=900))
+    finder.record(step(1, 256, 3900, ttft=1665))
+    queued = step(2, 512, 4600, ttft=454).model_copy(
+        update={"waiting_first_token": 256, "oldest_wait_ms": 9000.0, "ttft_p99_ms": 9000.0, "ttft_p99_censored": True}
+    )
+    judged = finder.record(queued)
+    assert judged.verdict is Verdict.QUEUED and finder.done
+    assert "256 of 512 requests still waiting" in judged.reason and "TTFT p99 ≥ 9.00 s" in judged.reason
+    assert judged.slo_failures(finder.settings) == ["TTFT p99 ≥ 9.00 s > SLO 5.00 s"]
+    o = finder.outcome()
+    assert o.capacity == 256 and "reached --max" not in o.stop_reason
+
+
+def test_censored_ttft_p99_is_a_bound_only_when_the_waiting_reach_the_top_percentile():
+    from engine.sweep.rules import censored_ttft_p99
+
+    assert censored_ttft_p99(454.0, 1000, 256, 9000.0) == (9000.0, True)
+    assert censored_ttft_p99(454.0, 1000, 5, 9000.0) == (454.0, False)  # 0.5%: inside the p99's slack
+    assert censored_ttft_p99(None, 0, 4, 1200.0) == (1200.0, True)  # nothing observed yet: the wait is the bound
+    assert censored_ttft_p99(80.0, 50, 0, None) == (80.0, False)
+
+
+def test_a_step_that_completed_nothing_is_extended_and_never_the_best():
+    """A 512-token answer at 30 tok/s takes ~17 s: a 10 s window at concurrency 1 completed nothing, and the
+    next step was stopped for 'falling below' it."""
+    settings = SweepSettings(step_time_s=20, window_s=10)
+    judge = StepJudge(0, 1, settings, t_start_s=0.0)
+    empty = WindowStats(output_tokens_per_s=31.0)
+    snaps = [Snapshot(t_s=t, target_concurrency=1, window_s=10, steady=True, window=empty) for t in range(11, 40)]
+    assert all(judge.feed(s) is None for s in snaps)  # past --step-time, still holding: nothing to judge yet
+    finder = CeilingFinder(settings)
+    finder.record(step(0, 1, 31.0, requests=0))
+    judged = finder.record(step(1, 2, 25.0))
+    assert judged.verdict is Verdict.IMPROVED  # compared with nothing, not with an empty step
+
+
+def test_a_step_holds_three_request_durations():
+    settings = SweepSettings(step_time_s=20, window_s=10)
+    judge = StepJudge(0, 4, settings, t_start_s=0.0)
+    w = WindowStats(requests=5, output_tokens_per_s=120.0, e2e=Percentiles(count=5, p50=16_000.0))
+    results = [judge.feed(Snapshot(t_s=t / 4, target_concurrency=4, window_s=10, steady=True, window=w))
+               for t in range(40, 4 * 60)]
+    done = next((i, r) for i, r in enumerate(results) if r is not None)
+    assert done[1].held_s == pytest.approx(48.0, abs=0.3)  # 3 x 16 s, not the 20 s step time
+    assert done[1].hold_note == "held 48 s: 3 request durations (E2E p50 16.0 s)"

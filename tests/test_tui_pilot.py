@@ -139,7 +139,9 @@ async def test_a_toggles_the_auto_ramp_which_steps_the_load_and_shows_its_status
         assert ("set_concurrency", 8) in control.calls  # step 1 holds the load it found
         assert "auto-ramp on: from concurrency 8, up to 512" in [n.message for n in app._notifications]
 
-        for seq in range(22, 30):  # 2 s of snapshots: step 1 runs out of time, the ramp doubles the load
+        # a step holds at least 3 request durations (E2E p50 ~1.6 s here), beyond its 2 s step time: 6 s of
+        # snapshots, then step 1 runs out of time and the ramp doubles the load
+        for seq in range(22, 46):
             control.push(session_snapshot(seq))
         await until(pilot, lambda: "↗ auto: c=16 step 2 0/2s" in screen_text(app))
         assert control.calls[-1] == ("set_concurrency", 16)
@@ -149,7 +151,7 @@ async def test_a_toggles_the_auto_ramp_which_steps_the_load_and_shows_its_status
         assert not any("auto-ramp: c=8" in n.message for n in app._notifications)  # step lines stay in the log
 
         await pilot.press("a")
-        control.push(session_snapshot(30).model_copy(update={"target_concurrency": 16}))
+        control.push(session_snapshot(46).model_copy(update={"target_concurrency": 16}))
         await until(pilot, lambda: "auto:" not in screen_text(app))
         assert not app.dashboard.ramp.ramp.enabled
         off = [n.message for n in app._notifications if n.message.startswith("auto-ramp off")]

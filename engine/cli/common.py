@@ -119,15 +119,48 @@ def config_from_args(args: argparse.Namespace, *, base_url: str | None = None, m
         raise UserError(f"invalid setting {where}: {err['msg']}") from None
 
 
-def pricing_from_args(args: argparse.Namespace) -> PricingProfile:
-    """The pricing profile named by --pricing (default built-in) with --gpu-hourly/--kwh/--pue applied."""
+def pricing_from_args(args: argparse.Namespace, gpu_name: str | None = None) -> PricingProfile:
+    """The pricing profile named by --pricing with --gpu-hourly/--kwh/--pue applied. Without --pricing, the
+    built-in profile of the detected GPU (``gpu_name``), else the default; says on stderr which it chose, and
+    warns when a chosen profile names another GPU."""
     from engine.pricing import DEFAULT_PRICING, PricingError, apply_overrides, load_pricing
+    from engine.pricing_match import mismatch, pricing_for_gpu
 
+    name = args.pricing
+    if name is None:
+        matched = pricing_for_gpu(gpu_name) if gpu_name else None
+        name = matched or DEFAULT_PRICING
+        why = f"matches the detected {gpu_name}" if matched else "the default: no GPU a built-in profile prices"
+        if gpu_name:
+            print(f"wattload: pricing {name} ({why}; --pricing to choose)", file=sys.stderr)
     try:
-        profile = load_pricing(args.pricing or DEFAULT_PRICING)
-        return apply_overrides(profile, gpu_hourly=args.gpu_hourly, kwh=args.kwh, pue=args.pue)
+        profile = load_pricing(name)
+        profile = apply_overrides(profile, gpu_hourly=args.gpu_hourly, kwh=args.kwh, pue=args.pue)
     except PricingError as exc:
         raise UserError(str(exc)) from None
+    warning = mismatch(profile.gpu, gpu_name) if gpu_name else None
+    if warning:
+        print(f"wattload: {warning}", file=sys.stderr)
+    return profile
+
+
+def detected_gpu_name(gpu: str | None, sim_url: str | None, gpus: str | None) -> str | None:
+    """The first selected GPU's name from the telemetry backend the run will use, or None; never raises."""
+    try:
+        from engine.gpu import open_backend
+    except ImportError:
+        return None
+    backend = None
+    try:
+        backend, _ = open_backend(gpu or ("sim" if sim_url else "auto"), sim_url=sim_url, gpus=gpus)
+        found = backend.gpus() if backend is not None else []
+        return found[0].name if found else None
+    except Exception:  # a name for pricing is a nicety: the run goes on without it
+        return None
+    finally:
+        if backend is not None:
+            with contextlib.suppress(Exception):
+                backend.close()
 
 
 def open_recording_or_fail(path: str) -> Recording:

@@ -438,7 +438,8 @@ class ProgressPrinter:
             st = p.finished
             self._line(
                 f"{self._prefix}step {p.index + 1}: concurrency {st.concurrency}: {st.output_tokens_per_s:,.0f} "
-                f"out tok/s, TTFT p99 {_ms(st.ttft_p99_ms)}, errors {st.error_rate:.1%} -> {st.verdict}",
+                f"out tok/s, TTFT p99 {'≥ ' if st.ttft_p99_censored else ''}{_ms(st.ttft_p99_ms)}, "
+                f"errors {st.error_rate:.1%} -> {st.verdict}",
                 final=True,
             )
         elif self.tty:

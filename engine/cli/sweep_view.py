@@ -23,6 +23,7 @@ _VERDICT_STYLE = {
     Verdict.DROPPED: "red",
     Verdict.ERRORS: "red",
     Verdict.SLO: "magenta",
+    Verdict.QUEUED: "red",
 }
 
 
@@ -63,7 +64,7 @@ def steps_table(result: CeilingResult, title: str = "") -> Table:
             sig(st.output_tokens_per_s),
             sig(st.requests_per_s),
             ms(st.ttft_p50_ms),
-            ms(st.ttft_p99_ms),
+            ("≥ " if st.ttft_p99_censored else "") + ms(st.ttft_p99_ms),
             ms(st.tpot_p99_ms),
             percent(st.error_rate),
             f"{_tok(st.mean_input_tokens)}/{_tok(st.mean_output_tokens)}",

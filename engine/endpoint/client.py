@@ -105,14 +105,67 @@ def open_session(config: RunConfig, decompress: bool = False) -> aiohttp.ClientS
     return aiohttp.ClientSession(connector=connector, auto_decompress=decompress, trust_env=False)
 
 
-def _arrival_clock(resp: aiohttp.ClientResponse) -> ArrivalStampingHandler | None:
+class ArrivalStamp:
+    """The arrival of a body that was complete before the client looked: every read of it shares this stamp."""
+
+    __slots__ = ("arrival_ns",)
+
+    def __init__(self, arrival_ns: int) -> None:
+        self.arrival_ns = arrival_ns
+
+
+def arrival_clock(resp: aiohttp.ClientResponse) -> ArrivalStampingHandler | ArrivalStamp | None:
+    """Where this response's arrival stamps are read, or None when this aiohttp builds protocols differently.
+
+    When the whole body came with the headers (a 1-token answer, every calibration probe), aiohttp has already
+    handed the connection back to the pool and ``resp.connection`` is None, but the response keeps its protocol.
+    Its latest stamp is then this body's arrival, frozen into an ``ArrivalStamp`` at once: the pooled connection
+    may carry another request next, whose bytes must not restamp this one.
+    """
     connection = resp.connection
-    protocol = connection.protocol if connection is not None else None
-    return protocol if isinstance(protocol, ArrivalStampingHandler) else None
+    if connection is not None:
+        protocol = connection.protocol
+        return protocol if isinstance(protocol, ArrivalStampingHandler) else None
+    protocol = getattr(resp, "_protocol", None)  # set by ClientResponse.start, kept after the release
+    return ArrivalStamp(protocol.arrival_ns) if isinstance(protocol, ArrivalStampingHandler) else None
+
+
+class OpenRequest:
+    """A request in flight, as the worker's progress report sees it: no first token yet, or one not yet shipped."""
+
+    __slots__ = ("parser", "request_id", "shipped", "t_scheduled_ns")
+
+    def __init__(self, request_id: int, parser: StreamParser, t_scheduled_ns: int) -> None:
+        self.request_id = request_id
+        self.parser = parser
+        self.t_scheduled_ns = t_scheduled_ns
+        self.shipped = False
+
+
+def take_first_tokens(open_requests: set[OpenRequest]) -> tuple[tuple[tuple[int, int, int], ...], int, int | None]:
+    """First tokens since the previous call as (request id, first-token stamp, scheduled stamp), plus the
+    requests still waiting for theirs: how many, and the scheduled stamp of the oldest (None when none).
+
+    Called every progress tick (O(open requests)); each first token is handed over once. A request that ends
+    before the next tick is not handed over: its record carries its TTFT (the aggregator counts either)."""
+    firsts: list[tuple[int, int, int]] = []
+    waiting = 0
+    oldest: int | None = None
+    for live in open_requests:
+        first = live.parser.first_ns
+        if first is None:
+            waiting += 1
+            if oldest is None or live.t_scheduled_ns < oldest:
+                oldest = live.t_scheduled_ns
+        elif not live.shipped:
+            live.shipped = True
+            firsts.append((live.request_id, first, live.t_scheduled_ns))
+    return tuple(firsts), waiting, oldest
 
 
 class StreamClient:
-    """Runs streaming requests over a shared session; ``chunks`` counts content chunks for progress reports."""
+    """Runs streaming requests over a shared session; ``chunks`` counts content chunks for progress reports, and
+    ``take_first_tokens`` hands over the first tokens that arrived since it was last called."""
 
     def __init__(self, config: RunConfig, session: aiohttp.ClientSession, worker: int = 0) -> None:
         self._config = config
@@ -129,6 +182,12 @@ class StreamClient:
         )
         self._progress_ns = round(config.read_timeout_s * 1e9)
         self.chunks = 0  # content chunks received since the owner last reset it
+        self.read_stamped = 0  # responses stamped at read time because no arrival stamp could be found
+        self._open: set[OpenRequest] = set()  # not keyed by request id: probes may reuse one id concurrently
+
+    def take_first_tokens(self) -> tuple[tuple[tuple[int, int, int], ...], int, int | None]:
+        """See ``take_first_tokens`` (module level)."""
+        return take_first_tokens(self._open)
 
     async def run(
         self,
@@ -148,9 +207,14 @@ class StreamClient:
         retry_after: float | None = None
         error: tuple[ErrorClass, str] | None = None
         t_start = perf_counter_ns()
+        t_scheduled = t_start if t_scheduled_ns is None else t_scheduled_ns
+        live = OpenRequest(request_id, parser, t_scheduled)
+        self._open.add(live)
         try:
             async with self._session.post(self._url, data=data, headers=self._headers, timeout=self._timeout) as resp:
-                clock = _arrival_clock(resp)
+                clock = arrival_clock(resp)
+                if clock is None:
+                    self.read_stamped += 1
                 t_headers = clock.arrival_ns if clock is not None else perf_counter_ns()
                 status = resp.status
                 if status != 200:
@@ -166,6 +230,8 @@ class StreamClient:
             raise
         except Exception as exc:  # every failure becomes a classified record, never an exception
             error = classify_exception(exc, t_headers is not None, self._timeout)
+        finally:
+            self._open.discard(live)
         t_end = perf_counter_ns()
         usage_in, usage_out, rejected = parser.prompt_tokens, parser.completion_tokens, parser.usage_rejected
         if usage_out is not None and not rejected:
@@ -178,7 +244,7 @@ class StreamClient:
         return RequestRecord(
             worker=self._worker,
             request_id=request_id,
-            t_scheduled_ns=t_start if t_scheduled_ns is None else t_scheduled_ns,
+            t_scheduled_ns=t_scheduled,
             t_start_ns=t_start,
             t_headers_ns=t_headers,
             t_first_token_ns=parser.first_ns,
@@ -198,7 +264,7 @@ class StreamClient:
         )
 
     async def _read_stream(
-        self, resp: aiohttp.ClientResponse, parser: StreamParser, clock: ArrivalStampingHandler | None
+        self, resp: aiohttp.ClientResponse, parser: StreamParser, clock: ArrivalStampingHandler | ArrivalStamp | None
     ) -> tuple[ErrorClass, str] | None:
         """The hot loop: one stamp per read, the arrival of its newest bytes (or the read's return)."""
         readany = resp.content.readany

@@ -23,3 +23,8 @@ class ProbeError(Exception):
 
 class ExceedsContext(ProbeError):
     """The server refused the request shape as too long for its context window (or its whole KV cache)."""
+
+
+class ServerFaultDuringProbe(ProbeError):
+    """A probe met a server fault (5xx, 429, a broken or malformed stream, a timeout), not a request the server
+    refuses: a caller for whom the probe is optional (default calibration) may go on without it."""

@@ -28,6 +28,8 @@ class RequestRunner(Protocol):
 
     chunks: int
 
+    def take_first_tokens(self) -> tuple[tuple[tuple[int, int, int], ...], int, int | None]: ...
+
     async def run(
         self,
         request_id: int,
@@ -71,6 +73,14 @@ class AutoStreamClient:
         self._lean.chunks = value
         if self._aiohttp is not None:
             self._aiohttp.chunks = 0
+
+    def take_first_tokens(self) -> tuple[tuple[tuple[int, int, int], ...], int, int | None]:
+        firsts, waiting, oldest = self._lean.take_first_tokens()
+        if self._aiohttp is None:
+            return firsts, waiting, oldest
+        more, waiting_more, oldest_more = self._aiohttp.take_first_tokens()
+        candidates = [t for t in (oldest, oldest_more) if t is not None]
+        return firsts + more, waiting + waiting_more, min(candidates) if candidates else None
 
     async def run(
         self,

@@ -30,11 +30,13 @@ from engine.config import RunConfig
 from engine.endpoint.client import (
     CONNECT_TIMEOUT_S,
     IGNORE_EOS_REJECTED,
+    OpenRequest,
     completions_url,
     error_message,
     parse_retry_after,
     request_body,
     request_headers,
+    take_first_tokens,
     usage_disagreement,
 )
 from engine.endpoint.sse import StreamParser, one_line
@@ -322,6 +324,11 @@ class LeanStreamClient:
         self._read_ns = round(config.read_timeout_s * 1e9)
         self._connect_s = min(config.read_timeout_s, CONNECT_TIMEOUT_S)
         self.chunks = 0  # content chunks received since the owner last reset it
+        self._open: set[OpenRequest] = set()
+
+    def take_first_tokens(self) -> tuple[tuple[tuple[int, int, int], ...], int, int | None]:
+        """First tokens since the last call and the requests still waiting (``engine.endpoint.client``)."""
+        return take_first_tokens(self._open)
 
     def _request(self, spec: RequestSpec) -> bytes:
         data = json.dumps(request_body(self._config, spec), separators=(",", ":")).encode()
@@ -340,9 +347,18 @@ class LeanStreamClient:
         built with ``fallback=True``): failures are records. ``text_out`` and ``turn`` as in ``StreamClient.run``."""
         request = self._request(spec)
         parser = StreamParser(self._keep_times, text_out)
+        t_start = perf_counter_ns()
+        live = OpenRequest(request_id, parser, t_start if t_scheduled_ns is None else t_scheduled_ns)
+        self._open.add(live)
+        try:
+            return await self._run(request, parser, live, request_id, spec, t_scheduled_ns, t_start, turn)
+        finally:
+            self._open.discard(live)
+
+    async def _run(self, request: bytes, parser: StreamParser, live: OpenRequest, request_id: int,
+                   spec: RequestSpec, t_scheduled_ns: int | None, t_start: int, turn: int) -> RequestRecord:
         conn: _Connection | None = None
         error: Failure | None = None
-        t_start = perf_counter_ns()
         try:
             async with asyncio.timeout(self._config.request_timeout_s):
                 for attempt in (0, 1):

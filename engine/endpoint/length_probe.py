@@ -19,8 +19,12 @@ from engine.endpoint.client import (
     request_body,
     request_headers,
 )
-from engine.endpoint.errors import PROBE_TIMEOUT_S, ExceedsContext, ProbeError
-from engine.records import RequestSpec
+from engine.endpoint.errors import PROBE_TIMEOUT_S, ExceedsContext, ProbeError, ServerFaultDuringProbe
+from engine.records import ErrorClass, RequestSpec
+
+_SERVER_FAULTS = frozenset(
+    {ErrorClass.HTTP_5XX, ErrorClass.HTTP_429, ErrorClass.STREAM_BROKEN, ErrorClass.MALFORMED, ErrorClass.TIMEOUT}
+)
 
 _CONTEXT_RE = re.compile(r"context|max_model_len|too long|must be <=|exceeds", re.IGNORECASE)
 
@@ -32,6 +36,8 @@ async def prompt_tokens_of(client: StreamClient, spec: RequestSpec) -> int:
         detail = record.error_detail or record.error.value
         if record.status in (400, 413, 422) and _CONTEXT_RE.search(detail):
             raise ExceedsContext(detail)
+        if record.error in _SERVER_FAULTS:
+            raise ServerFaultDuringProbe(f"calibration probe failed: {detail}")
         raise ProbeError(f"calibration probe failed: {detail}")
     if record.input_tokens is None:
         raise ProbeError("the server sent no usage.prompt_tokens, so prompt lengths cannot be calibrated")

@@ -480,7 +480,10 @@ class _Worker:
         chunks, self._client.chunks = self._client.chunks, 0
         records, self._records = self._records, []
         lag, self._max_lag_ms = self._max_lag_ms, 0.0
-        progress = StreamProgress(self._worker, perf_counter_ns(), chunks, len(self._in_flight), max(0.0, lag))
+        firsts, waiting, since = self._client.take_first_tokens()
+        progress = StreamProgress(
+            self._worker, perf_counter_ns(), chunks, len(self._in_flight), max(0.0, lag), firsts, waiting, since
+        )
         self._send(Batch(self._worker, records, progress))
 
     def _notice(self, message: str) -> None:

@@ -6,7 +6,12 @@ player (now = the recording's clock) get identical figures from identical inputs
 Definitions (the README's "How the figures are defined" says the same for users):
 - TTFT and E2E count from the request's *scheduled* time, so a client that sends late cannot hide its queueing.
 - TPOT per request = (end - first token) / (output tokens - 1); ITL = gaps between content chunks.
-- A record counts in the slot of its end stamp. Failed records count as errors, never in latency figures.
+- A figure counts in the slot of the moment its event happened: TTFT at the first token's arrival (workers ship
+  first tokens on their ~100 ms progress ticks, so a long answer's TTFT shows before it ends), E2E, TPOT, ITL and
+  the request count at the end. TTFT counts every request that got a first token (a later failure does not undo
+  it); failed records count as errors, never in E2E/TPOT/ITL.
+- Waiting for first token: requests sent that have no first token yet (count and the age of the oldest, from its
+  scheduled time), from each worker's latest tick: queueing on the server shows before any request completes.
 - Output tokens count as chunks arrive (responsive for long requests); at completion the difference to the
   server's usage is added, so totals equal the sum of usage exactly. Tokens of failed streams count too: the
   server produced them (and spent the energy).
@@ -21,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.control import ControlState, SessionMeta
-from engine.metrics.windows import RecordSamples, SlotStats, SlottedWindow
+from engine.metrics.windows import RecordSamples, SlotStats, SlottedWindow, add_first_tokens
 from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
 from engine.snapshot import ClientHealth, CostStats, EventView, GpuStats, ServerStats, Snapshot, WindowStats
 
@@ -89,6 +94,8 @@ class Aggregator:
         self._window = SlottedWindow(t0_ns, round(window_s * 1e9))
         self._total = SlotStats()
         self._in_flight: dict[int, tuple[int, int]] = {}  # worker -> (t_ns, in flight) of its latest report
+        self._waiting: dict[int, tuple[int, int, int | None]] = {}  # worker -> (t_ns, waiting, oldest scheduled)
+        self._ttft_on_tick: set[tuple[int, int]] = set()  # (worker, request id) whose TTFT a tick already counted
         self._loop_lags: list[tuple[int, float]] = []
         self._tokens_estimated = False
         self._input_unknown = False
@@ -108,8 +115,14 @@ class Aggregator:
 
     def add_records(self, records: Iterable[RequestRecord]) -> None:
         by_slot: dict[int, list[RequestRecord]] = {}
+        firsts: list[tuple[int, int]] = []
+        on_tick = self._ttft_on_tick
         for r in records:
             by_slot.setdefault(self._window.index(r.t_end_ns), []).append(r)
+            if on_tick and (r.worker, r.request_id) in on_tick:
+                on_tick.discard((r.worker, r.request_id))
+            elif r.t_first_token_ns is not None:
+                firsts.append((r.t_first_token_ns, r.t_first_token_ns - r.t_scheduled_ns))
             if r.output_estimated and r.output_tokens > 0:
                 self._tokens_estimated = True
             if r.usage_rejected or r.retry_after_s is not None:
@@ -127,6 +140,7 @@ class Aggregator:
             slot = self._window.slot(index)
             if slot is not None:
                 samples.add_to(slot)
+        add_first_tokens(self._window, self._total, firsts)
 
     def _untrusted(self, r: RequestRecord) -> None:
         """Count what the server said and we did not take at face value; the first of each kind is logged."""
@@ -148,6 +162,11 @@ class Aggregator:
             latest = self._in_flight.get(p.worker)
             if latest is None or p.t_ns >= latest[0]:
                 self._in_flight[p.worker] = (p.t_ns, p.in_flight)
+                self._waiting[p.worker] = (p.t_ns, p.waiting, p.waiting_since_ns)
+            if p.first_tokens:
+                firsts = [(first, first - scheduled) for _, first, scheduled in p.first_tokens]
+                add_first_tokens(self._window, self._total, firsts)
+                self._ttft_on_tick.update((p.worker, rid) for rid, _, _ in p.first_tokens)
             self._loop_lags.append((p.t_ns, p.loop_lag_ms))
         if len(self._loop_lags) > 100_000:  # no snapshot for a long while: keep only the newest second
             newest = max(t for t, _ in self._loop_lags)
@@ -190,6 +209,8 @@ class Aggregator:
             target_concurrency=control.target_concurrency,
             target_rate=control.target_rate,
             in_flight=sum(n for _, n in self._in_flight.values()),
+            waiting_first_token=sum(n for _, n, _ in self._waiting.values()),
+            oldest_wait_s=self._oldest_wait_s(now_ns),
             window_s=self._window_s,
             window=window,
             total=total,
@@ -207,6 +228,10 @@ class Aggregator:
             new_events=self._take_events(now_ns),
             message=control.message,
         )
+
+    def _oldest_wait_s(self, now_ns: int) -> float | None:
+        oldest = min((since for _, n, since in self._waiting.values() if n and since is not None), default=None)
+        return None if oldest is None else max(0, now_ns - oldest) / 1e9
 
     def _client_health(self, now_ns: int, window: SlotStats) -> ClientHealth:
         horizon = now_ns - LOOP_LAG_SPAN_NS

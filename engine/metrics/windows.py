@@ -105,7 +105,6 @@ class RecordSamples:
                  "ttft")
 
     def __init__(self, records: Sequence[RequestRecord]) -> None:
-        ttft: list[int] = []
         tpot: list[int] = []
         e2e: list[int] = []
         send_lag: list[int] = []
@@ -125,15 +124,12 @@ class RecordSamples:
             self.requests += 1
             self.input_tokens += r.input_tokens or 0
             e2e.append(r.e2e_ns)
-            first = r.ttft_ns
-            if first is not None:
-                ttft.append(first)
             per_token = r.tpot_ns
             if per_token is not None:
                 tpot.append(round(per_token))
             if len(r.token_times_ns) >= 2:
                 token_times.append(r.token_times_ns)
-        self.ttft = _non_negative(ttft)
+        self.ttft = np.zeros(0, dtype=np.int64)  # TTFT enters at its first token: see add_first_tokens
         self.tpot = _non_negative(tpot)
         self.e2e = _non_negative(e2e)
         self.send_lag = _non_negative(send_lag)
@@ -222,3 +218,17 @@ class SlottedWindow:
         self._floor = index
         for i in [i for i in self._slots if i < index]:
             del self._slots[i]
+
+
+def add_first_tokens(window: SlottedWindow, total: SlotStats, firsts: Sequence[tuple[int, int]]) -> None:
+    """TTFT samples, as (first-token stamp, TTFT ns), into the slot of the moment each first token arrived: a
+    request's TTFT is a fact from its first token on, however long the rest of its answer takes."""
+    by_slot: dict[int, list[int]] = {}
+    for t_first, ttft in firsts:
+        by_slot.setdefault(window.index(t_first), []).append(ttft)
+    for index, values in by_slot.items():
+        samples = _non_negative(values)
+        total.ttft.add_ns(samples)
+        slot = window.slot(index)
+        if slot is not None:
+            slot.ttft.add_ns(samples)

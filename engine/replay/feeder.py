@@ -127,10 +127,12 @@ class Feeder:
             self._next_event += 1
             agg.add_event(event)
             self.control = apply_event(self.control, event)
-        while records := self._requests.take(t_us, max_rows=5000):
-            agg.add_records(records)
+        # progress first: a first token shipped on a tick always reached the controller before its request's
+        # record, and the aggregator counts a TTFT from the record only when no tick carried it
         while progress := self._progress.take(t_us, max_rows=5000):
             agg.add_progress(progress)
+        while records := self._requests.take(t_us, max_rows=5000):
+            agg.add_records(records)
         while samples := self._telemetry.take(t_us, max_rows=5000):
             agg.add_telemetry(samples)
         end = bisect_right(self._server_times, t_us, lo=self._next_server)

@@ -138,6 +138,15 @@ def axis_clock(seconds: float) -> str:
     return f"{minutes}:{secs:02d}"
 
 
+def short_span(seconds: float) -> str:
+    """Short spans for narrow panels: 45s, 2m, 1m30s."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, secs = divmod(seconds, 60)
+    return f"{minutes}m" if secs == 0 else f"{minutes}m{secs:02d}s"
+
+
 def load_target(mode: str, concurrency: int, rate_per_s: float) -> str:
     """The operator's knob as they set it: '8 streams' or '2.5 req/s'."""
     if mode == "rate":

@@ -16,6 +16,8 @@ from engine import __version__
 from engine.metrics.turns import TurnFigures
 from engine.reports.server import server_summary_line
 from engine.snapshot import LoadMode, Percentiles, Snapshot, WindowStats
+from engine.workload.calibration import CalibrationResult
+from engine.workload.lengths import LengthCheck
 
 
 class RunReport(BaseModel):
@@ -35,6 +37,9 @@ class RunReport(BaseModel):
     settings: dict[str, Any] = Field(description="RunConfig.safe_dump(): no secrets")
     pricing: str | None = None
     result: Snapshot
+    system: dict[str, Any] | None = Field(default=None, description="host, driver, CUDA, GPUs (engine.sysinfo)")
+    lengths: LengthCheck | None = Field(default=None, description="target vs measured tokens by the server's usage")
+    calibration: CalibrationResult | None = Field(default=None, description="how the prompts were sized")
     workload: dict[str, Any] | None = None
     """The profile as loaded with its sha256, or the trace's fingerprint (sha256, rows, lengths)."""
     turns: list[TurnFigures] = []
@@ -77,10 +82,18 @@ def progress_line(s: Snapshot) -> str:
     est = "~" if s.tokens_estimated else ""
     errors = f"  errors {w.errors}" if w.errors else ""
     return (
-        f"[{s.t_s:6.1f}s] {s.state.value:<8} {_target(s)}  in flight {s.in_flight}  "
+        f"[{s.t_s:6.1f}s] {s.state.value:<8} {_target(s)}  in flight {s.in_flight}{_waiting(s)}  "
         f"{w.requests_per_s:.1f} req/s  {est}{_si(w.output_tokens_per_s)} out tok/s  "
         f"TTFT p50 {_num(w.ttft.p50, '.0f')} p99 {_num(w.ttft.p99, '.0f')} ms{errors}"
     )
+
+
+def _waiting(s: Snapshot) -> str:
+    """Requests with no first token yet: queueing on the server shows here before any request completes."""
+    if not s.waiting_first_token:
+        return ""
+    oldest = "" if s.oldest_wait_s is None else f", oldest {s.oldest_wait_s:.1f} s"
+    return f" (waiting for 1st token {s.waiting_first_token}{oldest})"
 
 
 def _latency_row(name: str, p: Percentiles) -> str:
@@ -104,7 +117,7 @@ def format_summary(s: Snapshot, *, stop_reason: str = "", cancelled: int = 0, gp
         f"wattload run: {s.endpoint}  model {s.model or '?'}",
         f"  state       {s.state.value}" + (f" ({stop_reason})" if stop_reason else ""),
         f"  load        {_target(s)}, {s.t_s:.1f} s",
-        f"  requests    {_errors(t)}" + (f"; {cancelled} cancelled at stop" if cancelled else ""),
+        f"  requests    {_errors(t)}" + (f"; {cancelled} cancelled at stop" if cancelled else "") + _waiting(s),
         f"  throughput  {t.requests_per_s:.2f} req/s, output {_si(t.output_tokens_per_s)} tok/s, "
         f"input {_si(t.input_tokens_per_s)} tok/s{est}",
         f"  tokens      {t.output_tokens:,} output, {t.input_tokens:,} input",

@@ -70,6 +70,8 @@ STEP_COLUMNS = (
     "input_tokens_per_s",
     "ttft_p50_ms",
     "ttft_p99_ms",
+    "ttft_p99_censored",
+    "waiting_first_token",
     "tpot_p50_ms",
     "tpot_p99_ms",
     "itl_p99_ms",
@@ -82,6 +84,7 @@ STEP_COLUMNS = (
     "dollars_per_million_total",
     "verdict",
     "reason",
+    "hold_note",
 )
 
 CELL_COLUMNS = (

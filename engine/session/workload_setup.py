@@ -8,12 +8,15 @@ probes the server and returns the factory to pass as ``Controller(..., request_f
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from pathlib import Path
 
 from engine.config import RunConfig
 from engine.session.calibrate import calibrate_profile
 from engine.workload.calibration import CalibrationResult
+from engine.workload.distributions import Fixed
 from engine.workload.lengths import targets_of
-from engine.workload.profile import LoadedProfile
+from engine.workload.profile import LoadedProfile, WorkloadProfile
 from engine.workload.prompts import ProfileRequestFactory
 from engine.workload.session_shape import SessionShape
 from engine.workload.sessions import SessionFactory
@@ -32,6 +35,20 @@ def apply_profile(config: RunConfig, loaded: LoadedProfile) -> RunConfig:
             "max_tokens": max(1, round(target_out)),
         }
     )
+
+
+def command_line_profile(config: RunConfig) -> LoadedProfile:
+    """``--input-tokens N --max-tokens M`` as a profile, so plain flags get the same calibrated prompts as
+    ``--profile`` (a chat template alone adds ~20% to a 128-token prompt on a real server)."""
+    profile = WorkloadProfile(
+        name=config.workload or "synthetic",
+        api=config.api,
+        input=Fixed(value=config.input_tokens),
+        output=Fixed(value=config.max_tokens),
+        ignore_eos=config.ignore_eos,
+    )
+    digest = hashlib.sha256(profile.model_dump_json().encode()).hexdigest()
+    return LoadedProfile(profile=profile, path=Path("<command line>"), sha256=digest)
 
 
 def calibrated_factory(

@@ -29,6 +29,7 @@ from engine.storage.schema import FACT_TABLES, FORMAT_TAG, SCHEMA_VERSION
 from engine.storage.store import (
     EVENT_COLUMNS,
     PROGRESS_COLUMNS,
+    PROGRESS_COLUMNS_V1,
     REQUEST_COLUMNS,
     TELEMETRY_COLUMNS,
     CorruptRow,
@@ -174,7 +175,9 @@ class Recording:
         if table == "requests":
             return FactCursor(self, table, self._request_select(), self._decode_request_row, "r.id")
         if table == "progress":
-            return FactCursor(self, table, f"SELECT {PROGRESS_COLUMNS} FROM progress", decode_progress)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(progress)")}
+            select = PROGRESS_COLUMNS if "firsts" in columns else PROGRESS_COLUMNS_V1  # schema 1 files
+            return FactCursor(self, table, f"SELECT {select} FROM progress", decode_progress)
         if table == "telemetry":
             return FactCursor(self, table, f"SELECT {TELEMETRY_COLUMNS} FROM telemetry", decode_telemetry)
         raise ValueError(f"not a paged fact table: {table}")

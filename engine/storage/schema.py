@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added progress.waiting, wait_us, firsts; files of schema 1 are still read
 FORMAT_TAG = "wattload-recording"
 APPLICATION_ID = 0x5741_5454  # "WATT": `PRAGMA application_id`, so `file` tools can tell a recording apart
 FILE_SUFFIX = ".wattload.sqlite"
@@ -118,6 +118,12 @@ PROGRESS = Table(
         Column("chunks", "INTEGER NOT NULL", "content chunks in (previous tick, this tick]"),
         Column("in_flight", "INTEGER NOT NULL", "requests open in this worker"),
         Column("loop_lag_us", "INTEGER NOT NULL", "worst event-loop lag since the previous tick, µs"),
+        Column("waiting", "INTEGER NOT NULL DEFAULT 0", "requests sent with no first token yet (schema 2)"),
+        Column("wait_us", "INTEGER", "the tick's own stamp - scheduled time of the oldest waiting request, µs; "
+               "NULL = none waits (schema 2)"),
+        Column("firsts", "BLOB", "first tokens since the previous tick, so TTFT enters the window when it arrived: "
+               "unsigned LEB128 varint triples (request id, tick - first token µs, TTFT µs); NULL = none "
+               "(schema 2)"),
     ),
 )
 

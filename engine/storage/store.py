@@ -211,20 +211,48 @@ def decode_token_times(blob: Any, t_scheduled_ns: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-PROGRESS_COLUMNS = "id, t_us, lag_us, worker, chunks, in_flight, loop_lag_us"
+PROGRESS_COLUMNS = "id, t_us, lag_us, worker, chunks, in_flight, loop_lag_us, waiting, wait_us, firsts"
+PROGRESS_COLUMNS_V1 = "id, t_us, lag_us, worker, chunks, in_flight, loop_lag_us"  # schema 1: no first tokens
 
 
 def encode_progress(p: StreamProgress, arrival_ns: int, t0_ns: int) -> tuple[Any, ...]:
     t = _us(p.t_ns, t0_ns)
     arrival = max(_us(arrival_ns, t0_ns), t)
-    return (arrival, arrival - t, p.worker, p.chunks, p.in_flight, round(p.loop_lag_ms * 1000))
+    wait = None if p.waiting_since_ns is None else max(0, t - _us(p.waiting_since_ns, t0_ns))
+    firsts = None
+    if p.first_tokens:
+        values: list[int] = []
+        for rid, first_ns, scheduled_ns in p.first_tokens:
+            first = _us(first_ns, t0_ns)
+            values += (rid, t - first, first - _us(scheduled_ns, t0_ns))
+        firsts = encode_varints(values)
+    return (arrival, arrival - t, p.worker, p.chunks, p.in_flight, round(p.loop_lag_ms * 1000), p.waiting, wait,
+            firsts)
 
 
 def decode_progress(row: Sequence[Any]) -> StreamProgress:
-    _id, t, lag, worker, chunks, in_flight, loop_lag = row
+    """A progress row of either schema (PROGRESS_COLUMNS or PROGRESS_COLUMNS_V1) back into a tick."""
+    _id, t, lag, worker, chunks, in_flight, loop_lag = row[:7]
     if not (type(t) is type(lag) is type(worker) is type(chunks) is type(in_flight) is type(loop_lag) is int):
         raise CorruptRow("a progress row has a value of the wrong type")
-    return StreamProgress(worker, (t - lag) * 1000, chunks, in_flight, loop_lag / 1000)
+    if len(row) == 7:
+        return StreamProgress(worker, (t - lag) * 1000, chunks, in_flight, loop_lag / 1000)
+    waiting, wait, blob = row[7:]
+    if type(waiting) is not int or type(wait) not in _OPT_INT or not (blob is None or isinstance(blob, bytes)):
+        raise CorruptRow("a progress row has a value of the wrong type")
+    tick = t - lag
+    firsts: tuple[tuple[int, int, int], ...] = ()
+    if blob:
+        values = decode_varints(blob)
+        if len(values) % 3:
+            raise CorruptRow("a progress row's first tokens are cut short")
+        out = []
+        for i in range(0, len(values), 3):
+            first = tick - values[i + 1]
+            out.append((values[i], first * 1000, (first - values[i + 2]) * 1000))
+        firsts = tuple(out)
+    since = None if wait is None else (tick - wait) * 1000
+    return StreamProgress(worker, tick * 1000, chunks, in_flight, loop_lag / 1000, firsts, waiting, since)
 
 
 _TELEMETRY_FIELDS = (

@@ -8,6 +8,12 @@ Rules (all figures over the step's own steady window):
   passed, or when its output tok/s falls more than ``threshold`` (5%) below the best step so far;
 - a step *plateaus* when raising the load gained no more than ``threshold`` over the best step: the server is
   saturated, more load would only queue;
+- a step *queues* when requests keep waiting for their first token (at least 2 and at least ``threshold`` of its
+  concurrency at nearly every tick of its last half window; ``engine.sweep.runner.StepJudge``): the server is not
+  admitting them, so the step is past its admission limit and
+  its figures come from the survivors; the waiting requests are censored observations, so TTFT p99 is reported
+  as "≥ X" (X = the longer of the observed p99 and the oldest wait) and the SLO rule sees that bound;
+- a step that completed nothing is never the "best" a later step is compared against (it measured nothing);
 - the sweep stops at the first failure, at a plateau, or at ``max``.
 
 Results:
@@ -83,6 +89,7 @@ class Verdict(StrEnum):
     DROPPED = "dropped"  # fell more than the threshold below the best
     ERRORS = "errors"  # error rate over the limit
     SLO = "slo"  # an SLO was passed (throughput may still be fine)
+    QUEUED = "queued"  # requests still waiting for a first token at the step's end: past the admission limit
 
 
 class StepResult(BaseModel):
@@ -114,8 +121,19 @@ class StepResult(BaseModel):
     dollars_per_million_output: float | None = None
     dollars_per_million_total: float | None = None
     client_saturated: bool = False
+    waiting_first_token: int = 0
+    """Requests still waiting for their first token when the step ended (censored TTFT observations)."""
+    oldest_wait_ms: float | None = None
+    ttft_p99_censored: bool = False
+    """``ttft_p99_ms`` is a lower bound ("≥"): waiting requests are at least 1% of the step's requests."""
+    hold_note: str = ""
+    """Why the step held longer than --step-time (its requests last longer, or none had ended)."""
     verdict: Verdict | None = None
     reason: str = ""
+
+    def queued(self, settings: SweepSettings) -> bool:
+        """Requests the server did not start: at least 2 and ``threshold`` of the concurrency still waiting."""
+        return self.waiting_first_token >= max(2, settings.threshold * self.concurrency)
 
     def slo_failures(self, settings: SweepSettings) -> list[str]:
         """Which given SLOs this step passes over (a missing figure counts as passed over: nothing completed)."""
@@ -123,7 +141,8 @@ class StepResult(BaseModel):
         if settings.slo_ttft_p99_ms is not None and (
             self.ttft_p99_ms is None or self.ttft_p99_ms > settings.slo_ttft_p99_ms
         ):
-            out.append(f"TTFT p99 {_ms(self.ttft_p99_ms)} > SLO {_ms(settings.slo_ttft_p99_ms)}")
+            at_least = "≥ " if self.ttft_p99_censored else ""
+            out.append(f"TTFT p99 {at_least}{_ms(self.ttft_p99_ms)} > SLO {_ms(settings.slo_ttft_p99_ms)}")
         if settings.slo_tpot_p99_ms is not None and (
             self.tpot_p99_ms is None or self.tpot_p99_ms > settings.slo_tpot_p99_ms
         ):
@@ -131,9 +150,24 @@ class StepResult(BaseModel):
         return out
 
 
+def censored_ttft_p99(observed_p99_ms: float | None, observed: int, waiting: int,
+                      oldest_wait_ms: float | None) -> tuple[float | None, bool]:
+    """TTFT p99 counting the requests still waiting: (value, is a lower bound).
+
+    A waiting request's TTFT is at least its age so far. When the waiting ones are at least 1% of all, they fill
+    the top percentile a survivors-only p99 leaves out, so the figure becomes "≥ max(observed p99, oldest wait)".
+    """
+    if waiting == 0 or waiting < 0.01 * (observed + waiting):
+        return observed_p99_ms, False
+    candidates = [v for v in (observed_p99_ms, oldest_wait_ms) if v is not None]
+    return (max(candidates) if candidates else None), True
+
+
 def step_from_snapshot(index: int, concurrency: int, held_s: float, steady: bool, snap: Snapshot) -> StepResult:
     """A step's figures from the snapshot that closed it (its window holds only this step)."""
     w = snap.window
+    oldest_ms = None if snap.oldest_wait_s is None else snap.oldest_wait_s * 1e3
+    ttft_p99, censored = censored_ttft_p99(w.ttft.p99, w.ttft.count, snap.waiting_first_token, oldest_ms)
     return StepResult(
         index=index,
         concurrency=concurrency,
@@ -149,7 +183,7 @@ def step_from_snapshot(index: int, concurrency: int, held_s: float, steady: bool
         mean_input_tokens=w.input_tokens / w.requests if w.requests else None,
         mean_output_tokens=w.output_tokens / w.requests if w.requests else None,
         ttft_p50_ms=w.ttft.p50,
-        ttft_p99_ms=w.ttft.p99,
+        ttft_p99_ms=ttft_p99,
         tpot_p50_ms=w.tpot.p50,
         tpot_p99_ms=w.tpot.p99,
         itl_p99_ms=w.itl.p99,
@@ -159,6 +193,9 @@ def step_from_snapshot(index: int, concurrency: int, held_s: float, steady: bool
         dollars_per_million_output=snap.cost.window_per_million_output,
         dollars_per_million_total=snap.cost.window_per_million_total,
         client_saturated=snap.client.saturated,
+        waiting_first_token=snap.waiting_first_token,
+        oldest_wait_ms=oldest_ms,
+        ttft_p99_censored=censored,
     )
 
 
@@ -208,6 +245,14 @@ class CeilingFinder:
         if step.error_rate > s.max_error_rate:
             verdict = Verdict.ERRORS
             reason = f"error rate {step.error_rate:.0%} > {s.max_error_rate:.0%}{_error_classes(step)}"
+        elif step.queued(s):
+            verdict = Verdict.QUEUED
+            oldest = "" if step.oldest_wait_ms is None else f", the oldest for {_ms(step.oldest_wait_ms)}"
+            p99 = f"; TTFT p99 ≥ {_ms(step.ttft_p99_ms)}" if step.ttft_p99_censored else ""
+            reason = (
+                f"{step.waiting_first_token} of {step.concurrency} requests still waiting for a first token at the "
+                f"end of the step{oldest}: the server queues them{p99}"
+            )
         elif best is not None and step.output_tokens_per_s < best.output_tokens_per_s * (1 - s.threshold):
             verdict = Verdict.DROPPED
             reason = (
@@ -241,7 +286,8 @@ class CeilingFinder:
 
     def outcome(self) -> SweepOutcome:
         s = self.settings
-        ok = [st for st in self._steps if st.verdict not in (Verdict.ERRORS, None) and st.requests > 0]
+        ok = [st for st in self._steps
+              if st.verdict not in (Verdict.ERRORS, Verdict.QUEUED, None) and st.requests > 0]
         capacity_step: StepResult | None = None
         if ok:
             top = max(st.output_tokens_per_s for st in ok)
@@ -261,7 +307,7 @@ class CeilingFinder:
         )
 
     def _best(self) -> StepResult | None:
-        scored = [st for st in self._steps if st.verdict is not Verdict.ERRORS]
+        scored = [st for st in self._steps if st.verdict not in (Verdict.ERRORS, Verdict.QUEUED) and st.requests > 0]
         return max(scored, key=lambda st: st.output_tokens_per_s) if scored else None
 
 

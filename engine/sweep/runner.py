@@ -20,12 +20,21 @@ from time import perf_counter_ns
 from engine.control import LoadControl
 from engine.records import ControlEvent, EventKind
 from engine.snapshot import RunState, Snapshot
-from engine.sweep.rules import CeilingFinder, StepResult, SweepOutcome, SweepSettings, step_from_snapshot
+from engine.sweep.rules import (
+    CeilingFinder,
+    StepResult,
+    SweepOutcome,
+    SweepSettings,
+    censored_ttft_p99,
+    step_from_snapshot,
+)
 from engine.workload.lengths import LengthTally
 
 _SNAPSHOT_WAIT_S = 2.0  # the controller ticks at 4 Hz; silence for this long means it stopped ticking
 _MAX_SILENT_WAITS = 5
 MIN_FAILING_SAMPLE = 20  # requests in a window before its error rate alone may end a step early
+REQUEST_DURATIONS = 3  # a step holds at least this many request durations (E2E p50), whatever --step-time says
+MAX_HOLD_FACTOR = 10  # ... but never longer than this many --step-time (a request that never ends cannot hold it)
 
 
 class SweepAborted(RuntimeError):
@@ -63,6 +72,7 @@ class StepJudge:
         self.settings = settings
         self.t_start_s = t_start_s
         self._recent: list[tuple[float, float]] = []  # (t_s, window output tok/s) of usable snapshots
+        self._waiting: list[tuple[float, int]] = []  # (t_s, requests waiting for a first token) of usable ones
         self.last: Snapshot | None = None
 
     def held_s(self, snap: Snapshot) -> float:
@@ -80,11 +90,47 @@ class StepJudge:
         if usable:
             self._recent.append((snap.t_s, snap.window.output_tokens_per_s))
             self._recent = [p for p in self._recent if p[0] >= snap.t_s - window]
-            if self._is_steady(snap) or self._clearly_failing(snap):
+            self._waiting.append((snap.t_s, snap.waiting_first_token))
+            self._waiting = [p for p in self._waiting if p[0] >= snap.t_s - window / 2]
+            if self._clearly_failing(snap):
                 return step_from_snapshot(self.index, self.concurrency, held, True, snap)
-        if held >= s.step_time_s:
-            return step_from_snapshot(self.index, self.concurrency, held, False, snap)
+            if self._is_steady(snap) and held >= self.min_hold_s(snap):
+                return self._measured(held, True, snap)
+        if held >= self.max_hold_s(snap):
+            return self._measured(held, False, snap)
         return None
+
+    def min_hold_s(self, snap: Snapshot) -> float:
+        """At least ``REQUEST_DURATIONS`` request durations: a step shorter than its requests measures survivors."""
+        e2e = snap.total.e2e.p50 if snap.window.e2e.p50 is None else snap.window.e2e.p50
+        return 0.0 if e2e is None else REQUEST_DURATIONS * e2e / 1e3
+
+    def max_hold_s(self, snap: Snapshot) -> float:
+        """``step_time_s``, extended to ``min_hold_s`` (and while nothing completed), within ``MAX_HOLD_FACTOR``."""
+        s = self.settings
+        cap = MAX_HOLD_FACTOR * s.step_time_s
+        if snap.window.requests + snap.window.errors == 0:
+            return cap  # nothing to judge yet: extend, do not compare
+        return min(cap, max(s.step_time_s, self.min_hold_s(snap)))
+
+    def _measured(self, held: float, steady: bool, snap: Snapshot) -> StepResult:
+        step = step_from_snapshot(self.index, self.concurrency, held, steady, snap)
+        if self._waiting:
+            # Requests the server holds back wait at every tick; requests merely in prefill (short answers at high
+            # speed spend a good share of their life there) do not. So the count that judges the step is a low
+            # quantile over its last half window: the waiting that never went away.
+            counts = sorted(n for _, n in self._waiting)
+            waiting = counts[len(counts) // 10]
+            ttft_p99, censored = censored_ttft_p99(snap.window.ttft.p99, snap.window.ttft.count, waiting,
+                                                   step.oldest_wait_ms)
+            step = step.model_copy(
+                update={"waiting_first_token": waiting, "ttft_p99_ms": ttft_p99, "ttft_p99_censored": censored}
+            )
+        if held > self.settings.step_time_s + 1.0:
+            e2e = snap.window.e2e.p50
+            why = f"{REQUEST_DURATIONS} request durations (E2E p50 {e2e / 1e3:.1f} s)" if e2e else "no request ended"
+            step = step.model_copy(update={"hold_note": f"held {held:.0f} s: {why}"})
+        return step
 
     def _clearly_failing(self, snap: Snapshot) -> bool:
         """A full window of this step with errors far over the limit: waiting for steadiness changes nothing."""

@@ -99,7 +99,8 @@ class Child:
 
 def run_until_some_finished(sim: str, argv: list[str], n: int = 2) -> Child:
     before = finished(sim)
-    child = Child(["run", sim, "--headless", "--workers", "1", "--gpu", "none", *argv])
+    # --no-calibrate: the signal must land in the run itself, not among the calibration probes before it
+    child = Child(["run", sim, "--headless", "--workers", "1", "--gpu", "none", "--no-calibrate", *argv])
     wait_for(lambda: finished(sim) >= before + n or child.proc.poll() is not None, DEADLINE_S,
              "the run to finish a few requests")
     assert child.proc.poll() is None, child.err[-2000:]
@@ -128,7 +129,7 @@ def test_a_stop_signal_ends_a_headless_run_like_ctrl_c(sim, tmp_path, signum, na
 def test_sigterm_to_the_whole_group_like_timeout_still_drains_cleanly(tmp_path):
     """`timeout` signals its whole process group: workers and the simulator must leave the stopping to us."""
     out_json = tmp_path / "r.json"
-    with Child(["run", "--sim", "--headless", "--workers", "1", "-c", "4", "--max-tokens", "64",
+    with Child(["run", "--sim", "--headless", "--workers", "1", "--no-calibrate", "-c", "4", "--max-tokens", "64",
                 "--json", str(out_json)]) as child:
         url = child.wait_err(r"simulated server at (\S+)").group(1)
         wait_for(lambda: finished(url) >= 4 or child.proc.poll() is not None, DEADLINE_S, "a few requests")

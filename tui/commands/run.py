@@ -12,12 +12,14 @@ import contextlib
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.cli.common import (
     add_load_args,
     check_output_path,
     config_from_args,
+    detected_gpu_name,
     pricing_from_args,
     profile_from_args,
     start_recording_or_fail,
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from engine.load.controller import Controller
     from engine.metrics.turns import TurnTally
     from engine.pricing import PricingProfile
+    from engine.workload.calibration import CalibrationResult
+    from engine.workload.lengths import LengthTally
 
 PROGRESS_EVERY_S = 3.0
 
@@ -56,6 +60,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--record-tokens", action="store_true",
                    help="also record every token's arrival time (replay can then show ITL; ~2 bytes per token)")
     add_load_args(p)
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="send --input-tokens as words without measuring them on the server's tokenizer first "
+                   "(by default a few one-token probes make the prompts that long by the server's usage)")
     add_telemetry_args(p)
     add_trace_args(p)
     p.set_defaults(func=_run)
@@ -68,10 +75,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.headless:
         _check_load_can_end(args)
     check_output_path(args.json, "--json")
-    pricing = pricing_from_args(args)
+    from engine.signals import OWNER
+
     with _sim_server(args) as sim_url:
-        url = sim_url or args.url
-        controller, workload, turns = _prepare(args, url, pricing, sim_url)
+        with OWNER.stopping(_leave_at_once):  # probing and calibrating: a stop signal leaves now, 128 + signal
+            url = sim_url or args.url
+            telemetry_url = sim_url or (args.url if args.gpu == "sim" else None)
+            gpu_name = detected_gpu_name(args.gpu, telemetry_url, args.gpus) if args.gpu != "none" else None
+            pricing = pricing_from_args(args, gpu_name)
+            controller, workload, turns, lengths = _prepare(args, url, pricing, sim_url)
         recordings = track_recordings(controller) if not args.headless else []
         if args.record is not None:
             start_recording_or_fail(controller, args.record)
@@ -86,7 +98,14 @@ def _run(args: argparse.Namespace) -> int:
             print_session_end(controller, started_at=started_at, recordings=recordings, json_path=args.json,
                               sim_url=sim_url)  # fmt: skip
             return code
-        return run_headless(controller, json_path=args.json, workload=workload, turns=turns)
+        return run_headless(controller, json_path=args.json, workload=workload, turns=turns, lengths=lengths)
+
+
+def _leave_at_once(signum: int) -> None:
+    """A stop signal before the load starts: nothing has run yet, so there is nothing to summarise."""
+    from engine.signals import StopNow
+
+    raise StopNow(signum)
 
 
 def _check_load_can_end(args: argparse.Namespace) -> None:
@@ -101,19 +120,30 @@ def _check_load_can_end(args: argparse.Namespace) -> None:
 
 def _prepare(
     args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None
-) -> tuple[Controller, dict[str, Any] | None, TurnTally]:
+) -> tuple[Controller, dict[str, Any] | None, TurnTally, RunLengths]:
     """The arguments as a SessionSpec; the engine probes the endpoint and builds the controller. Also returns what
-    the workload was (the profile with its hash, or the trace's fingerprint) and the per-turn tally."""
-    from engine.endpoint.errors import ProbeError
+    the workload was (the profile with its hash, or the trace's fingerprint), the per-turn tally and the lengths.
+    Without --profile or a trace, --input-tokens/--max-tokens are the profile, calibrated on the server like one
+    unless --no-calibrate."""
+    from engine.endpoint.errors import ProbeError, ServerFaultDuringProbe
     from engine.metrics.turns import TurnTally
     from engine.session.build import build_session
     from engine.session.spec import RecordingSpec, SessionSpec
+    from engine.session.workload_setup import command_line_profile
+    from engine.workload.lengths import LengthTally
     from engine.workload.profile import ProfileError
 
+    config = config_from_args(args, base_url=url)
+    trace = trace_spec(args)
+    profile = profile_from_args(args.profile)
+    if profile is None and trace is None and not args.no_calibrate:
+        profile = command_line_profile(config)
+    tally = LengthTally.for_profile(profile) if profile is not None else LengthTally(config.input_tokens,
+                                                                                     config.max_tokens)
     spec = SessionSpec(
-        config=config_from_args(args, base_url=url),
-        profile=profile_from_args(args.profile),
-        trace=trace_spec(args),
+        config=config,
+        profile=profile,
+        trace=trace,
         gpu=args.gpu,
         gpus=args.gpus,
         sim_url=sim_url,
@@ -123,10 +153,28 @@ def _prepare(
     )
     turns = TurnTally()
     try:
-        session = build_session(spec, notify=_note, sinks=[turns])
+        try:
+            session = build_session(spec, notify=_note, sinks=[turns, tally])
+        except ServerFaultDuringProbe as exc:
+            if args.profile:
+                raise
+            # default calibration is a refinement: a flaky server gets its run, uncalibrated, and one line saying so
+            _note(f"input lengths not calibrated ({exc}); sending --input-tokens as words")
+            spec = spec.model_copy(update={"profile": None})
+            tally = LengthTally(config.input_tokens, config.max_tokens)
+            session = build_session(spec, notify=_note, sinks=[turns, tally])
     except (ProbeError, ProfileError) as exc:  # ProfileError: a trace row the user must fix
         raise UserError(str(exc)) from None
-    return session.controller, session.workload, turns
+    return session.controller, session.workload, turns, RunLengths(tally, session.calibration)
+
+
+@dataclass(frozen=True)
+class RunLengths:
+    """Target vs measured lengths for the summary and --json: the tally of every successful request's usage, and
+    the calibration that chose the prompts (None with --no-calibrate)."""
+
+    tally: LengthTally
+    calibration: CalibrationResult | None = None
 
 
 def _note(line: str) -> None:
@@ -147,12 +195,21 @@ def _sim_server(args: argparse.Namespace) -> Iterator[str | None]:
         yield url
 
 
+def _system_info(controller: Controller) -> dict[str, object] | None:
+    """Host, driver, CUDA and GPUs, as sweep results and recordings carry them; never fails the run."""
+    try:
+        return controller.system_info().model_dump(mode="json")
+    except Exception:  # metadata is decoration: its absence must not lose a run's result
+        return None
+
+
 def run_headless(
     controller: Controller,
     *,
     json_path: str | None = None,
     workload: dict[str, Any] | None = None,
     turns: TurnTally | None = None,
+    lengths: RunLengths | None = None,
 ) -> int:
     """Run to the end (duration, request count, Ctrl-C or failure); print the summary; write --json."""
     from engine.reports.summary import RunReport, format_summary, progress_line, wall_clock_label, write_report
@@ -183,6 +240,7 @@ def run_headless(
             with contextlib.suppress(OSError):
                 print(f"wattload: {controller.notices.get()}", file=sys.stderr, flush=True)
 
+    system: dict[str, object] | None = None
     with OWNER.stopping(on_stop, sigint=True) as stopped:
         try:
             controller.start()
@@ -195,14 +253,18 @@ def run_headless(
                     with contextlib.suppress(OSError):
                         print(progress_line(controller.latest), file=sys.stderr, flush=True)
         finally:
+            system = _system_info(controller)  # before close(): the GPU backend is still open
             controller.close()
     tell_notices()
     tell_recording_failed()
     interrupted = stopped.received
     final = controller.latest
     reason, cancelled = controller.stop_reason, controller.cancelled_at_stop
+    check = lengths.tally.check() if lengths is not None else None
     with contextlib.suppress(OSError):  # a hung-up terminal must not cost the --json file
         print(format_summary(final, stop_reason=reason, cancelled=cancelled, gpu_note=controller.gpu_message))
+        if check is not None and check.requests:
+            print(f"  lengths     {check.line()} (target -> measured by the server's usage)")
     per_turn = turns.figures() if turns is not None else []
     if per_turn:
         from engine.metrics.turns import format_turns
@@ -224,6 +286,9 @@ def run_headless(
             result=final,
             workload=workload,
             turns=per_turn,
+            system=system,
+            lengths=check,
+            calibration=lengths.calibration if lengths is not None else None,
         )
         try:
             write_report(report, json_path)

@@ -30,6 +30,11 @@ class LoadPanel(SnapshotPanel):
             lines.append(kv("target", fmt.integer(snapshot.target_concurrency)))
             lines.append(kv("in flight", fmt.integer(snapshot.in_flight)))
             lines.append(kv("req/s", fmt.sig(window.requests_per_s, missing="0")))
+        if snapshot.waiting_first_token:
+            age = snapshot.oldest_wait_s
+            oldest = "" if age is None else f"  oldest {age:.1f}s" if age < 10 else f"  oldest {fmt.short_span(age)}"
+            lines.append(kv("no 1st tok", Content.assemble(
+                (fmt.integer(snapshot.waiting_first_token), "bold"), (oldest, "$text-muted"))))
         lines.append(kv("completed", fmt.integer(total.requests)))
         error_style = "$error bold" if total.errors else "bold"
         lines.append(
