@@ -11,6 +11,9 @@ import pytest
 from engine.sim import SimConfig, SimServer
 from engine.sim.model import step_cost
 
+# Watts and energy are integrated over wall time: a CPU-starved simulator under xdist drifts past the tolerance.
+pytestmark = pytest.mark.alone
+
 MODEL = "sim-llama-3.1-8b"
 GPU_FIELDS = {
     "name": str, "uuid": str, "power_w": float, "power_instant_w": float, "energy_mj": int, "sm_clock_mhz": int,

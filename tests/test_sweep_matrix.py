@@ -39,6 +39,7 @@ def sim():
         yield server
 
 
+@pytest.mark.alone  # per-cell capacity and lengths: run with the cores to itself
 def test_matrix_runs_every_cell_resumes_and_writes_table_json_and_csv(sim, tmp_path, capsys):
     out_json, out_csv = tmp_path / "matrix.json", tmp_path / "matrix.csv"
     argv = ["sweep", sim.url, "--profile", str(PROFILE), "--gpu", "sim", "--workers", "1", "--refresh", "10"]
