@@ -97,7 +97,7 @@ def start_metrics_server(tmp: Path) -> tuple[subprocess.Popen[bytes], str, int, 
     dcgm.write_bytes(dcgm_body())
     port = cc.free_port()
     cmd = [sys.executable, "-c", SERVE, str(vllm), str(dcgm), str(port)]
-    proc = subprocess.Popen(["taskset", "-c", str(cc.SERVER_CPU), *cmd])
+    proc = subprocess.Popen(["taskset", "-c", str(cc.SERVER_CPUS[0]), *cmd])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -153,7 +153,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server, root, vllm_size, dcgm_size = start_metrics_server(Path(tmp))
         try:
-            print(f"metrics server on CPU {cc.SERVER_CPU}, scraper on CPU {cc.CLIENT_CPU}; load average "
+            print(f"metrics server on CPU {cc.SERVER_CPUS[0]}, scraper on CPU {cc.CLIENT_CPU}; load average "
                   f"{os.getloadavg()[0]:.2f}")
             print(f"{'body':>22} {'bytes':>8} {'endpoints':>10} {'scrapes':>8} {'failed':>7} {'CPU ms/scrape':>14} "
                   f"{'core % per endpoint at 1 Hz':>28}")
@@ -182,12 +182,10 @@ def capacity(args: argparse.Namespace, metrics_root: str) -> None:
             metrics = ServerMetrics(sources, interval_s=1.0 / args.scrape_hz)
             super().__init__(*a, server_metrics=metrics, **kw)  # type: ignore[arg-type]
 
-    os.sched_setaffinity(0, {cc.SERVER_CPU})  # the controller shares the fake server's core, as in client_capacity
-    port = cc.free_port()
-    fake = cc.start_fake(args.fake_server, port)
-    url = f"http://127.0.0.1:{port}/v1"
+    os.sched_setaffinity(0, {cc.SERVER_CPUS[0]})  # the controller shares the fake server's core, as in client_capacity
+    fake = cc.FakeServers(args.fake_server, 1, cc.SERVER_CPUS, cc.TOKENS, False)
     print(f"\nclient capacity, {args.streams} streams, {args.seconds:g} s per point (fake server and controller on "
-          f"CPU {cc.SERVER_CPU}, worker on CPU {cc.CLIENT_CPU})")
+          f"CPU {cc.SERVER_CPUS[0]}, worker on CPU {cc.CLIENT_CPU})")
     print(f"{'round':>6} {'scraping':>11} {'engine tok/s':>13} {'worker CPU':>11} {'tok/CPU-s':>10} {'loop lag':>9}")
     figures: dict[bool, list[float]] = {False: [], True: []}
     per_cpu: dict[bool, list[float]] = {False: [], True: []}
@@ -196,7 +194,7 @@ def capacity(args: argparse.Namespace, metrics_root: str) -> None:
         for r in range(args.rounds):
             for scraping in (False, True):
                 controller_module.Controller = Scraping if scraping else plain
-                eng = cc.engine_run(url, args.streams, args.seconds, False, False)
+                eng = cc.engine_run(fake, "auto", args.streams, args.seconds, False, False)
                 figures[scraping].append(eng["tokens_per_s"])
                 tpc = eng["tokens_per_s"] / eng["cpu_share"] if eng["cpu_share"] > 0 else float("nan")
                 per_cpu[scraping].append(tpc)
@@ -204,8 +202,7 @@ def capacity(args: argparse.Namespace, metrics_root: str) -> None:
                       f"{eng['cpu_share']:>10.0%} {tpc:>10,.0f} {eng['loop_lag_max']:>7.1f}ms", flush=True)
     finally:
         controller_module.Controller = plain
-        fake.terminate()
-        fake.wait(10)
+        fake.close()
     off, on = (sum(figures[k]) / len(figures[k]) for k in (False, True))
     c_off, c_on = (sum(per_cpu[k]) / len(per_cpu[k]) for k in (False, True))
     print(f"mean tokens/s: off {off:,.0f}, on {on:,.0f}, on/off = {on / off:.3f}; tokens per worker CPU-s: off "
