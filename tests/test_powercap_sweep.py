@@ -127,3 +127,17 @@ def test_a_signal_mid_sweep_restores_the_original_cap(sim, tmp_path, sig):
     assert sim_limit(sim.url) == START_W
     assert rc != 0  # interrupted (130) or terminated by the signal
     assert not (tmp_path / "state" / "powercap.json").exists()  # nothing left for `wattload gpu restore`
+
+
+def test_a_url_password_never_reaches_the_cap_sweeps_terminal_or_json(sim, tmp_path):
+    secret = "s3cret-capsweep-pw"
+    out = tmp_path / "caps.json"
+    argv = sweep_argv(sim, tmp_path, "--power-caps", "400", "-c", "2", "--step-time", "1s", "--min-requests", "2",
+                      "--json", str(out))  # fmt: skip
+    argv[argv.index(sim.url)] = sim.url.replace("http://", f"http://alice:{secret}@")
+    proc = subprocess.run(argv, env=env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]  # 1: a 2-request window may not settle on a busy box
+    assert "power-cap sweep of" in proc.stderr
+    assert secret not in proc.stdout + proc.stderr
+    if out.exists():
+        assert secret not in out.read_text()

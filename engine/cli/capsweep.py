@@ -8,14 +8,15 @@ path because the controller's GPU session restores them when it closes (and on S
 from __future__ import annotations
 
 import argparse
-import signal
+import contextlib
 import sys
 import threading
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from engine.cli.common import parse_duration, positive
 from engine.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, UserError
+from engine.redact import redact_url
+from engine.signals import OWNER, SIGINT, signal_name
 
 if TYPE_CHECKING:
     from engine.sweep.powercap_session import CapLoad
@@ -69,46 +70,44 @@ def run(
 
     settings, load = settings_from_args(args, ceiling)
     stop = threading.Event()
-    interrupted = False
 
-    def on_sigint(signum: int, frame: FrameType | None) -> None:
-        nonlocal interrupted
-        if interrupted:
-            raise KeyboardInterrupt
-        interrupted = True
+    def on_stop(signum: int) -> None:
         stop.set()
-        print("\nwattload: stopping after this cap; Ctrl-C again to quit at once", file=sys.stderr)
+        again = "Ctrl-C" if signum == SIGINT else f"{signal_name(signum)} or Ctrl-C"
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(f"\nwattload: stopping after this cap ({signal_name(signum)}); what ran is still reported; "
+                  f"{again} again to quit at once", file=sys.stderr)
 
     created = wall_clock_label()
     caps = ", ".join(f"{c:g}" for c in settings.caps_w)
     print(
-        f"wattload: power-cap sweep of {target.config.base_url} ({target.config.model}) with {loaded.profile.name}, "
+        f"wattload: power-cap sweep of {redact_url(target.config.base_url)} ({target.config.model}) with "
+        f"{loaded.profile.name}, "
         f"{load.describe()}, caps {caps} W, window {settings.step_time_s:g}s, x{settings.repeat}; sweet spot: "
         f"{settings.rule.describe()}",
         file=sys.stderr,
     )
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        result, found = run_cap_sweep(
-            target,
-            loaded,
-            settings,
-            load,
-            seed=seed,
-            ceiling_settings=ceiling,
-            on_progress=_progress,
-            on_ceiling_progress=ProgressPrinter().step,
-            stop_flag=stop,
-        )
-    except CapSweepError as exc:
-        raise UserError(str(exc)) from None
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with OWNER.stopping(on_stop, sigint=True) as stopped:
+        try:
+            result, found = run_cap_sweep(
+                target,
+                loaded,
+                settings,
+                load,
+                seed=seed,
+                ceiling_settings=ceiling,
+                on_progress=_progress,
+                on_ceiling_progress=ProgressPrinter().step,
+                stop_flag=stop,
+            )
+        except CapSweepError as exc:
+            raise UserError(str(exc)) from None
+    interrupted = stopped.received
     print(render_text(result))
     report = SweepReport(
         kind="powercap",
         created=created,
-        endpoint=target.config.base_url,
+        endpoint=redact_url(target.config.base_url),
         model=target.config.model,
         profile=loaded.info(),
         seed=seed,
@@ -131,7 +130,7 @@ def run(
         except OSError as exc:
             raise UserError(f"cannot write {args.csv}: {exc.strerror}") from None
     if interrupted:
-        return EXIT_INTERRUPTED
+        return stopped.exit_code or EXIT_INTERRUPTED  # 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM
     if not result.steps:
         print(f"wattload: the power-cap sweep measured nothing: {result.stop_reason}", file=sys.stderr)
         return EXIT_FAILED
