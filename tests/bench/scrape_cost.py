@@ -91,13 +91,13 @@ s.serve_forever()
 '''
 
 
-def start_metrics_server(tmp: Path) -> tuple[subprocess.Popen[bytes], str, int, int]:
+def start_metrics_server(tmp: Path, cpu: int) -> tuple[subprocess.Popen[bytes], str, int, int]:
     vllm, dcgm = tmp / "vllm.prom", tmp / "dcgm.prom"
     vllm.write_bytes(vllm_body())
     dcgm.write_bytes(dcgm_body())
     port = cc.free_port()
     cmd = [sys.executable, "-c", SERVE, str(vllm), str(dcgm), str(port)]
-    proc = subprocess.Popen(["taskset", "-c", str(cc.SERVER_CPUS[0]), *cmd])
+    proc = subprocess.Popen(["taskset", "-c", str(cpu), *cmd])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -146,14 +146,25 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=256)
     parser.add_argument("--scrape-hz", type=float, default=1.0, help="scrapes per second per source, part 2")
     parser.add_argument("--fake-server", type=Path, default=_fake_server())
+    parser.add_argument("--servers", type=int, default=1, help="fake-server processes, part 2 (default 1)")
+    parser.add_argument("--server-cpus", default=None, help="CPUs for the fake servers (default 0..S-1)")
+    parser.add_argument("--client-cpu", type=int, default=None, help="CPU for the worker (default S)")
+    parser.add_argument("--controller-cpu", type=int, default=None,
+                        help="CPU for the controller and its scraper thread (default: the first server CPU)")
+    parser.add_argument("--metrics-cpu", type=int, default=None,
+                        help="CPU for the metrics server (default: the first server CPU)")
     args = parser.parse_args()
+    cc.SERVER_CPUS = (tuple(int(c) for c in args.server_cpus.split(",")) if args.server_cpus
+                      else tuple(range(args.servers)))
+    cc.CLIENT_CPU = args.servers if args.client_cpu is None else args.client_cpu
     import tempfile
 
     os.sched_setaffinity(0, {cc.CLIENT_CPU})
     with tempfile.TemporaryDirectory() as tmp:
-        server, root, vllm_size, dcgm_size = start_metrics_server(Path(tmp))
+        metrics_cpu = cc.SERVER_CPUS[0] if args.metrics_cpu is None else args.metrics_cpu
+        server, root, vllm_size, dcgm_size = start_metrics_server(Path(tmp), metrics_cpu)
         try:
-            print(f"metrics server on CPU {cc.SERVER_CPUS[0]}, scraper on CPU {cc.CLIENT_CPU}; load average "
+            print(f"metrics server on CPU {metrics_cpu}, scraper on CPU {cc.CLIENT_CPU}; load average "
                   f"{os.getloadavg()[0]:.2f}")
             print(f"{'body':>22} {'bytes':>8} {'endpoints':>10} {'scrapes':>8} {'failed':>7} {'CPU ms/scrape':>14} "
                   f"{'core % per endpoint at 1 Hz':>28}")
@@ -182,10 +193,13 @@ def capacity(args: argparse.Namespace, metrics_root: str) -> None:
             metrics = ServerMetrics(sources, interval_s=1.0 / args.scrape_hz)
             super().__init__(*a, server_metrics=metrics, **kw)  # type: ignore[arg-type]
 
-    os.sched_setaffinity(0, {cc.SERVER_CPUS[0]})  # the controller shares the fake server's core, as in client_capacity
-    fake = cc.FakeServers(args.fake_server, 1, cc.SERVER_CPUS, cc.TOKENS, False)
-    print(f"\nclient capacity, {args.streams} streams, {args.seconds:g} s per point (fake server and controller on "
-          f"CPU {cc.SERVER_CPUS[0]}, worker on CPU {cc.CLIENT_CPU})")
+    # By default the controller shares the fake server's core, as in client_capacity; on a bigger box give it its own.
+    controller_cpu = cc.SERVER_CPUS[0] if args.controller_cpu is None else args.controller_cpu
+    os.sched_setaffinity(0, {controller_cpu})
+    fake = cc.FakeServers(args.fake_server, args.servers, cc.SERVER_CPUS, cc.TOKENS, False)
+    print(f"\nclient capacity, {args.streams} streams, {args.seconds:g} s per point ({args.servers} fake server(s) on "
+          f"CPU {','.join(map(str, cc.SERVER_CPUS))}, controller and scraper on CPU {controller_cpu}, worker on CPU "
+          f"{cc.CLIENT_CPU})")
     print(f"{'round':>6} {'scraping':>11} {'engine tok/s':>13} {'worker CPU':>11} {'tok/CPU-s':>10} {'loop lag':>9}")
     figures: dict[bool, list[float]] = {False: [], True: []}
     per_cpu: dict[bool, list[float]] = {False: [], True: []}
