@@ -9,8 +9,8 @@ Protocol over two one-way ``multiprocessing`` pipes (small dataclasses, pickled)
 A ``Batch`` carries the records finished since the previous one and one ``StreamProgress`` (content chunks in the
 interval, requests open, worst event-loop lag), so IPC costs ~10 messages a second whatever the token rate.
 The command pipe is watched by the event loop (which makes its fd non-blocking; commands are far below PIPE_BUF,
-so each arrives whole); the data pipe stays blocking, so a large batch is never half-written: if the controller
-falls behind, the worker waits (and its loop lag shows it) rather than corrupting the stream.
+so each arrives whole); the data pipe is written by ``Shipper``'s thread (blocking, so a large batch is never
+half-written), so a controller that is slow to read never stalls the loop that stamps chunks.
 Lowering a target or pausing never cancels a request: in-flight requests finish; only ``Stop`` cancels the ones
 still open after its grace period (they are counted, not recorded: they are neither successes nor server faults).
 """
@@ -30,6 +30,7 @@ from typing import Any
 from engine.config import RunConfig
 from engine.endpoint.http_choice import RequestRunner, describe, open_stream_client
 from engine.load.schedule import PoissonArrivals, worker_seed
+from engine.load.shipper import Shipper
 from engine.load.trace_feed import TraceFeed, is_timed
 from engine.records import RequestRecord, StreamProgress
 from engine.snapshot import LoadMode
@@ -125,7 +126,8 @@ def worker_main(
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     _raise_fd_limit()
-    runner = _Worker(worker, config, factory, commands, data, budget)
+    shipper = Shipper(data)
+    runner = _Worker(worker, config, factory, commands, shipper, budget)
     try:
         try:
             import uvloop
@@ -135,8 +137,10 @@ def worker_main(
             uvloop.run(runner.run(f"uvloop {getattr(uvloop, '__version__', '?')}"))
     except BaseException as exc:
         with contextlib.suppress(Exception):
-            data.send(Failed(worker, f"worker {worker} crashed: {type(exc).__name__}: {exc}".splitlines()[0]))
+            shipper.send(Failed(worker, f"worker {worker} crashed: {type(exc).__name__}: {exc}".splitlines()[0]))
+        shipper.close(2.0)
         raise SystemExit(1) from None
+    shipper.close()
 
 
 def _raise_fd_limit() -> None:
@@ -156,14 +160,14 @@ class _Worker:
         config: RunConfig,
         factory: RequestFactory,
         commands: Connection,
-        data: Connection,
+        shipper: Shipper,
         budget: Any | None,
     ) -> None:
         self._worker = worker
         self._config = config
         self._factory = factory
         self._commands = commands
-        self._data = data
+        self._shipper = shipper
         self._budget = budget
         self._budget_left = budget is not None
         self._target = WorkerTarget(LoadMode.CONCURRENCY, 0, 0.0)
@@ -190,6 +194,7 @@ class _Worker:
     async def run(self, loop_name: str) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self._stopped = loop.create_future()
+        self._shipper.on_broken = self._on_pipe_broken
         kind = self._config.http_client
         notice = self._notice
         async with open_stream_client(self._config, kind, self._worker, notice) as client:
@@ -263,6 +268,12 @@ class _Worker:
             self._arrivals_task = self._loop.create_task(self._feed.run(self._take_budget, self._send_row))
         else:
             self._feed.clock.pause(start_ns)
+
+    def _on_pipe_broken(self) -> None:
+        """The controller is gone (called on the shipper's thread): stop at once, on the loop."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed: nothing left to stop
+                self._loop.call_soon_threadsafe(self._begin_stop, 0.0)
 
     def _begin_stop(self, grace_s: float) -> None:
         if self._stopping:
@@ -491,6 +502,6 @@ class _Worker:
 
     def _send(self, msg: object) -> None:
         try:
-            self._data.send(msg)
+            self._shipper.send(msg)
         except (OSError, ValueError):
             self._begin_stop(0.0)
