@@ -6,7 +6,7 @@ the whole-run figures of each (requests, output tok/s, TTFT, ITL, TPOT and E2E p
 ratio. A client that stamps late or loses chunks shows as a ratio away from 1 beyond the round-to-round spread.
 
     python tests/bench/client_agreement.py URL [--model M] [-c 8] [--seconds 30] [--rounds 2]
-        [--input-tokens 128] [--max-tokens 256] [--api chat]
+        [--input-tokens 128] [--max-tokens 256] [--api chat] [--warmup SECONDS]
 
 Used on the device machine against ``transformers serve`` on a random-weight model (see the README's HTTP-stack
 section); any OpenAI-compatible server on loopback works.
@@ -42,7 +42,9 @@ def one_run(args: argparse.Namespace, client: str, out: Path) -> dict[str, float
            "--gpu", "none", "--no-calibrate", "--json", str(out)]
     if args.model:
         cmd += ["--model", args.model]
-    subprocess.run(cmd, cwd=REPO, check=False, stdout=subprocess.DEVNULL, timeout=args.seconds + 120)
+    done = subprocess.run(cmd, cwd=REPO, check=False, stdout=subprocess.DEVNULL, timeout=args.seconds + 120)
+    if not out.exists():
+        raise SystemExit(f"wattload run --http-client {client} wrote no JSON (exit {done.returncode})")
     total = json.loads(out.read_text())["result"]["total"]
     figures: dict[str, float] = {}
     for name, path in FIGURES:
@@ -63,12 +65,16 @@ def main() -> None:
     parser.add_argument("--input-tokens", type=int, default=128)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--api", default="chat")
+    parser.add_argument("--warmup", type=float, default=0.0,
+                        help="seconds of one discarded run first (a fresh server compiles and warms its caches)")
     args = parser.parse_args()
     runs: dict[str, list[dict[str, float]]] = {"lean": [], "aiohttp": []}
     print(f"{args.url}: concurrency {args.concurrency}, {args.seconds:g} s per run, {args.rounds} round(s); "
           "latencies in ms")
     print(f"{'round':>5} {'client':>8} " + " ".join(f"{name:>10}" for name, _ in FIGURES))
     with tempfile.TemporaryDirectory() as tmp:
+        if args.warmup > 0:
+            one_run(argparse.Namespace(**{**vars(args), "seconds": args.warmup}), "lean", Path(tmp) / "warmup.json")
         for r in range(args.rounds):
             for client in ("lean", "aiohttp"):
                 figures = one_run(args, client, Path(tmp) / f"{client}-{r}.json")
