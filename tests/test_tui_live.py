@@ -46,8 +46,9 @@ def sim_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def fast_sim_url() -> Iterator[str]:
-    """The simulated server at 4x speed, for the auto-ramp: more tokens in its short windows settle steps sooner."""
-    sim = start_sim_process(SimConfig(seed=3, speed=4))
+    """The simulated server at 4x speed, for the auto-ramp: more tokens in its short windows settle steps sooner.
+    Its GPU's limits span 700..650 W, so the `w` sweep has three caps to hold (default_caps; 8 on a real range)."""
+    sim = start_sim_process(SimConfig(seed=3, speed=4, min_limit_w=650.0))
     try:
         yield sim.url
     finally:
@@ -222,15 +223,15 @@ async def test_w_runs_a_live_power_cap_sweep_into_the_event_log_and_puts_the_cap
                         "telemetry from the simulated GPU")  # fmt: skip
             start_limit = sim_gpu(fast_sim_url)["power_limit_w"]
             await pilot.press("w")
-            assert any(m.startswith("cap sweep on: 700, 650") for _, m in app.toasts.said)
+            assert any(m.startswith("cap sweep on: 700, 675, 650 W") for _, m in app.toasts.said)
             log = app.screen.query_one(EventLogPanel)
 
             def logged() -> str:
                 return "".join(line.text for line in log.lines)
 
-            await until(pilot, lambda: "cap sweep 1/8 700 W" in logged(), 30, "the first cap's figures")
+            await until(pilot, lambda: "cap sweep 1/3 700 W" in logged(), 30, "the first cap's figures")
             await until(pilot, lambda: "cap sweep done: sweet spot" in logged(), 120, "the sweep's sweet spot")
-            assert "cap sweep 8/8 275 W" in logged()
+            assert "cap sweep 3/3 650 W" in logged()
             await until(pilot, lambda: sim_gpu(fast_sim_url)["power_limit_w"] == start_limit, 10,
                         "the cap from before the sweep to come back")  # fmt: skip
             await pilot.press("q")
