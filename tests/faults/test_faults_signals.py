@@ -179,8 +179,8 @@ def test_a_worker_ignores_a_stray_sigterm_and_the_run_goes_on(sim, tmp_path):
 @pytest.mark.parametrize(("signum", "name"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP")])
 def test_a_stop_signal_ends_a_sweep_with_its_table_json_and_csv(sim, tmp_path, signum, name):
     out_json, out_csv = tmp_path / "s.json", tmp_path / "s.csv"
-    with Child(["sweep", sim, "--profile", "chat-short", "--start", "1", "--max", "64", "--step-time", "3s",
-                "--window", "2s", "--workers", "1", "--gpu", "none", "--json", str(out_json), "--csv",
+    with Child(["sweep", sim, "--profile", "chat-short", "--start", "1", "--max", "64", "--step-time", "1s",
+                "--window", "1s", "--workers", "1", "--gpu", "none", "--json", str(out_json), "--csv",
                 str(out_csv)]) as child:
         child.wait_err(r"step 1: concurrency 1: ")
         child.proc.send_signal(signum)
