@@ -23,11 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD_TIMEOUT_S = 30
 
 
-@pytest.fixture(autouse=True)
-def _no_cuda_visible_devices(monkeypatch):
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-
-
 @pytest.fixture
 def fake():
     return FakeNvml([fake_h100(0), fake_h100(1)])

@@ -12,16 +12,9 @@ from engine.gpu.sampler import TelemetrySampler
 from engine.gpu.sim import SimBackend, server_root
 from engine.gpu.statefile import PowerCapState, SavedLimit, read_state, write_state
 from engine.records import EventKind
-from engine.sim.server import SimServer
 from tui.cli import main
 
-WAIT_S = 10.0
-
-
-@pytest.fixture(scope="module")
-def sim_url():
-    with SimServer() as sim:
-        yield sim.url  # the /v1 base, as a user would pass it
+WAIT_S = 10.0  # sim_url (conftest.py): the simulator at its defaults; its /v1 base, as a user would pass it
 
 
 @pytest.fixture

@@ -55,12 +55,6 @@ def fast_sim_url() -> Iterator[str]:
         sim.stop()
 
 
-@pytest.fixture(autouse=True)
-def _private_state_dir(monkeypatch, tmp_path):
-    """Power-cap bookkeeping goes to a temporary directory, never the developer's ~/.local/state."""
-    monkeypatch.setenv("WATTLOAD_STATE_DIR", str(tmp_path))
-
-
 def controller(url: str, **fields: object) -> Controller:
     settings = {"base_url": url, "model": SimConfig().model, "workers": 1, "input_tokens": 16, "max_tokens": 48}
     c = Controller(RunConfig(**{**settings, **fields}), gpu="sim", sim_url=url)
