@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
+from engine_helpers import wait_for
 
 from engine.config import RunConfig
 from engine.load.controller import Controller
@@ -20,13 +20,6 @@ from engine.storage.reader import open_recording
 from engine.storage.recorder import session_recorders
 
 LATE_S = 2.5
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

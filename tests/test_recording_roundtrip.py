@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_helpers import wait_for
 
 from engine.config import RunConfig
 from engine.load.controller import Controller
@@ -28,13 +29,6 @@ KEY = "sk-roundtrip-SECRET-9f8e7d6c5b4a3210"
 STEP_S = 1.5
 START_TIMEOUT_S = 60.0
 SIM = SimConfig(speed=4.0, seed=3)  # conftest.py sim_url
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")

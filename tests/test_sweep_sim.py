@@ -7,10 +7,10 @@ planned step at or above that number. Exact per-request lengths (calibrated) mak
 """
 
 import threading
-import time
 
 import httpx
 import pytest
+from engine_helpers import wait_for
 
 from engine.config import RunConfig
 from engine.load.controller import Controller
@@ -143,9 +143,7 @@ def test_auto_ramp_finds_the_capacity_and_holds_there(sim_process, loaded):
     controller.subscribe(on_snapshot)
     try:
         controller.start()
-        deadline = time.monotonic() + 10
-        while controller.latest.state.value == "starting" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: controller.latest.state.value != "starting", 10, "the session to start")
         assert ramp.toggle() == "auto-ramp on: from concurrency 2, up to 64"
         assert ramp.enabled and ramp.status().startswith("auto: c=2 step 1")
         assert finished.wait(60), "the auto-ramp did not finish"
@@ -154,10 +152,8 @@ def test_auto_ramp_finds_the_capacity_and_holds_there(sim_process, loaded):
         assert outcome.capacity == 4  # the first planned step at or above the KV capacity of 3
         assert not ramp.enabled
         assert lines[-1].startswith("auto-ramp done: capacity 4")
-        deadline = time.monotonic() + 5
-        while controller.latest.target_concurrency != 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert controller.latest.target_concurrency == 4  # it holds the load at the capacity it found
+        wait_for(lambda: controller.latest.target_concurrency == 4, 5,
+                 "the load at the capacity it found")  # it holds the load there  # fmt: skip
     finally:
         controller.close()
 

@@ -126,7 +126,7 @@ async def test_power_cap_keys_step_the_simulated_gpu_and_quit_restores_it(sim_ur
             await pilot.press("left_square_bracket", "left_square_bracket")
             await until(pilot, lambda: shown(app).gpu.power_limit_w == start_limit - 100, 10, "the panel at -100 W")
             assert sim_gpu(sim_url)["power_limit_w"] == start_limit - 100
-            assert any("power cap" in n.message for n in app._notifications)
+            assert any("power cap" in m for m in app.toasts.showing())
             await until(pilot, lambda: app.history.markers and app.history.markers[-1][1] == "cap", 5, "a chart marker")
             await pilot.press("q")
             assert isinstance(app.screen, ConfirmQuitScreen)

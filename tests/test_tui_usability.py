@@ -102,7 +102,7 @@ async def test_six_cap_presses_show_one_toast_with_the_newest_answer():
             await pilot.press("left_square_bracket")
             await until(pilot, lambda n=i: len([k for k, _ in app.toasts.said if k == "power_cap"]) == n + 1)
         await pilot.pause()
-        toasts = [n.message for n in app._notifications]
+        toasts = app.toasts.showing()
         assert toasts == ["power cap 550 W (read back 550 W)"]
 
 
