@@ -144,6 +144,26 @@ def test_sim_flag_runs_against_the_simulated_server_and_its_gpu(tmp_path):
     assert report["result"]["gpu"]["source"] == "sim"
 
 
+def test_demo_headless_prints_the_summary_and_writes_runs_report(tmp_path, capsys):
+    """`demo --headless --json` is `run --headless --json` on the demo's simulator: the same report model (which
+    forbids extra keys), the simulated GPU's energy, and the summary table on stdout."""
+    from engine.reports.summary import RunReport
+
+    out = tmp_path / "demo.json"
+    code = main(["demo", "--headless", "-n", "6", "-c", "2", "--workers", "1", "--max-tokens", "16", "--sim-speed",
+                 "10", "--json", str(out)])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-2000:]
+    assert "requests    6 ok, no errors" in captured.out and "GPU         sim:" in captured.out
+    report = RunReport.model_validate_json(out.read_text())
+    assert report.state == "stopped" and report.result.total.requests == 6
+    assert report.settings["concurrency"] == 2 and report.result.gpu.source == "sim" and report.system is not None
+
+
+def test_demo_headless_refuses_a_load_that_never_ends(capsys):
+    fails_with_one_line(capsys, ["demo", "--headless", "-c", "0"], "--concurrency 0", "never end")
+
+
 def test_ctrl_c_stops_cleanly_and_still_prints_the_summary():
     with start_sim_process(SimConfig(speed=1.0)) as server:
         # --no-calibrate: the sim's success counter below must count the run's requests, not calibration probes
