@@ -22,7 +22,9 @@ pytestmark = pytest.mark.slow
 
 START_W = 650.0
 SIM = SimConfig(speed=1, power_limit_w=START_W)
-CAPS = [700.0, 450.0, 350.0, 250.0]
+# 700 W does not bind at this load (a 450 W cap would not either: the same figures, so not measured again); 350 W
+# binds a little (the sweet spot), 250 W too much (the energy pick). Three caps x three repetitions of 2 s.
+CAPS = [700.0, 350.0, 250.0]
 CONCURRENCY = 32
 SLOWDOWN = 0.10
 
@@ -96,7 +98,7 @@ def test_repeat_3_finds_the_models_sweet_spot_and_restores_the_cap(sim_process, 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_mid_sweep_restores_the_original_cap(sim_process, tmp_path, sig):
-    argv = sweep_argv(sim_process, tmp_path, "--power-caps", "400,300,250", "-c", "8", "--step-time", "2s",
+    argv = sweep_argv(sim_process, tmp_path, "--power-caps", "400,300,250", "-c", "8", "--step-time", "1s",
                       "--min-requests", "5")  # fmt: skip
     proc = subprocess.Popen(argv, env=env(tmp_path), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     seen = []
