@@ -6,6 +6,8 @@ meaning.
 - ``sim_url``: the /v1 base URL of one simulator on a thread, shared by a module, configured by the module's ``SIM``.
 - ``sim_process``: the simulator in its own process (as ``wattload demo`` runs it), shared by a module, configured
   by the module's ``SIM``: for tests whose client must not share the simulator's CPU and GIL, or that need its pid.
+- ``synthetic_recording``: a factory of read-only synthetic recordings (tests/synthetic_recording.py), each spec
+  written once per test session.
 
 A module says how its simulator runs with ``SIM = SimConfig(...)``; without one it is the default (real speed).
 Tests that change a shared simulator's settings (``/sim/config``) put them back.
@@ -14,9 +16,11 @@ Tests that change a shared simulator's settings (``/sim/config``) put them back.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from synthetic_recording import SyntheticSpec, write_synthetic
 
 from engine.sim.model import SimConfig
 from engine.sim.process import SimProcess, start_sim_process
@@ -66,3 +70,21 @@ def sim_url(request: pytest.FixtureRequest) -> Iterator[str]:
 def sim_process(request: pytest.FixtureRequest) -> Iterator[SimProcess]:
     with start_sim_process(module_sim(request)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def synthetic_recording(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``synthetic_recording(spec, name)``: the path of that synthetic session, written on first use. Tests only
+    read it (copy it first to damage or extend it)."""
+    written: dict[str, Path] = {}
+
+    def get(spec: SyntheticSpec | None = None, name: str = "session.wattload.sqlite") -> Path:
+        spec = spec or SyntheticSpec()
+        key = f"{spec!r}/{name}"
+        if key not in written:
+            path = tmp_path_factory.mktemp("rec") / name
+            write_synthetic(path, spec)
+            written[key] = path
+        return written[key]
+
+    return get

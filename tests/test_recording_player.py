@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from engine_helpers import wait_for
-from synthetic_recording import SyntheticSpec, write_synthetic
+from synthetic_recording import SyntheticSpec
 
 from engine.records import EventKind
 from engine.replay.feeder import Feeder
@@ -29,10 +29,8 @@ IGNORED = {"seq", "new_events", "message"}
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("rec") / "session.wattload.sqlite"
-    write_synthetic(path, SyntheticSpec(duration_s=120.0, rate=20.0, error_every=17, events=EVENTS))
-    return path
+def recording(synthetic_recording) -> Path:
+    return synthetic_recording(SyntheticSpec(duration_s=120.0, rate=20.0, error_every=17, events=EVENTS))
 
 
 def figures(s: Snapshot) -> dict:

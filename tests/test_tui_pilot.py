@@ -11,7 +11,7 @@ import asyncio
 import threading
 
 import pytest
-from synthetic_recording import SyntheticSpec, write_synthetic
+from synthetic_recording import SyntheticSpec
 from tui_canned import CannedControl, screen_text, session, session_snapshot, until
 
 from engine.records import EventKind
@@ -250,12 +250,10 @@ async def test_no_color_turns_every_colour_grey(monkeypatch, no_color):
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rec") / "session.wlrec"
+def recording(synthetic_recording):
     spec = SyntheticSpec(duration_s=120.0, rate=20.0, events=((30.0, EventKind.CONCURRENCY, 16.0),
                                                              (60.0, EventKind.POWER_CAP, 400.0)))  # fmt: skip
-    write_synthetic(path, spec)
-    return path
+    return synthetic_recording(spec, "session.wlrec")
 
 
 async def test_replay_keys_drive_the_real_player(recording):
