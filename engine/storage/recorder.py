@@ -33,20 +33,8 @@ from engine.control import SessionMeta
 from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
 from engine.redact import redact_url
 from engine.snapshot import GpuStats, Snapshot
-from engine.storage.schema import (
-    APPLICATION_ID,
-    EVENTS,
-    FILE_SUFFIX,
-    META,
-    PROGRESS,
-    REQUESTS,
-    SCHEMA_VERSION,
-    SNAPSHOTS,
-    STRINGS,
-    TELEMETRY,
-    TOKEN_TIMES,
-    create_statements,
-)
+from engine.storage import schema
+from engine.storage.schema import APPLICATION_ID, FILE_SUFFIX, SCHEMA_VERSION, create_statements
 from engine.storage.server_rows import SERVER_SQL, encode_server_sample
 from engine.storage.store import (
     ClosedInfo,
@@ -77,15 +65,16 @@ _NEVER = -(2**62)
 
 # Statements from the schema (engine/storage/schema.py). Requests carry their own id (token_times joins on it);
 # every other fact table lets SQLite number its rows in arrival order.
-_REQ_SQL = REQUESTS.insert()
-_TOK_SQL = TOKEN_TIMES.insert()
-_PROG_SQL = PROGRESS.insert(skip=("id",))
-_TEL_SQL = TELEMETRY.insert(skip=("id",))
-_EVT_SQL = EVENTS.insert(skip=("id",))
-_SNAP_SQL = SNAPSHOTS.insert(skip=("id",))
-_META_SQL = META.insert()
-_META_REPLACE_SQL = META.insert(replace=True)
-_STRING_SQL = STRINGS.insert()
+_REQ_SQL = schema.REQUESTS.insert()
+_TOK_SQL = schema.TOKEN_TIMES.insert()
+_PROG_SQL = schema.PROGRESS.insert(skip=("id",))
+_TEL_SQL = schema.TELEMETRY.insert(skip=("id",))
+_EVT_SQL = schema.EVENTS.insert(skip=("id",))
+_SNAP_SQL = schema.SNAPSHOTS.insert(skip=("id",))
+_META_SQL = schema.META.insert()
+_META_REPLACE_SQL = schema.META.insert(replace=True)
+_STRING_SQL = schema.STRINGS.insert()
+_META_SELECT_SQL = schema.META.select()
 
 
 def _slug(text: str, limit: int = 40) -> str:
@@ -502,7 +491,7 @@ class _Writer:
 
     def _gpu_info(self, gpu: GpuStats) -> None:
         """Fill in the telemetry source and GPU names the recorder was not given (replay needs them)."""
-        rows = dict(self.conn.execute(META.select() + " WHERE key IN ('telemetry_source', 'gpus')"))
+        rows = dict(self.conn.execute(_META_SELECT_SQL + " WHERE key IN ('telemetry_source', 'gpus')"))
         if not json.loads(rows.get("telemetry_source", '""')):
             self.conn.execute("UPDATE meta SET value = ? WHERE key = 'telemetry_source'", (json.dumps(gpu.source),))
         if gpu.gpus and not json.loads(rows.get("gpus", "[]")):
