@@ -18,7 +18,7 @@ from tui_canned import until
 from engine.config import RunConfig
 from engine.load.controller import Controller
 from engine.sim.model import SimConfig
-from engine.sim.process import start_sim_process
+from engine.sim.process import SimProcess, start_sim_process
 from engine.snapshot import RunState, Snapshot
 from engine.sweep.rules import SweepSettings
 from tui.app import WattloadApp, live_app
@@ -34,14 +34,13 @@ START_S = 30.0  # spawning a worker on a loaded 2-core box can take seconds
 SIZE = (120, 36)
 
 
+SIM = SimConfig(seed=3)  # real speed: 48-token answers take ~0.5 s, so in-flight counts can be read
+
+
 @pytest.fixture(scope="module")
-def sim_url() -> Iterator[str]:
-    """The simulated server at real speed: 48-token answers take ~0.5 s, so in-flight counts can be read."""
-    sim = start_sim_process(SimConfig(seed=3))
-    try:
-        yield sim.url
-    finally:
-        sim.stop()
+def sim_url(sim_process: SimProcess) -> str:
+    """The module's simulator in its own process (conftest.py sim_process), as `wattload demo` runs it."""
+    return sim_process.url
 
 
 @pytest.fixture(scope="module")
