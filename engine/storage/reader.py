@@ -25,13 +25,20 @@ from pydantic import ValidationError
 
 from engine import __version__
 from engine.records import ControlEvent, RequestRecord, StreamProgress, TelemetrySample
-from engine.storage.schema import FACT_TABLES, FORMAT_TAG, SCHEMA_VERSION
+from engine.storage.schema import (
+    EVENTS,
+    FACT_TABLES,
+    FORMAT_TAG,
+    META,
+    PROGRESS,
+    REQUESTS,
+    SCHEMA_VERSION,
+    SNAPSHOTS,
+    STRINGS,
+    TELEMETRY,
+    Table,
+)
 from engine.storage.store import (
-    EVENT_COLUMNS,
-    PROGRESS_COLUMNS,
-    PROGRESS_COLUMNS_V1,
-    REQUEST_COLUMNS,
-    TELEMETRY_COLUMNS,
     CorruptRow,
     RecordingError,
     RecordingMeta,
@@ -167,7 +174,7 @@ class Recording:
     def events(self) -> list[tuple[int, ControlEvent]]:
         """Every control event as (arrival µs, event with its stamp in ns since t0); small, so read once."""
         if self._events is None:
-            self._events = [(row[1], ev) for row, ev in self._decoded("events", EVENT_COLUMNS, decode_event)]
+            self._events = [(row[1], ev) for row, ev in self._decoded(EVENTS, decode_event)]
         return self._events
 
     def cursor(self, table: str) -> FactCursor:
@@ -176,10 +183,10 @@ class Recording:
             return FactCursor(self, table, self._request_select(), self._decode_request_row, "r.id")
         if table == "progress":
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(progress)")}
-            select = PROGRESS_COLUMNS if "firsts" in columns else PROGRESS_COLUMNS_V1  # schema 1 files
-            return FactCursor(self, table, f"SELECT {select} FROM progress", decode_progress)
+            version = SCHEMA_VERSION if "firsts" in columns else 1  # schema 1 files: no first tokens, no waiting
+            return FactCursor(self, table, PROGRESS.select(version=version), decode_progress)
         if table == "telemetry":
-            return FactCursor(self, table, f"SELECT {TELEMETRY_COLUMNS} FROM telemetry", decode_telemetry)
+            return FactCursor(self, table, TELEMETRY.select(), decode_telemetry)
         raise ValueError(f"not a paged fact table: {table}")
 
     def requests(self, t_from_us: int | None = None, t_to_us: int | None = None) -> Iterator[RequestRecord]:
@@ -205,7 +212,7 @@ class Recording:
         """The stored snapshots as (µs since t0, JSON data); unreadable ones are skipped and counted."""
         out: list[tuple[int, dict[str, Any]]] = []
         try:
-            rows = self._conn.execute("SELECT id, t_us, json FROM snapshots ORDER BY id").fetchall()
+            rows = self._conn.execute(SNAPSHOTS.select() + " ORDER BY id").fetchall()
         except sqlite3.DatabaseError:
             return out
         for sid, t, text in rows:
@@ -223,17 +230,17 @@ class Recording:
         while chunk := cur.take(end, max_rows=PAGE_ROWS):  # empty only at the end (corrupt rows are skipped inside)
             yield from chunk
 
-    def _decoded(self, table: str, columns: str, decode: Callable[[Any], Any]) -> list[tuple[Any, Any]]:
+    def _decoded(self, table: Table, decode: Callable[[Any], Any]) -> list[tuple[Any, Any]]:
         """A whole (small) table, decoded; rows after a damaged page are lost, not fatal."""
         out = []
-        limit = self._limits.get(table)
-        sql = f"SELECT {columns} FROM {table}" + ("" if limit is None else f" WHERE id <= {int(limit)}")
+        limit = self._limits.get(table.name)
+        sql = table.select() + ("" if limit is None else f" WHERE id <= {int(limit)}")
         try:
             for row in self._conn.execute(sql + " ORDER BY id"):
                 try:
                     out.append((row, decode(row)))
                 except (CorruptRow, TypeError, ValueError):
-                    self._health.count_corrupt(table, row[0])
+                    self._health.count_corrupt(table.name, row[0])
         except sqlite3.DatabaseError:
             pass  # the open-time scan already said the file is damaged
         return out
@@ -257,7 +264,7 @@ class Recording:
             raise _Damaged(_one_line(exc)) from None
 
     def _request_select(self) -> str:
-        cols = ", ".join(f"r.{c.strip()}" for c in REQUEST_COLUMNS.split(","))
+        cols = REQUESTS.column_list(skip=("detail",), prefix="r.")
         if self.meta.record_tokens:
             return f"SELECT {cols}, r.detail, tt.gaps, tt.response_id FROM requests r " \
                    "LEFT JOIN token_times tt ON tt.request = r.id"
@@ -483,7 +490,7 @@ def _validate(p: Path, conn: sqlite3.Connection, damaged: bool = False) -> Recor
 
 def _read_meta(p: Path, conn: sqlite3.Connection) -> dict[str, Any]:
     try:
-        rows = conn.execute("SELECT key, value FROM meta").fetchall()
+        rows = conn.execute(META.select()).fetchall()
     except sqlite3.DatabaseError as exc:
         raise RecordingError(f"{p} is a damaged wattload recording (meta table unreadable: {_one_line(exc)})") from None
     raw: dict[str, Any] = {}
@@ -512,7 +519,7 @@ def _meta_model(raw: dict[str, Any]) -> RecordingMeta:
 def _read_strings(conn: sqlite3.Connection, health: _Health) -> dict[int, str]:
     out: dict[int, str] = {}
     try:
-        for sid, text in conn.execute("SELECT id, text FROM strings"):
+        for sid, text in conn.execute(STRINGS.select()):
             if isinstance(text, str):
                 out[sid] = text
             else:
