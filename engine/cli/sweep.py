@@ -27,6 +27,7 @@ from engine.cli.common import (
     pricing_from_args,
     sigint_blocked,
     timeout_fields,
+    with_flags,
 )
 from engine.cli.exits import EXIT_FAILED, UserError
 from engine.cli.options import add_endpoint_args, add_gpu_cost_args, run_default
@@ -138,7 +139,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="matrix heatmaps: tokens, capacity, joules, dollars, ttft (default tokens,joules)",
     )
 
-    add_endpoint_args(p, with_api=False)  # the profile decides the API
+    add_endpoint_args(p)  # --api given wins over the profile's api
     run = p.add_argument_group("load")
     run.add_argument("--workers", type=positive(int), default=None, metavar="N", help="worker processes")
     add_http_client_option(run)
@@ -162,7 +163,7 @@ def _run(args: argparse.Namespace) -> int:
     check_output_path(args.json, "--json")
     check_output_path(args.csv, "--csv")
     try:
-        loaded = load_profile(args.profile)
+        loaded = with_flags(load_profile(args.profile), args)
     except ProfileError as exc:
         raise UserError(str(exc)) from None
     if args.power_caps and args.window is None:

@@ -135,7 +135,7 @@ def _prepare(
 
     config = config_from_args(args, base_url=url)
     trace = trace_spec(args)
-    profile = profile_from_args(args.profile)
+    profile = profile_from_args(args)
     if profile is None and trace is None and not args.no_calibrate:
         profile = command_line_profile(config)
     tally = LengthTally.for_profile(profile) if profile is not None else LengthTally(config.input_tokens,
