@@ -187,6 +187,14 @@ def _recording_page(p: Path) -> tuple[str, list[Chart]]:
         _table(["phase", "s", "requests", "out tok/s", "TTFT p50", "TTFT p99", "TPOT p99", "err", "W", "J/tok",
                 "$/M out"], rows),
     ]
+    if report.turns:
+        turn_rows = [[t.turn, t.requests, t.errors, t.ttft_p50_ms, t.ttft_p99_ms, t.e2e_p50_ms, t.mean_input_tokens,
+                      t.mean_output_tokens] for t in report.turns]  # fmt: skip
+        blocks += ["<h2>Per turn</h2>",
+                   _table(["turn", "requests", "errors", "TTFT p50", "TTFT p99", "E2E p50", "in tok", "out tok"],
+                          turn_rows)]  # fmt: skip
+        if report.prefix_cache is not None:
+            blocks.append(f"<p>server {html.escape(report.prefix_cache.line())}</p>")
     title = f"wattload session: {report.model}"
     subtitle = f"{report.endpoint} · {report.wall_start} · {report.workload} · {p.name}"
     return _page(title, subtitle, blocks, charts, meta), charts

@@ -31,6 +31,7 @@ from engine.storage.store import (
     PROGRESS_COLUMNS,
     PROGRESS_COLUMNS_V1,
     REQUEST_COLUMNS,
+    REQUEST_COLUMNS_V2,
     TELEMETRY_COLUMNS,
     CorruptRow,
     RecordingError,
@@ -257,7 +258,9 @@ class Recording:
             raise _Damaged(_one_line(exc)) from None
 
     def _request_select(self) -> str:
-        cols = ", ".join(f"r.{c.strip()}" for c in REQUEST_COLUMNS.split(","))
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(requests)")}
+        select = REQUEST_COLUMNS if "turn" in columns else REQUEST_COLUMNS_V2  # schema 1 and 2 files
+        cols = ", ".join(c.strip() if c.strip() == "0" else f"r.{c.strip()}" for c in select.split(","))
         if self.meta.record_tokens:
             return f"SELECT {cols}, r.detail, tt.gaps, tt.response_id FROM requests r " \
                    "LEFT JOIN token_times tt ON tt.request = r.id"

@@ -63,7 +63,7 @@ _CLOSE_TIMEOUT_S = 30.0
 _NEVER = -(2**62)
 
 _REQ_SQL = ("INSERT INTO requests (id, t_us, lag_us, e2e_us, wait_us, hdr_us, ttft_us, worker, rid, in_tok, out_tok,"
-            " chunks, est, status, error, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+            " chunks, est, status, error, turn, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _TOK_SQL = "INSERT INTO token_times (request, gaps, response_id) VALUES (?,?,?)"
 _PROG_SQL = ("INSERT INTO progress (t_us, lag_us, worker, chunks, in_flight, loop_lag_us, waiting, wait_us, firsts) "
              "VALUES (?,?,?,?,?,?,?,?,?)")
