@@ -7,13 +7,13 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from engine_helpers import sim_server
 from tui_canned import until
 
 from engine.config import RunConfig
 from engine.load.controller import Controller
 from engine.session.trace_setup import prepare_trace
 from engine.sim.model import SimConfig
-from engine.sim.process import start_sim_process
 from engine.snapshot import LoadMode, RunState
 from tui.app import live_app
 from tui.widgets.event_log import EventLogPanel
@@ -27,16 +27,8 @@ SIZE = (120, 36)
 
 @pytest.fixture(scope="module")
 def sim_url() -> Iterator[str]:
-    sim = start_sim_process(SimConfig(seed=3, speed=20))
-    try:
-        yield sim.url
-    finally:
-        sim.stop()
-
-
-@pytest.fixture(autouse=True)
-def _private_state_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("WATTLOAD_STATE_DIR", str(tmp_path))
+    with sim_server(seed=3, speed=20) as url:
+        yield url
 
 
 def trace_controller(url: str, tmp_path) -> Controller:
@@ -50,7 +42,8 @@ def trace_controller(url: str, tmp_path) -> Controller:
     return c
 
 
-async def test_trace_speed_is_shown_as_a_speed_and_the_keys_scale_it(sim_url, tmp_path):
+async def test_trace_speed_is_shown_as_a_speed_and_the_keys_scale_it(sim_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("WATTLOAD_STATE_DIR", str(tmp_path))  # power-cap bookkeeping stays out of ~/.local/state
     c = trace_controller(sim_url, tmp_path)
     app = live_app(c)
     try:
