@@ -91,6 +91,9 @@ def test_sweep_steps_the_trace_speed_and_goes_on_through_the_trace_until_it_ends
     assert report["result"]["lengths"]["requests"] == ROWS
     assert report["profile"]["sha256"] == hashlib.sha256(trace.read_bytes()).hexdigest()
     assert "speed" in printed.out and "×2" in printed.out
+    assert main(["report", str(out), "--html", str(tmp_path / "sweep.html")]) == 0
+    page = (tmp_path / "sweep.html").read_text()
+    assert "<th>trace speed</th>" in page and "<td>×2</td>" in page and "<p>capacity ×" in page
 
 
 def _scheduled_ms(path: Path) -> list[float]:
