@@ -70,3 +70,14 @@ async def test_trace_speed_is_shown_as_a_speed_and_the_keys_scale_it(sim_url, tm
             await pilot.pause(0.2)
     finally:
         c.close()
+
+
+def test_the_headless_summary_and_progress_line_name_the_trace_speed():
+    from engine.reports.summary import format_summary, progress_line
+    from engine.snapshot import Snapshot
+
+    trace = Snapshot(mode=LoadMode.RATE, target_rate=2.0, trace=True, state=RunState.STOPPED)
+    assert "load        trace speed ×2, " in format_summary(trace)
+    assert "trace speed ×2" in progress_line(trace)
+    rate = trace.model_copy(update={"trace": False})
+    assert "load        rate 2/s, " in format_summary(rate)
