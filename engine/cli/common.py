@@ -31,7 +31,8 @@ from engine.config import RunConfig, api_key_from_env
 from engine.snapshot import LoadMode
 
 __all__ = ["add_load_args", "add_timeout_args", "config_from_args", "open_recording_or_fail", "parse_duration",
-           "positive", "pricing_from_args", "profile_from_args", "sigint_blocked", "start_recording_or_fail"]
+           "positive", "pricing_from_args", "profile_from_args", "sigint_blocked", "start_recording_or_fail",
+           "with_flags"]
 
 if TYPE_CHECKING:
     from engine.load.controller import Controller
