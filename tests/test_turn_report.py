@@ -58,7 +58,7 @@ def test_an_engine_with_only_a_gauge_gets_its_mean_and_says_so():
 def test_a_session_run_shows_turns_and_the_prefix_cache_in_summary_json_and_report(tmp_path, capsys):
     profile, out, rec = tmp_path / "s.toml", tmp_path / "r.json", tmp_path / "r.wattload.sqlite"
     profile.write_text(SESSION_TOML)
-    code = main(["run", "--sim", "--headless", "--profile", str(profile), "-c", "2", "-n", "12", "--workers", "1",
+    code = main(["run", "--sim", "--headless", "--profile", str(profile), "-c", "2", "-n", "24", "--workers", "1",
                  "--server-metrics", "auto", "--scrape-interval", "100ms", "--gpu", "none", "--json", str(out),
                  "--record", str(rec)])  # fmt: skip
     printed = capsys.readouterr()
@@ -74,24 +74,31 @@ def test_a_session_run_shows_turns_and_the_prefix_cache_in_summary_json_and_repo
         scrapes = sorted(t.t_ns for _, t in recording.server_samples() if t.ok)
         report = build_report(recording)
     assert sorted({r.turn for r in records}) == [1, 2, 3]
-    # The server's own counters, checked against what the client knows (both clocks are the session's): each
-    # prompt is looked up once when admitted (after its send, before its first token), so the queries between the
-    # first and the last scrape hold at least the prompts sent after the first and answered before the last, and
-    # at most those of requests that overlap the span; only later turns resend a conversation the cache can hold.
-    first, last = scrapes[0], scrapes[-1]
+    # The server's own counters, checked against what the client knows (both clocks are the session's). Each
+    # prompt is looked up once, when admitted (after its send, before its first token). A scrape reads the
+    # counters between the previous answer's arrival and its own (one source is polled one fetch at a time), so
+    # the queries from the first to the last scrape hold at least the prompts sent after the first answer and
+    # answered before the last-but-one, and at most every prompt sent before the last answer, the turns cancelled
+    # at the stop included (admitted, never finished; none longer than the run's longest prompt). Only later
+    # turns resend a conversation the cache can hold.
+    first, before_last, last = scrapes[0], scrapes[-2], scrapes[-1]
     inside = sum(r.input_tokens or 0 for r in records
-                 if r.t_start_ns >= first and (r.t_first_token_ns or last + 1) <= last)  # fmt: skip
-    overlap = [r for r in records if r.t_end_ns >= first and r.t_start_ns <= last]
-    assert inside <= cache["queries"] <= sum(r.input_tokens or 0 for r in overlap), (cache, inside)
-    assert 0 < cache["hits"] <= sum(r.input_tokens or 0 for r in overlap if r.turn >= 2), cache
+                 if r.t_start_ns >= first and (r.t_first_token_ns or before_last + 1) <= before_last)  # fmt: skip
+    cancelled = data["cancelled_at_stop"] * max(r.input_tokens or 0 for r in records)
+    sent = [r for r in records if r.t_start_ns <= last]
+    assert inside <= cache["queries"] <= sum(r.input_tokens or 0 for r in sent) + cancelled, (cache, inside)
+    assert 0 < cache["hits"] <= sum(r.input_tokens or 0 for r in sent if r.turn >= 2) + cancelled, cache
     assert cache["baseline_late_s"] == pytest.approx((first - min(r.t_start_ns for r in records)) / 1e9, abs=1e-3)
     assert [(t.turn, t.requests, t.errors) for t in report.turns] == [(t["turn"], t["requests"], t["errors"])
                                                                       for t in turns]  # fmt: skip
     for mine, live in zip(report.turns, turns, strict=True):  # the same requests, by the server's usage
         assert mine.mean_input_tokens == pytest.approx(live["mean_input_tokens"])
     assert report.prefix_cache is not None and report.prefix_cache.queries == cache["queries"]
+    # the server table's rate per span: over the session's span it is nearly the same counters' increase (the
+    # session figure also counts turns admitted after the last request ended, cancelled at the stop)
+    assert report.totals.server_prefix_hit_pct == pytest.approx(report.prefix_cache.hit_rate_pct, abs=5.0)
     md = report_markdown(report)
-    assert "Per turn" in md and "| 3 | " in md and "server prefix cache" in md
+    assert "Per turn" in md and "| 3 | " in md and "server prefix cache" in md and "| prefix hit % |" in md
 
 
 def test_a_schema_2_recording_without_the_turn_column_still_reads_as_single_requests(tmp_path):

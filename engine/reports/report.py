@@ -75,6 +75,7 @@ class SpanFigures(_Model):
     server_ttft_p50_ms: float | None = None
     server_ttft_p99_ms: float | None = None
     server_preemptions: float | None = None
+    server_prefix_hit_pct: float | None = None
 
 
 class PhaseFigures(SpanFigures):
