@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from pydantic import SecretStr, ValidationError
 
@@ -27,9 +27,6 @@ from engine.records import ControlEvent, EventKind
 from engine.storage.reader import Recording
 from engine.storage.store import RecordingError
 from engine.workload.fingerprint import file_sha256
-
-if TYPE_CHECKING:
-    from engine.session.spec import TraceSpec
 
 STEP_KINDS = frozenset({EventKind.CONCURRENCY, EventKind.RATE, EventKind.PAUSE, EventKind.RESUME})
 START_WAIT_S = 60.0
@@ -89,11 +86,18 @@ def redrive_config(rec: Recording, base_url: str, model: str, api_key: str | Non
         raise RecordingError(f"{rec.path}: its settings cannot drive this version ({where}: {first['msg']})") from None
 
 
-def recorded_trace(rec: Recording, path: str | None = None) -> TraceSpec | None:
+@dataclass(frozen=True)
+class RecordedTrace:
+    """The trace a recording replayed: the file (checked), its window and the speed the session started at."""
+
+    path: str
+    speed: float
+    window_s: tuple[float, float] | None
+
+
+def recorded_trace(rec: Recording, path: str | None = None) -> RecordedTrace | None:
     """The trace a recording replayed, to replay again on the same schedule (None: the recording is not of a
     trace). ``path`` replaces the recorded location (a moved file); the file must hash to the recorded sha256."""
-    from engine.session.spec import TraceSpec
-
     workload = rec.meta.workload
     trace = workload.get("trace") if isinstance(workload, dict) else None
     if not isinstance(trace, dict):
@@ -114,7 +118,7 @@ def recorded_trace(rec: Recording, path: str | None = None) -> TraceSpec | None:
     if isinstance(window, list | tuple) and len(window) == 2:
         window_s = (float(window[0]), math.inf if window[1] is None else float(window[1]))
     speed = workload.get("speed", 1.0) if isinstance(workload, dict) else 1.0
-    return TraceSpec(path=where, speed=float(speed) if isinstance(speed, int | float) else 1.0, window_s=window_s)
+    return RecordedTrace(where, float(speed) if isinstance(speed, int | float) else 1.0, window_s)
 
 
 def apply_step(controller: DrivenSession, step: Step) -> str:

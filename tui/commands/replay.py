@@ -75,7 +75,7 @@ def _drive(args: argparse.Namespace) -> int:
     from engine.endpoint.errors import ProbeError
     from engine.replay.redrive import control_timeline, recorded_trace, redrive, redrive_config
     from engine.session.build import build_session
-    from engine.session.spec import RecordingSpec, SessionSpec
+    from engine.session.spec import RecordingSpec, SessionSpec, TraceSpec
     from engine.storage.store import RecordingError
 
     with open_recording_or_fail(args.file) as rec:
@@ -91,7 +91,8 @@ def _drive(args: argparse.Namespace) -> int:
             probe="resolve",  # the recorded timeline is the test: no preflight request
             gpu=args.gpu,
             pricing=_recorded_pricing(rec),
-            trace=trace,  # a trace recording: the same rows on the same schedule (its RATE steps are the speed)
+            # a trace recording: the same rows on the same schedule (its RATE steps are the speed)
+            trace=None if trace is None else TraceSpec(path=trace.path, speed=trace.speed, window_s=trace.window_s),
             recording=RecordingSpec(workload=rec.meta.workload,
                                     record_tokens=args.record_tokens or rec.meta.record_tokens),
         )
