@@ -23,6 +23,7 @@ class SessionMeta:
     model: str = ""
     workload: str = ""
     source: str = "live"  # "live" or "replay"
+    trace: bool = False  # a trace replay: rate mode's target is the trace speed (1 = as recorded), not req/s
 
 
 @dataclass(frozen=True, slots=True)

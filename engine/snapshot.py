@@ -185,6 +185,7 @@ class Snapshot(Frozen):
     mode: LoadMode = LoadMode.CONCURRENCY
     target_concurrency: int = 0
     target_rate: float = 0.0
+    trace: bool = False  # a trace replays on its own clock: ``target_rate`` is its speed (×1 = as recorded)
     in_flight: int = 0
     waiting_first_token: int = 0  # requests sent that have no first token yet (queued or prefilling on the server)
     oldest_wait_s: float | None = None  # how long the oldest of them has waited, from its scheduled time

@@ -39,7 +39,7 @@ def test_a_request_round_trips_to_the_microsecond():
     r = RequestRecord(worker=3, request_id=77, t_scheduled_ns=T0 + 1_000_000_555, t_start_ns=T0 + 1_000_200_999,
                       t_headers_ns=T0 + 1_020_000_001, t_first_token_ns=T0 + 1_080_123_456, t_end_ns=T0 + 2_500_000_789,
                       input_tokens=321, output_tokens=64, output_estimated=True, chunks=60, status=200,
-                      response_id="cmpl-1",
+                      response_id="cmpl-1", turn=4,
                       token_times_ns=tuple(T0 + 1_080_123_456 + k * 12_345_678 for k in range(64)))
     arrival = T0 + 2_600_000_000
     row = (1, *encode_request(r, arrival, T0))
@@ -50,7 +50,7 @@ def test_a_request_round_trips_to_the_microsecond():
     assert back.t_first_token_ns == floor_us(r.t_first_token_ns)
     assert back.t_end_ns == floor_us(r.t_end_ns)
     assert (back.worker, back.request_id, back.input_tokens, back.output_tokens, back.output_estimated, back.chunks,
-            back.status, back.error) == (3, 77, 321, 64, True, 60, 200, None)
+            back.status, back.error, back.turn) == (3, 77, 321, 64, True, 60, 200, None, 4)
     assert row[1] == (arrival - T0) // 1000  # stored at its arrival: what the live aggregator saw when
     times = decode_token_times(encode_token_times(r, T0), back.t_scheduled_ns)
     assert times == tuple(floor_us(t) for t in r.token_times_ns)
@@ -72,9 +72,11 @@ def test_a_failed_request_round_trips_with_its_missing_stamps():
     {14: "http_999"},  # unknown error class
     {1: 1.5},  # a REAL where an integer belongs
     {10: None},  # out_tok is NOT NULL
+    {15: -1},  # a negative turn
+    {15: None},  # turn is NOT NULL (0 for single requests)
 ])  # fmt: skip
 def test_impossible_request_rows_are_corrupt(change):
-    good = [1, 100, 0, 50, 0, 10, 20, 0, 1, 5, 4, 4, 0, 200, None]
+    good = [1, 100, 0, 50, 0, 10, 20, 0, 1, 5, 4, 4, 0, 200, None, 0]
     decode_request(good)
     row = list(good)
     for i, v in change.items():
@@ -159,7 +161,7 @@ def test_statements_come_from_the_schema_and_every_codec_fills_its_columns():
 
     assert REQUESTS.insert() == (
         "INSERT INTO requests (id, t_us, lag_us, e2e_us, wait_us, hdr_us, ttft_us, worker, rid, in_tok, out_tok, "
-        "chunks, est, status, error, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        "chunks, est, status, error, turn, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
     )
     assert PROGRESS.select(version=1) == "SELECT id, t_us, lag_us, worker, chunks, in_flight, loop_lag_us FROM progress"
     assert PROGRESS.select().endswith("loop_lag_us, waiting, wait_us, firsts FROM progress")  # schema 2 adds three

@@ -34,3 +34,26 @@ def positive(kind: type[int] | type[float], allow_zero: bool = False) -> Callabl
         return value
 
     return parse
+
+
+EXPLICIT_ATTR = "_explicit_flags"
+
+
+class Given(argparse.Action):
+    """``store`` (or, with ``nargs=0``, ``store_true``) that also remembers the flag was on the command line.
+
+    A profile fills in what the command line left open and never replaces what it said (``--api completions
+    --profile chat`` sends completions), so the flags a profile also sets must tell "given" from "default".
+    """
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:  # fmt: skip
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+        given: set[str] = getattr(namespace, EXPLICIT_ATTR, set())
+        given.add(self.dest)
+        setattr(namespace, EXPLICIT_ATTR, given)
+
+
+def given(args: argparse.Namespace, dest: str) -> bool:
+    """Whether ``--dest`` was on the command line (a flag declared with ``action=Given``)."""
+    return dest in getattr(args, EXPLICIT_ATTR, set())

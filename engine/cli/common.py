@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr, ValidationError
 
-from engine.cli.argtypes import parse_duration, positive
+from engine.cli.argtypes import given, parse_duration, positive
 from engine.cli.exits import UserError
 from engine.cli.options import (
     add_endpoint_args,
@@ -31,7 +31,8 @@ from engine.config import RunConfig, api_key_from_env
 from engine.snapshot import LoadMode
 
 __all__ = ["add_load_args", "add_timeout_args", "config_from_args", "open_recording_or_fail", "parse_duration",
-           "positive", "pricing_from_args", "profile_from_args", "sigint_blocked", "start_recording_or_fail"]
+           "positive", "pricing_from_args", "profile_from_args", "sigint_blocked", "start_recording_or_fail",
+           "with_flags"]
 
 if TYPE_CHECKING:
     from engine.load.controller import Controller
@@ -191,16 +192,51 @@ def sigint_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def profile_from_args(profile: str | None) -> LoadedProfile | None:
-    """--profile: the loaded workload profile (one line when it is invalid), or None."""
-    if not profile:
+def profile_from_args(args: argparse.Namespace) -> LoadedProfile | None:
+    """--profile: the loaded workload profile (one line when it is invalid) with the flags given on the command
+    line put over it (``with_flags``), or None."""
+    if not getattr(args, "profile", None):
         return None
     from engine.workload.profile import ProfileError, load_profile
 
     try:
-        return load_profile(profile)
+        return with_flags(load_profile(args.profile), args)
     except ProfileError as exc:
         raise UserError(str(exc)) from None
+
+
+def with_flags(loaded: LoadedProfile, args: argparse.Namespace) -> LoadedProfile:
+    """The profile with every field the command line also set replaced by the flag: explicit flags win.
+
+    A profile is the defaults of a workload; ``--api``, ``--ignore-eos``, ``--seed``, ``--input-tokens`` and
+    ``--max-tokens`` given beside it are the operator's decision for this run, so they must not be silently
+    overridden by it (the stored profile then shows what was really sent; its sha256 stays the file's).
+    """
+    from engine.workload.distributions import Fixed
+
+    update: dict[str, object] = {}
+    if given(args, "api"):
+        update["api"] = args.api
+    if given(args, "ignore_eos"):
+        update["ignore_eos"] = True
+    if given(args, "seed"):
+        update["seed"] = args.seed
+    for dest, field, flag in (("input_tokens", "input", "--input-tokens"), ("max_tokens", "output", "--max-tokens")):
+        if not given(args, dest):
+            continue
+        if loaded.dataset is not None or loaded.conversations is not None:
+            raise UserError(f"{flag} cannot apply to {loaded.profile.name}: its lengths come from its dataset")
+        update[field] = Fixed(value=getattr(args, dest))
+    session = loaded.profile.session
+    if session is not None and session.output is not None and "output" in update:  # every turn's max_tokens
+        update["session"] = session.model_copy(update={"output": update["output"]})
+    if not update:
+        return loaded
+    try:
+        profile = loaded.profile.model_validate({**loaded.profile.model_dump(), **update})
+    except ValidationError as exc:
+        raise UserError(f"{loaded.profile.name} with the flags given: {exc.errors()[0]['msg']}") from None
+    return loaded.with_profile(profile)
 
 
 def start_recording_or_fail(controller: Controller, path: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, get_args
 
-from engine.cli.argtypes import parse_duration, positive
+from engine.cli.argtypes import Given, parse_duration, positive
 from engine.config import RunConfig, default_workers
 from engine.gpu.base import BACKEND_KINDS
 from engine.pricing import DEFAULT_PRICING
@@ -28,9 +28,9 @@ def add_endpoint_args(parser: argparse.ArgumentParser, *, with_api: bool = True)
     endpoint = parser.add_argument_group("endpoint")
     endpoint.add_argument("--model", "-m", default=None, help="model name (default: the one /v1/models lists)")
     if with_api:
-        endpoint.add_argument("--api", choices=API_KINDS, default=run_default("api"),
+        endpoint.add_argument("--api", choices=API_KINDS, default=run_default("api"), action=Given,
                               help="chat = /v1/chat/completions (default), completions = /v1/completions, "
-                              "responses = /v1/responses")
+                              "responses = /v1/responses; wins over a profile's api")
     endpoint.add_argument("--api-key", default=None, metavar="KEY",
                           help="bearer token (default: $WATTLOAD_API_KEY or $OPENAI_API_KEY); never written anywhere")
     add_timeout_args(endpoint)
@@ -58,17 +58,19 @@ def add_load_shape_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
                        help="stop after this long (60s, 5m, 1h); default: until Ctrl-C")
     until.add_argument("--requests", "-n", type=positive(int), metavar="N", help="stop after N requests finish")
     load.add_argument("--input-tokens", type=positive(int), default=run_default("input_tokens"), metavar="N",
-                      help=f"prompt length in tokens (default {run_default('input_tokens')})")
+                      action=Given, help=f"prompt length in tokens (default {run_default('input_tokens')}; "
+                      "with --profile it replaces the profile's input lengths)")
     load.add_argument("--max-tokens", type=positive(int), default=run_default("max_tokens"), metavar="N",
-                      help=f"max_tokens of every request (default {run_default('max_tokens')})")
-    load.add_argument("--ignore-eos", action="store_true",
+                      action=Given, help=f"max_tokens of every request (default {run_default('max_tokens')}; "
+                      "with --profile it replaces the profile's output lengths)")
+    load.add_argument("--ignore-eos", action=Given, nargs=0, default=False,
                       help="also send ignore_eos/min_tokens so every answer is max-tokens long (vLLM, SGLang)")
     load.add_argument("--step", type=positive(float), default=None, metavar="N",
                       help=f"hotkey step for concurrency (or rate); default {run_default('step'):g}")
     load.add_argument("--workers", type=positive(int), default=None, metavar="N",
                       help=f"worker processes sending requests (default {default_workers()} on this machine)")
-    load.add_argument("--seed", type=int, default=run_default("seed"),
-                      help=f"seed for prompts and arrival times (default {run_default('seed')})")
+    load.add_argument("--seed", type=int, default=run_default("seed"), action=Given,
+                      help=f"seed for prompts and arrival times (default: the profile's, else {run_default('seed')})")
     return load
 
 

@@ -27,19 +27,22 @@ from engine.cli.common import (
     pricing_from_args,
     sigint_blocked,
     timeout_fields,
+    with_flags,
 )
 from engine.cli.exits import EXIT_FAILED, UserError
 from engine.cli.options import add_endpoint_args, add_gpu_cost_args, run_default
+from engine.cli.trace_args import add_trace_args
 from engine.config import RunConfig, api_key_from_env
 from engine.redact import redact_url
 
 if TYPE_CHECKING:
     from engine.pricing import PricingProfile
+    from engine.session.spec import TraceSpec
     from engine.sweep.matrix import MatrixProgress
     from engine.sweep.rules import SweepSettings
     from engine.sweep.runner import StepProgress
-    from engine.sweep.session import SweepTarget
-    from engine.workload.profile import LoadedProfile
+    from engine.sweep.session import CeilingResult, SweepTarget
+    from engine.workload.profile import LoadedProfile, ProfileInfo
 
 
 
@@ -61,14 +64,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--profile",
-        default="chat",
+        default=None,
         metavar="NAME|FILE",
-        help="workload profile: a built-in name (chat-short, chat, rag, doc, code, matrix) or a TOML file",
+        help="workload profile: a built-in name (chat-short, chat, rag, doc, code, matrix) or a TOML file "
+        "(default chat)",
     )
 
     steps = p.add_argument_group("steps and stop rules")
-    steps.add_argument("--start", type=positive(int), default=None, metavar="N", help="first concurrency (1)")
-    steps.add_argument("--max", type=positive(int), default=None, metavar="N", help="highest concurrency (512)")
+    steps.add_argument("--start", type=positive(float), default=None, metavar="N",
+                       help="first concurrency (1); with --trace the first trace speed (--trace-speed, 1)")
+    steps.add_argument("--max", type=positive(float), default=None, metavar="N",
+                       help="highest concurrency (512); with --trace the highest trace speed (64)")
     shape = steps.add_mutually_exclusive_group()
     shape.add_argument(
         "--factor",
@@ -78,7 +84,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="geometric steps: multiply the concurrency by X (default 2)",
     )
     shape.add_argument(
-        "--linear", type=positive(int), default=None, metavar="STEP", help="linear steps: add STEP each time"
+        "--linear", type=positive(float), default=None, metavar="STEP", help="linear steps: add STEP each time"
     )
     steps.add_argument(
         "--step-time",
@@ -138,7 +144,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="matrix heatmaps: tokens, capacity, joules, dollars, ttft (default tokens,joules)",
     )
 
-    add_endpoint_args(p, with_api=False)  # the profile decides the API
+    add_endpoint_args(p)  # --api given wins over the profile's api
     run = p.add_argument_group("load")
     run.add_argument("--workers", type=positive(int), default=None, metavar="N", help="worker processes")
     add_http_client_option(run)
@@ -149,6 +155,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help="accepted as in run and demo; sweep always prints tables and never opens the dashboard")
     add_gpu_cost_args(p)
     capsweep.add_arguments(p)
+    add_trace_args(p)
     p.set_defaults(func=_run)
 
 
@@ -161,8 +168,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--sim-set needs --sim")
     check_output_path(args.json, "--json")
     check_output_path(args.csv, "--csv")
+    if args.trace:
+        return _trace_sweep(args)
     try:
-        loaded = load_profile(args.profile)
+        loaded = with_flags(load_profile(args.profile or "chat"), args)
     except ProfileError as exc:
         raise UserError(str(exc)) from None
     if args.power_caps and args.window is None:
@@ -180,16 +189,41 @@ def _run(args: argparse.Namespace) -> int:
         return _sweep(args, loaded, settings, seed, target, heatmaps)
 
 
-def settings_from_args(args: argparse.Namespace, loaded: LoadedProfile) -> SweepSettings:
-    """Sweep settings: the command line first, then the profile's [sweep] table, then the defaults."""
-    from engine.sweep.rules import SweepSettings
+def _whole(value: float | None, flag: str) -> int | None:
+    """A concurrency flag: the steps are whole requests in flight (decimals are for --trace speeds)."""
+    if value is None:
+        return None
+    if value != int(value):
+        raise UserError(f"{flag} {value:g}: concurrency steps are whole numbers (decimals are for --trace speeds)")
+    return int(value)
 
-    suggested = loaded.profile.sweep
+
+def settings_from_args(args: argparse.Namespace, loaded: LoadedProfile | None) -> SweepSettings:
+    """Sweep settings: the command line first, then the profile's [sweep] table, then the defaults. Without a
+    profile (``--trace``) the steps are trace speeds: from --start (or --trace-speed) to --max (64)."""
+    from engine.sweep.rules import SweepSettings, speed_steps
+    from engine.workload.profile import SweepDefaults
+
+    suggested = loaded.profile.sweep if loaded is not None else SweepDefaults()
+    speeds: dict[str, Any] = {}
+    if loaded is None:
+        first = args.start if args.start is not None else args.trace_speed
+        try:
+            plan = speed_steps(first, args.max if args.max is not None else max(first, SPEED_MAX),
+                               args.factor or 2.0, args.linear)  # fmt: skip
+        except ValueError as exc:
+            raise UserError(f"invalid sweep setting: {exc}") from None
+        speeds = {"axis": "speed", "speeds": plan}
+        start = maximum = linear = None
+    else:
+        start, maximum = _whole(args.start, "--start"), _whole(args.max, "--max")
+        linear = _whole(args.linear, "--linear")
     given: dict[str, Any] = {
-        "start": args.start if args.start is not None else suggested.start,
-        "max": args.max if args.max is not None else suggested.max,
+        **speeds,
+        "start": start if start is not None else suggested.start,
+        "max": maximum if maximum is not None else suggested.max,
         "factor": args.factor if args.factor is not None else suggested.factor,
-        "linear_step": args.linear if args.linear is not None else (None if args.factor else suggested.linear),
+        "linear_step": linear if linear is not None else (None if args.factor else suggested.linear),
         "step_time_s": args.step_time if args.step_time is not None else suggested.step_time_s,
         "window_s": args.window if args.window is not None else suggested.window_s,
         "threshold": args.threshold if args.threshold is not None else suggested.threshold,
@@ -212,6 +246,29 @@ def settings_from_args(args: argparse.Namespace, loaded: LoadedProfile) -> Sweep
             file=sys.stderr,
         )
     return settings
+
+
+SPEED_MAX = 64.0  # the default --max of a trace sweep: 64 times the recorded traffic
+
+
+def _trace_sweep(args: argparse.Namespace) -> int:
+    """``sweep --trace FILE``: the load axis is the trace speed (``engine.sweep.trace_sweep`` says why)."""
+    from engine.cli.argtypes import given
+    from engine.cli.trace_args import trace_spec
+
+    for flag, bad in (("--profile", args.profile), ("--power-caps", args.power_caps), ("--resume", args.resume)):
+        if bad:
+            raise UserError(f"--trace and {flag} cannot be combined: a trace sweep steps the trace's speed")
+    if args.start is not None and given(args, "trace_speed"):
+        raise UserError("give the first speed once: --start or --trace-speed")
+    trace = trace_spec(args)
+    assert trace is not None
+    settings = settings_from_args(args, None)
+    seed = args.seed if args.seed is not None else 0
+    pricing = pricing_from_args(args)
+    with _sim_server(args, seed) as sim_url:
+        target = _target(args, None, sim_url, pricing)
+        return _sweep(args, None, settings, seed, target, (), trace=trace)
 
 
 def _heatmaps(text: str) -> tuple[str, ...]:
@@ -260,7 +317,7 @@ def _sim_server(args: argparse.Namespace, seed: int) -> Iterator[str | None]:
 
 
 def _target(
-    args: argparse.Namespace, loaded: LoadedProfile, sim_url: str | None, pricing: PricingProfile
+    args: argparse.Namespace, loaded: LoadedProfile | None, sim_url: str | None, pricing: PricingProfile
 ) -> SweepTarget:
     """Resolve the endpoint and model, check one request shaped like the profile's, and describe the target."""
     from engine.endpoint.errors import ProbeError
@@ -273,11 +330,11 @@ def _target(
         fields: dict[str, Any] = {
             "base_url": sim_url or args.url,
             "model": args.model or "",
-            "api": loaded.profile.api,
+            "api": loaded.profile.api if loaded is not None else args.api,
             "api_key": SecretStr(key) if key else None,
-            "ignore_eos": loaded.profile.ignore_eos,
+            "ignore_eos": loaded.profile.ignore_eos if loaded is not None else True,
             "tick_hz": args.refresh,
-            "workload": loaded.profile.name,
+            "workload": loaded.profile.name if loaded is not None else "trace",
             **timeout_fields(args),
         }
         if args.workers is not None:
@@ -295,11 +352,13 @@ def _target(
 
 def _sweep(
     args: argparse.Namespace,
-    loaded: LoadedProfile,
+    loaded: LoadedProfile | None,
     settings: SweepSettings,
     seed: int,
     target: SweepTarget,
     heatmaps: tuple[str, ...],
+    *,
+    trace: TraceSpec | None = None,
 ) -> int:
     from rich.console import Console
 
@@ -308,7 +367,6 @@ def _sweep(
     from engine.reports.sweep import SweepReport, write_csv, write_json
     from engine.signals import OWNER, SIGINT, signal_name
     from engine.sweep.matrix import MatrixError, run_matrix, state_path_for
-    from engine.sweep.session import find_ceiling
 
     stop = threading.Event()
 
@@ -321,12 +379,14 @@ def _sweep(
 
     created = wall_clock_label()
     printer = ProgressPrinter()
-    is_matrix = loaded.profile.matrix is not None
+    is_matrix = loaded is not None and loaded.profile.matrix is not None
     _print_plan(loaded, settings, seed, target)
+    profile_info = loaded.info() if loaded is not None else None
     with OWNER.stopping(on_stop, sigint=True) as stopped:
         try:
             if is_matrix:
                 state_path = state_path_for(args.json or args.csv)
+                assert loaded is not None
                 try:
                     cells = run_matrix(
                         target,
@@ -343,7 +403,7 @@ def _sweep(
                 result = None
             else:
                 cells = None
-                result = find_ceiling(target, loaded, settings, seed=seed, on_progress=printer.step, stop_flag=stop)
+                result, profile_info = _run_one(target, loaded, trace, settings, seed, printer, stop)
         finally:
             printer.close()
 
@@ -354,7 +414,7 @@ def _sweep(
     if cells is not None:
         with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone; the files still get written
             console.print(matrix_view(cells, heatmaps))
-        matrix = loaded.profile.matrix
+        matrix = loaded.profile.matrix if loaded is not None else None
         if matrix is not None and len(cells) < len(matrix.inputs) * len(matrix.outputs):
             print(f"wattload: {len(cells)} cells finished; rerun with --resume to run the rest", file=sys.stderr)
     elif result is not None:
@@ -365,7 +425,7 @@ def _sweep(
         created=created,
         endpoint=redact_url(target.config.base_url),
         model=target.config.model,
-        profile=loaded.info(),
+        profile=_known(profile_info),
         seed=seed,
         settings=settings,
         run_settings=target.config.safe_dump(),
@@ -389,7 +449,40 @@ def _sweep(
     return 0
 
 
-def _print_plan(loaded: LoadedProfile, settings: SweepSettings, seed: int, target: SweepTarget) -> None:
+def _known(info: ProfileInfo | None) -> ProfileInfo:
+    assert info is not None, "every branch of the sweep names its workload"
+    return info
+
+
+def _run_one(target: SweepTarget, loaded: LoadedProfile | None, trace: TraceSpec | None, settings: SweepSettings,
+             seed: int, printer: ProgressPrinter, stop: threading.Event) -> tuple[CeilingResult, ProfileInfo]:
+    """One ceiling search: of a profile (concurrency steps), or of a trace (trace-speed steps)."""
+    from engine.sweep.session import find_ceiling
+
+    if trace is None:
+        assert loaded is not None
+        result = find_ceiling(target, loaded, settings, seed=seed, on_progress=printer.step, stop_flag=stop)
+        return result, loaded.info()
+    from engine.sweep.trace_sweep import TraceError, find_trace_ceiling, trace_profile_info
+    from engine.workload.profile import ProfileInfo
+
+    try:
+        result, plan = find_trace_ceiling(target, trace, settings, seed=seed, on_progress=printer.step,
+                                          stop_flag=stop, notify=printer.note)  # fmt: skip
+    except TraceError as exc:
+        raise UserError(str(exc)) from None
+    info = trace_profile_info(plan) if plan is not None else ProfileInfo(name="trace", path=trace.path, sha256="",
+                                                                         profile={})  # fmt: skip
+    return result, info
+
+
+def _print_plan(loaded: LoadedProfile | None, settings: SweepSettings, seed: int, target: SweepTarget) -> None:
+    if loaded is None:
+        speeds = ", ".join(f"×{s:g}" for s in settings.speeds)
+        print(f"wattload: sweeping {redact_url(target.config.base_url)} ({target.config.model}) with a trace, "
+              f"trace speed {speeds}, window {settings.window_s:g}s, steps up to {settings.step_time_s:g}s, "
+              f"seed {seed}", file=sys.stderr)  # fmt: skip
+        return
     p = loaded.profile
     steps = "linear +" + str(settings.linear_step) if settings.linear_step else f"x{settings.factor:g}"
     slo = []
@@ -437,14 +530,14 @@ class ProgressPrinter:
         if p.finished is not None:
             st = p.finished
             self._line(
-                f"{self._prefix}step {p.index + 1}: concurrency {st.concurrency}: {st.output_tokens_per_s:,.0f} "
+                f"{self._prefix}step {p.index + 1}: {st.load_label}: {st.output_tokens_per_s:,.0f} "
                 f"out tok/s, TTFT p99 {'≥ ' if st.ttft_p99_censored else ''}{_ms(st.ttft_p99_ms)}, "
                 f"errors {st.error_rate:.1%} -> {st.verdict}",
                 final=True,
             )
         elif self.tty:
             self._line(
-                f"{self._prefix}step {p.index + 1}: concurrency {p.concurrency}, {p.held_s:.0f}/{p.step_time_s:.0f}s",
+                f"{self._prefix}step {p.index + 1}: {p.load_label}, {p.held_s:.0f}/{p.step_time_s:.0f}s",
                 final=False,
             )
 
@@ -471,6 +564,10 @@ class ProgressPrinter:
         elif final:
             sys.stderr.write(text + "\n")
         sys.stderr.flush()
+
+    def note(self, line: str) -> None:
+        """A line that is not progress (what the trace was detected as): on its own line, before the steps."""
+        self._line(f"wattload: {line}", final=True)
 
     def close(self) -> None:
         if self._open:

@@ -38,9 +38,10 @@ def _tok(v: float | None) -> str:
 def steps_table(result: CeilingResult, title: str = "") -> Table:
     """One row per concurrency step, the capacity step marked."""
     outcome = result.outcome
+    by_speed = outcome is not None and any(st.speed is not None for st in outcome.steps)
     table = Table(title=title or f"ceiling search: {result.workload}", title_justify="left", header_style="bold")
     columns: tuple[tuple[str, JustifyMethod], ...] = (
-        ("conc.", "right"),
+        *((("speed", "right"), ("in flight", "right")) if by_speed else (("conc.", "right"),)),
         ("out tok/s", "right"),
         ("req/s", "right"),
         ("TTFT p50", "right"),
@@ -59,8 +60,9 @@ def steps_table(result: CeilingResult, title: str = "") -> Table:
         return table
     for st in outcome.steps:
         mark = " *" if outcome.capacity_step is not None and st.index == outcome.capacity_step.index else ""
+        load = (f"×{st.speed:g}{mark}", str(st.concurrency)) if by_speed else (f"{st.concurrency}{mark}",)
         table.add_row(
-            f"{st.concurrency}{mark}",
+            *load,
             sig(st.output_tokens_per_s),
             sig(st.requests_per_s),
             ms(st.ttft_p50_ms),
@@ -84,7 +86,8 @@ def summary_lines(result: CeilingResult) -> list[str]:
         if o.goodput_tokens_per_s is not None:
             lines.append(
                 f"goodput: {o.goodput_tokens_per_s:,.0f} output tok/s within the SLOs "
-                f"(concurrency {o.goodput_concurrency})"
+                + (f"(trace speed ×{o.goodput_speed:g})" if o.goodput_speed is not None
+                   else f"(concurrency {o.goodput_concurrency})")
             )
         lines.append(f"stopped: {o.stop_reason}")
     if result.lengths.requests:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from engine.cli.argtypes import Given
 from engine.cli.common import positive
 from engine.cli.exits import UserError
 
@@ -21,7 +22,7 @@ def add_trace_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--trace", metavar="FILE",
                        help="replay a trace on its own clock: Mooncake or Bailian JSONL, Azure or BurstGPT CSV "
                             "(detected by its fields)")  # fmt: skip
-    group.add_argument("--trace-speed", type=positive(float), default=1.0, metavar="X",
+    group.add_argument("--trace-speed", type=positive(float), default=1.0, metavar="X", action=Given,
                        help="compress (2 = twice as fast) or stretch (0.5) the trace's time; the rate keys "
                             "scale it live (default 1)")  # fmt: skip
     group.add_argument("--trace-window", default=None, metavar="START:END",

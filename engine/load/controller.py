@@ -26,6 +26,7 @@ from engine.config import RunConfig
 from engine.control import ControlState, SessionMeta, SessionSink, SnapshotCallback
 from engine.gpu.session import GpuSession
 from engine.load.schedule import split_concurrency, split_rate
+from engine.load.trace_feed import is_timed
 from engine.load.worker import Batch, Done, Failed, Go, Notice, Pause, Ready, Resume, Stop, Target, WorkerTarget
 from engine.load.worker_pool import WorkerExited, WorkerPool
 from engine.metrics.aggregator import Aggregator, starting_snapshot
@@ -90,7 +91,8 @@ class Controller:
         self._sim_url = sim_url
         self._pricing = pricing
         self._stop_grace_s = stop_grace_s
-        self._meta = SessionMeta(endpoint=redact_url(config.base_url), model=config.model, workload=config.workload)
+        self._meta = SessionMeta(endpoint=redact_url(config.base_url), model=config.model, workload=config.workload,
+                                 trace=is_timed(self._factory))  # fmt: skip
 
         self._lock = threading.RLock()
         self._phase = RunState.STARTING  # STARTING, RUNNING, STOPPING, STOPPED or FAILED; PAUSED is a flag
@@ -239,7 +241,8 @@ class Controller:
                 return
             self._mode, self._rate = LoadMode.RATE, r
             self._send_targets()
-        self.emit(ControlEvent(perf_counter_ns(), EventKind.RATE, value=r, message=f"rate -> {r:g} req/s"))
+        what = f"trace speed -> ×{r:g}" if self._meta.trace else f"rate -> {r:g} req/s"
+        self.emit(ControlEvent(perf_counter_ns(), EventKind.RATE, value=r, message=what))
 
     def pause(self) -> None:
         with self._lock:

@@ -3,7 +3,9 @@
 A ``TurnTally`` is a session sink like ``LengthTally``: it sees every finished request that carries a turn number
 and keeps, per turn, the count, the errors, TTFT and E2E histograms and the token sums from the server's usage.
 With prefix caching, TTFT of later turns drops below turn 1 even though their prompts are longer; without it,
-it grows with the context. Single-request workloads (turn 0) are not counted.
+it grows with the context. Single-request workloads (turn 0) are not counted. With server metrics on, it also
+sums the server's prefix-cache counters over the session (``engine.telemetry.prefix_cache``), the figure shown
+beside the turns: the server's own word on how much of the resent conversation its cache served.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pydantic import BaseModel, ConfigDict
 from engine.metrics.histogram import LogHistogram
 from engine.records import ControlEvent, RequestRecord, StreamProgress, TelemetrySample
 from engine.snapshot import Snapshot
+from engine.telemetry.prefix_cache import PrefixCacheFigures, PrefixCacheTally
+from engine.telemetry.samples import ServerSample
 
 MAX_TURNS = 1000  # turns beyond this are counted under the last one (a bound on memory, not a real limit)
 
@@ -54,10 +58,14 @@ class TurnTally:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._turns: dict[int, _Turn] = {}
+        self._prefix = PrefixCacheTally()
+        self._first_start_ns: int | None = None  # the earliest send seen: when the load began
 
     def on_records(self, records: Sequence[RequestRecord]) -> None:
         with self._lock:
             for r in records:
+                if self._first_start_ns is None or r.t_start_ns < self._first_start_ns:
+                    self._first_start_ns = r.t_start_ns
                 if r.turn <= 0:
                     continue
                 t = self._turns.get(min(r.turn, MAX_TURNS))
@@ -78,6 +86,15 @@ class TurnTally:
     def figures(self) -> list[TurnFigures]:
         with self._lock:
             return [_figures(k, t) for k, t in sorted(self._turns.items())]
+
+    def on_server_samples(self, samples: Sequence[ServerSample]) -> None:
+        with self._lock:
+            self._prefix.add(samples)
+
+    def prefix_cache(self) -> PrefixCacheFigures | None:
+        """The server's prefix-cache hit rate over the session; None without server metrics that report it."""
+        with self._lock:
+            return self._prefix.figures(self._first_start_ns)
 
     def on_progress(self, progress: Sequence[StreamProgress]) -> None:
         pass
@@ -112,8 +129,9 @@ def _figures(turn: int, t: _Turn) -> TurnFigures:
     )
 
 
-def format_turns(figures: Sequence[TurnFigures]) -> str:
-    """A small table for the headless summary; "" when the run had no conversations."""
+def format_turns(figures: Sequence[TurnFigures], prefix_cache: PrefixCacheFigures | None = None) -> str:
+    """A small table for the headless summary, the server's prefix-cache hit rate under it when known; "" when
+    the run had no conversations."""
     if not figures:
         return ""
     lines = ["per turn     requests  errors  TTFT p50  TTFT p99   E2E p50   input  output"]
@@ -122,6 +140,8 @@ def format_turns(figures: Sequence[TurnFigures]) -> str:
             f"  turn {f.turn:<5} {f.requests:>8}  {f.errors:>6}  {_cell(f.ttft_p50_ms)}  {_cell(f.ttft_p99_ms)}  "
             f"{_cell(f.e2e_p50_ms)}  {_tok(f.mean_input_tokens)}  {_tok(f.mean_output_tokens)}"
         )
+    if prefix_cache is not None:
+        lines.append(f"  {prefix_cache.line()}")
     return "\n".join(lines)
 
 

@@ -75,7 +75,7 @@ def new_aggregator(rec: Recording) -> tuple[Aggregator, list[str]]:
         except ValidationError:
             notes.append("the recorded pricing profile is not readable by this version: no cost figures")
     meta = SessionMeta(endpoint=m.session.endpoint, model=m.session.model, workload=m.session.workload,
-                       source="replay")
+                       source="replay", trace=isinstance(m.workload, dict) and "trace" in m.workload)
     agg = Aggregator(t0_ns=0, window_s=m.window_s, meta=meta, energy=energy, pricing=pricing, gpu_count=len(m.gpus),
                      totals_from_ns=m.recorded_from_us * 1000)  # fmt: skip
     return agg, notes

@@ -4,10 +4,15 @@ server) are measured under exactly the same operator actions and can be compared
 
 Times are relative to each session's start (the START event), so the new session's phases line up with the old
 one's. Power caps are absolute in the recording; they are re-applied as steps from the cap read back live.
+
+A recording made from a trace (``run --trace``) re-drives the same trace on the same schedule: its fingerprint
+names the file, window and speed, the file must still hash to the recorded sha256 (else the two sessions did not
+send the same requests), and the recorded speed changes (RATE events) are repeated like any load step.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +26,7 @@ from engine.control import LoadControl
 from engine.records import ControlEvent, EventKind
 from engine.storage.reader import Recording
 from engine.storage.store import RecordingError
+from engine.workload.fingerprint import file_sha256
 
 STEP_KINDS = frozenset({EventKind.CONCURRENCY, EventKind.RATE, EventKind.PAUSE, EventKind.RESUME})
 START_WAIT_S = 60.0
@@ -46,7 +52,7 @@ class Step:
             case EventKind.CONCURRENCY:
                 return f"concurrency -> {e.value:g}"
             case EventKind.RATE:
-                return f"rate -> {e.value:g} req/s"
+                return e.message or f"rate -> {e.value:g} req/s"  # a trace's speed says so in its message
             case EventKind.POWER_CAP:
                 return f"power cap -> {e.value:g} W"
             case _:
@@ -78,6 +84,41 @@ def redrive_config(rec: Recording, base_url: str, model: str, api_key: str | Non
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise RecordingError(f"{rec.path}: its settings cannot drive this version ({where}: {first['msg']})") from None
+
+
+@dataclass(frozen=True)
+class RecordedTrace:
+    """The trace a recording replayed: the file (checked), its window and the speed the session started at."""
+
+    path: str
+    speed: float
+    window_s: tuple[float, float] | None
+
+
+def recorded_trace(rec: Recording, path: str | None = None) -> RecordedTrace | None:
+    """The trace a recording replayed, to replay again on the same schedule (None: the recording is not of a
+    trace). ``path`` replaces the recorded location (a moved file); the file must hash to the recorded sha256."""
+    workload = rec.meta.workload
+    trace = workload.get("trace") if isinstance(workload, dict) else None
+    if not isinstance(trace, dict):
+        if path:
+            raise RecordingError(f"{rec.path}: not a trace recording, so --trace does not apply")
+        return None
+    where = path or str(trace.get("path", ""))
+    try:
+        digest = file_sha256(where)
+    except OSError as exc:
+        raise RecordingError(f"{rec.path} replayed the trace {where}, which cannot be read "
+                             f"({exc.strerror or exc}); give its location with --trace FILE") from None  # fmt: skip
+    if digest != trace.get("sha256"):
+        raise RecordingError(f"{where} is not the trace {rec.path} replayed (sha256 {digest[:12]}, recorded "
+                             f"{str(trace.get('sha256', ''))[:12]}); give the recorded file with --trace FILE")
+    window = trace.get("window_s")
+    window_s = None
+    if isinstance(window, list | tuple) and len(window) == 2:
+        window_s = (float(window[0]), math.inf if window[1] is None else float(window[1]))
+    speed = workload.get("speed", 1.0) if isinstance(workload, dict) else 1.0
+    return RecordedTrace(where, float(speed) if isinstance(speed, int | float) else 1.0, window_s)
 
 
 def apply_step(controller: DrivenSession, step: Step) -> str:

@@ -107,20 +107,24 @@ def timeline_chart(tl: Timeline) -> Chart:
 
 
 def sweep_chart(outcome: dict[str, Any]) -> Chart:
-    """Throughput against TTFT p99 over the concurrency steps, with capacity, knee and goodput marked."""
+    """Throughput against TTFT p99 over the concurrency (or trace-speed) steps, capacity, knee and goodput marked."""
     steps = [s for s in outcome.get("steps") or [] if s.get("requests")]
+    by_speed = any(s.get("speed") is not None for s in steps)
+    key, prefix = ("speed", "×") if by_speed else ("concurrency", "c=")
     fig = _figure()
     ax = fig.subplots()
     xs = [s["ttft_p99_ms"] or 0.0 for s in steps]
     ys = [s["output_tokens_per_s"] for s in steps]
     ax.plot(xs, ys, color=BLUE, marker="o", linewidth=1.5, gid=_gid())
     for s, x, y in zip(steps, xs, ys, strict=True):
-        ax.annotate(f"c={s['concurrency']}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
-    marks = (("capacity", outcome.get("capacity"), ACCENT, "s"), ("knee", outcome.get("knee"), GREEN, "D"))
-    for label, conc, color, shape in marks:
+        ax.annotate(f"{prefix}{s[key]:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    suffix = "_speed" if by_speed else ""
+    marks = (("capacity", outcome.get("capacity" + suffix), ACCENT, "s"),
+             ("knee", outcome.get("knee" + suffix), GREEN, "D"))  # fmt: skip
+    for label, load, color, shape in marks:
         for s, x, y in zip(steps, xs, ys, strict=True):
-            if conc is not None and s["concurrency"] == conc:
-                ax.scatter([x], [y], s=90, color=color, marker=shape, zorder=3, label=f"{label} (c={conc})")
+            if load is not None and s[key] == load:
+                ax.scatter([x], [y], s=90, color=color, marker=shape, zorder=3, label=f"{label} ({prefix}{load:g})")
     if outcome.get("goodput_tokens_per_s") is not None:
         ax.axhline(outcome["goodput_tokens_per_s"], color=GREEN, linestyle="--", linewidth=1, label="goodput at SLO")
     ax.set_xlabel("TTFT p99 (ms)", fontsize=8)

@@ -147,8 +147,17 @@ def short_span(seconds: float) -> str:
     return f"{minutes}m" if secs == 0 else f"{minutes}m{secs:02d}s"
 
 
-def load_target(mode: str, concurrency: int, rate_per_s: float) -> str:
-    """The operator's knob as they set it: '8 streams' or '2.5 req/s'."""
+def trace_speed(speed: float) -> str:
+    """A trace replay's speed as a multiple of the recorded clock: '×1.0', '×0.25', '×16'."""
+    if 0 < speed < 10 and round(speed, 1) == speed:
+        return f"×{speed:.1f}"
+    return f"×{sig(speed)}"
+
+
+def load_target(mode: str, concurrency: int, rate_per_s: float, trace: bool = False) -> str:
+    """The operator's knob as they set it: '8 streams', '2.5 req/s', or a trace's speed '×2.0'."""
+    if mode == "rate" and trace:
+        return trace_speed(rate_per_s)
     if mode == "rate":
         return f"{sig(rate_per_s)} req/s"
     return f"{concurrency} stream{'s' if concurrency != 1 else ''}"

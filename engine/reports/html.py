@@ -105,13 +105,18 @@ def _sweep_page(p: Path, data: dict[str, Any]) -> tuple[str, list[Chart]]:
     if outcome and outcome.get("steps"):
         charts.append(ch.sweep_chart(outcome))
         blocks.append("<h2>Ceiling sweep</h2>")
+        by_speed = any(s.get("speed") is not None for s in outcome["steps"])
+        suffix, prefix = ("_speed", "×") if by_speed else ("", "")
+        cap, knee = outcome.get("capacity" + suffix), outcome.get("knee" + suffix)
         blocks.append(
-            f"<p>capacity {outcome.get('capacity')}, knee {outcome.get('knee')}, goodput "
+            f"<p>capacity {_load(cap, prefix)}, knee {_load(knee, prefix)}, goodput "
             f"{fmt_num(outcome.get('goodput_tokens_per_s'))} tok/s; {html.escape(outcome.get('stop_reason', ''))}</p>"
         )
         blocks.append(_table(
-            ["concurrency", "out tok/s", "TTFT p99 ms", "TPOT p99 ms", "W", "J/tok", "$/M out", "verdict"],
-            [[s["concurrency"], s["output_tokens_per_s"], s.get("ttft_p99_ms"), s.get("tpot_p99_ms"), s.get("watts"),
+            ["trace speed" if by_speed else "concurrency", "out tok/s", "TTFT p99 ms", "TPOT p99 ms", "W", "J/tok",
+             "$/M out", "verdict"],
+            [[f"×{s['speed']:g}" if by_speed else s["concurrency"], s["output_tokens_per_s"], s.get("ttft_p99_ms"),
+              s.get("tpot_p99_ms"), s.get("watts"),
               s.get("joules_per_output_token"), s.get("dollars_per_million_output"), s.get("verdict")]
              for s in outcome["steps"]],
         ))  # fmt: skip
@@ -145,6 +150,11 @@ def _sweep_page(p: Path, data: dict[str, Any]) -> tuple[str, list[Chart]]:
     title = f"wattload {data.get('kind', 'sweep')}: {data.get('model', '')}"
     subtitle = f"{data.get('endpoint', '')} · {data.get('created', '')} · {p.name}"
     return _page(title, subtitle, blocks, charts, meta), charts
+
+
+def _load(value: float | None, prefix: str) -> str:
+    """A step's load as the sweep's axis reads: '8' (concurrency) or '×2' (trace speed); 'None' when not found."""
+    return "None" if value is None else f"{prefix}{value:g}"
 
 
 def _cell_figures(cell: dict[str, Any]) -> dict[str, Any]:
@@ -187,6 +197,14 @@ def _recording_page(p: Path) -> tuple[str, list[Chart]]:
         _table(["phase", "s", "requests", "out tok/s", "TTFT p50", "TTFT p99", "TPOT p99", "err", "W", "J/tok",
                 "$/M out"], rows),
     ]
+    if report.turns:
+        turn_rows = [[t.turn, t.requests, t.errors, t.ttft_p50_ms, t.ttft_p99_ms, t.e2e_p50_ms, t.mean_input_tokens,
+                      t.mean_output_tokens] for t in report.turns]  # fmt: skip
+        blocks += ["<h2>Per turn</h2>",
+                   _table(["turn", "requests", "errors", "TTFT p50", "TTFT p99", "E2E p50", "in tok", "out tok"],
+                          turn_rows)]  # fmt: skip
+        if report.prefix_cache is not None:
+            blocks.append(f"<p>server {html.escape(report.prefix_cache.line())}</p>")
     title = f"wattload session: {report.model}"
     subtitle = f"{report.endpoint} · {report.wall_start} · {report.workload} · {p.name}"
     return _page(title, subtitle, blocks, charts, meta), charts

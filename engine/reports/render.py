@@ -74,9 +74,25 @@ def report_markdown(r: SessionReport) -> str:
     lines.append(_row(["", "**session**", "0.0", _s(r.totals.span_s), _s(r.totals.span_s), *_figures(r.totals)]))
     rows = [(str(p.index), p.label, p.model_dump()) for p in r.phases] + [("", "**session**", r.totals.model_dump())]
     lines += server_table_markdown(rows, _num)
+    lines += turns_markdown(r)
     if r.notes:
         lines += ["", *[f"- {n}" for n in r.notes]]
     return "\n".join(lines) + "\n"
+
+
+def turns_markdown(r: SessionReport) -> list[str]:
+    """Per turn number of multi-turn sessions ([] for single requests), the server's prefix-cache rate under it."""
+    if not r.turns:
+        return []
+    lines = ["", "Per turn (whole session; TTFT of later turns shows what the prefix cache saves):", "",
+             _row(["turn", "req", "err", "TTFT p50 ms", "TTFT p99 ms", "E2E p50 ms", "in tok", "out tok"]),
+             _row(["---"] * 8)]  # fmt: skip
+    for t in r.turns:
+        lines.append(_row([str(t.turn), str(t.requests), str(t.errors), _num(t.ttft_p50_ms), _num(t.ttft_p99_ms),
+                           _num(t.e2e_p50_ms), _num(t.mean_input_tokens), _num(t.mean_output_tokens)]))  # fmt: skip
+    if r.prefix_cache is not None:
+        lines += ["", f"- server {r.prefix_cache.line()}"]
+    return lines
 
 
 _CSV_FIELDS = ("index", "label", "start_s", "end_s", "duration_s", "steady_from_s", "mode", "concurrency", "rate",

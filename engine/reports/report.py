@@ -11,6 +11,9 @@ Definitions (the same as the live aggregator's, so a report reads like the panel
 - Energy: the GPUs' energy counters (power integrated where there is none) via ``EnergyAccount``; a phase's
   energy = its mean measured power x its steady length; the session's = everything measured.
 - $/M tokens: ``engine.cost`` with the recorded pricing profile.
+- Per turn (multi-turn sessions, session traces): the live summary's ``TurnTally`` over the recorded requests'
+  ``turn`` column (schema 3; older files have none), with the server's prefix-cache hit rate over the session
+  beside it when server metrics were recorded.
 One pass over the file, in pages: memory does not grow with the recording's length.
 """
 
@@ -25,12 +28,14 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from engine.metrics.turns import TurnFigures, TurnTally
 from engine.metrics.windows import LatencyMetric
 from engine.records import ControlEvent, EventKind, RequestRecord
 from engine.replay.timeline import initial_control
 from engine.reports.phases import WARMUP_RULE, Phase, split_phases
 from engine.snapshot import LoadMode
 from engine.storage.reader import Recording
+from engine.telemetry.prefix_cache import PrefixCacheFigures
 
 _FLUSH = 10_000
 NS = 1_000_000_000
@@ -70,6 +75,7 @@ class SpanFigures(_Model):
     server_ttft_p50_ms: float | None = None
     server_ttft_p99_ms: float | None = None
     server_preemptions: float | None = None
+    server_prefix_hit_pct: float | None = None
 
 
 class PhaseFigures(SpanFigures):
@@ -112,6 +118,10 @@ class SessionReport(_Model):
     methodology: Methodology = Methodology()
     phases: list[PhaseFigures] = Field(default_factory=list)
     totals: SpanFigures = SpanFigures()
+    turns: list[TurnFigures] = Field(default_factory=list)
+    """Multi-turn sessions: figures per turn number over the whole session (empty for single requests)."""
+    prefix_cache: PrefixCacheFigures | None = None
+    """The server's prefix-cache hit rate over the session, when its metrics were recorded."""
     notes: list[str] = Field(default_factory=list)
     """Results the session logged itself (auto-ramp, cap sweep), as "m:ss message"."""
     warnings: list[str] = Field(default_factory=list)
@@ -207,7 +217,9 @@ def build_report(rec: Recording) -> SessionReport:
         i = bisect.bisect_left(starts, t_ns) - 1  # the last span starting strictly before t
         return spans[i] if i >= 0 and spans[i].contains(t_ns) else None
 
+    turns = TurnTally()
     for r in rec.requests():
+        turns.on_records((r,))
         total.add(r)
         if (s := span_at(r.t_end_ns)) is not None:
             s.add(r)
@@ -219,8 +231,9 @@ def build_report(rec: Recording) -> SessionReport:
     cost, notes = _cost_basis(rec)
     from engine.reports.server import server_span_figures
 
-    server = server_span_figures([s for _, s in rec.server_samples()],
-                                 [(s.start_ns, s.end_ns) for s in (*spans, total)])  # fmt: skip
+    server_samples = [s for _, s in rec.server_samples()]
+    server = server_span_figures(server_samples, [(s.start_ns, s.end_ns) for s in (*spans, total)])
+    turns.on_server_samples(sorted(server_samples, key=lambda s: s.t_ns))
     figures = []
     for phase, span, extra in zip(phases, spans, server, strict=False):
         energy = None if span.mean_watts is None else span.mean_watts * (span.end_ns - span.start_ns) / NS
@@ -238,6 +251,8 @@ def build_report(rec: Recording) -> SessionReport:
         methodology=methodology(rec),
         phases=figures,
         totals=total.figures(total_energy, cost).model_copy(update=server[-1]),
+        turns=turns.figures(),
+        prefix_cache=turns.prefix_cache(),
         notes=session_notes(events),
         warnings=[*rec.warnings, *notes],
     )

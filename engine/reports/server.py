@@ -29,16 +29,18 @@ def server_summary_line(s: ServerStats) -> str | None:
 # ---------------------------------------------------------------------------------------------- report columns
 
 SERVER_FIELDS = ("server_running", "server_waiting", "server_kv_usage_pct", "server_generation_tokens_per_s",
-                 "server_ttft_p50_ms", "server_ttft_p99_ms", "server_preemptions")  # fmt: skip
+                 "server_ttft_p50_ms", "server_ttft_p99_ms", "server_preemptions", "server_prefix_hit_pct")  # fmt: skip
 SERVER_COLUMNS = (("server_running", "running"), ("server_waiting", "waiting"), ("server_kv_usage_pct", "KV %"),
                   ("server_generation_tokens_per_s", "gen tok/s"), ("server_ttft_p50_ms", "TTFT p50 ms"),
-                  ("server_ttft_p99_ms", "TTFT p99 ms"), ("server_preemptions", "preempt"))  # fmt: skip
+                  ("server_ttft_p99_ms", "TTFT p99 ms"), ("server_preemptions", "preempt"),
+                  ("server_prefix_hit_pct", "prefix hit %"))  # fmt: skip
 NS = 1_000_000_000
 
 
 def server_span_figures(samples: Sequence[ServerSample], spans: Sequence[tuple[int, int]]) -> list[dict[str, float]]:
     """Per span (start_ns, end_ns]: mean running/waiting/KV over its scrapes (summed across sources), and, from the
-    counter and histogram deltas across the span, generation tokens/s, TTFT p50/p99 and preemptions. Spans
+    counter and histogram deltas across the span, generation tokens/s, TTFT p50/p99, preemptions and the
+    prefix-cache hit rate (hits / queries; SGLang's gauge). Spans
     without server samples get {} (the report leaves the columns empty)."""
     from engine.telemetry.server_account import ServerAccount
 
@@ -62,7 +64,8 @@ def server_span_figures(samples: Sequence[ServerSample], spans: Sequence[tuple[i
         stats = account.stats(end)
         for field, value in (("server_generation_tokens_per_s", stats.generation_tokens_per_s),
                              ("server_ttft_p50_ms", stats.ttft.p50), ("server_ttft_p99_ms", stats.ttft.p99),
-                             ("server_preemptions", stats.preemptions)):  # fmt: skip
+                             ("server_preemptions", stats.preemptions),
+                             ("server_prefix_hit_pct", stats.prefix_hit_rate_pct)):  # fmt: skip
             if value is not None:
                 figures[field] = value
         out.append(figures)

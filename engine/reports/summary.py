@@ -16,6 +16,7 @@ from engine import __version__
 from engine.metrics.turns import TurnFigures
 from engine.reports.server import server_summary_line
 from engine.snapshot import LoadMode, Percentiles, Snapshot, WindowStats
+from engine.telemetry.prefix_cache import PrefixCacheFigures
 from engine.workload.calibration import CalibrationResult
 from engine.workload.lengths import LengthCheck
 
@@ -44,6 +45,8 @@ class RunReport(BaseModel):
     """The profile as loaded with its sha256, or the trace's fingerprint (sha256, rows, lengths)."""
     turns: list[TurnFigures] = []
     """Multi-turn sessions: figures per turn number."""
+    prefix_cache: PrefixCacheFigures | None = None
+    """With server metrics: the server's prefix-cache hit rate over the session (beside the per-turn figures)."""
 
 
 def wall_clock_label() -> str:
@@ -73,7 +76,9 @@ def _si(value: float | None, missing: str = "-") -> str:
 
 
 def _target(s: Snapshot) -> str:
-    return f"concurrency {s.target_concurrency}" if s.mode is LoadMode.CONCURRENCY else f"rate {s.target_rate:g}/s"
+    if s.mode is LoadMode.CONCURRENCY:
+        return f"concurrency {s.target_concurrency}"
+    return f"trace speed ×{s.target_rate:g}" if s.trace else f"rate {s.target_rate:g}/s"
 
 
 def progress_line(s: Snapshot) -> str:

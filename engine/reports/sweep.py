@@ -60,6 +60,7 @@ def write_json(report: SweepReport, path: str | Path) -> None:
 STEP_COLUMNS = (
     "step",
     "concurrency",
+    "speed",
     "held_s",
     "steady",
     "requests",

@@ -23,7 +23,8 @@ from engine.workload.sessions import SessionFactory
 
 
 def apply_profile(config: RunConfig, loaded: LoadedProfile) -> RunConfig:
-    """The config with the profile's API, ignore_eos, name and (mean) lengths; load fields are left alone."""
+    """The config with the profile's API, ignore_eos, name, (mean) lengths and seed (when it has one); load fields
+    are left alone. Flags given on the command line are already in the profile (``engine.cli.common.with_flags``)."""
     p = loaded.profile
     target_in, target_out = targets_of(loaded)
     return config.model_copy(
@@ -33,6 +34,7 @@ def apply_profile(config: RunConfig, loaded: LoadedProfile) -> RunConfig:
             "workload": p.name,
             "input_tokens": max(1, round(target_in or config.input_tokens)),
             "max_tokens": max(1, round(target_out)),
+            **({"seed": p.seed} if p.seed is not None else {}),
         }
     )
 

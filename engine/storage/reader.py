@@ -264,7 +264,11 @@ class Recording:
             raise _Damaged(_one_line(exc)) from None
 
     def _request_select(self) -> str:
-        cols = REQUESTS.column_list(skip=("detail",), prefix="r.")
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(requests)")}
+        version = SCHEMA_VERSION if "turn" in columns else 2
+        cols = REQUESTS.column_list(skip=("detail",), version=version, prefix="r.")
+        if version < 3:
+            cols += ", 0"  # no turn column before schema 3: every request was a single one (turn 0)
         if self.meta.record_tokens:
             return f"SELECT {cols}, r.detail, tt.gaps, tt.response_id FROM requests r " \
                    "LEFT JOIN token_times tt ON tt.request = r.id"

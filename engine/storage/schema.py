@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 2  # 2 added progress.waiting, wait_us, firsts; files of schema 1 are still read
+SCHEMA_VERSION = 3  # 2 added progress.waiting, wait_us, firsts; 3 added requests.turn; older files are still read
 FORMAT_TAG = "wattload-recording"
 APPLICATION_ID = 0x5741_5454  # "WATT": `PRAGMA application_id`, so `file` tools can tell a recording apart
 FILE_SUFFIX = ".wattload.sqlite"
@@ -116,6 +116,8 @@ REQUESTS = Table(
         Column("status", "INTEGER", "HTTP status; NULL = no response"),
         Column("error", "TEXT", "error class (connect, timeout, http_429, http_4xx, http_5xx, stream_broken, "
                "malformed); NULL = success"),
+        Column("turn", "INTEGER NOT NULL DEFAULT 0", "turn number in a multi-turn session or session trace "
+               "(1-based), for figures per turn; 0 = a single request (schema 3; older files read as 0)", since=3),
         Column("detail", "INTEGER", "`strings.id` of the one-line error detail; NULL = none"),
     ),
 )
@@ -241,7 +243,7 @@ SELECT id, worker, rid,
   ttft_us / 1000.0 AS ttft_ms,
   e2e_us / 1000.0 AS e2e_ms,
   CASE WHEN out_tok >= 2 AND ttft_us IS NOT NULL THEN (e2e_us - ttft_us) / 1000.0 / (out_tok - 1) END AS tpot_ms,
-  in_tok, out_tok, chunks, est, status, error,
+  in_tok, out_tok, chunks, est, status, error, turn,
   (SELECT text FROM strings WHERE strings.id = requests.detail) AS detail
 FROM requests"""
 

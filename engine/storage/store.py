@@ -115,6 +115,7 @@ def encode_request(r: RequestRecord, arrival_ns: int, t0_ns: int) -> tuple[Any, 
         1 if r.output_estimated else 0,
         r.status,
         None if r.error is None else r.error.value,
+        r.turn,
     )
 
 
@@ -138,12 +139,12 @@ def decode_request(row: Sequence[Any], detail: str = "", token_times_ns: tuple[i
 
     Hot path (every request of a replay): type checks are chained ``is`` tests and the record is built
     positionally, ~3 µs a row."""
-    _id, t, lag, e2e, wait, hdr, ttft, worker, rid, in_tok, out_tok, chunks, est, status, error = row
+    _id, t, lag, e2e, wait, hdr, ttft, worker, rid, in_tok, out_tok, chunks, est, status, error, turn = row
     if not (type(t) is type(lag) is type(e2e) is type(wait) is type(worker) is type(rid) is type(out_tok)
-            is type(chunks) is type(est) is int and type(hdr) in _OPT_INT and type(ttft) in _OPT_INT
+            is type(chunks) is type(est) is type(turn) is int and type(hdr) in _OPT_INT and type(ttft) in _OPT_INT
             and type(in_tok) in _OPT_INT and type(status) in _OPT_INT):
         raise CorruptRow("a requests row has a value of the wrong type")
-    if e2e < 0 or out_tok < 0 or chunks < 0:
+    if e2e < 0 or out_tok < 0 or chunks < 0 or turn < 0:
         raise CorruptRow("a requests row has a negative duration or count")
     if error is not None:
         error = _ERRORS.get(error)
@@ -154,7 +155,7 @@ def decode_request(row: Sequence[Any], detail: str = "", token_times_ns: tuple[i
     return RequestRecord(
         worker, rid, sched, sched + wait * 1000, None if hdr is None else sched + hdr * 1000,
         None if ttft is None else sched + ttft * 1000, end, in_tok, out_tok, est == 1, chunks, status, error,
-        detail, response_id, token_times_ns,
+        detail, response_id, token_times_ns, turn=turn,
     )
 
 

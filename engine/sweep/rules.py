@@ -16,6 +16,10 @@ Rules (all figures over the step's own steady window):
 - a step that completed nothing is never the "best" a later step is compared against (it measured nothing);
 - the sweep stops at the first failure, at a plateau, or at ``max``.
 
+The load axis is concurrency, or for a trace replay (``wattload sweep --trace``) the trace speed: each step
+replays the trace on at ``speeds[k]`` times its recorded clock, open loop, and the same rules judge it (a server
+that keeps up turns twice the speed into twice the output tok/s; one that does not plateaus or queues).
+
 Results:
 - **capacity**: the lowest concurrency whose output tok/s is within ``threshold`` of the best error-free step
   (the last good step before the throughput stopped rising);
@@ -29,12 +33,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from itertools import pairwise
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.snapshot import Snapshot
 
 KNEE_EFFICIENCY = 0.5
+LoadAxis = Literal["concurrency", "speed"]
 
 
 class SweepSettings(BaseModel):
@@ -58,12 +64,22 @@ class SweepSettings(BaseModel):
     max_error_rate: float = Field(default=0.10, ge=0, le=1)
     slo_ttft_p99_ms: float | None = Field(default=None, gt=0)
     slo_tpot_p99_ms: float | None = Field(default=None, gt=0)
+    axis: LoadAxis = "concurrency"
+    """What the steps change: the concurrency (``start``..``max``), or a trace replay's speed (``speeds``)."""
+    speeds: tuple[float, ...] = ()
+    """axis "speed": each step's trace speed (1 = the recorded clock), ascending (``speed_steps``)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> SweepSettings:
         if self.start > self.max:
             raise ValueError(f"--start ({self.start}) is above --max ({self.max})")
+        if self.axis == "speed" and (not self.speeds or any(b <= a for a, b in pairwise(self.speeds))):
+            raise ValueError("a speed sweep needs ascending trace speeds")
         return self
+
+    def load_steps(self) -> list[float]:
+        """Every step's load on the sweep's axis: concurrencies, or trace speeds."""
+        return list(self.speeds) if self.axis == "speed" else [float(n) for n in self.steps()]
 
     @property
     def has_slo(self) -> bool:
@@ -80,7 +96,23 @@ class SweepSettings(BaseModel):
             n = min(nxt, self.max)
 
     def step_count(self) -> int:
-        return sum(1 for _ in self.steps())
+        return len(self.load_steps())
+
+
+def speed_steps(start: float, top: float, factor: float = 2.0, linear: float | None = None) -> tuple[float, ...]:
+    """Trace speeds from ``start`` up to and including ``top``: times ``factor``, or plus ``linear``."""
+    if start <= 0 or top < start:
+        raise ValueError(f"the trace speeds must satisfy 0 < start <= max, got {start:g} and {top:g}")
+    out = [start]
+    while out[-1] < top:
+        nxt = out[-1] + linear if linear else out[-1] * factor
+        out.append(min(round(nxt, 6), top))
+    return tuple(out)
+
+
+def load_label(concurrency: int, speed: float | None) -> str:
+    """How a step's load reads in lines and tables: 'concurrency 8' or 'trace speed ×2'."""
+    return f"concurrency {concurrency}" if speed is None else f"trace speed ×{speed:g}"
 
 
 class Verdict(StrEnum):
@@ -130,6 +162,17 @@ class StepResult(BaseModel):
     """Why the step held longer than --step-time (its requests last longer, or none had ended)."""
     verdict: Verdict | None = None
     reason: str = ""
+    speed: float | None = None
+    """A trace-speed step's speed (its ``concurrency`` is then the requests in flight at its end)."""
+
+    @property
+    def load(self) -> float:
+        """The step's place on the sweep's axis (capacity and knee are read on it)."""
+        return self.speed if self.speed is not None else float(self.concurrency)
+
+    @property
+    def load_label(self) -> str:
+        return load_label(self.concurrency, self.speed)
 
     def queued(self, settings: SweepSettings) -> bool:
         """Requests the server did not start: at least 2 and ``threshold`` of the concurrency still waiting."""
@@ -211,6 +254,10 @@ class SweepOutcome(BaseModel):
     knee: int | None = None
     goodput_tokens_per_s: float | None = None
     goodput_concurrency: int | None = None
+    capacity_speed: float | None = None
+    """A trace-speed sweep: the capacity, knee and goodput as trace speeds (the concurrency fields stay None)."""
+    knee_speed: float | None = None
+    goodput_speed: float | None = None
 
 
 class CeilingFinder:
@@ -219,7 +266,7 @@ class CeilingFinder:
     def __init__(self, settings: SweepSettings) -> None:
         self.settings = settings
         self._steps: list[StepResult] = []
-        self._plan = list(settings.steps())
+        self._plan = settings.load_steps()
         self.stop_reason = ""
 
     @property
@@ -230,11 +277,16 @@ class CeilingFinder:
     def done(self) -> bool:
         return bool(self.stop_reason)
 
-    def next_concurrency(self) -> int | None:
-        """The next step's concurrency, or None when the sweep is over."""
+    def next_load(self) -> float | None:
+        """The next step's load on the sweep's axis, or None when the sweep is over."""
         if self.done or len(self._steps) >= len(self._plan):
             return None
         return self._plan[len(self._steps)]
+
+    def next_concurrency(self) -> int | None:
+        """The next step's concurrency, or None when the sweep is over."""
+        n = self.next_load()
+        return None if n is None else round(n)
 
     def record(self, step: StepResult) -> StepResult:
         """Judge a measured step, remember it, and decide whether the sweep goes on. Returns the judged step."""
@@ -257,7 +309,7 @@ class CeilingFinder:
             verdict = Verdict.DROPPED
             reason = (
                 f"output {step.output_tokens_per_s:,.0f} tok/s fell {_drop(step, best):.0%} below the best "
-                f"({best.output_tokens_per_s:,.0f} tok/s at concurrency {best.concurrency})"
+                f"({best.output_tokens_per_s:,.0f} tok/s at {best.load_label})"
             )
         elif slo:
             verdict = Verdict.SLO
@@ -268,15 +320,15 @@ class CeilingFinder:
         else:
             verdict = Verdict.PLATEAU
             reason = (
-                f"saturated: concurrency {step.concurrency} gained under {s.threshold:.0%} over concurrency "
-                f"{best.concurrency}"
+                f"saturated: {step.load_label} gained under {s.threshold:.0%} over {best.load_label}"
             )
         judged = step.model_copy(update={"verdict": verdict, "reason": reason})
         self._steps.append(judged)
         if verdict is not Verdict.IMPROVED:
-            self.stop_reason = f"concurrency {step.concurrency}: {reason}"
+            self.stop_reason = f"{step.load_label}: {reason}"
         elif len(self._steps) >= len(self._plan):
-            self.stop_reason = f"reached --max {s.max}"
+            top = f"{s.max}" if s.axis == "concurrency" else f"×{s.speeds[-1]:g}"
+            self.stop_reason = f"reached --max {top}"
         return judged
 
     def stop(self, reason: str) -> None:
@@ -292,18 +344,23 @@ class CeilingFinder:
         if ok:
             top = max(st.output_tokens_per_s for st in ok)
             capacity_step = min(
-                (st for st in ok if st.output_tokens_per_s >= top * (1 - s.threshold)), key=lambda st: st.concurrency
+                (st for st in ok if st.output_tokens_per_s >= top * (1 - s.threshold)), key=lambda st: st.load
             )
         good = [st for st in ok if st.verdict is not Verdict.SLO and not st.slo_failures(s)] if s.has_slo else []
         goodput = max(good, key=lambda st: st.output_tokens_per_s) if good else None
+        knee = _knee(ok)
+        by_speed = s.axis == "speed"
         return SweepOutcome(
             steps=list(self._steps),
             stop_reason=self.stop_reason or "not finished",
-            capacity=capacity_step.concurrency if capacity_step else None,
+            capacity=capacity_step.concurrency if capacity_step and not by_speed else None,
             capacity_step=capacity_step,
-            knee=_knee(ok),
+            knee=None if knee is None or by_speed else round(knee),
             goodput_tokens_per_s=goodput.output_tokens_per_s if goodput else None,
-            goodput_concurrency=goodput.concurrency if goodput else None,
+            goodput_concurrency=goodput.concurrency if goodput and not by_speed else None,
+            capacity_speed=capacity_step.speed if capacity_step and by_speed else None,
+            knee_speed=knee if by_speed else None,
+            goodput_speed=goodput.speed if goodput and by_speed else None,
         )
 
     def _best(self) -> StepResult | None:
@@ -311,24 +368,24 @@ class CeilingFinder:
         return max(scored, key=lambda st: st.output_tokens_per_s) if scored else None
 
 
-def _knee(steps: Sequence[StepResult]) -> int | None:
+def _knee(steps: Sequence[StepResult]) -> float | None:
     """The last step whose throughput still grew by at least half of its relative growth in load.
 
     "Last", not "before the first miss": at very low load a fixed client or network overhead can make one early
     step look inefficient although the server is far from saturated.
     """
-    ordered = sorted(steps, key=lambda st: st.concurrency)
+    ordered = sorted(steps, key=lambda st: st.load)
     if not ordered:
         return None
     knee = ordered[0]
     for prev, cur in pairwise(ordered):
         if prev.output_tokens_per_s <= 0:
             continue
-        load_growth = cur.concurrency / prev.concurrency - 1
+        load_growth = cur.load / prev.load - 1
         tput_growth = cur.output_tokens_per_s / prev.output_tokens_per_s - 1
         if tput_growth >= KNEE_EFFICIENCY * load_growth:
             knee = cur
-    return knee.concurrency
+    return knee.load
 
 
 def _drop(step: StepResult, best: StepResult) -> float:

@@ -19,13 +19,14 @@ from time import perf_counter_ns
 
 from engine.control import LoadControl
 from engine.records import ControlEvent, EventKind
-from engine.snapshot import RunState, Snapshot
+from engine.snapshot import LoadMode, RunState, Snapshot
 from engine.sweep.rules import (
     CeilingFinder,
     StepResult,
     SweepOutcome,
     SweepSettings,
     censored_ttft_p99,
+    load_label,
     step_from_snapshot,
 )
 from engine.workload.lengths import LengthTally
@@ -41,19 +42,24 @@ class SweepAborted(RuntimeError):
     """The session ended under the sweep (a worker died, the server vanished): the steps so far still count."""
 
 
-def step_label(index: int, concurrency: int) -> str:
+def step_label(index: int, concurrency: int, speed: float | None = None) -> str:
     """The annotation that opens a step's phase (reports split sessions on these)."""
-    return f"sweep step {index + 1}: concurrency {concurrency}"
+    return f"sweep step {index + 1}: {load_label(concurrency, speed)}"
 
 
-def _enter_step(control: LoadControl, index: int, concurrency: int) -> None:
-    """Set the step's load and mark it as a phase: the controller logs the CONCURRENCY event itself, and an
-    ANNOTATION names the step (``Controller.emit``; a control without it just gets the load change)."""
-    control.set_concurrency(concurrency)
+def _enter_step(control: LoadControl, index: int, concurrency: int, speed: float | None = None) -> None:
+    """Set the step's load and mark it as a phase: the controller logs the CONCURRENCY (or, for a trace speed,
+    RATE) event itself, and an ANNOTATION names the step (``Controller.emit``; a control without it just gets
+    the load change)."""
+    if speed is None:
+        control.set_concurrency(concurrency)
+    else:
+        control.set_rate(speed)
     emit = getattr(control, "emit", None)
     if callable(emit):
-        label = step_label(index, concurrency)
-        emit(ControlEvent(perf_counter_ns(), EventKind.ANNOTATION, value=concurrency, message=label))
+        label = step_label(index, concurrency, speed)
+        value = concurrency if speed is None else speed
+        emit(ControlEvent(perf_counter_ns(), EventKind.ANNOTATION, value=value, message=label))
 
 
 class StepJudge:
@@ -66,9 +72,11 @@ class StepJudge:
     not steady.
     """
 
-    def __init__(self, index: int, concurrency: int, settings: SweepSettings, t_start_s: float) -> None:
+    def __init__(self, index: int, concurrency: int, settings: SweepSettings, t_start_s: float,
+                 speed: float | None = None) -> None:  # fmt: skip
         self.index = index
         self.concurrency = concurrency
+        self.speed = speed  # a trace-speed step: the target is this speed, not a concurrency
         self.settings = settings
         self.t_start_s = t_start_s
         self._recent: list[tuple[float, float]] = []  # (t_s, window output tok/s) of usable snapshots
@@ -80,7 +88,7 @@ class StepJudge:
 
     def feed(self, snap: Snapshot) -> StepResult | None:
         """The measured step once it is steady or out of time; None while it should hold."""
-        if snap.target_concurrency != self.concurrency:
+        if not self._is_mine(snap):
             return None  # a snapshot from before the change reached the controller
         self.last = snap
         s = self.settings
@@ -93,12 +101,24 @@ class StepJudge:
             self._waiting.append((snap.t_s, snap.waiting_first_token))
             self._waiting = [p for p in self._waiting if p[0] >= snap.t_s - window / 2]
             if self._clearly_failing(snap):
-                return step_from_snapshot(self.index, self.concurrency, held, True, snap)
+                return self._step(held, True, snap)
             if self._is_steady(snap) and held >= self.min_hold_s(snap):
                 return self._measured(held, True, snap)
         if held >= self.max_hold_s(snap):
             return self._measured(held, False, snap)
         return None
+
+    def _is_mine(self, snap: Snapshot) -> bool:
+        if self.speed is None:
+            return snap.target_concurrency == self.concurrency
+        return snap.mode is LoadMode.RATE and abs(snap.target_rate - self.speed) <= 1e-9 * max(1.0, self.speed)
+
+    def _step(self, held: float, steady: bool, snap: Snapshot) -> StepResult:
+        """The step's figures; a trace-speed step records its speed and the requests in flight at its end."""
+        if self.speed is None:
+            return step_from_snapshot(self.index, self.concurrency, held, steady, snap)
+        step = step_from_snapshot(self.index, snap.in_flight, held, steady, snap)
+        return step.model_copy(update={"speed": self.speed})
 
     def min_hold_s(self, snap: Snapshot) -> float:
         """At least ``REQUEST_DURATIONS`` request durations: a step shorter than its requests measures survivors."""
@@ -114,7 +134,7 @@ class StepJudge:
         return min(cap, max(s.step_time_s, self.min_hold_s(snap)))
 
     def _measured(self, held: float, steady: bool, snap: Snapshot) -> StepResult:
-        step = step_from_snapshot(self.index, self.concurrency, held, steady, snap)
+        step = self._step(held, steady, snap)
         if self._waiting:
             # Requests the server holds back wait at every tick; requests merely in prefill (short answers at high
             # speed spend a good share of their life there) do not. So the count that judges the step is a low
@@ -161,6 +181,11 @@ class StepProgress:
     held_s: float
     step_time_s: float
     finished: StepResult | None = None  # set once per step, when it was judged
+    speed: float | None = None  # a trace-speed sweep: the step's speed
+
+    @property
+    def load_label(self) -> str:
+        return load_label(self.concurrency, self.speed)
 
 
 ProgressCallback = Callable[[StepProgress], None]
@@ -198,25 +223,28 @@ class SweepRunner:
     def _run(self) -> SweepOutcome:
         planned = self.settings.step_count()
         try:
-            while (n := self.finder.next_concurrency()) is not None:
+            while (load := self.finder.next_load()) is not None:
                 if self._stop.is_set():
                     self.finder.stop("interrupted")
                     break
                 index = len(self.finder.steps)
-                step = self._hold(index, n, planned)
+                speed = load if self.settings.axis == "speed" else None
+                n = 0 if speed is not None else round(load)
+                step = self._hold(index, n, planned, speed)
                 if step is None:
                     break
                 judged = self.finder.record(step)
-                self._progress(StepProgress(index, planned, n, step.held_s, self.settings.step_time_s, judged))
+                self._progress(StepProgress(index, planned, n, step.held_s, self.settings.step_time_s, judged,
+                                            speed))  # fmt: skip
         except SweepAborted as exc:
             self.finder.stop(str(exc))
         return self.finder.outcome()
 
-    def _hold(self, index: int, n: int, planned: int) -> StepResult | None:
-        _enter_step(self.control, index, n)
+    def _hold(self, index: int, n: int, planned: int, speed: float | None = None) -> StepResult | None:
+        _enter_step(self.control, index, n, speed)
         if self._lengths is not None:
             self._lengths.begin_phase(index)
-        judge = StepJudge(index, n, self.settings, self._now_s())
+        judge = StepJudge(index, n, self.settings, self._now_s(), speed)
         silent = 0
         while not self._stop.is_set():
             try:
@@ -232,7 +260,8 @@ class SweepRunner:
             result = judge.feed(snap)
             if result is not None:
                 return self._with_lengths(result)
-            self._progress(StepProgress(index, planned, n, judge.held_s(snap), self.settings.step_time_s))
+            self._progress(StepProgress(index, planned, n, judge.held_s(snap), self.settings.step_time_s,
+                                        speed=speed))  # fmt: skip
         self.finder.stop("interrupted")
         return None
 

@@ -64,6 +64,11 @@ class CeilingResult(BaseModel):
         o = self.outcome
         if self.status != "ok" or o is None:
             return f"{self.workload}: {self.status}{': ' + self.message if self.message else ''}"
+        if o.capacity_speed is not None and o.capacity_step is not None:
+            knee = "" if o.knee_speed is None else f", knee ×{o.knee_speed:g}"
+            return (f"{self.workload}: capacity ×{o.capacity_speed:g} the trace's speed "
+                    f"({o.capacity_step.output_tokens_per_s:,.0f} output tok/s, "
+                    f"{o.capacity_step.requests_per_s:,.1f} req/s){knee}")  # fmt: skip
         if o.capacity is None or o.capacity_step is None:
             return f"{self.workload}: no capacity found ({o.stop_reason})"
         return (

@@ -154,7 +154,7 @@ def open_demo_session(args: argparse.Namespace, url: str, model: str, pricing: P
     spec = SessionSpec(
         config=config_from_args(args, base_url=url, model=args.model or model),
         probe="none",
-        profile=profile_from_args(args.profile),
+        profile=profile_from_args(args),
         gpu=args.gpu,
         gpus=args.gpus,
         sim_url=url,

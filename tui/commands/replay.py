@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     drive.add_argument("--gpu", choices=BACKEND_KINDS, default=None,
                        help="GPU telemetry for the new session (default auto)")
     drive.add_argument("--record-tokens", action="store_true", help="store per-token arrival times (bigger file)")
+    drive.add_argument("--trace", metavar="FILE", help="a trace recording: where its trace file is now, if it moved "
+                       "(it must hash to the recorded sha256); by default the recorded path")
     p.set_defaults(func=_run)
 
 
@@ -59,6 +61,8 @@ def _open_player(args: argparse.Namespace) -> Player:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.trace and not args.drive:
+        raise UserError("--trace applies to --drive (where a trace recording's trace file is now)")
     if args.drive:
         return _drive(args)
     player = _open_player(args)
@@ -69,9 +73,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _drive(args: argparse.Namespace) -> int:
     from engine.endpoint.errors import ProbeError
-    from engine.replay.redrive import control_timeline, redrive, redrive_config
+    from engine.replay.redrive import control_timeline, recorded_trace, redrive, redrive_config
     from engine.session.build import build_session
-    from engine.session.spec import RecordingSpec, SessionSpec
+    from engine.session.spec import RecordingSpec, SessionSpec, TraceSpec
     from engine.storage.store import RecordingError
 
     with open_recording_or_fail(args.file) as rec:
@@ -79,6 +83,7 @@ def _drive(args: argparse.Namespace) -> int:
         _, end_s = control_timeline(rec, with_power=args.with_power)
         try:
             config = redrive_config(rec, args.drive, args.model or rec.meta.session.model or "", key, end_s)
+            trace = recorded_trace(rec, args.trace)
         except RecordingError as exc:
             raise UserError(str(exc)) from None
         spec = SessionSpec(
@@ -86,6 +91,8 @@ def _drive(args: argparse.Namespace) -> int:
             probe="resolve",  # the recorded timeline is the test: no preflight request
             gpu=args.gpu,
             pricing=_recorded_pricing(rec),
+            # a trace recording: the same rows on the same schedule (its RATE steps are the speed)
+            trace=None if trace is None else TraceSpec(path=trace.path, speed=trace.speed, window_s=trace.window_s),
             recording=RecordingSpec(workload=rec.meta.workload,
                                     record_tokens=args.record_tokens or rec.meta.record_tokens),
         )

@@ -135,7 +135,7 @@ def _prepare(
 
     config = config_from_args(args, base_url=url)
     trace = trace_spec(args)
-    profile = profile_from_args(args.profile)
+    profile = profile_from_args(args)
     if profile is None and trace is None and not args.no_calibrate:
         profile = command_line_profile(config)
     tally = LengthTally.for_profile(profile) if profile is not None else LengthTally(config.input_tokens,
@@ -266,11 +266,12 @@ def run_headless(
         if check is not None and check.requests:
             print(f"  lengths     {check.line()} (target -> measured by the server's usage)")
     per_turn = turns.figures() if turns is not None else []
+    prefix_cache = turns.prefix_cache() if turns is not None else None
     if per_turn:
         from engine.metrics.turns import format_turns
 
         with contextlib.suppress(OSError):
-            print(format_turns(per_turn))
+            print(format_turns(per_turn, prefix_cache))
     if json_path:
         report = RunReport(
             started_at=started_at,
@@ -286,6 +287,7 @@ def run_headless(
             result=final,
             workload=workload,
             turns=per_turn,
+            prefix_cache=prefix_cache,
             system=system,
             lengths=check,
             calibration=lengths.calibration if lengths is not None else None,

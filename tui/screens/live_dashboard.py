@@ -96,6 +96,7 @@ class LiveDashboard(DashboardScreen):
     def show(self, snapshot: Snapshot) -> None:
         self._settle_pending(snapshot)
         self.panels.header.ramp = self.ramp.status
+        self.panels.load.key_step = self.step
         super().show(snapshot)
 
     def quit_question(self) -> tuple[str | None, bool]:
@@ -199,6 +200,10 @@ class LiveDashboard(DashboardScreen):
         """a: start or stop the auto-ramp; the engine thread carries it out with the next snapshot."""
         if self.current.state in (RunState.STOPPING, RunState.STOPPED, RunState.FAILED):
             toasts(self.app).say("auto-ramp", "auto-ramp: the session has ended", severity="warning", timeout=3)
+            return
+        if self.current.trace:  # the ramp steps concurrency, which stops a trace's clock
+            toasts(self.app).say("auto-ramp", "auto-ramp: not in a trace replay; + - * / set the trace speed, and "
+                                 "`wattload sweep --trace` steps it", severity="warning", timeout=5)
             return
         self.ramp.request_toggle()
 

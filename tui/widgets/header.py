@@ -9,7 +9,7 @@ from __future__ import annotations
 from textual.content import Content
 
 from engine.reports import format as fmt
-from engine.snapshot import RunState, Snapshot
+from engine.snapshot import LoadMode, RunState, Snapshot
 from tui.widgets.base import SnapshotPanel
 
 STATE_STYLE: dict[RunState, str] = {
@@ -34,7 +34,8 @@ class HeaderPanel(SnapshotPanel):
         sep = Content.styled(" │ ", "$text-muted")
         # the model first: a narrow header cuts from the right and keeps it
         who = " · ".join(part for part in (snapshot.model, snapshot.workload, snapshot.endpoint) if part)
-        target = fmt.load_target(snapshot.mode, snapshot.target_concurrency, snapshot.target_rate)
+        target = fmt.load_target(snapshot.mode, snapshot.target_concurrency, snapshot.target_rate, snapshot.trace)
+        knob = "trace speed" if snapshot.trace and snapshot.mode is LoadMode.RATE else snapshot.mode.value
         parts: list[Content] = [Content.styled(" wattload ", "$text-accent bold")]
         if snapshot.source == "replay":  # the transport first; the recorded state is what the session was doing
             parts.append(Content.styled(f"REPLAY {self.playback}".rstrip() + " ", "$accent bold"))
@@ -47,7 +48,7 @@ class HeaderPanel(SnapshotPanel):
             sep,
             Content.styled(fmt.clock(snapshot.t_s), "bold"),
             sep,
-            Content.styled(f"{snapshot.mode.value} → {target}", "$text"),
+            Content.styled(f"{knob} → {target}", "$text"),
         ]
         if self.ramp:
             parts.append(Content.styled(f"  ↗ {self.ramp}", "$accent bold"))

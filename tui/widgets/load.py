@@ -1,7 +1,8 @@
 """Load: what the operator asked for (target) next to what the engine achieves, and what fails.
 
 In concurrency mode the pair is target vs in-flight streams; in rate mode it is target vs achieved req/s, so a
-server (or client) that cannot keep up shows as a gap between the two numbers.
+server (or client) that cannot keep up shows as a gap between the two numbers. A trace replay's knob is its speed
+(×1.0 = the recorded clock), not a rate: the panel says so, and what the load keys do to it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,19 @@ MAX_ERROR_CLASSES = 3  # the rest are summed into "other" so the panel keeps its
 class LoadPanel(SnapshotPanel):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, title="Load")
+        self.key_step: float | None = None  # live only: what + and - add to the target (set by the dashboard)
 
     def build(self, snapshot: Snapshot) -> Content:
         window, total = snapshot.window, snapshot.total
         lines: list[Content] = []
-        if snapshot.mode is LoadMode.RATE:
+        if snapshot.mode is LoadMode.RATE and snapshot.trace:
+            lines.append(kv("speed", Content.assemble((fmt.trace_speed(snapshot.target_rate), "bold"),
+                                                      (" trace clock", "$text-muted"))))
+            if self.key_step is not None:
+                lines.append(kv("keys", Content.styled(f"+/- {self.key_step:g}  * ×2  / ÷2", "$text-muted")))
+            lines.append(kv("achieved", f"{fmt.sig(window.requests_per_s, missing='0')} req/s"))
+            lines.append(kv("in flight", fmt.integer(snapshot.in_flight)))
+        elif snapshot.mode is LoadMode.RATE:
             lines.append(kv("target", f"{fmt.sig(snapshot.target_rate)} req/s"))
             lines.append(kv("achieved", f"{fmt.sig(window.requests_per_s, missing='0')} req/s"))
             lines.append(kv("in flight", fmt.integer(snapshot.in_flight)))
