@@ -48,7 +48,9 @@ def exact_quantile(values, q: float) -> float:
 
 
 def test_hand_computed_figures_over_window_and_total():
-    agg = Aggregator(t0_ns=T0, meta=SessionMeta(endpoint="http://127.0.0.1:1/v1", model="m", workload="w"))
+    # ITL from the records' chunk stamps: the path of recordings made before ticks carried ITL (schema < 3)
+    agg = Aggregator(t0_ns=T0, itl_from_ticks=False,
+                     meta=SessionMeta(endpoint="http://127.0.0.1:1/v1", model="m", workload="w"))
     r1 = ok(1.0, 1.1, 2.0, 11, inp=50, times=tuple(1.1 + 0.09 * i for i in range(11)))  # ITL 90 ms x10, TPOT 90
     r2 = ok(2.0, 2.2, 3.0, 5, inp=30, times=(2.2, 2.4, 2.6, 2.8, 3.0))  # ITL 200 ms x4, TPOT 200
     r3 = ok(3.0, 3.3, 4.0, 8, inp=20, start=3.005)  # sent 5 ms late; TTFT 300 from the schedule; TPOT 100
@@ -127,7 +129,7 @@ def test_merged_percentiles_match_numpy_on_synthetic_data():
         first = ends[i] - gaps[i].sum()
         times = tuple(first + np.concatenate([[0.0], np.cumsum(gaps[i])]))
         records.append(ok(first - ttft[i], first, ends[i], 5, times=times, rid=i))
-    agg = Aggregator(t0_ns=T0, window_s=10.0)
+    agg = Aggregator(t0_ns=T0, window_s=10.0, itl_from_ticks=False)
     for start in range(0, n, 250):  # batches span slot boundaries
         agg.add_records(records[start:start + 250])
     snap = agg.snapshot(at(30.0), RUNNING)

@@ -121,8 +121,10 @@ def test_a_recording_replays_first_tokens_and_waiting_and_a_schema_1_file_still_
     old = tmp_path / "schema1.wattload.sqlite"
     shutil.copy(path, old)
     with sqlite3.connect(old) as conn:
-        for column in ("waiting", "wait_us", "firsts"):
+        for column in ("waiting", "wait_us", "firsts", "outputs", "itl"):
             conn.execute(f"ALTER TABLE progress DROP COLUMN {column}")
+        for column in ("ttfo_us", "rchunks"):
+            conn.execute(f"ALTER TABLE requests DROP COLUMN {column}")
         conn.execute("PRAGMA user_version = 1")
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     conn.close()

@@ -72,9 +72,11 @@ def test_a_failed_request_round_trips_with_its_missing_stamps():
     {14: "http_999"},  # unknown error class
     {1: 1.5},  # a REAL where an integer belongs
     {10: None},  # out_tok is NOT NULL
+    {15: "x"},  # ttfo_us as text
+    {16: -1},  # negative reasoning chunks
 ])  # fmt: skip
 def test_impossible_request_rows_are_corrupt(change):
-    good = [1, 100, 0, 50, 0, 10, 20, 0, 1, 5, 4, 4, 0, 200, None]
+    good = [1, 100, 0, 50, 0, 10, 20, 0, 1, 5, 4, 4, 0, 200, None, 30, 2]
     decode_request(good)
     row = list(good)
     for i, v in change.items():

@@ -30,7 +30,9 @@ from engine.storage.store import (
     EVENT_COLUMNS,
     PROGRESS_COLUMNS,
     PROGRESS_COLUMNS_V1,
+    PROGRESS_COLUMNS_V2,
     REQUEST_COLUMNS,
+    REQUEST_COLUMNS_V2,
     TELEMETRY_COLUMNS,
     CorruptRow,
     RecordingError,
@@ -175,12 +177,21 @@ class Recording:
         if table == "requests":
             return FactCursor(self, table, self._request_select(), self._decode_request_row, "r.id")
         if table == "progress":
-            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(progress)")}
-            select = PROGRESS_COLUMNS if "firsts" in columns else PROGRESS_COLUMNS_V1  # schema 1 files
+            columns = self._columns("progress")
+            select = (PROGRESS_COLUMNS if "itl" in columns
+                      else PROGRESS_COLUMNS_V2 if "firsts" in columns else PROGRESS_COLUMNS_V1)  # older schemas
             return FactCursor(self, table, f"SELECT {select} FROM progress", decode_progress)
         if table == "telemetry":
             return FactCursor(self, table, f"SELECT {TELEMETRY_COLUMNS} FROM telemetry", decode_telemetry)
         raise ValueError(f"not a paged fact table: {table}")
+
+    def _columns(self, table: str) -> set[str]:
+        return {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+
+    @property
+    def itl_on_ticks(self) -> bool:
+        """Progress ticks carry ITL gaps (schema 3 on); older files have ITL only in ``token_times``."""
+        return "itl" in self._columns("progress")
 
     def requests(self, t_from_us: int | None = None, t_to_us: int | None = None) -> Iterator[RequestRecord]:
         """Requests that arrived in (t_from_us, t_to_us], in arrival order (stamps in ns since t0)."""
@@ -257,7 +268,8 @@ class Recording:
             raise _Damaged(_one_line(exc)) from None
 
     def _request_select(self) -> str:
-        cols = ", ".join(f"r.{c.strip()}" for c in REQUEST_COLUMNS.split(","))
+        names = REQUEST_COLUMNS if "ttfo_us" in self._columns("requests") else REQUEST_COLUMNS_V2
+        cols = ", ".join(c.strip() if c.strip() in ("NULL", "0") else f"r.{c.strip()}" for c in names.split(","))
         if self.meta.record_tokens:
             return f"SELECT {cols}, r.detail, tt.gaps, tt.response_id FROM requests r " \
                    "LEFT JOIN token_times tt ON tt.request = r.id"

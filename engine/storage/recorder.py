@@ -63,10 +63,10 @@ _CLOSE_TIMEOUT_S = 30.0
 _NEVER = -(2**62)
 
 _REQ_SQL = ("INSERT INTO requests (id, t_us, lag_us, e2e_us, wait_us, hdr_us, ttft_us, worker, rid, in_tok, out_tok,"
-            " chunks, est, status, error, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+            " chunks, est, status, error, ttfo_us, rchunks, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _TOK_SQL = "INSERT INTO token_times (request, gaps, response_id) VALUES (?,?,?)"
-_PROG_SQL = ("INSERT INTO progress (t_us, lag_us, worker, chunks, in_flight, loop_lag_us, waiting, wait_us, firsts) "
-             "VALUES (?,?,?,?,?,?,?,?,?)")
+_PROG_SQL = ("INSERT INTO progress (t_us, lag_us, worker, chunks, in_flight, loop_lag_us, waiting, wait_us, firsts, "
+             "outputs, itl) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
 _TEL_SQL = "INSERT INTO telemetry (t_us, lag_us, gpu, " + ", ".join(
     ("power_mw", "power_instant_mw", "energy_mj", "sm_clock_mhz", "mem_clock_mhz", "temperature_c", "util_gpu_pct",
      "util_mem_pct", "mem_used_mib", "mem_total_mib", "power_limit_mw", "enforced_limit_mw", "default_limit_mw",

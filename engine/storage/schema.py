@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 2  # 2 added progress.waiting, wait_us, firsts; files of schema 1 are still read
+SCHEMA_VERSION = 3  # 2 added progress.waiting, wait_us, firsts; 3 requests.ttfo_us, rchunks, progress.outputs, itl.
+# Files of schema 1 and 2 are still read.
 FORMAT_TAG = "wattload-recording"
 APPLICATION_ID = 0x5741_5454  # "WATT": `PRAGMA application_id`, so `file` tools can tell a recording apart
 FILE_SUFFIX = ".wattload.sqlite"
@@ -91,6 +92,10 @@ REQUESTS = Table(
         Column("error", "TEXT", "error class (connect, timeout, http_429, http_4xx, http_5xx, stream_broken, "
                "malformed); NULL = success"),
         Column("detail", "INTEGER", "`strings.id` of the one-line error detail; NULL = none"),
+        Column("ttfo_us", "INTEGER", "first answer token (after any reasoning content) - scheduled, µs (time to "
+               "first output token); NULL = no answer token (schema 3)"),
+        Column("rchunks", "INTEGER NOT NULL DEFAULT 0", "chunks that carried reasoning content, included in "
+               "`chunks` (schema 3)"),
     ),
 )
 
@@ -124,6 +129,11 @@ PROGRESS = Table(
         Column("firsts", "BLOB", "first tokens since the previous tick, so TTFT enters the window when it arrived: "
                "unsigned LEB128 varint triples (request id, tick - first token µs, TTFT µs); NULL = none "
                "(schema 2)"),
+        Column("outputs", "BLOB", "first answer tokens (after reasoning) since the previous tick, like `firsts` "
+               "(TTFO); NULL = none (schema 3)"),
+        Column("itl", "BLOB", "inter-token gaps that arrived since the previous tick, as log-histogram buckets: "
+               "unsigned LEB128 varints sum ns, min ns, max ns, then (bucket, count) pairs; NULL = none. Replay "
+               "merges exactly what the live window merged (schema 3; older files take ITL from `token_times`)"),
     ),
 )
 
