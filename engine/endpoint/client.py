@@ -36,6 +36,7 @@ CONNECT_TIMEOUT_S = 10.0
 USAGE_SLACK_TOKENS = 3  # usage may differ from the chunk count by this much before it is called a disagreement
 MAX_RETRY_AFTER_S = 60.0
 _ERROR_BODY_BYTES = 4096
+NOT_STREAMING = "the server did not stream"  # a 200 whose body is not an event stream (detail prefix)
 IGNORE_EOS_REJECTED = "the server rejected ignore_eos/min_tokens (HTTP 422); run without --ignore-eos"
 
 
@@ -291,7 +292,7 @@ class StreamClient:
                         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 elif "event-stream" not in resp.headers.get("Content-Type", ""):
                     kind = resp.headers.get("Content-Type", "no Content-Type")
-                    error = (ErrorClass.MALFORMED, f"the server did not stream (HTTP 200 with {one_line(kind, 60)})")
+                    error = (ErrorClass.MALFORMED, f"{NOT_STREAMING} (HTTP 200 with {one_line(kind, 60)})")
                 else:
                     error = await self._read_stream(resp, parser, clock)
         except asyncio.CancelledError:

@@ -30,6 +30,7 @@ from engine.config import RunConfig
 from engine.endpoint.client import (
     CONNECT_TIMEOUT_S,
     IGNORE_EOS_REJECTED,
+    NOT_STREAMING,
     OpenRequest,
     OpenStreams,
     TickFacts,
@@ -232,7 +233,7 @@ class _Connection(asyncio.Protocol):
             self.fallback = f"the server compresses the stream (Content-Encoding: {self.encoding.decode('latin-1')})"
         elif status == 200 and b"event-stream" not in self.content_type:
             kind = self.content_type.decode("latin-1") or "no Content-Type"
-            self.failure = (ErrorClass.MALFORMED, f"the server did not stream (HTTP 200 with {one_line(kind, 60)})")
+            self.failure = (ErrorClass.MALFORMED, f"{NOT_STREAMING} (HTTP 200 with {one_line(kind, 60)})")
         else:
             self.streaming = status == 200
             return
