@@ -24,7 +24,7 @@ from engine.cli.common import (
     check_output_path,
     parse_duration,
     positive,
-    pricing_from_args,
+    session_pricing,
     sigint_blocked,
     timeout_fields,
 )
@@ -172,8 +172,8 @@ def _run(args: argparse.Namespace) -> int:
     heatmaps = _heatmaps(args.heatmap)
     if args.resume and loaded.profile.matrix is None:
         raise UserError("--resume applies to matrix profiles only")
-    pricing = pricing_from_args(args)
     with _sim_server(args, seed) as sim_url:
+        pricing = session_pricing(args, sim_url or args.url, sim_url)  # the GPU's own profile, as run picks it
         target = _target(args, loaded, sim_url, pricing)
         if args.power_caps:
             return capsweep.run(args, loaded, settings, seed, target)
