@@ -117,3 +117,20 @@ def test_long_reasoning_answers_show_ttfo_and_itl_before_any_request_ends_and_re
         assert replay_p.p50 == pytest.approx(live_p.p50, rel=0.021), name
     assert replay.window.itl.mean == pytest.approx(shown.window.itl.mean, rel=1e-9)
     assert replay.reasoning
+
+
+def test_the_summary_and_the_latency_panel_show_ttfo_only_for_reasoning_streams():
+    from engine.reports.summary import format_summary
+    from engine.snapshot import Percentiles, Snapshot, WindowStats
+    from tui.widgets.latency import LatencyPanel
+
+    stats = WindowStats(ttft=Percentiles(count=3, p50=40.0, p99=90.0), ttfo=Percentiles(count=3, p50=840.0, p99=990.0))
+    thinking = Snapshot(reasoning=True, window=stats, total=stats)
+    plain = thinking.model_copy(update={"reasoning": False})
+    assert "TTFO" in format_summary(thinking) and "TTFO" not in format_summary(plain)
+    assert [line.split()[1] for line in format_summary(thinking).splitlines() if "TTFO" in line] == ["840.0"]
+    panel = LatencyPanel()
+    panel.build(thinking)
+    assert panel.border_subtitle.startswith("TTFO p50 840 p99 990 · window")
+    panel.build(plain)
+    assert "TTFO" not in panel.border_subtitle

@@ -117,6 +117,9 @@ class StepResult(BaseModel):
     mean_output_tokens: float | None = None
     ttft_p50_ms: float | None = None
     ttft_p99_ms: float | None = None
+    ttfo_p50_ms: float | None = None
+    """Time to first output token (the answer's, after reasoning; == TTFT without reasoning)."""
+    ttfo_p99_ms: float | None = None
     tpot_p50_ms: float | None = None
     tpot_p99_ms: float | None = None
     itl_p99_ms: float | None = None
@@ -189,6 +192,8 @@ def step_from_snapshot(index: int, concurrency: int, held_s: float, steady: bool
         mean_output_tokens=w.output_tokens / w.requests if w.requests else None,
         ttft_p50_ms=w.ttft.p50,
         ttft_p99_ms=ttft_p99,
+        ttfo_p50_ms=w.ttfo.p50,
+        ttfo_p99_ms=w.ttfo.p99,
         tpot_p50_ms=w.tpot.p50,
         tpot_p99_ms=w.tpot.p99,
         itl_p99_ms=w.itl.p99,
