@@ -223,6 +223,7 @@ SELECT id, worker, rid,
   (t_us - lag_us - e2e_us + ttft_us) / 1000.0 AS first_token_ms,
   (t_us - lag_us) / 1000.0 AS end_ms,
   ttft_us / 1000.0 AS ttft_ms,
+  ttfo_us / 1000.0 AS ttfo_ms,
   e2e_us / 1000.0 AS e2e_ms,
   CASE WHEN out_tok >= 2 AND ttft_us IS NOT NULL THEN (e2e_us - ttft_us) / 1000.0 / (out_tok - 1) END AS tpot_ms,
   in_tok, out_tok, chunks, est, status, error,
@@ -245,6 +246,6 @@ def schema_markdown() -> str:
         out += [f"### `{t.name}`", "", t.doc, "", "| column | type | meaning |", "|---|---|---|"]
         out += [f"| `{c.name}` | {c.sql} | {c.doc} |" for c in t.columns]
         out.append("")
-    out += ["### view `requests_ms`", "", "Every request with absolute times in milliseconds since t0, TTFT, E2E, "
-            "TPOT and the error detail text: `sqlite3 FILE 'SELECT * FROM requests_ms LIMIT 5'`.", ""]
+    out += ["### view `requests_ms`", "", "Every request with absolute times in milliseconds since t0, TTFT, TTFO, "
+            "E2E, TPOT and the error detail text: `sqlite3 FILE 'SELECT * FROM requests_ms LIMIT 5'`.", ""]
     return "\n".join(out)
