@@ -107,10 +107,10 @@ class StepResult(BaseModel):
     errors_by_class: dict[str, int] = Field(default_factory=dict)
     requests_per_s: float
     output_tokens_per_s: float
-    """Over the step's whole hold: tokens streamed (chunks, corrected by usage as requests end) / hold."""
+    """Over the step's hold after its first window: tokens streamed (chunks, corrected by usage as requests end)."""
     input_tokens_per_s: float
     output_tokens: int | None = None
-    """Output tokens streamed during the hold (None: measured from one window only)."""
+    """Output tokens streamed over that part of the hold (None: measured from one window only)."""
     window_output_tokens_per_s: float | None = None
     """The last window's output tok/s, for comparison (the hold's figure is the one judged)."""
     mean_input_tokens: float | None = None

@@ -74,7 +74,8 @@ class StepJudge:
         self.t_start_s = t_start_s
         self._recent: list[tuple[float, float]] = []  # (t_s, window output tok/s) of usable snapshots
         self._waiting: list[tuple[float, int]] = []  # (t_s, requests waiting for a first token) of usable ones
-        self.first: Snapshot | None = None  # the step's first snapshot: where its whole-hold token count starts
+        self.first: Snapshot | None = None  # the step's first snapshot
+        self.settled: Snapshot | None = None  # its first usable one: where its hold's token count starts
         self.last: Snapshot | None = None
 
     def held_s(self, snap: Snapshot) -> float:
@@ -91,6 +92,8 @@ class StepJudge:
         window = snap.window_s or s.window_s  # the controller's real window decides when it holds only this step
         held = self.held_s(snap)
         usable = held >= window and snap.steady
+        if usable and self.settled is None:
+            self.settled = snap
         if usable:
             self._recent.append((snap.t_s, snap.window.output_tokens_per_s))
             self._recent = [p for p in self._recent if p[0] >= snap.t_s - window]
@@ -118,11 +121,12 @@ class StepJudge:
         return min(cap, max(s.step_time_s, self.min_hold_s(snap)))
 
     def _over_hold(self, step: StepResult, snap: Snapshot) -> StepResult:
-        """Throughput over the step's whole hold: the tokens streamed from its first snapshot to this one (chunks as
-        they arrived, corrected by each request's usage when it ended), not only the last window's. A request
-        longer than the window streams its tokens in every window, but a window can hold none of its usage
-        corrections (or all of them): over several request durations both even out."""
-        first = self.first
+        """Throughput over the step's hold: the tokens streamed from its first usable snapshot (one window in: the
+        new requests' prefill burst and the previous step's stragglers are behind it) to this one, chunks as they
+        arrived, corrected by each request's usage when it ended; not only the last window's. A request longer
+        than the window streams its tokens in every window, but a window can hold none of its usage corrections
+        (or all of them): over several request durations both even out."""
+        first = self.settled or self.first
         span = snap.t_s - first.t_s if first is not None else 0.0
         if first is None or span <= 0:
             return step
