@@ -147,6 +147,9 @@ class OpenRequest:
 
 
 FirstToken = tuple[int, int, int]  # (request id, stamp, scheduled stamp)
+# Gaps of ended streams held for the next tick: a worker ticks every ~100 ms (far fewer gaps than this at any
+# token rate); a client nobody takes ticks from (the calibration probes) must not grow without bound.
+MAX_HELD_GAPS = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +193,8 @@ class OpenStreams:
         """The request ended: its gaps not yet handed over go with the next tick. Its first tokens do not (its
         record carries them; the aggregator counts either)."""
         self._open.discard(live)
-        _new_gaps(live, self._ended_gaps)
+        if len(self._ended_gaps) < MAX_HELD_GAPS:
+            _new_gaps(live, self._ended_gaps)
 
     def take(self) -> TickFacts:
         firsts: list[FirstToken] = []
