@@ -101,9 +101,12 @@ def test_long_reasoning_answers_show_ttfo_and_itl_before_any_request_ends_and_re
             c.close()
     assert shown.total.requests == 0  # nothing ended: every figure below came on the ticks
     assert shown.reasoning and shown.window.ttft.count == streams
+    # The simulator's steps are 40 ms, or longer when its loop falls behind on a loaded box (never shorter): the
+    # reasoning took 30 of the steps the window's ITL measured.
     thinking_ms = shown.window.ttfo.p50 - shown.window.ttft.p50
-    assert thinking_ms == pytest.approx(reasoning * step_ms, rel=0.15)
-    assert shown.window.itl.p50 == pytest.approx(step_ms, rel=0.15)
+    assert thinking_ms >= reasoning * step_ms * 0.95
+    assert thinking_ms == pytest.approx(reasoning * shown.window.itl.mean, rel=0.2)
+    assert shown.window.itl.p50 >= step_ms * 0.95
     shipped = [p.itl for p in sink.progress if p.itl is not None]
     assert max(len(g.buckets) for g in shipped) < 200  # compact: buckets, not every gap
     with open_recording(path) as rec:
