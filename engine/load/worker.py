@@ -10,8 +10,8 @@ A ``Batch`` carries the records finished since the previous one and one ``Stream
 interval, requests open and waiting, first tokens and first answer tokens, the interval's ITL gaps as histogram
 bucket counts, worst event-loop lag), so IPC costs ~10 messages a second whatever the token rate.
 The command pipe is watched by the event loop (which makes its fd non-blocking; commands are far below PIPE_BUF,
-so each arrives whole); the data pipe stays blocking, so a large batch is never half-written: if the controller
-falls behind, the worker waits (and its loop lag shows it) rather than corrupting the stream.
+so each arrives whole); the data pipe is written by ``Shipper``'s thread (blocking, so a large batch is never
+half-written), so a controller that is slow to read never stalls the loop that stamps chunks.
 Lowering a target or pausing never cancels a request: in-flight requests finish; only ``Stop`` cancels the ones
 still open after its grace period (they are counted, not recorded: they are neither successes nor server faults).
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import resource
 import signal
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ import numpy as np
 from engine.config import RunConfig
 from engine.endpoint.http_choice import RequestRunner, describe, open_stream_client
 from engine.load.schedule import PoissonArrivals, worker_seed
+from engine.load.shipper import Shipper
 from engine.load.trace_feed import TraceFeed, is_timed
 from engine.metrics.histogram import interval_counts
 from engine.records import RequestRecord, StreamProgress
@@ -129,7 +131,13 @@ def worker_main(
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     _raise_fd_limit()
-    runner = _Worker(worker, config, factory, commands, data, budget)
+    # Everything imported so far lives as long as the process: freeze it out of the collector's reach, so the
+    # full collections that the per-chunk garbage triggers walk only what the streams made (no multi-ms pause
+    # in the middle of a burst of chunks).
+    gc.collect()
+    gc.freeze()
+    shipper = Shipper(data)
+    runner = _Worker(worker, config, factory, commands, shipper, budget)
     try:
         try:
             import uvloop
@@ -139,8 +147,10 @@ def worker_main(
             uvloop.run(runner.run(f"uvloop {getattr(uvloop, '__version__', '?')}"))
     except BaseException as exc:
         with contextlib.suppress(Exception):
-            data.send(Failed(worker, f"worker {worker} crashed: {type(exc).__name__}: {exc}".splitlines()[0]))
+            shipper.send(Failed(worker, f"worker {worker} crashed: {type(exc).__name__}: {exc}".splitlines()[0]))
+        shipper.close(2.0)
         raise SystemExit(1) from None
+    shipper.close()
 
 
 def _raise_fd_limit() -> None:
@@ -160,14 +170,14 @@ class _Worker:
         config: RunConfig,
         factory: RequestFactory,
         commands: Connection,
-        data: Connection,
+        shipper: Shipper,
         budget: Any | None,
     ) -> None:
         self._worker = worker
         self._config = config
         self._factory = factory
         self._commands = commands
-        self._data = data
+        self._shipper = shipper
         self._budget = budget
         self._budget_left = budget is not None
         self._target = WorkerTarget(LoadMode.CONCURRENCY, 0, 0.0)
@@ -194,6 +204,7 @@ class _Worker:
     async def run(self, loop_name: str) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self._stopped = loop.create_future()
+        self._shipper.on_broken = self._on_pipe_broken
         kind = self._config.http_client
         notice = self._notice
         async with open_stream_client(self._config, kind, self._worker, notice) as client:
@@ -267,6 +278,12 @@ class _Worker:
             self._arrivals_task = self._loop.create_task(self._feed.run(self._take_budget, self._send_row))
         else:
             self._feed.clock.pause(start_ns)
+
+    def _on_pipe_broken(self) -> None:
+        """The controller is gone (called on the shipper's thread): stop at once, on the loop."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed: nothing left to stop
+                self._loop.call_soon_threadsafe(self._begin_stop, 0.0)
 
     def _begin_stop(self, grace_s: float) -> None:
         if self._stopping:
@@ -497,6 +514,6 @@ class _Worker:
 
     def _send(self, msg: object) -> None:
         try:
-            self._data.send(msg)
+            self._shipper.send(msg)
         except (OSError, ValueError):
             self._begin_stop(0.0)
