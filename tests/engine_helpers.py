@@ -10,7 +10,7 @@ import random
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -20,6 +20,11 @@ from engine.sim.model import SimConfig
 from engine.sim.server import SimServer
 from engine.snapshot import Snapshot
 from engine.workload.synthetic import RequestSpec, SyntheticFactory
+
+if TYPE_CHECKING:
+    from engine.load.controller import Controller
+
+T = TypeVar("T")
 
 SIM_MODEL = SimConfig().model
 
@@ -64,12 +69,40 @@ def config(url: str, **fields: Any) -> RunConfig:
     return RunConfig(**{**base, **fields})
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+def wait_for(
+    predicate: Callable[[], T],
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.02,
+    detail: Callable[[], str] | None = None,
+) -> T:
+    """Poll ``predicate`` until it returns something truthy and return that; fail after ``timeout_s`` (with
+    ``detail()`` in the message when given). The suite's one bounded wait: no test sleeps and hopes, and no test
+    writes its own deadline loop."""
     deadline = time.monotonic() + timeout_s
-    while not predicate():
+    while not (value := predicate()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
+            extra = f"; {detail()}" if detail is not None else ""
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{extra}")
+        time.sleep(interval_s)
+    return value
+
+
+def wait_snapshot(c: Controller, predicate: Callable[[Snapshot], bool], timeout_s: float, what: str) -> Snapshot:
+    """The controller's first latest snapshot that satisfies ``predicate`` (bounded)."""
+
+    def matching() -> Snapshot | None:
+        snap = c.latest
+        return snap if predicate(snap) else None
+
+    return wait_for(matching, timeout_s, what)
+
+
+def finish(c: Controller) -> None:
+    """Stop a running session and wait, bounded, until it has ended."""
+    c.stop()
+    assert c.wait(30), "the session did not end"
+    c.close()
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -19,12 +19,7 @@ from engine.workload.profile import load_profile
 from engine.workload.prompts import VOCABULARY, build_factory
 
 SYSTEM = "You are a careful assistant, answer briefly."
-
-
-@pytest.fixture(scope="module")
-def sim():
-    with SimServer(SimConfig(speed=20, max_model_len=4096)) as server:
-        yield server
+SIM = SimConfig(speed=20, max_model_len=4096)  # conftest.py sim_url
 
 
 def _profile(tmp_path, text):
@@ -90,9 +85,9 @@ async def test_converge_corrects_a_wrong_ratio(tmp_path):
         ("completions", "shared_prefix_tokens = 96\nprefix_groups = 3\n"),
     ],
 )
-async def test_calibration_over_http_hits_the_target_within_2_percent(sim, tmp_path, api, extra):
+async def test_calibration_over_http_hits_the_target_within_2_percent(sim_url, tmp_path, api, extra):
     loaded = _profile(tmp_path, f'api = "{api}"\ninput = 437\noutput = 4\n{extra}')
-    factory, result = await calibrate_profile(_config(sim.url, api), loaded, seed=1)
+    factory, result = await calibrate_profile(_config(sim_url, api), loaded, seed=1)
     assert result is not None and result.converged, result
     assert abs(result.error_pct) <= 2.0
     assert result.model.tokens_per_word == pytest.approx(2.0, rel=0.01)
@@ -101,7 +96,7 @@ async def test_calibration_over_http_hits_the_target_within_2_percent(sim, tmp_p
         assert all(t == pytest.approx(96, abs=2) for t in result.model.prefix_tokens)
 
 
-def test_a_calibrated_run_reports_input_and_output_within_2_percent(sim, tmp_path):
+def test_a_calibrated_run_reports_input_and_output_within_2_percent(sim_url, tmp_path):
     """The done-when check: a real run (worker process, streaming client) with a long-tailed input distribution
     and a shared prefix; the server's usage says the mean input length is on target."""
     loaded = _profile(
@@ -110,7 +105,7 @@ def test_a_calibrated_run_reports_input_and_output_within_2_percent(sim, tmp_pat
         'input = { kind = "lognormal", mean = 300, std = 120, min = 80, max = 900 }\n'
         'output = { kind = "uniform", min = 4, max = 12 }\n',
     )
-    config = _config(sim.url).model_copy(update={"concurrency": 4, "max_requests": 200, "seed": 5})
+    config = _config(sim_url).model_copy(update={"concurrency": 4, "max_requests": 200, "seed": 5})
     factory, _ = asyncio.run(calibrate_profile(config, loaded, seed=5))
     tally = LengthTally.for_profile(loaded)
     controller = Controller(config, sinks=(tally,), request_factory=factory)
@@ -135,12 +130,12 @@ async def test_a_server_without_usage_cannot_be_calibrated(tmp_path):
             await calibrate_profile(_config(server.url), loaded)
 
 
-async def test_a_shape_beyond_the_context_window_is_reported(sim, tmp_path):
+async def test_a_shape_beyond_the_context_window_is_reported(sim_url, tmp_path):
     loaded = _profile(tmp_path, "input = 256\n")
-    factory, _ = await calibrate_profile(_config(sim.url), loaded)
-    await check_cell_fits(_config(sim.url), factory, 256, 1024)  # fits in 4096
+    factory, _ = await calibrate_profile(_config(sim_url), loaded)
+    await check_cell_fits(_config(sim_url), factory, 256, 1024)  # fits in 4096
     with pytest.raises(ExceedsContext, match="maximum context length is 4096"):
-        await check_cell_fits(_config(sim.url), factory, 256, 4000)
+        await check_cell_fits(_config(sim_url), factory, 256, 4000)
     big = loaded.with_profile(loaded.profile.model_copy(update={"input": Fixed(value=5000)}))
     with pytest.raises(ExceedsContext):
-        await calibrate_profile(_config(sim.url), big)
+        await calibrate_profile(_config(sim_url), big)

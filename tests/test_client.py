@@ -19,20 +19,17 @@ from engine.endpoint.client import (
 )
 from engine.endpoint.http_choice import open_stream_client
 from engine.records import ErrorClass, RequestRecord
+from engine.sim.model import SimConfig
 from engine.workload.synthetic import SyntheticFactory
 
 NORMAL = {"error_rate": 0.0, "rate_429": 0.0, "reset_rate": 0.0, "malformed_rate": 0.0, "stall_rate": 0.0,
           "no_usage": False, "tokens_per_chunk": 1, "strict_fields": False, "stall_s": 2.0}
-
-
-@pytest.fixture(scope="module")
-def sim_url():
-    with sim_server(speed=20.0, seed=3) as url:
-        yield url
+SIM = SimConfig(speed=20.0, seed=3)  # conftest.py sim_url
 
 
 @pytest.fixture
-def sim(sim_url):
+def normal_sim_url(sim_url):
+    """The module's simulator (conftest.py sim_url) with every fault off before and after the test."""
     set_sim(sim_url, **NORMAL)
     yield sim_url
     set_sim(sim_url, **NORMAL)
@@ -53,10 +50,10 @@ async def run_one(cfg: RunConfig, kind: str, seq: int = 1) -> RequestRecord:
 
 
 @pytest.mark.parametrize("api", ["chat", "completions"])
-async def test_token_counts_and_stamps_match_the_server(sim, api, kind):
-    rec = await run_one(config(sim, api=api, max_tokens=24, input_tokens=40), kind)
+async def test_token_counts_and_stamps_match_the_server(normal_sim_url, api, kind):
+    rec = await run_one(config(normal_sim_url, api=api, max_tokens=24, input_tokens=40), kind)
     assert rec.ok, rec.error_detail
-    truth = sim_stamps(sim, rec.response_id)
+    truth = sim_stamps(normal_sim_url, rec.response_id)
     assert rec.output_tokens == truth["completion_tokens"] == 24
     assert rec.input_tokens == truth["prompt_tokens"]
     assert not rec.output_estimated
@@ -69,15 +66,15 @@ async def test_token_counts_and_stamps_match_the_server(sim, api, kind):
     assert rec.token_times_ns[-1] <= rec.t_end_ns
 
 
-async def test_several_tokens_per_chunk_count_usage_not_chunks(sim, kind):
-    set_sim(sim, tokens_per_chunk=4)
-    rec = await run_one(config(sim, max_tokens=20), kind)
+async def test_several_tokens_per_chunk_count_usage_not_chunks(normal_sim_url, kind):
+    set_sim(normal_sim_url, tokens_per_chunk=4)
+    rec = await run_one(config(normal_sim_url, max_tokens=20), kind)
     assert rec.ok and rec.chunks == 5 and rec.output_tokens == 20 and not rec.output_estimated
 
 
-async def test_without_usage_the_output_is_an_estimate(sim, kind):
-    set_sim(sim, no_usage=True)
-    rec = await run_one(config(sim, max_tokens=12), kind)
+async def test_without_usage_the_output_is_an_estimate(normal_sim_url, kind):
+    set_sim(normal_sim_url, no_usage=True)
+    rec = await run_one(config(normal_sim_url, max_tokens=12), kind)
     assert rec.ok
     assert rec.output_estimated and rec.output_tokens == rec.chunks == 12 and rec.input_tokens is None
 
@@ -93,9 +90,9 @@ async def test_without_usage_the_output_is_an_estimate(sim, kind):
         ({}, {"model": "no-such-model"}, ErrorClass.HTTP_4XX),
     ],
 )
-async def test_each_fault_is_counted_under_its_class(sim, patch, fields, cls, kind):
-    set_sim(sim, **patch)
-    rec = await run_one(config(sim, max_tokens=16, **fields), kind)
+async def test_each_fault_is_counted_under_its_class(normal_sim_url, patch, fields, cls, kind):
+    set_sim(normal_sim_url, **patch)
+    rec = await run_one(config(normal_sim_url, max_tokens=16, **fields), kind)
     assert rec.error is cls, (rec.error, rec.error_detail)
     assert rec.error_detail and "\n" not in rec.error_detail
     assert not rec.ok and rec.t_end_ns >= rec.t_start_ns
@@ -107,11 +104,11 @@ async def test_connection_refused_is_a_connect_error(kind):
     assert rec.status is None and rec.t_headers_ns is None and rec.chunks == 0
 
 
-async def test_ignore_eos_is_sent_and_a_strict_server_says_so_plainly(sim, kind):
-    rec = await run_one(config(sim, ignore_eos=True, max_tokens=8), kind)
+async def test_ignore_eos_is_sent_and_a_strict_server_says_so_plainly(normal_sim_url, kind):
+    rec = await run_one(config(normal_sim_url, ignore_eos=True, max_tokens=8), kind)
     assert rec.ok and rec.output_tokens == 8
-    set_sim(sim, strict_fields=True)
-    rec = await run_one(config(sim, ignore_eos=True), kind)
+    set_sim(normal_sim_url, strict_fields=True)
+    rec = await run_one(config(normal_sim_url, ignore_eos=True), kind)
     assert rec.error is ErrorClass.HTTP_4XX and rec.status == 422
     assert rec.error_detail == IGNORE_EOS_REJECTED
 
@@ -126,11 +123,11 @@ async def test_api_key_is_sent_as_bearer_and_never_echoed(kind):
         assert secret[::-1] not in wrong.error_detail and secret not in repr(wrong)
 
 
-async def test_arrival_stamps_are_taken_in_this_aiohttps_protocol(sim):
+async def test_arrival_stamps_are_taken_in_this_aiohttps_protocol(normal_sim_url):
     """The client stamps bytes when they reach the connection (engine/endpoint/client.py); if an aiohttp upgrade changes
     how protocols are built, the client silently falls back to read-time stamps: this test notices. It holds
     whether or not aiohttp has already released the connection (a body that came with its headers)."""
-    cfg = config(sim)
+    cfg = config(normal_sim_url)
     url = completions_url(cfg.model_copy(update={"api": "completions"}))
     async with open_session(cfg) as session:
         for max_tokens in (1, 2, 32):
@@ -148,11 +145,11 @@ async def test_arrival_stamps_are_taken_in_this_aiohttps_protocol(sim):
     assert 0 < handler.arrival_ns <= perf_counter_ns()
 
 
-async def test_one_token_answers_get_arrival_stamps(sim):
+async def test_one_token_answers_get_arrival_stamps(normal_sim_url):
     """A 1-token answer (every calibration probe) arrives with its headers, and aiohttp releases the connection
     before the client looks: its stamps must still be arrival stamps, and a pooled connection reused by the next
     request must not restamp the previous one."""
-    cfg = config(sim, max_tokens=1, input_tokens=8)
+    cfg = config(normal_sim_url, max_tokens=1, input_tokens=8)
     factory = SyntheticFactory(cfg.api, cfg.input_tokens, cfg.max_tokens)
     async with open_session(cfg) as session:
         client = StreamClient(cfg, session)
@@ -161,7 +158,7 @@ async def test_one_token_answers_get_arrival_stamps(sim):
     assert client.read_stamped == 0
     for r in records:
         assert r.ok and r.output_tokens == 1, r.error_detail
-        truth = sim_stamps(sim, r.response_id)
+        truth = sim_stamps(normal_sim_url, r.response_id)
         assert r.t_start_ns <= truth["t_received_ns"] <= r.t_headers_ns <= r.t_first_token_ns <= r.t_end_ns
         assert truth["chunk_write_ns"][0] <= r.t_first_token_ns
     for earlier, later in pairwise(records[:30]):  # sent one after the other, over one pooled connection

@@ -4,7 +4,8 @@ is doing, reports a failure, and hands over to the real controller (real simulat
 from __future__ import annotations
 
 import contextlib
-import time
+
+from engine_helpers import wait_for
 
 from engine.config import RunConfig
 from engine.load.controller import Controller
@@ -36,16 +37,11 @@ def test_it_hands_over_to_the_controller_and_closes_it(tmp_path, monkeypatch):
         controller = Controller(RunConfig(base_url=url, model=model, concurrency=2, max_tokens=16), gpu="sim",
                                 sim_url=url)  # fmt: skip
         assert deferred.attach(controller, endpoint=url)
-        deadline = time.monotonic() + 60
-        while not any(s.state is RunState.RUNNING and s.in_flight > 0 for s in seen):
-            assert time.monotonic() < deadline, "the controller's snapshots never reached the subscriber"
-            time.sleep(0.05)
+        wait_for(lambda: any(s.state is RunState.RUNNING and s.in_flight > 0 for s in seen), 60,
+                 "the controller's snapshots to reach the subscriber")  # fmt: skip
         assert deferred.latest.endpoint == url and deferred.config is controller.config
         deferred.set_concurrency(3)
-        deadline = time.monotonic() + 30
-        while deferred.latest.target_concurrency != 3:
-            assert time.monotonic() < deadline, "set_concurrency did not reach the controller"
-            time.sleep(0.05)
+        wait_for(lambda: deferred.latest.target_concurrency == 3, 30, "set_concurrency to reach the controller")
         deferred.close()
         assert controller.wait(30)
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from engine_helpers import wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -26,14 +27,14 @@ def tmux(*args: str) -> str:
 
 
 def wait_screen(session: str, predicate: Callable[[str], bool], timeout: float, what: str) -> str:
-    deadline = time.monotonic() + timeout
     screen = ""
-    while time.monotonic() < deadline:
+
+    def matching() -> str | None:
+        nonlocal screen
         screen = tmux("capture-pane", "-p", "-t", session)
-        if predicate(screen):
-            return screen
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; screen:\n{screen}")
+        return screen if predicate(screen) else None
+
+    return wait_for(matching, timeout, what, interval_s=0.2, detail=lambda: f"screen:\n{screen}")
 
 
 def descendants(pid: int) -> set[int]:

@@ -3,28 +3,25 @@ failures. One worker process mostly (spawning is the slow part); every wait has 
 
 import os
 import signal
-from collections.abc import Callable
 
 import httpx
 import pytest
-from engine_helpers import CollectingSink, config, root_of, run_to_end, sim_server, wait_for
+from engine_helpers import (
+    CollectingSink,
+    config,
+    finish,
+    root_of,
+    run_to_end,
+    sim_server,
+    wait_for,
+    wait_snapshot,
+)
 
 from engine.load.controller import Controller
 from engine.records import EventKind
-from engine.snapshot import LoadMode, RunState, Snapshot
+from engine.snapshot import LoadMode, RunState
 
 START_S = 30.0  # spawning a worker on a loaded 2-core box can take seconds
-
-
-def wait_snapshot(c: Controller, predicate: Callable[[Snapshot], bool], timeout_s: float, what: str) -> Snapshot:
-    wait_for(lambda: predicate(c.latest), timeout_s, what)
-    return c.latest
-
-
-def finish(c: Controller) -> None:
-    c.stop()
-    assert c.wait(30), "the session did not end"
-    c.close()
 
 
 @pytest.fixture(scope="module")

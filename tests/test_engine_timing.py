@@ -15,31 +15,25 @@ from engine_helpers import CollectingSink, config, percentile, run_to_end, sim_s
 
 from engine.load.controller import Controller
 from engine.sim.model import SimConfig
-from engine.sim.process import start_sim_process
 
 TOLERANCE_P99_NS = 20_000_000
 
 # Two parallel test workers on 2 cores push a p99 of scheduling waits past 20 ms; the suite runs this file afterwards.
 pytestmark = pytest.mark.alone
-
-
-@pytest.fixture(scope="module")
-def sim_process_url():
-    with start_sim_process(SimConfig(speed=4.0, seed=2)) as sim:
-        yield sim.url
+SIM = SimConfig(speed=4.0, seed=2)  # conftest.py sim_process
 
 
 @pytest.mark.parametrize("http_client", ["lean", "aiohttp"])
-def test_measured_ttft_matches_the_server_ground_truth(sim_process_url, http_client):
+def test_measured_ttft_matches_the_server_ground_truth(sim_process, http_client):
     sink = CollectingSink()
-    cfg = config(sim_process_url, concurrency=16, max_tokens=24, max_requests=96, http_client=http_client)
+    cfg = config(sim_process.url, concurrency=16, max_tokens=24, max_requests=96, http_client=http_client)
     c = Controller(cfg, sinks=[sink])
     run_to_end(c)
     records = [r for r in sink.records if r.ok]
     assert len(records) == 96
     first, every = [], []
     for r in records:
-        truth = sim_stamps(sim_process_url, r.response_id)
+        truth = sim_stamps(sim_process.url, r.response_id)
         writes = truth["chunk_write_ns"]
         assert r.output_tokens == truth["completion_tokens"] and r.input_tokens == truth["prompt_tokens"]
         assert len(writes) == len(r.token_times_ns) == r.chunks

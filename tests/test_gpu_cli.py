@@ -20,10 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch, tmp_path):
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setenv("WATTLOAD_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.delenv(fk.ENV_STATE, raising=False)
+def _no_fake_nvml_state(monkeypatch):
+    monkeypatch.delenv(fk.ENV_STATE, raising=False)  # the rest of the environment: conftest.py isolated_env
 
 
 def _nvml_library_present() -> bool:

@@ -13,11 +13,6 @@ from engine.gpu.nvml import NvmlBackend, clock_event_labels, open_nvml
 MIB = 1024 * 1024
 
 
-@pytest.fixture(autouse=True)
-def _no_cuda_visible_devices(monkeypatch):
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-
-
 def _open(fake, gpus=None) -> NvmlBackend:
     backend, message = open_nvml(fake, gpus=gpus, source="fake")
     assert backend is not None, message

@@ -1,15 +1,16 @@
 """Power caps over the fake NVML: clamping, readback, permission errors, and restore on every exit path."""
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from engine_helpers import wait_for
 
 from engine.gpu import fake as fk
 from engine.gpu.base import PowerCapError
@@ -21,11 +22,6 @@ from engine.records import EventKind
 
 REPO = Path(__file__).resolve().parents[1]
 CHILD_TIMEOUT_S = 30
-
-
-@pytest.fixture(autouse=True)
-def _no_cuda_visible_devices(monkeypatch):
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
 @pytest.fixture
@@ -227,11 +223,14 @@ def start_capped_child(tmp_path: Path, mode: str, *extra: str) -> tuple[subproce
     )
     if mode == "exit":
         return proc, gpu_file, state_file
-    deadline = time.monotonic() + CHILD_TIMEOUT_S
-    while time.monotonic() < deadline and proc.poll() is None:
-        if fake_limit_mw(gpu_file) == 300_000 and state_file.exists():
-            return proc, gpu_file, state_file
-        time.sleep(0.02)
+
+    def capped() -> bool:
+        return fake_limit_mw(gpu_file) == 300_000 and state_file.exists()
+
+    with contextlib.suppress(AssertionError):  # timed out: said below, with the child's stderr
+        wait_for(lambda: capped() or proc.poll() is not None, CHILD_TIMEOUT_S, "the child to cap the fake GPU")
+    if capped() and proc.poll() is None:
+        return proc, gpu_file, state_file
     proc.kill()
     _, err = proc.communicate(timeout=CHILD_TIMEOUT_S)
     pytest.fail(f"child never capped the fake GPU: {err[-2000:]}")

@@ -3,6 +3,7 @@
 import time
 
 import pytest
+from engine_helpers import wait_for
 from prom_servers import exporter, prom_answer, prom_error, raw_server
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -36,10 +37,12 @@ def dcgm_registry(host: str, gpus: int = 2):
 
 def wait_for_samples(backend, indices, want, timeout_s=15.0):
     got = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and len(got) < want:
-        got += backend.read(indices)
-        time.sleep(0.05)
+
+    def enough() -> bool:
+        got.extend(backend.read(indices))
+        return len(got) >= want
+
+    wait_for(enough, timeout_s, f"{want} samples", interval_s=0.05, detail=lambda: f"got {len(got)}")
     return got
 
 

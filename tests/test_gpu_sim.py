@@ -4,6 +4,7 @@ import socket
 import time
 
 import pytest
+from engine_helpers import wait_for
 
 from engine.gpu import open_backend
 from engine.gpu.energy import EnergyAccount
@@ -12,16 +13,9 @@ from engine.gpu.sampler import TelemetrySampler
 from engine.gpu.sim import SimBackend, server_root
 from engine.gpu.statefile import PowerCapState, SavedLimit, read_state, write_state
 from engine.records import EventKind
-from engine.sim.server import SimServer
 from tui.cli import main
 
-WAIT_S = 10.0
-
-
-@pytest.fixture(scope="module")
-def sim_url():
-    with SimServer() as sim:
-        yield sim.url  # the /v1 base, as a user would pass it
+WAIT_S = 10.0  # sim_url (conftest.py): the simulator at its defaults; its /v1 base, as a user would pass it
 
 
 @pytest.fixture
@@ -46,9 +40,8 @@ def test_sim_reading_maps_to_a_telemetry_sample(backend):
     assert first.min_limit_w < first.max_limit_w and first.power_limit_w == first.enforced_limit_w
     assert first.power_cap_binding is False and first.throttle_reasons == 0  # idle: the cap cannot bind
     assert first.mem_total_mib and first.sm_clock_mhz
-    deadline = time.monotonic() + WAIT_S
-    while (later := backend.read([0])[0]).energy_mj == first.energy_mj and time.monotonic() < deadline:
-        time.sleep(0.02)
+    later = wait_for(lambda: (r := backend.read([0])[0]).energy_mj != first.energy_mj and r, WAIT_S,
+                     "the energy counter to move")  # fmt: skip
     assert later.energy_mj > first.energy_mj and later.t_ns > first.t_ns
     assert backend.read([1]) == []  # the sim has one GPU
 
@@ -95,9 +88,8 @@ def test_sampler_and_energy_account_over_the_sim(backend):
     account = EnergyAccount(names={0: backend.gpus()[0].name}, source="sim")
     sampler = TelemetrySampler(backend, [0], hz=50.0, on_samples=lambda batch: [account.add(s) for s in batch])
     sampler.start()
-    deadline = time.monotonic() + WAIT_S
-    stats = None
-    while time.monotonic() < deadline:
+
+    def with_energy():
         stats = account.stats(
             time.perf_counter_ns(),
             window_s=1.0,
@@ -107,10 +99,12 @@ def test_sampler_and_energy_account_over_the_sim(backend):
             total_total_tokens=0,
             steady=True,
         )
-        if stats.total.energy_j:
-            break
-        time.sleep(0.05)
-    sampler.stop()
+        return stats if stats.total.energy_j else None
+
+    try:
+        stats = wait_for(with_energy, WAIT_S, "energy from the sampled counter", interval_s=0.05)
+    finally:
+        sampler.stop()
     assert stats is not None and stats.available and stats.source == "sim" and stats.energy_source == "counter"
     assert stats.total.energy_j > 0 and stats.gpus[0].watts > 0
 

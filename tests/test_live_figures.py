@@ -8,17 +8,16 @@ Every wait has a deadline; no test depends on a sleep being long enough.
 import shutil
 import sqlite3
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from engine_helpers import CollectingSink, config, sim_server, wait_for
+from engine_helpers import CollectingSink, config, finish, sim_server, wait_snapshot
 
 from engine.config import RunConfig
 from engine.load.controller import Controller
 from engine.records import EventKind
 from engine.replay.feeder import Feeder
-from engine.snapshot import RunState, Snapshot
+from engine.snapshot import RunState
 from engine.storage.reader import open_recording
 from engine.storage.recorder import session_recorders
 
@@ -28,17 +27,6 @@ WINDOW_S = 120.0  # longer than any wait here: a first token must not slide out 
 
 def long_answers(url: str) -> RunConfig:
     return config(url, concurrency=8, max_tokens=2000, tick_hz=4, window_s=WINDOW_S)
-
-
-def wait_snapshot(c: Controller, predicate: Callable[[Snapshot], bool], timeout_s: float, what: str) -> Snapshot:
-    wait_for(lambda: predicate(c.latest), timeout_s, what)
-    return c.latest
-
-
-def finish(c: Controller) -> None:
-    c.stop()
-    assert c.wait(30), "the session did not end"
-    c.close()
 
 
 @pytest.fixture(scope="module")

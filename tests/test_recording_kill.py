@@ -8,8 +8,9 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
+
+from engine_helpers import wait_for
 
 from engine.records import EventKind
 from engine.replay.player import Player
@@ -48,18 +49,20 @@ def test_a_recording_killed_mid_run_opens_replays_and_reports(tmp_path, capsys):
     path = tmp_path / "killed.wattload.sqlite"
     proc = subprocess.Popen([sys.executable, "-c", RECORDING_PROCESS, str(path)])
     try:
-        deadline = time.monotonic() + 20
-        committed = 0
-        while committed < 60:  # > 1 s of facts, the concurrency step included
+
+        def committed_rows() -> int:
             assert proc.poll() is None, "the recording process died on its own"
-            assert time.monotonic() < deadline, "the recording process committed nothing"
-            time.sleep(0.1)
-            if path.exists():
-                try:
-                    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-                        committed = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
-                except sqlite3.OperationalError:
-                    committed = 0  # the schema is not committed yet
+            if not path.exists():
+                return 0
+            try:
+                with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+                    return conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+            except sqlite3.OperationalError:
+                return 0  # the schema is not committed yet
+
+        # > 1 s of facts, the concurrency step included
+        committed = wait_for(lambda: (n := committed_rows()) >= 60 and n, 20, "the recording process to commit 60 "
+                             "requests", interval_s=0.1)  # fmt: skip
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)

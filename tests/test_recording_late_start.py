@@ -6,33 +6,25 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
+from engine_helpers import wait_for
 
 from engine.config import RunConfig
 from engine.load.controller import Controller
 from engine.replay.player import Player
 from engine.reports.report import build_report
 from engine.sim.model import SimConfig
-from engine.sim.server import SimServer
 from engine.storage.reader import open_recording
 from engine.storage.recorder import session_recorders
 
 LATE_S = 2.5
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+SIM = SimConfig(speed=4.0, seed=5)  # conftest.py sim_url
 
 
 @pytest.fixture(scope="module")
-def late(tmp_path_factory):
-    server = SimServer(SimConfig(speed=4.0, seed=5))
-    url = server.start()
+def late(sim_url, tmp_path_factory):
+    url = sim_url
     tmp = tmp_path_factory.mktemp("late")
     cfg = RunConfig(base_url=url, model=SimConfig().model, concurrency=2, max_tokens=24, input_tokens=32,
                     workers=1, window_s=1.0, tick_hz=4)  # fmt: skip
@@ -51,7 +43,6 @@ def late(tmp_path_factory):
         assert c.wait(30), "the session did not end"
     finally:
         c.close()
-        server.stop()
     return path, started_at
 
 

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from synthetic_recording import SyntheticSpec, write_synthetic
+from engine_helpers import wait_for
+from synthetic_recording import SyntheticSpec
 
 from engine.records import EventKind
 from engine.replay.feeder import Feeder
@@ -28,10 +29,8 @@ IGNORED = {"seq", "new_events", "message"}
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("rec") / "session.wattload.sqlite"
-    write_synthetic(path, SyntheticSpec(duration_s=120.0, rate=20.0, error_every=17, events=EVENTS))
-    return path
+def recording(synthetic_recording) -> Path:
+    return synthetic_recording(SyntheticSpec(duration_s=120.0, rate=20.0, error_every=17, events=EVENTS))
 
 
 def figures(s: Snapshot) -> dict:
@@ -110,10 +109,7 @@ def test_playing_as_fast_as_possible_reaches_the_end_and_stops(recording):
         player.toggle()
         assert player.playing
         assert done.wait(30), "the replay never reached the end"
-        deadline = time.monotonic() + 5
-        while player.playing:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_for(lambda: not player.playing, 5, "the player to stop at the end", interval_s=0.01)
         assert player.position_s == pytest.approx(player.duration_s)
         seqs = [s.seq for s in seen]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
@@ -132,10 +128,7 @@ def figures_at_end(path: Path) -> int:
 def test_real_time_playback_advances_the_clock(recording):
     player = Player(recording, playing=True, speed=8)
     try:
-        deadline = time.monotonic() + 10
-        while player.position_s < 1.0:
-            assert time.monotonic() < deadline, "playback did not advance"
-            time.sleep(0.02)
+        wait_for(lambda: player.position_s >= 1.0, 10, "playback to advance")
         player.toggle()
         stopped_at = player.position_s
         assert not player.playing

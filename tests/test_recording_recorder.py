@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from engine_helpers import wait_for
 from synthetic_recording import VirtualClock
 
 from engine.config import RunConfig
@@ -69,10 +70,8 @@ def test_no_api_key_reaches_the_file_or_its_wal(tmp_path):
                     record(2, clock.t_ns, error=ErrorClass.HTTP_4XX, detail=f"Authorization: Bearer {KEY}")])
     rec.on_event(ControlEvent(t_ns=clock.t_ns, kind=EventKind.WARNING, message=f"server said {KEY}"))
     rec.on_snapshot(Snapshot(t_s=1.0, endpoint=cfg.base_url, message=f"x {KEY}"))
-    deadline = time.monotonic() + 10
-    while not Path(f"{path}-wal").exists() or Path(f"{path}-wal").stat().st_size == 0:
-        assert time.monotonic() < deadline, "nothing was committed"
-        time.sleep(0.02)
+    wal = Path(f"{path}-wal")
+    wait_for(lambda: wal.exists() and wal.stat().st_size > 0, 10, "a first commit")
     time.sleep(0.2)
     during = path.read_bytes() + Path(f"{path}-wal").read_bytes()
     rec.close()
@@ -125,14 +124,11 @@ def test_facts_are_committed_while_the_run_goes_on(tmp_path):
         rec.on_records([record(i, time.perf_counter_ns()) for i in range(5)])
         rec.on_progress([StreamProgress(worker=0, t_ns=time.perf_counter_ns(), chunks=3, in_flight=1,
                                         loop_lag_ms=0.1)])
-        deadline = time.monotonic() + 10
-        while True:
+        def committed() -> int:
             with sqlite3.connect(f"file:{rec.path}?mode=ro", uri=True) as conn:
-                n = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
-            if n == 5:
-                break
-            assert time.monotonic() < deadline, "the writer never committed"
-            time.sleep(0.05)
+                return conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+
+        wait_for(lambda: committed() == 5, 10, "the writer to commit the five requests", interval_s=0.05)
     finally:
         rec.close()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_helpers import wait_for
 
 from engine.config import RunConfig
 from engine.load.controller import Controller
@@ -19,7 +20,6 @@ from engine.records import EventKind
 from engine.replay.player import Player
 from engine.reports.report import build_report, compare
 from engine.sim.model import SimConfig
-from engine.sim.server import SimServer
 from engine.snapshot import RunState, Snapshot
 from engine.storage.reader import open_recording
 from engine.storage.recorder import session_recorders
@@ -28,23 +28,7 @@ from tui.cli import main
 KEY = "sk-roundtrip-SECRET-9f8e7d6c5b4a3210"
 STEP_S = 1.5
 START_TIMEOUT_S = 60.0
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
-@pytest.fixture(scope="module")
-def sim_url():
-    server = SimServer(SimConfig(speed=4.0, seed=3))
-    url = server.start()
-    try:
-        yield url
-    finally:
-        server.stop()
+SIM = SimConfig(speed=4.0, seed=3)  # conftest.py sim_url
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,6 @@ from engine.storage.reader import open_recording
 from tui.cli import main
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("WATTLOAD_STATE_DIR", str(tmp_path / "state"))
-
-
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
     path = tmp_path_factory.mktemp("rec") / "server.wattload.sqlite"
@@ -55,8 +50,6 @@ def test_a_recording_without_the_server_table_still_replays(recorded, tmp_path):
     snap = feeder.snapshot()
     assert snap.total.requests > 0 and not snap.server.available and snap.server.endpoints == ()
     rec.close()
-
-
 
 
 def test_report_has_server_columns_per_phase(recorded, capsys):

@@ -174,3 +174,37 @@ def test_default_recording_name_is_time_host_model_and_never_clobbers(tmp_path):
     first.write_bytes(b"")
     second = default_recording_path("meta-llama/Llama 3.1", host="gpu-box", when=when, directory=tmp_path)
     assert second.name == "20261123-0812_gpu-box_meta-llama-Llama-3.1-2.wattload.sqlite"
+
+
+def test_statements_come_from_the_schema_and_every_codec_fills_its_columns():
+    """INSERT/SELECT are generated from the Table/Column list, so a codec whose tuple is one short (or long) of
+    its table fails here, not as a shifted column in someone's recording."""
+    from engine.storage.schema import EVENTS, PROGRESS, REQUESTS, TELEMETRY
+    from engine.storage.store import encode_event, encode_progress, encode_request, encode_telemetry
+
+    assert REQUESTS.insert() == (
+        "INSERT INTO requests (id, t_us, lag_us, e2e_us, wait_us, hdr_us, ttft_us, worker, rid, in_tok, out_tok, "
+        "chunks, est, status, error, ttfo_us, rchunks, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    )
+    assert REQUESTS.column_list(skip=("detail",), version=2).endswith("status, error")  # schema 3 adds two
+    assert PROGRESS.select(version=1) == "SELECT id, t_us, lag_us, worker, chunks, in_flight, loop_lag_us FROM progress"
+    assert PROGRESS.select(version=2).endswith("loop_lag_us, waiting, wait_us, firsts FROM progress")  # 2 adds three
+    assert PROGRESS.select().endswith("firsts, outputs, itl FROM progress")  # schema 3 adds two
+    assert EVENTS.insert(skip=("id",)).startswith("INSERT INTO events (t_us, ev_us, kind,")
+    with pytest.raises(ValueError, match="no column 'nope'"):
+        REQUESTS.select(skip=("nope",))
+
+    t = 5_000_000_000
+    request = RequestRecord(0, 1, t, t, t + 1_000, t + 2_000, t + 9_000, 10, 4, False, 4, 200)
+    progress = StreamProgress(0, t, 3, 1, 0.1, ((1, t, t - 1_000),), 1, t - 2_000)
+    sample = TelemetrySample(t, 0, power_w=300.0, energy_mj=5)
+    event = ControlEvent(t, EventKind.CONCURRENCY, value=4.0)
+    # the writer adds the request's id and detail reference; SQLite numbers the other tables' ids
+    assert len(encode_request(request, t, 0)) == len(REQUESTS.names) - 2
+    assert len(encode_progress(progress, t, 0)) == len(PROGRESS.names) - 1
+    assert len(encode_telemetry(sample, t, 0)) == len(TELEMETRY.names) - 1
+    assert len(encode_event(event, t, 0, "")) == len(EVENTS.names) - 1
+    # telemetry columns are the sample's fields in the same order, watts stored as milliwatts
+    fields = [f.replace("_w", "_mw") if f.endswith("_w") else f for f in TelemetrySample.__dataclass_fields__
+              if f not in ("t_ns", "gpu_index")]  # fmt: skip
+    assert list(TELEMETRY.names[4:]) == fields

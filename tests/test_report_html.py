@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from synthetic_recording import SyntheticSpec, write_synthetic
+from synthetic_recording import SyntheticSpec
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) is not installed")
@@ -45,10 +45,8 @@ def sweep_result(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rec") / "s.wattload.sqlite"
-    write_synthetic(path, SyntheticSpec())
-    return path
+def recording(synthetic_recording):
+    return synthetic_recording(SyntheticSpec(), "s.wattload.sqlite")
 
 
 @pytest.fixture

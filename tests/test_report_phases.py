@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-from synthetic_recording import SyntheticSpec, write_synthetic
 from test_report import hand_recording
 
 from engine.records import EventKind
@@ -52,9 +51,8 @@ def test_each_phase_shows_only_its_own_modes_target_and_the_ramp_result_is_repor
     assert "- 1:10.0 auto-ramp result: capacity 4" in render_report(report, "md")
 
 
-def test_export_to_a_closed_pipe_exits_quietly(tmp_path):
-    path = tmp_path / "e.wattload.sqlite"
-    write_synthetic(path, SyntheticSpec())  # thousands of rows: far more than a pipe buffer holds
+def test_export_to_a_closed_pipe_exits_quietly(synthetic_recording):
+    path = synthetic_recording()  # thousands of rows: far more than a pipe buffer holds
     export = subprocess.Popen([sys.executable, "-m", "tui.cli", "export", str(path), "--requests", "-"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     export.stdout.readline()  # like `head -1`: read one line, then close the pipe

@@ -21,18 +21,7 @@ from tui.cli import main
 
 SECRET = "sk-wattload-test-4f1c9e0b7d2a"
 WATTLOAD = [sys.executable, "-m", "tui.cli"]
-
-
-@pytest.fixture(autouse=True)
-def no_key_in_env(monkeypatch):
-    for name in ("OPENAI_API_KEY", "WATTLOAD_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(scope="module")
-def sim():
-    with sim_server(speed=20.0) as url:
-        yield url
+SIM = SimConfig(speed=20.0)  # conftest.py sim_url
 
 
 def fails_with_one_line(capsys, argv: list[str], *fragments: str) -> str:
@@ -52,12 +41,12 @@ def test_unreachable_endpoint(capsys):
                         "connection refused")
 
 
-def test_wrong_path(capsys, sim):
-    fails_with_one_line(capsys, ["run", root_of(sim) + "/nothing/here", "--headless"], "no OpenAI-compatible API")
+def test_wrong_path(capsys, sim_url):
+    fails_with_one_line(capsys, ["run", root_of(sim_url) + "/nothing/here", "--headless"], "no OpenAI-compatible API")
 
 
-def test_unknown_model(capsys, sim):
-    fails_with_one_line(capsys, ["run", sim, "--model", "nope", "--headless"], "'nope' is not served", "--model")
+def test_unknown_model(capsys, sim_url):
+    fails_with_one_line(capsys, ["run", sim_url, "--model", "nope", "--headless"], "'nope' is not served", "--model")
 
 
 def test_key_messages_name_the_fix(capsys):
@@ -193,14 +182,34 @@ def test_sim_flag_runs_against_the_simulated_server_and_its_gpu(tmp_path):
     assert report["result"]["gpu"]["source"] == "sim"
 
 
+def test_demo_headless_prints_the_summary_and_writes_runs_report(tmp_path, capsys):
+    """`demo --headless --json` is `run --headless --json` on the demo's simulator: the same report model (which
+    forbids extra keys), the simulated GPU's energy, and the summary table on stdout."""
+    from engine.reports.summary import RunReport
+
+    out = tmp_path / "demo.json"
+    code = main(["demo", "--headless", "-n", "6", "-c", "2", "--workers", "1", "--max-tokens", "16", "--sim-speed",
+                 "10", "--json", str(out)])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-2000:]
+    assert "requests    6 ok, no errors" in captured.out and "GPU         sim:" in captured.out
+    report = RunReport.model_validate_json(out.read_text())
+    assert report.state == "stopped" and report.result.total.requests == 6
+    assert report.settings["concurrency"] == 2 and report.result.gpu.source == "sim" and report.system is not None
+
+
+def test_demo_headless_refuses_a_load_that_never_ends(capsys):
+    fails_with_one_line(capsys, ["demo", "--headless", "-c", "0"], "--concurrency 0", "never end")
+
+
 def test_ctrl_c_stops_cleanly_and_still_prints_the_summary():
-    with start_sim_process(SimConfig(speed=1.0)) as sim:
+    with start_sim_process(SimConfig(speed=1.0)) as server:
         # --no-calibrate: the sim's success counter below must count the run's requests, not calibration probes
-        proc = subprocess.Popen([*WATTLOAD, "run", sim.url, "--headless", "-c", "4", "--max-tokens", "64",
+        proc = subprocess.Popen([*WATTLOAD, "run", server.url, "--headless", "-c", "4", "--max-tokens", "64",
                                  "--no-calibrate"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            metrics = f"{root_of(sim.url)}/metrics"
+            metrics = f"{root_of(server.url)}/metrics"
 
             def finished_some() -> bool:
                 text = httpx.get(metrics, timeout=5).text
@@ -221,12 +230,12 @@ def test_ctrl_c_stops_cleanly_and_still_prints_the_summary():
     assert re.search(r"requests\s+\d+ ok", out)
 
 
-def test_profile_and_record_from_the_start(capsys, sim, tmp_path):
+def test_profile_and_record_from_the_start(capsys, sim_url, tmp_path):
     """--profile shapes and calibrates the requests; --record captures the whole session, tokens on request."""
     from engine.storage.reader import open_recording
 
     path = tmp_path / "run.wattload.sqlite"
-    code = main(["run", sim, "--headless", "--workers", "1", "-c", "2", "-n", "6", "--profile", "chat-short",
+    code = main(["run", sim_url, "--headless", "--workers", "1", "-c", "2", "-n", "6", "--profile", "chat-short",
                  "--record", str(path), "--record-tokens", "--gpu", "none"])
     err = capsys.readouterr().err
     assert code == 0, err
@@ -243,17 +252,17 @@ def test_profile_and_record_from_the_start(capsys, sim, tmp_path):
         recording.close()
 
 
-def test_record_to_an_unwritable_place_is_one_line(capsys, sim, tmp_path):
+def test_record_to_an_unwritable_place_is_one_line(capsys, sim_url, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    fails_with_one_line(capsys, ["run", sim, "--headless", "-n", "1", "--gpu", "none", "--no-calibrate",
+    fails_with_one_line(capsys, ["run", sim_url, "--headless", "-n", "1", "--gpu", "none", "--no-calibrate",
                                  "--record", str(blocker / "x.sqlite")], "cannot record")
 
 
-def test_record_dir_names_where_a_default_recording_goes(capsys, sim, tmp_path):
+def test_record_dir_names_where_a_default_recording_goes(capsys, sim_url, tmp_path):
     """--record without a path writes under --record-dir (as `r` does), never under ./recordings."""
     target = tmp_path / "recs"
-    code = main(["run", sim, "--headless", "--workers", "1", "-c", "1", "-n", "2", "--max-tokens", "4",
+    code = main(["run", sim_url, "--headless", "--workers", "1", "-c", "1", "-n", "2", "--max-tokens", "4",
                  "--record", "--record-dir", str(target), "--gpu", "none"])
     err = capsys.readouterr().err
     assert code == 0, err
@@ -262,12 +271,12 @@ def test_record_dir_names_where_a_default_recording_goes(capsys, sim, tmp_path):
     assert f"recording to {files[0]}" in err
 
 
-def test_input_tokens_are_calibrated_by_default_and_the_report_shows_target_and_measured(capsys, sim, tmp_path):
+def test_input_tokens_are_calibrated_by_default_and_the_report_shows_target_and_measured(capsys, sim_url, tmp_path):
     """Plain --input-tokens gets the same one-token probes as a profile: the prompts land on 128 by the server's
     own usage (the simulator's chat template adds tokens the words alone would not), and the summary and
     --json say target vs measured, with the system the run was measured on."""
     out = tmp_path / "calibrated.json"
-    argv = ["run", sim, "--headless", "--workers", "1", "-c", "4", "-n", "20", "--input-tokens", "128",
+    argv = ["run", sim_url, "--headless", "--workers", "1", "-c", "4", "-n", "20", "--input-tokens", "128",
             "--max-tokens", "4", "--gpu", "none"]
     code = main([*argv, "--json", str(out)])
     printed = capsys.readouterr()

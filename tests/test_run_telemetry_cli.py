@@ -2,17 +2,9 @@
 
 import json
 
-import pytest
 from engine_helpers import root_of, sim_server
 
 from tui.cli import main
-
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("WATTLOAD_STATE_DIR", str(tmp_path / "state"))
-    for name in ("OPENAI_API_KEY", "WATTLOAD_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
 
 
 def test_server_figures_and_dcgm_energy_go_into_the_json(tmp_path, capsys):

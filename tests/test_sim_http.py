@@ -14,22 +14,8 @@ from engine.sim import SimConfig, SimServer
 from engine.sim.tokens import count_text_tokens
 
 MODEL = "sim-llama-3.1-8b"
+SIM = SimConfig(speed=50.0)  # fast unless a test says otherwise (conftest.py start_sim)
 TIMEOUT = aiohttp.ClientTimeout(total=15)
-
-
-@pytest.fixture
-def sim():
-    """Start simulated servers (fast: speed 50 unless given) and stop them after the test."""
-    servers: list[SimServer] = []
-
-    def start(**settings) -> str:
-        server = SimServer(SimConfig(**{"speed": 50.0, **settings}))
-        servers.append(server)
-        return server.start()
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 @pytest.fixture
@@ -114,8 +100,8 @@ def root(url: str) -> str:
 # -- OpenAI shapes ---------------------------------------------------------------------------------------------------
 
 
-async def test_chat_stream_has_the_openai_shape(sim, http):
-    url = sim()
+async def test_chat_stream_has_the_openai_shape(start_sim, http):
+    url = start_sim().url
     s = await stream(http, url, "/chat/completions", chat_body(5, stream_options={"include_usage": True}))
     assert s.status == 200 and s.headers["Content-Type"].startswith("text/event-stream")
     role, *content, finish, usage, done = s.events
@@ -131,8 +117,8 @@ async def test_chat_stream_has_the_openai_shape(sim, http):
     assert {e["model"] for e in s.events if isinstance(e, dict)} == {MODEL}
 
 
-async def test_completions_stream_has_the_openai_shape(sim, http):
-    url = sim()
+async def test_completions_stream_has_the_openai_shape(start_sim, http):
+    url = start_sim().url
     body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 4, "stream_options": {"include_usage": True}}
     s = await stream(http, url, "/completions", body)
     *content, finish, usage, done = s.events
@@ -147,15 +133,15 @@ async def test_completions_stream_has_the_openai_shape(sim, http):
     assert s.response_id.startswith("cmpl-") and done == "[DONE]"
 
 
-async def test_usage_only_when_requested_unless_configured_always(sim, http):
-    url = sim()
+async def test_usage_only_when_requested_unless_configured_always(start_sim, http):
+    url = start_sim().url
     assert (await stream(http, url, "/chat/completions", chat_body(3))).usage is None
-    url_always = sim(usage="always")
+    url_always = start_sim(usage="always").url
     assert (await stream(http, url_always, "/chat/completions", chat_body(3))).usage["completion_tokens"] == 3
 
 
-async def test_usage_equals_max_tokens_with_ignore_eos_even_when_eos_is_likely(sim, http):
-    url = sim(early_eos_prob=0.3, seed=4)
+async def test_usage_equals_max_tokens_with_ignore_eos_even_when_eos_is_likely(start_sim, http):
+    url = start_sim(early_eos_prob=0.3, seed=4).url
     forced = await stream(
         http, url, "/chat/completions", chat_body(40, ignore_eos=True, stream_options={"include_usage": True})
     )
@@ -173,8 +159,8 @@ async def test_usage_equals_max_tokens_with_ignore_eos_even_when_eos_is_likely(s
     assert all(s.events[-3]["choices"][0]["finish_reason"] == "stop" for s in stopped)
 
 
-async def test_prompt_tokens_follow_the_pseudo_tokenizer(sim, http):
-    url = sim()
+async def test_prompt_tokens_follow_the_pseudo_tokenizer(start_sim, http):
+    url = start_sim().url
     text = "The quick brown fox jumps over the lazy dog."
     s = await stream(
         http,
@@ -186,16 +172,16 @@ async def test_prompt_tokens_follow_the_pseudo_tokenizer(sim, http):
     assert s.usage["prompt_tokens"] != len(text.split())
 
 
-async def test_tokens_per_chunk_packs_tokens_and_usage_counts_tokens(sim, http):
-    url = sim(tokens_per_chunk=4)
+async def test_tokens_per_chunk_packs_tokens_and_usage_counts_tokens(start_sim, http):
+    url = start_sim(tokens_per_chunk=4).url
     s = await stream(http, url, "/chat/completions", chat_body(10, stream_options={"include_usage": True}))
     assert len(s.content_events) == 3  # 4 + 4 + 2
     assert s.usage["completion_tokens"] == 10
     assert sum(count_text_tokens(_text(e)) for e in s.content_events) == 10
 
 
-async def test_non_streaming_answer(sim, http):
-    url = sim()
+async def test_non_streaming_answer(start_sim, http):
+    url = start_sim().url
     async with http.post(url + "/chat/completions", json=chat_body(6)) as resp:
         assert resp.status == 200
         body = await resp.json()
@@ -204,8 +190,8 @@ async def test_non_streaming_answer(sim, http):
     assert count_text_tokens(body["choices"][0]["message"]["content"]) == 6
 
 
-async def test_models_and_health(sim, http):
-    url = sim(model="tiny")
+async def test_models_and_health(start_sim, http):
+    url = start_sim(model="tiny").url
     status, models = await get_json(http, url + "/models")
     assert status == 200 and [m["id"] for m in models["data"]] == ["tiny"]
     async with http.get(root(url) + "/health") as resp:
@@ -215,14 +201,14 @@ async def test_models_and_health(sim, http):
 # -- refusals --------------------------------------------------------------------------------------------------------
 
 
-async def test_unknown_model_is_404(sim, http):
-    url = sim()
+async def test_unknown_model_is_404(start_sim, http):
+    url = start_sim().url
     s = await stream(http, url, "/chat/completions", {**chat_body(), "model": "gpt-9"})
     assert s.status == 404 and "gpt-9" in s.error["error"]["message"] and s.error["error"]["code"] == 404
 
 
-async def test_invalid_json_is_400(sim, http):
-    url = sim()
+async def test_invalid_json_is_400(start_sim, http):
+    url = start_sim().url
     async with http.post(
         url + "/chat/completions", data=b'{"model": ', headers={"Content-Type": "application/json"}
     ) as r:
@@ -232,23 +218,23 @@ async def test_invalid_json_is_400(sim, http):
         assert r.status == 400
 
 
-async def test_context_overflow_is_400_like_vllm(sim, http):
-    url = sim(max_model_len=64)
+async def test_context_overflow_is_400_like_vllm(start_sim, http):
+    url = start_sim(max_model_len=64).url
     s = await stream(http, url, "/chat/completions", chat_body(60))
     assert s.status == 400
     assert "maximum context length is 64 tokens" in s.error["error"]["message"]
     assert (await stream(http, url, "/chat/completions", chat_body(20))).status == 200
 
 
-async def test_strict_fields_reject_extensions_with_422(sim, http):
-    url = sim(strict_fields=True)
+async def test_strict_fields_reject_extensions_with_422(start_sim, http):
+    url = start_sim(strict_fields=True).url
     s = await stream(http, url, "/chat/completions", chat_body(3, ignore_eos=True, min_tokens=3))
     assert s.status == 422 and "ignore_eos" in s.error["error"]["message"]
     assert (await stream(http, url, "/chat/completions", chat_body(3))).status == 200
 
 
-async def test_api_key_required_when_set(sim, http):
-    url = sim(api_key="s3cret")
+async def test_api_key_required_when_set(start_sim, http):
+    url = start_sim(api_key="s3cret").url
     assert (await stream(http, url, "/chat/completions", chat_body(2))).status == 401
     wrong = {"Authorization": "Bearer nope"}
     assert (await stream(http, url, "/chat/completions", chat_body(2), headers=wrong)).status == 401
@@ -263,20 +249,20 @@ async def test_api_key_required_when_set(sim, http):
 # -- faults ----------------------------------------------------------------------------------------------------------
 
 
-async def test_error_rate_gives_500(sim, http):
-    url = sim(error_rate=1.0)
+async def test_error_rate_gives_500(start_sim, http):
+    url = start_sim(error_rate=1.0).url
     s = await stream(http, url, "/chat/completions", chat_body())
     assert s.status == 500 and s.error["error"]["code"] == 500
 
 
-async def test_rate_429_gives_retry_after(sim, http):
-    url = sim(rate_429=1.0, retry_after_s=3)
+async def test_rate_429_gives_retry_after(start_sim, http):
+    url = start_sim(rate_429=1.0, retry_after_s=3).url
     s = await stream(http, url, "/chat/completions", chat_body())
     assert s.status == 429 and s.headers["Retry-After"] == "3"
 
 
-async def test_reset_aborts_mid_stream(sim, http):
-    url = sim(reset_rate=1.0)
+async def test_reset_aborts_mid_stream(start_sim, http):
+    url = start_sim(reset_rate=1.0).url
     received = 0
     with pytest.raises((aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, ConnectionResetError)):
         async with http.post(url + "/chat/completions", json=chat_body(20, stream=True)) as resp:
@@ -286,16 +272,16 @@ async def test_reset_aborts_mid_stream(sim, http):
     assert 1 <= received < 20
 
 
-async def test_malformed_chunk_then_stream_goes_on(sim, http):
-    url = sim(malformed_rate=1.0)
+async def test_malformed_chunk_then_stream_goes_on(start_sim, http):
+    url = start_sim(malformed_rate=1.0).url
     s = await stream(http, url, "/chat/completions", chat_body(10))
     bad = [e for e in s.events if isinstance(e, bytes)]
     assert len(bad) == 1
     assert len(s.content_events) == 10 and s.events[-1] == "[DONE]"
 
 
-async def test_stall_holds_output_for_stall_s(sim, http):
-    url = sim(stall_rate=1.0, stall_s=0.3)
+async def test_stall_holds_output_for_stall_s(start_sim, http):
+    url = start_sim(stall_rate=1.0, stall_s=0.3).url
     s = await stream(http, url, "/chat/completions", chat_body(10))
     assert len(s.content_events) == 10
     _, truth = await get_json(http, f"{root(url)}/sim/stamps/{s.response_id}")
@@ -303,14 +289,14 @@ async def test_stall_holds_output_for_stall_s(sim, http):
     assert max(gaps) >= 0.3e9  # the server really wrote nothing for stall_s
 
 
-async def test_no_usage_fault_drops_the_usage_chunk(sim, http):
-    url = sim(no_usage=True)
+async def test_no_usage_fault_drops_the_usage_chunk(start_sim, http):
+    url = start_sim(no_usage=True).url
     s = await stream(http, url, "/chat/completions", chat_body(3, stream_options={"include_usage": True}))
     assert s.usage is None and len(s.content_events) == 3 and s.events[-1] == "[DONE]"
 
 
-async def test_faults_change_at_runtime(sim, http):
-    url = sim()
+async def test_faults_change_at_runtime(start_sim, http):
+    url = start_sim().url
     async with http.post(root(url) + "/sim/config", json={"error_rate": 1.0}) as resp:
         assert resp.status == 200 and (await resp.json())["error_rate"] == 1.0
     assert (await stream(http, url, "/chat/completions", chat_body())).status == 500
@@ -325,8 +311,8 @@ async def test_faults_change_at_runtime(sim, http):
 # -- ground truth ----------------------------------------------------------------------------------------------------
 
 
-async def test_stamps_one_per_content_chunk_and_before_arrival(sim, http):
-    url = sim(tokens_per_chunk=2)
+async def test_stamps_one_per_content_chunk_and_before_arrival(start_sim, http):
+    url = start_sim(tokens_per_chunk=2).url
     s = await stream(http, url, "/chat/completions", chat_body(9, stream_options={"include_usage": True}))
     status, truth = await get_json(http, f"{root(url)}/sim/stamps/{s.response_id}")
     assert status == 200
@@ -358,10 +344,10 @@ async def _first_chunk_then_rest(http, url, body, first: asyncio.Event | None = 
 
 
 @pytest.mark.parametrize("kv_full", [True, False])
-async def test_kv_capacity_makes_the_next_request_wait(sim, http, kv_full):
+async def test_kv_capacity_makes_the_next_request_wait(start_sim, http, kv_full):
     body = {"model": MODEL, "prompt": [7] * 10, "max_tokens": 150, "ignore_eos": True}
     per_request = 10 + 150
-    url = sim(speed=10.0, kv_capacity_tokens=4 * per_request if kv_full else 100 * per_request)
+    url = start_sim(speed=10.0, kv_capacity_tokens=4 * per_request if kv_full else 100 * per_request).url
     firsts = [asyncio.Event() for _ in range(4)]
     running = [asyncio.create_task(_first_chunk_then_rest(http, url, body, ev)) for ev in firsts]
     await asyncio.wait_for(asyncio.gather(*(ev.wait() for ev in firsts)), 10)
@@ -397,9 +383,9 @@ async def _running(http, url) -> float:
     return float(next(ln for ln in text.splitlines() if ln.startswith("vllm:num_requests_running")).split()[-1])
 
 
-async def test_client_disconnect_frees_the_request(sim, http):
+async def test_client_disconnect_frees_the_request(start_sim, http):
     body = {"model": MODEL, "prompt": [3] * 10, "max_tokens": 20_000, "ignore_eos": True, "stream": True}
-    url = sim(speed=1.0, kv_capacity_tokens=20_010)  # room for exactly one such request
+    url = start_sim(speed=1.0, kv_capacity_tokens=20_010).url  # room for exactly one such request
     async with http.post(url + "/completions", json=body) as resp:
         await resp.content.readline()  # streaming has begun: it holds the whole KV cache
         assert await _running(http, url) == 1

@@ -11,8 +11,9 @@ import pytest
 from engine.sim import SimConfig, SimServer
 from engine.sim.model import step_cost
 
-# Watts and energy are integrated over wall time: a CPU-starved simulator under xdist drifts past the tolerance.
-pytestmark = pytest.mark.alone
+# Watts and energy are integrated over wall time: a CPU-starved simulator under xdist drifts past the tolerance, so
+# those tests are `alone`; the reading's shape and the limit's validation do not depend on timing.
+ALONE = pytest.mark.alone
 
 MODEL = "sim-llama-3.1-8b"
 GPU_FIELDS = {
@@ -23,19 +24,9 @@ GPU_FIELDS = {
 }  # fmt: skip
 
 
-@pytest.fixture
-def sim():
-    servers: list[SimServer] = []
-
-    def start(**settings) -> tuple[str, SimConfig]:
-        cfg = SimConfig(**settings)
-        server = SimServer(cfg)
-        servers.append(server)
-        return server.start().removesuffix("/v1"), cfg
-
-    yield start
-    for server in servers:
-        server.stop()
+def root_and_config(server: SimServer) -> tuple[str, SimConfig]:
+    """A started simulator (conftest.py start_sim) as the server root and its settings."""
+    return server.url.removesuffix("/v1"), server.config
 
 
 @pytest.fixture
@@ -85,8 +76,8 @@ def assert_energy_bracketed(a: tuple[int, dict, int], b: tuple[int, dict, int], 
     assert watts * (b0 - a1) / 1e6 - 1 <= delta_mj <= watts * (b1 - a0) / 1e6 + 1
 
 
-async def test_gpu_reading_has_the_agreed_shape(sim, http):
-    root, _ = sim()
+async def test_gpu_reading_has_the_agreed_shape(start_sim, http):
+    root, _ = root_and_config(start_sim())
     reading = await gpu(http, root)
     assert set(reading) == set(GPU_FIELDS)
     for name, kind in GPU_FIELDS.items():
@@ -96,8 +87,8 @@ async def test_gpu_reading_has_the_agreed_shape(sim, http):
     assert (reading["min_limit_w"], reading["default_limit_w"], reading["max_limit_w"]) == (200.0, 700.0, 700.0)
 
 
-async def test_power_limit_clamps_and_rejects_bad_bodies(sim, http):
-    root, _ = sim()
+async def test_power_limit_clamps_and_rejects_bad_bodies(start_sim, http):
+    root, _ = root_and_config(start_sim())
     status, reading = await set_cap(http, root, 50)
     assert status == 200 and reading["power_limit_w"] == reading["enforced_limit_w"] == 200.0
     assert (await set_cap(http, root, 5000))[1]["enforced_limit_w"] == 700.0
@@ -109,17 +100,19 @@ async def test_power_limit_clamps_and_rejects_bad_bodies(sim, http):
     assert (await gpu(http, root))["power_limit_w"] == 350.5
 
 
-async def test_idle_energy_is_idle_watts_times_time(sim, http):
-    root, cfg = sim()
+@ALONE
+async def test_idle_energy_is_idle_watts_times_time(start_sim, http):
+    root, cfg = root_and_config(start_sim())
     first = await timed_gpu(http, root)
     await asyncio.sleep(0.3)
     second = await timed_gpu(http, root)
     assert_energy_bracketed(first, second, cfg.idle_w)
 
 
-async def test_cap_below_demand_lengthens_decode_steps(sim, http):
+@ALONE
+async def test_cap_below_demand_lengthens_decode_steps(start_sim, http):
     # decode_half_batch=1: even one sequence demands ~475 W, so a 200 W cap binds hard
-    root, cfg = sim(speed=2.0, decode_half_batch=1.0)
+    root, cfg = root_and_config(start_sim(speed=2.0, decode_half_batch=1.0))
     free_itl = await mean_itl_s(http, root, await generate(http, root, 40))
     await set_cap(http, root, 200)
     capped_itl = await mean_itl_s(http, root, await generate(http, root, 40))
@@ -131,8 +124,9 @@ async def test_cap_below_demand_lengthens_decode_steps(sim, http):
     assert reported == pytest.approx(stretch)
 
 
-async def test_power_tracks_the_cap_and_energy_is_its_exact_integral(sim, http):
-    root, cfg = sim(decode_half_batch=1.0)
+@ALONE
+async def test_power_tracks_the_cap_and_energy_is_its_exact_integral(start_sim, http):
+    root, cfg = root_and_config(start_sim(decode_half_batch=1.0))
     await set_cap(http, root, 200)
     load = [asyncio.create_task(generate(http, root, 250)) for _ in range(2)]
     try:
@@ -151,8 +145,9 @@ async def test_power_tracks_the_cap_and_energy_is_its_exact_integral(sim, http):
         await asyncio.gather(*load, return_exceptions=True)
 
 
-async def test_energy_counter_is_monotonic_under_changing_load(sim, http):
-    root, cfg = sim(speed=20.0)
+@ALONE
+async def test_energy_counter_is_monotonic_under_changing_load(start_sim, http):
+    root, cfg = root_and_config(start_sim(speed=20.0))
     readings = []
     for wave in (1, 8, 0, 32):
         load = [asyncio.create_task(generate(http, root, 60)) for _ in range(wave)]

@@ -17,7 +17,6 @@ from engine.config import RunConfig
 from engine.pricing import DEFAULT_PRICING, load_pricing
 from engine.reports.sweep import CELL_COLUMNS
 from engine.sim.model import SimConfig
-from engine.sim.process import start_sim_process
 from engine.sweep.matrix import MatrixError, load_state, run_matrix, state_path_for
 from engine.sweep.session import SweepTarget
 from engine.workload.profile import load_profile
@@ -33,16 +32,11 @@ def fits(i, o):
     return i + o <= SIM.max_model_len and i < SIM.max_model_len
 
 
-@pytest.fixture(scope="module")
-def sim():
-    with start_sim_process(SIM) as server:
-        yield server
-
-
-@pytest.mark.alone  # per-cell capacity and lengths: run with the cores to itself
-def test_matrix_runs_every_cell_resumes_and_writes_table_json_and_csv(sim, tmp_path, capsys):
+# Not `alone`: nothing here compares timings. With --max 2 every runnable cell's capacity is 1 or 2 whatever the
+# box's load, and the lengths are the server's usage (calibrated), so it runs in the parallel suite.
+def test_matrix_runs_every_cell_resumes_and_writes_table_json_and_csv(sim_process, tmp_path, capsys):
     out_json, out_csv = tmp_path / "matrix.json", tmp_path / "matrix.csv"
-    argv = ["sweep", sim.url, "--profile", str(PROFILE), "--gpu", "sim", "--workers", "1", "--refresh", "10"]
+    argv = ["sweep", sim_process.url, "--profile", str(PROFILE), "--gpu", "sim", "--workers", "1", "--refresh", "10"]
     argv += ["--json", str(out_json), "--csv", str(out_csv)]
     loaded = load_profile(str(PROFILE))
     grid = [(i, o) for i in loaded.profile.matrix.inputs for o in loaded.profile.matrix.outputs]
@@ -51,8 +45,8 @@ def test_matrix_runs_every_cell_resumes_and_writes_table_json_and_csv(sim, tmp_p
 
     # 1. The matrix is interrupted once three cells have run (as Ctrl-C would): finished cells are kept.
     settings = settings_from_args(build_parser().parse_args(argv), loaded)
-    config = RunConfig(base_url=sim.url, model=SIM.model, workers=1, tick_hz=10)
-    target = SweepTarget(config, gpu="sim", sim_url=sim.url, pricing=load_pricing(DEFAULT_PRICING))
+    config = RunConfig(base_url=sim_process.url, model=SIM.model, workers=1, tick_hz=10)
+    target = SweepTarget(config, gpu="sim", sim_url=sim_process.url, pricing=load_pricing(DEFAULT_PRICING))
     stop = threading.Event()
     ran: list[str] = []
 
@@ -114,12 +108,12 @@ def test_matrix_runs_every_cell_resumes_and_writes_table_json_and_csv(sim, tmp_p
     assert "exceeds context" in captured.out
 
 
-def test_resume_refuses_a_state_from_other_settings(sim, tmp_path):
+def test_resume_refuses_a_state_from_other_settings(sim_process, tmp_path):
     loaded = load_profile(str(PROFILE))
-    argv = ["sweep", sim.url, "--profile", str(PROFILE)]
+    argv = ["sweep", sim_process.url, "--profile", str(PROFILE)]
     settings = settings_from_args(build_parser().parse_args(argv), loaded)
     state = tmp_path / "m.state.json"
-    target = SweepTarget(RunConfig(base_url=sim.url, model=SIM.model, workers=1))
+    target = SweepTarget(RunConfig(base_url=sim_process.url, model=SIM.model, workers=1))
     stop = threading.Event()
     stop.set()  # nothing runs; an empty state is still written on the first finished cell only
     run_matrix(target, loaded, settings, state_path=state, stop_flag=stop)

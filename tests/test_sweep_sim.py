@@ -7,10 +7,10 @@ planned step at or above that number. Exact per-request lengths (calibrated) mak
 """
 
 import threading
-import time
 
 import httpx
 import pytest
+from engine_helpers import wait_for
 
 from engine.config import RunConfig
 from engine.load.controller import Controller
@@ -36,12 +36,6 @@ FAST = {"window_s": 1.0, "step_time_s": 4.0, "steady_tolerance": 0.05}
 
 
 @pytest.fixture(scope="module")
-def sim():
-    with start_sim_process(SIM) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def loaded():
     base = load_profile("chat")
     return base.with_profile(base.profile.model_copy(update={"input": Fixed(value=IN), "output": Fixed(value=OUT)}))
@@ -61,13 +55,14 @@ def set_faults(url, **fields):
     reply.raise_for_status()
 
 
-def test_linear_sweep_stops_at_the_kv_capacity(sim, loaded):
+def test_linear_sweep_stops_at_the_kv_capacity(sim_process, loaded):
     assert KNOWN_CAPACITY == 3
     # At exactly the capacity each freed slot idles for a client round trip and a prefill before the next request
     # arrives, so one step past it can still gain a few percent (queued requests refill at once): a 10% threshold
     # keeps that from reading as "still rising".
     settings = SweepSettings(start=1, max=16, linear_step=1, threshold=0.10, **FAST)
-    result = find_ceiling(SweepTarget(config(sim.url), gpu="sim", sim_url=sim.url), loaded, settings, seed=2)
+    target = SweepTarget(config(sim_process.url), gpu="sim", sim_url=sim_process.url)
+    result = find_ceiling(target, loaded, settings, seed=2)
     o = result.outcome
     assert result.status == "ok", result.message
     assert o.capacity == KNOWN_CAPACITY == expected_capacity(settings)
@@ -81,9 +76,9 @@ def test_linear_sweep_stops_at_the_kv_capacity(sim, loaded):
     assert o.capacity_step.ttft_p99_ms < o.steps[-1].ttft_p99_ms  # past the knee requests queue
 
 
-def test_error_rate_over_ten_percent_stops_the_sweep_and_steps_are_phases(sim, loaded):
+def test_error_rate_over_ten_percent_stops_the_sweep_and_steps_are_phases(sim_process, loaded):
     settings = SweepSettings(start=1, max=64, **FAST)
-    cfg = config(sim.url, concurrency=1, window_s=FAST["window_s"])
+    cfg = config(sim_process.url, concurrency=1, window_s=FAST["window_s"])
     factory, _ = __import__("asyncio").run(calibrate_profile(cfg, loaded))
     events = []
 
@@ -99,14 +94,14 @@ def test_error_rate_over_ten_percent_stops_the_sweep_and_steps_are_phases(sim, l
 
     def inject(progress):
         if progress.finished is not None and progress.finished.concurrency == 2:
-            set_faults(sim.url, error_rate=0.5)  # from the third step on, half the requests fail with 500
+            set_faults(sim_process.url, error_rate=0.5)  # from the third step on, half the requests fail with 500
 
     controller = Controller(cfg, sinks=(Events(),), request_factory=factory)
     try:
         controller.start()
         outcome = SweepRunner(controller, settings, on_progress=inject, lengths=LengthTally.for_profile(loaded)).run()
     finally:
-        set_faults(sim.url, error_rate=0.0)
+        set_faults(sim_process.url, error_rate=0.0)
         controller.close()
     assert [s.concurrency for s in outcome.steps] == [1, 2, 4]
     last = outcome.steps[-1]
@@ -119,9 +114,9 @@ def test_error_rate_over_ten_percent_stops_the_sweep_and_steps_are_phases(sim, l
     assert [e.value for e in events if e.kind is EventKind.CONCURRENCY] == [1, 2, 4]
 
 
-def test_goodput_respects_the_ttft_slo(sim, loaded):
+def test_goodput_respects_the_ttft_slo(sim_process, loaded):
     settings = SweepSettings(start=1, max=64, slo_ttft_p99_ms=40.0, **FAST)
-    result = find_ceiling(SweepTarget(config(sim.url)), loaded, settings)
+    result = find_ceiling(SweepTarget(config(sim_process.url)), loaded, settings)
     o = result.outcome
     assert o.steps[-1].verdict is Verdict.SLO, o.stop_reason
     assert o.steps[-1].concurrency > KNOWN_CAPACITY  # queueing past the knee is what breaks the SLO
@@ -131,8 +126,8 @@ def test_goodput_respects_the_ttft_slo(sim, loaded):
     assert "TTFT p99" in o.stop_reason
 
 
-def test_auto_ramp_finds_the_capacity_and_holds_there(sim, loaded):
-    cfg = config(sim.url, concurrency=2, window_s=FAST["window_s"])
+def test_auto_ramp_finds_the_capacity_and_holds_there(sim_process, loaded):
+    cfg = config(sim_process.url, concurrency=2, window_s=FAST["window_s"])
     factory, _ = __import__("asyncio").run(calibrate_profile(cfg, loaded))
     controller = Controller(cfg, request_factory=factory)
     ramp = AutoRamp(controller, SweepSettings(max=64, **FAST))
@@ -149,9 +144,7 @@ def test_auto_ramp_finds_the_capacity_and_holds_there(sim, loaded):
     controller.subscribe(on_snapshot)
     try:
         controller.start()
-        deadline = time.monotonic() + 10
-        while controller.latest.state.value == "starting" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: controller.latest.state.value != "starting", 10, "the session to start")
         assert ramp.toggle() == "auto-ramp on: from concurrency 2, up to 64"
         assert ramp.enabled and ramp.status().startswith("auto: c=2 step 1")
         assert finished.wait(60), "the auto-ramp did not finish"
@@ -160,10 +153,8 @@ def test_auto_ramp_finds_the_capacity_and_holds_there(sim, loaded):
         assert outcome.capacity == 4  # the first planned step at or above the KV capacity of 3
         assert not ramp.enabled
         assert lines[-1].startswith("auto-ramp done: capacity 4")
-        deadline = time.monotonic() + 5
-        while controller.latest.target_concurrency != 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert controller.latest.target_concurrency == 4  # it holds the load at the capacity it found
+        wait_for(lambda: controller.latest.target_concurrency == 4, 5,
+                 "the load at the capacity it found")  # it holds the load there  # fmt: skip
     finally:
         controller.close()
 
@@ -183,8 +174,8 @@ def feed_ramp(controller, ramp):
     return lines, ended
 
 
-def test_auto_ramp_yields_to_the_operator(sim, loaded):
-    cfg = config(sim.url, concurrency=1, window_s=FAST["window_s"])
+def test_auto_ramp_yields_to_the_operator(sim_process, loaded):
+    cfg = config(sim_process.url, concurrency=1, window_s=FAST["window_s"])
     controller = Controller(cfg)
     ramp = AutoRamp(controller, SweepSettings(**FAST))
     lines, ended = feed_ramp(controller, ramp)
@@ -201,9 +192,9 @@ def test_auto_ramp_yields_to_the_operator(sim, loaded):
         controller.close()
 
 
-def test_auto_ramp_ends_when_the_operator_pauses(sim, loaded):
+def test_auto_ramp_ends_when_the_operator_pauses(sim_process, loaded):
     """A paused step's tok/s falls for want of load, not capacity: judging it would end the ramp on a false knee."""
-    controller = Controller(config(sim.url, concurrency=2, window_s=FAST["window_s"]))
+    controller = Controller(config(sim_process.url, concurrency=2, window_s=FAST["window_s"]))
     ramp = AutoRamp(controller, SweepSettings(**FAST))
     lines, ended = feed_ramp(controller, ramp)
     try:

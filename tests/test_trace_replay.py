@@ -12,26 +12,22 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_helpers import CollectingSink, config, run_to_end, sim_server, wait_for
+from engine_helpers import CollectingSink, config, run_to_end, wait_for
 
 from engine.load.controller import Controller
 from engine.session.trace_setup import prepare_trace
+from engine.sim.model import SimConfig
 from engine.workload.traces import TraceWindow, open_trace
 
 pytestmark = pytest.mark.slow
 SAMPLES = Path(__file__).resolve().parents[1] / "profiles" / "traces"
 SPEED = 3.0
 WINDOW = TraceWindow(0.0, 6.0)
+SIM = SimConfig(speed=50, max_model_len=32_768)  # conftest.py sim_url
 
 
-@pytest.fixture(scope="module")
-def sim():
-    with sim_server(speed=50, max_model_len=32_768) as url:
-        yield url
-
-
-def _replay(sim: str, name: str, **fields):
-    cfg = config(sim, workers=1, **fields)
+def _replay(sim_url: str, name: str, **fields):
+    cfg = config(sim_url, workers=1, **fields)
     factory, cfg, plan = prepare_trace(cfg, str(SAMPLES / name), speed=SPEED, window=WINDOW)
     sink = CollectingSink()
     controller = Controller(cfg, request_factory=factory, sinks=[sink])
@@ -40,8 +36,8 @@ def _replay(sim: str, name: str, **fields):
 
 
 @pytest.mark.parametrize("name", ["mooncake-sample.jsonl", "azure-sample.csv", "burstgpt-sample.csv"])
-def test_each_format_replays_every_row_on_the_trace_clock_at_its_length(sim, name):
-    controller, records, plan = _replay(sim, name)
+def test_each_format_replays_every_row_on_the_trace_clock_at_its_length(sim_url, name):
+    controller, records, plan = _replay(sim_url, name)
     rows = list(open_trace(SAMPLES / name).rows(WINDOW))
     rows = [r for r in rows if r.output_tokens > 0]
     assert len(records) == len(rows) == plan.fingerprint.rows > 20
@@ -70,8 +66,8 @@ def test_each_format_replays_every_row_on_the_trace_clock_at_its_length(sim, nam
     assert sum(r.output_tokens for r in records) == sum(r.output_tokens for r in rows)
 
 
-def test_session_trace_replays_later_turns_with_the_earlier_answers(sim):
-    _, records, plan = _replay(sim, "bailian-sample.jsonl")
+def test_session_trace_replays_later_turns_with_the_earlier_answers(sim_url):
+    _, records, plan = _replay(sim_url, "bailian-sample.jsonl")
     assert len(records) == plan.fingerprint.rows and all(r.ok for r in records)
     turns = {r.turn for r in records}
     assert 1 in turns and 2 in turns
@@ -114,13 +110,13 @@ def test_a_bad_trace_is_one_line_and_no_request_is_sent(tmp_path):
                      "by time first"]
 
 
-def test_speed_changes_live_and_pause_resume_neither_skips_nor_repeats_rows(sim, tmp_path):
+def test_speed_changes_live_and_pause_resume_neither_skips_nor_repeats_rows(sim_url, tmp_path):
     """The rate keys call set_rate: in trace mode that is the speed. Rows 1 s apart at speed 4 (250 ms); after
     set_rate(16) they come 62.5 ms apart; a pause freezes the trace clock and a resume goes on from there."""
     path = tmp_path / "even.jsonl"
     path.write_text("".join(json.dumps({"timestamp": 1000 * i, "input_length": 40, "output_length": 2}) + "\n"
-                            for i in range(80)))  # fmt: skip
-    cfg = config(sim, workers=1)
+                            for i in range(40)))  # fmt: skip
+    cfg = config(sim_url, workers=1)
     factory, cfg, _ = prepare_trace(cfg, str(path), speed=4.0)
     sink = CollectingSink()
     controller = Controller(cfg, request_factory=factory, sinks=[sink])
@@ -136,7 +132,7 @@ def test_speed_changes_live_and_pause_resume_neither_skips_nor_repeats_rows(sim,
     finally:
         controller.close()
     sched = sorted(r.t_scheduled_ns for r in sink.records)
-    assert len(sched) == 80 and len(set(sched)) == 80
+    assert len(sched) == 40 and len(set(sched)) == 40
     gaps_ms = [(b - a) / 1e6 for a, b in itertools.pairwise(sched)]
     assert gaps_ms[1] == pytest.approx(250, abs=1) and gaps_ms[-1] == pytest.approx(62.5, abs=1)
     assert max(gaps_ms) > 400  # the pause: nothing was due while it lasted, and nothing was skipped after it

@@ -18,7 +18,7 @@ from tui_canned import until
 from engine.config import RunConfig
 from engine.load.controller import Controller
 from engine.sim.model import SimConfig
-from engine.sim.process import start_sim_process
+from engine.sim.process import SimProcess, start_sim_process
 from engine.snapshot import RunState, Snapshot
 from engine.sweep.rules import SweepSettings
 from tui.app import WattloadApp, live_app
@@ -34,30 +34,24 @@ START_S = 30.0  # spawning a worker on a loaded 2-core box can take seconds
 SIZE = (120, 36)
 
 
+SIM = SimConfig(seed=3)  # real speed: 48-token answers take ~0.5 s, so in-flight counts can be read
+
+
 @pytest.fixture(scope="module")
-def sim_url() -> Iterator[str]:
-    """The simulated server at real speed: 48-token answers take ~0.5 s, so in-flight counts can be read."""
-    sim = start_sim_process(SimConfig(seed=3))
-    try:
-        yield sim.url
-    finally:
-        sim.stop()
+def sim_url(sim_process: SimProcess) -> str:
+    """The module's simulator in its own process (conftest.py sim_process), as `wattload demo` runs it."""
+    return sim_process.url
 
 
 @pytest.fixture(scope="module")
 def fast_sim_url() -> Iterator[str]:
-    """The simulated server at 4x speed, for the auto-ramp: more tokens in its short windows settle steps sooner."""
-    sim = start_sim_process(SimConfig(seed=3, speed=4))
+    """The simulated server at 4x speed, for the auto-ramp: more tokens in its short windows settle steps sooner.
+    Its GPU's limits span 700..650 W, so the `w` sweep has three caps to hold (default_caps; 8 on a real range)."""
+    sim = start_sim_process(SimConfig(seed=3, speed=4, min_limit_w=650.0))
     try:
         yield sim.url
     finally:
         sim.stop()
-
-
-@pytest.fixture(autouse=True)
-def _private_state_dir(monkeypatch, tmp_path):
-    """Power-cap bookkeeping goes to a temporary directory, never the developer's ~/.local/state."""
-    monkeypatch.setenv("WATTLOAD_STATE_DIR", str(tmp_path))
 
 
 def controller(url: str, **fields: object) -> Controller:
@@ -131,7 +125,7 @@ async def test_power_cap_keys_step_the_simulated_gpu_and_quit_restores_it(sim_ur
             await pilot.press("left_square_bracket", "left_square_bracket")
             await until(pilot, lambda: shown(app).gpu.power_limit_w == start_limit - 100, 10, "the panel at -100 W")
             assert sim_gpu(sim_url)["power_limit_w"] == start_limit - 100
-            assert any("power cap" in n.message for n in app._notifications)
+            assert any("power cap" in m for m in app.toasts.showing())
             await until(pilot, lambda: app.history.markers and app.history.markers[-1][1] == "cap", 5, "a chart marker")
             await pilot.press("q")
             assert isinstance(app.screen, ConfirmQuitScreen)
@@ -222,15 +216,15 @@ async def test_w_runs_a_live_power_cap_sweep_into_the_event_log_and_puts_the_cap
                         "telemetry from the simulated GPU")  # fmt: skip
             start_limit = sim_gpu(fast_sim_url)["power_limit_w"]
             await pilot.press("w")
-            assert any(m.startswith("cap sweep on: 700, 650") for _, m in app.toasts.said)
+            assert any(m.startswith("cap sweep on: 700, 675, 650 W") for _, m in app.toasts.said)
             log = app.screen.query_one(EventLogPanel)
 
             def logged() -> str:
                 return "".join(line.text for line in log.lines)
 
-            await until(pilot, lambda: "cap sweep 1/8 700 W" in logged(), 30, "the first cap's figures")
+            await until(pilot, lambda: "cap sweep 1/3 700 W" in logged(), 30, "the first cap's figures")
             await until(pilot, lambda: "cap sweep done: sweet spot" in logged(), 120, "the sweep's sweet spot")
-            assert "cap sweep 8/8 275 W" in logged()
+            assert "cap sweep 3/3 650 W" in logged()
             await until(pilot, lambda: sim_gpu(fast_sim_url)["power_limit_w"] == start_limit, 10,
                         "the cap from before the sweep to come back")  # fmt: skip
             await pilot.press("q")

@@ -11,7 +11,7 @@ import asyncio
 import threading
 
 import pytest
-from synthetic_recording import SyntheticSpec, write_synthetic
+from synthetic_recording import SyntheticSpec
 from tui_canned import CannedControl, screen_text, session, session_snapshot, until
 
 from engine.records import EventKind
@@ -118,8 +118,8 @@ async def test_pause_recording_and_cap_keys_call_the_control_and_show_its_answer
     app = live_app(control, refresh_hz=0)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("space", "right_square_bracket", "r")
-        await until(pilot, lambda: len(app._notifications) >= 2)
-        messages = [n.message for n in app._notifications]
+        await until(pilot, lambda: len(app.toasts.showing()) >= 2)
+        messages = app.toasts.showing()
         assert "GPU 0 power cap 675 W, enforced 675 W" in messages
         assert "recording to /tmp/wattload-test.wlrec" in messages
         assert ("pause",) in control.calls and ("step_power_cap", 25.0) in control.calls
@@ -137,7 +137,7 @@ async def test_a_toggles_the_auto_ramp_which_steps_the_load_and_shows_its_status
         control.push(session_snapshot(21))
         await until(pilot, lambda: "↗ auto: c=8 step 1 0/2s" in screen_text(app))
         assert ("set_concurrency", 8) in control.calls  # step 1 holds the load it found
-        assert "auto-ramp on: from concurrency 8, up to 512" in [n.message for n in app._notifications]
+        assert "auto-ramp on: from concurrency 8, up to 512" in app.toasts.showing()
 
         # a step holds at least 3 request durations (E2E p50 ~1.6 s here), beyond its 2 s step time: 6 s of
         # snapshots, then step 1 runs out of time and the ramp doubles the load
@@ -148,13 +148,13 @@ async def test_a_toggles_the_auto_ramp_which_steps_the_load_and_shows_its_status
         log = app.screen.query_one(EventLogPanel)
         logged = "".join(line.text for line in log.lines)  # the narrow log wraps long lines
         assert logged.count("auto-ramp: c=8") == 1 and "tok/s (improved)" in logged
-        assert not any("auto-ramp: c=8" in n.message for n in app._notifications)  # step lines stay in the log
+        assert not any("auto-ramp: c=8" in m for _, m in app.toasts.said)  # step lines stay in the log, never a toast
 
         await pilot.press("a")
         control.push(session_snapshot(46).model_copy(update={"target_concurrency": 16}))
         await until(pilot, lambda: "auto:" not in screen_text(app))
         assert not app.dashboard.ramp.ramp.enabled
-        off = [n.message for n in app._notifications if n.message.startswith("auto-ramp off")]
+        off = [m for m in app.toasts.showing() if m.startswith("auto-ramp off")]
         assert off and "capacity 8" in off[0] and "stopped by the operator" in off[0]
         assert control.calls[-1] == ("set_concurrency", 16)  # switched off: the load stays where it was
 
@@ -170,8 +170,8 @@ async def test_a_ramp_that_raises_is_dropped_with_one_line_and_the_dashboard_kee
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("a")
         control.push(session_snapshot(21))
-        await until(pilot, lambda: any("auto-ramp failed" in n.message for n in app._notifications))
-        assert any("cannot set 8" in n.message for n in app._notifications)
+        await until(pilot, lambda: any("auto-ramp failed" in m for m in app.toasts.showing()))
+        assert any("cannot set 8" in m for m in app.toasts.showing())
         control.push(session_snapshot(22))
         await until(pilot, lambda: app.snapshot.seq == 22)
         assert not app.dashboard.ramp.ramp.enabled and "auto:" not in screen_text(app)
@@ -250,12 +250,10 @@ async def test_no_color_turns_every_colour_grey(monkeypatch, no_color):
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rec") / "session.wlrec"
+def recording(synthetic_recording):
     spec = SyntheticSpec(duration_s=120.0, rate=20.0, events=((30.0, EventKind.CONCURRENCY, 16.0),
                                                              (60.0, EventKind.POWER_CAP, 400.0)))  # fmt: skip
-    write_synthetic(path, spec)
-    return path
+    return synthetic_recording(spec, "session.wlrec")
 
 
 async def test_replay_keys_drive_the_real_player(recording):
@@ -284,7 +282,7 @@ async def test_replay_keys_drive_the_real_player(recording):
             assert {kind for _, kind in timeline.markers} >= {"concurrency", "power_cap"}
             await pilot.press("plus", "r", "a")
             assert [m for _, m in app.toasts.said].count(REPLAY_DISABLED) == 3
-            assert [n.message for n in app._notifications].count(REPLAY_DISABLED) == 1  # replaced, not stacked
+            assert app.toasts.showing().count(REPLAY_DISABLED) == 1  # replaced, not stacked
             await pilot.press("q")
             await until(pilot, lambda: app.return_code is not None)
         assert app.closed

@@ -20,11 +20,6 @@ from tui.widgets.server import ServerPanel, sparkline
 SIZE = (120, 36)
 
 
-@pytest.fixture(autouse=True)
-def _private_state_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("WATTLOAD_STATE_DIR", str(tmp_path))
-
-
 async def test_the_panel_stays_hidden_without_server_metrics():
     app = live_app(CannedControl(session(8)), refresh_hz=0)
     async with app.run_test(size=SIZE) as pilot:

@@ -6,7 +6,7 @@ replay keeps its chart history and event log across seeks. Pilot over canned sou
 from __future__ import annotations
 
 import pytest
-from synthetic_recording import SyntheticSpec, write_synthetic
+from synthetic_recording import SyntheticSpec
 from tui_canned import CannedControl, screen_text, session, session_snapshot, until
 
 from engine.records import EventKind
@@ -102,7 +102,7 @@ async def test_six_cap_presses_show_one_toast_with_the_newest_answer():
             await pilot.press("left_square_bracket")
             await until(pilot, lambda n=i: len([k for k, _ in app.toasts.said if k == "power_cap"]) == n + 1)
         await pilot.pause()
-        toasts = [n.message for n in app._notifications]
+        toasts = app.toasts.showing()
         assert toasts == ["power cap 550 W (read back 550 W)"]
 
 
@@ -146,14 +146,12 @@ async def test_the_saturation_warning_has_a_fixed_place_and_does_not_move_the_la
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory):
-    path = tmp_path_factory.mktemp("rec") / "session.wlrec"
+def recording(synthetic_recording):
     spec = SyntheticSpec(duration_s=120.0, rate=20.0, events=(
         (0.0, EventKind.START, None), (0.001, EventKind.ANNOTATION, None), (30.0, EventKind.CONCURRENCY, 16.0),
         (43.0, EventKind.RECORD_START, None), (60.0, EventKind.POWER_CAP, 400.0),
         (90.0, EventKind.CONCURRENCY, 24.0)))  # fmt: skip
-    write_synthetic(path, spec)
-    return path
+    return synthetic_recording(spec, "session.wlrec")
 
 
 def _log(app) -> list[tuple[float, str]]:

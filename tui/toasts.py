@@ -34,6 +34,13 @@ class Toasts:
         self.said.append((kind, message))
         app.post_message(Notify(notification))
 
+    def showing(self) -> list[str]:
+        """The messages of the toasts on screen now, oldest first (one per kind: a newer one replaced the old)."""
+        app = self._app()
+        if app is None:
+            return []
+        return [n.message for n in app._notifications]
+
 
 _TOASTS: weakref.WeakKeyDictionary[App[Any], Toasts] = weakref.WeakKeyDictionary()
 

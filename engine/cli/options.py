@@ -99,6 +99,12 @@ def add_gpu_cost_args(parser: argparse.ArgumentParser) -> None:
     gpu.add_argument("--pue", type=positive(float), default=None, metavar="X", help="override: PUE (>= 1)")
 
 
+def add_run_output_args(parser: argparse.ArgumentParser) -> None:
+    """How a live session reports: the TUI or plain lines, and the --json report (the same for run and demo)."""
+    parser.add_argument("--headless", action="store_true", help="no TUI: progress lines, then a summary table")
+    parser.add_argument("--json", metavar="FILE", help="write the final figures and the settings (no API key) here")
+
+
 def set_help(parser: argparse.ArgumentParser, option: str, text: str) -> None:
     """Give a shared flag the help that is true for this command (e.g. demo's own --step default)."""
     for action in parser._actions:

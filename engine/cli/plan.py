@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from engine.plan.capacity import Demand, Plan
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "plan",
         help="capacity plan: GPUs, nodes, $/month, kWh/month and break-even API price for a demand",

@@ -17,15 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-try:  # the real exception class, so code that catches pynvml.NVMLError sees the same type
-    from pynvml import NVMLError
-except ImportError:  # pragma: no cover - nvidia-ml-py is a dependency; this keeps the fake usable without it
-
-    class NVMLError(Exception):  # type: ignore[no-redef]
-        def __init__(self, value: int) -> None:
-            super().__init__(value)
-            self.value = value
-
+from pynvml import NVMLError  # the real exception class (nvidia-ml-py is a dependency): callers catch this type
 
 ENV_STATE = "WATTLOAD_FAKE_NVML"
 

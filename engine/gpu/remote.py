@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from engine.gpu.base import (
     NO_TELEMETRY,
@@ -124,7 +125,7 @@ def _identify(labels: Labels, default_host: str) -> tuple[GpuKey, str, str | Non
 
 
 def _sample(reading: RemoteReading, index: int, t_ns: int, violation_grew: bool | None) -> TelemetrySample:
-    kwargs: dict[str, object] = {}
+    kwargs: dict[str, Any] = {}  # TelemetrySample's fields by name (_FIELDS): float, int or bool each
     for field, attr in _FIELDS.items():
         value = reading.values.get(field)
         if value is not None:
@@ -134,7 +135,7 @@ def _sample(reading: RemoteReading, index: int, t_ns: int, violation_grew: bool 
         kwargs["mem_total_mib"] = round(used + free + reading.values.get("FB_RESERVED", 0.0))
     if violation_grew is not None:
         kwargs["power_cap_binding"] = violation_grew
-    return TelemetrySample(t_ns=t_ns, gpu_index=index, **kwargs)  # type: ignore[arg-type]
+    return TelemetrySample(t_ns=t_ns, gpu_index=index, **kwargs)
 
 
 class RemoteGpuBackend:

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from time import perf_counter_ns
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 from engine.workload.synthetic import RequestSpec
 from engine.workload.traces.rows import TraceRow
@@ -36,7 +36,7 @@ class TimedFactory(Protocol):
     ) -> RequestSpec: ...
 
 
-def is_timed(factory: object) -> bool:
+def is_timed(factory: object) -> TypeGuard[TimedFactory]:
     return callable(getattr(factory, "timeline", None)) and callable(getattr(factory, "spec_for", None))
 
 

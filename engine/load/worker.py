@@ -184,7 +184,7 @@ class _Worker:
         self._arrivals = PoissonArrivals(0.0, worker_seed(config.seed, worker), 0)
         self._arrivals_task: asyncio.Task[None] | None = None
         # A trace replays on its own clock in rate mode; the target rate is then the speed (1.0 = as recorded).
-        self._feed = TraceFeed(factory, worker, config.workers) if is_timed(factory) else None  # type: ignore[arg-type]
+        self._feed = TraceFeed(factory, worker, config.workers) if is_timed(factory) else None
         self._sessions = is_session_factory(factory)  # closed-loop slots are conversations, not requests
         self._conversations = 0  # conversations started (numbers them from 1, apart from request ids)
         self._filler: asyncio.Task[None] | None = None

@@ -30,13 +30,8 @@ from engine.sim.openai_api import ApiError, CompletionRequest, ResponseFrames, c
 from engine.sim.responses_api import ResponsesFrames, parse_responses_request, response_body
 from engine.sim.scheduler import Scheduler, Seq
 from engine.sim.stamps import RequestStamps, StampStore
-from engine.sim.stream import CollectSink, StreamSink
+from engine.sim.stream import CollectSink, Frames, StreamSink
 from engine.sim.tokens import CYCLE_LEN, OutputText
-
-try:  # a faster event loop where available (Linux, macOS)
-    import uvloop
-except ImportError:  # pragma: no cover
-    uvloop = None  # type: ignore[assignment]
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 _JSON = "application/json"
@@ -49,11 +44,20 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
-    return uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
+    """uvloop's faster loop where it is installed (a dependency on Linux and macOS), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def loop_name() -> str:
-    return f"uvloop {getattr(uvloop, '__version__', '?')}" if uvloop is not None else "asyncio"
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return "asyncio"
+    return f"uvloop {getattr(uvloop, '__version__', '?')}"
 
 
 class SimState:
@@ -181,14 +185,14 @@ async def _answer_stream(
     resp.enable_chunked_encoding()
     await resp.prepare(request)
     with_usage = (req.include_usage or cfg.usage == "always" or acc.responses) and not cfg.no_usage
-    frames = (
+    frames: Frames = (
         ResponsesFrames(acc.response_id, acc.created, cfg.model)
         if acc.responses
         else ResponseFrames(acc.response_id, acc.created, cfg.model, req.chat)
     )
     sink = StreamSink(
         transport,
-        frames,  # type: ignore[arg-type]  # ResponsesFrames has ResponseFrames' interface
+        frames,
         state.text,
         acc.text_pos,
         cfg.tokens_per_chunk,

@@ -13,9 +13,21 @@ import time
 from typing import Protocol
 
 from engine.sim.faults import FaultPlan
-from engine.sim.openai_api import ResponseFrames
 from engine.sim.stamps import RequestStamps
 from engine.sim.tokens import OutputText
+
+
+class Frames(Protocol):
+    """The SSE events of one streamed answer: ``openai_api.ResponseFrames`` (chat and completions) or
+    ``responses_api.ResponsesFrames`` (the Responses API)."""
+
+    role: bytes | None  # the event before the first token, if the API has one
+
+    def content(self, quoted_text: bytes, reasoning: bool = False) -> bytes: ...
+
+    def tail(self, reason: str, usage_prompt_tokens: int | None, tokens: int) -> bytes: ...
+
+    def malformed(self) -> bytes: ...
 
 
 class Sink(Protocol):
@@ -68,7 +80,7 @@ class StreamSink:
     def __init__(
         self,
         transport: asyncio.Transport,
-        frames: ResponseFrames,  # or ResponsesFrames (the Responses API): the same interface
+        frames: Frames,
         text: OutputText,
         text_pos: int,
         tokens_per_chunk: int,

@@ -25,15 +25,20 @@ from pydantic import ValidationError
 
 from engine import __version__
 from engine.records import ControlEvent, RequestRecord, StreamProgress, TelemetrySample
-from engine.storage.schema import FACT_TABLES, FORMAT_TAG, SCHEMA_VERSION
+from engine.storage.schema import (
+    EVENTS,
+    FACT_TABLES,
+    FORMAT_TAG,
+    META,
+    PROGRESS,
+    REQUESTS,
+    SCHEMA_VERSION,
+    SNAPSHOTS,
+    STRINGS,
+    TELEMETRY,
+    Table,
+)
 from engine.storage.store import (
-    EVENT_COLUMNS,
-    PROGRESS_COLUMNS,
-    PROGRESS_COLUMNS_V1,
-    PROGRESS_COLUMNS_V2,
-    REQUEST_COLUMNS,
-    REQUEST_COLUMNS_V2,
-    TELEMETRY_COLUMNS,
     CorruptRow,
     RecordingError,
     RecordingMeta,
@@ -169,7 +174,7 @@ class Recording:
     def events(self) -> list[tuple[int, ControlEvent]]:
         """Every control event as (arrival µs, event with its stamp in ns since t0); small, so read once."""
         if self._events is None:
-            self._events = [(row[1], ev) for row, ev in self._decoded("events", EVENT_COLUMNS, decode_event)]
+            self._events = [(row[1], ev) for row, ev in self._decoded(EVENTS, decode_event)]
         return self._events
 
     def cursor(self, table: str) -> FactCursor:
@@ -178,11 +183,10 @@ class Recording:
             return FactCursor(self, table, self._request_select(), self._decode_request_row, "r.id")
         if table == "progress":
             columns = self._columns("progress")
-            select = (PROGRESS_COLUMNS if "itl" in columns
-                      else PROGRESS_COLUMNS_V2 if "firsts" in columns else PROGRESS_COLUMNS_V1)  # older schemas
-            return FactCursor(self, table, f"SELECT {select} FROM progress", decode_progress)
+            version = 3 if "itl" in columns else 2 if "firsts" in columns else 1  # older files lack later columns
+            return FactCursor(self, table, PROGRESS.select(version=version), decode_progress)
         if table == "telemetry":
-            return FactCursor(self, table, f"SELECT {TELEMETRY_COLUMNS} FROM telemetry", decode_telemetry)
+            return FactCursor(self, table, TELEMETRY.select(), decode_telemetry)
         raise ValueError(f"not a paged fact table: {table}")
 
     def _columns(self, table: str) -> set[str]:
@@ -216,7 +220,7 @@ class Recording:
         """The stored snapshots as (µs since t0, JSON data); unreadable ones are skipped and counted."""
         out: list[tuple[int, dict[str, Any]]] = []
         try:
-            rows = self._conn.execute("SELECT id, t_us, json FROM snapshots ORDER BY id").fetchall()
+            rows = self._conn.execute(SNAPSHOTS.select() + " ORDER BY id").fetchall()
         except sqlite3.DatabaseError:
             return out
         for sid, t, text in rows:
@@ -234,17 +238,17 @@ class Recording:
         while chunk := cur.take(end, max_rows=PAGE_ROWS):  # empty only at the end (corrupt rows are skipped inside)
             yield from chunk
 
-    def _decoded(self, table: str, columns: str, decode: Callable[[Any], Any]) -> list[tuple[Any, Any]]:
+    def _decoded(self, table: Table, decode: Callable[[Any], Any]) -> list[tuple[Any, Any]]:
         """A whole (small) table, decoded; rows after a damaged page are lost, not fatal."""
         out = []
-        limit = self._limits.get(table)
-        sql = f"SELECT {columns} FROM {table}" + ("" if limit is None else f" WHERE id <= {int(limit)}")
+        limit = self._limits.get(table.name)
+        sql = table.select() + ("" if limit is None else f" WHERE id <= {int(limit)}")
         try:
             for row in self._conn.execute(sql + " ORDER BY id"):
                 try:
                     out.append((row, decode(row)))
                 except (CorruptRow, TypeError, ValueError):
-                    self._health.count_corrupt(table, row[0])
+                    self._health.count_corrupt(table.name, row[0])
         except sqlite3.DatabaseError:
             pass  # the open-time scan already said the file is damaged
         return out
@@ -268,8 +272,8 @@ class Recording:
             raise _Damaged(_one_line(exc)) from None
 
     def _request_select(self) -> str:
-        names = REQUEST_COLUMNS if "ttfo_us" in self._columns("requests") else REQUEST_COLUMNS_V2
-        cols = ", ".join(c.strip() if c.strip() in ("NULL", "0") else f"r.{c.strip()}" for c in names.split(","))
+        version = 3 if "ttfo_us" in self._columns("requests") else 2  # schema <= 2: no TTFO, no reasoning chunks
+        cols = REQUESTS.column_list(skip=("detail",), version=version, prefix="r.")
         if self.meta.record_tokens:
             return f"SELECT {cols}, r.detail, tt.gaps, tt.response_id FROM requests r " \
                    "LEFT JOIN token_times tt ON tt.request = r.id"
@@ -495,7 +499,7 @@ def _validate(p: Path, conn: sqlite3.Connection, damaged: bool = False) -> Recor
 
 def _read_meta(p: Path, conn: sqlite3.Connection) -> dict[str, Any]:
     try:
-        rows = conn.execute("SELECT key, value FROM meta").fetchall()
+        rows = conn.execute(META.select()).fetchall()
     except sqlite3.DatabaseError as exc:
         raise RecordingError(f"{p} is a damaged wattload recording (meta table unreadable: {_one_line(exc)})") from None
     raw: dict[str, Any] = {}
@@ -524,7 +528,7 @@ def _meta_model(raw: dict[str, Any]) -> RecordingMeta:
 def _read_strings(conn: sqlite3.Connection, health: _Health) -> dict[int, str]:
     out: dict[int, str] = {}
     try:
-        for sid, text in conn.execute("SELECT id, text FROM strings"):
+        for sid, text in conn.execute(STRINGS.select()):
             if isinstance(text, str):
                 out[sid] = text
             else:

@@ -33,6 +33,7 @@ from engine.control import SessionMeta
 from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
 from engine.redact import redact_url
 from engine.snapshot import GpuStats, Snapshot
+from engine.storage import schema
 from engine.storage.schema import APPLICATION_ID, FILE_SUFFIX, SCHEMA_VERSION, create_statements
 from engine.storage.server_rows import SERVER_SQL, encode_server_sample
 from engine.storage.store import (
@@ -62,17 +63,18 @@ _MAX_DETAIL = 200
 _CLOSE_TIMEOUT_S = 30.0
 _NEVER = -(2**62)
 
-_REQ_SQL = ("INSERT INTO requests (id, t_us, lag_us, e2e_us, wait_us, hdr_us, ttft_us, worker, rid, in_tok, out_tok,"
-            " chunks, est, status, error, ttfo_us, rchunks, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-_TOK_SQL = "INSERT INTO token_times (request, gaps, response_id) VALUES (?,?,?)"
-_PROG_SQL = ("INSERT INTO progress (t_us, lag_us, worker, chunks, in_flight, loop_lag_us, waiting, wait_us, firsts, "
-             "outputs, itl) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
-_TEL_SQL = "INSERT INTO telemetry (t_us, lag_us, gpu, " + ", ".join(
-    ("power_mw", "power_instant_mw", "energy_mj", "sm_clock_mhz", "mem_clock_mhz", "temperature_c", "util_gpu_pct",
-     "util_mem_pct", "mem_used_mib", "mem_total_mib", "power_limit_mw", "enforced_limit_mw", "default_limit_mw",
-     "min_limit_mw", "max_limit_mw", "throttle_reasons", "power_cap_binding")) + ") VALUES (" + ",".join("?" * 20) + ")"
-_EVT_SQL = "INSERT INTO events (t_us, ev_us, kind, value, gpu, readback, message) VALUES (?,?,?,?,?,?,?)"
-_SNAP_SQL = "INSERT INTO snapshots (t_us, json) VALUES (?,?)"
+# Statements from the schema (engine/storage/schema.py). Requests carry their own id (token_times joins on it);
+# every other fact table lets SQLite number its rows in arrival order.
+_REQ_SQL = schema.REQUESTS.insert()
+_TOK_SQL = schema.TOKEN_TIMES.insert()
+_PROG_SQL = schema.PROGRESS.insert(skip=("id",))
+_TEL_SQL = schema.TELEMETRY.insert(skip=("id",))
+_EVT_SQL = schema.EVENTS.insert(skip=("id",))
+_SNAP_SQL = schema.SNAPSHOTS.insert(skip=("id",))
+_META_SQL = schema.META.insert()
+_META_REPLACE_SQL = schema.META.insert(replace=True)
+_STRING_SQL = schema.STRINGS.insert()
+_META_SELECT_SQL = schema.META.select()
 
 
 def _slug(text: str, limit: int = 40) -> str:
@@ -317,7 +319,7 @@ class Recorder:
             for stmt in create_statements():
                 conn.execute(stmt)
             dumped = info.model_dump(mode="json", exclude={"closed"})
-            conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+            conn.executemany(_META_SQL,
                              [(k, json.dumps(v, separators=(",", ":"))) for k, v in dumped.items()])
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
@@ -426,7 +428,7 @@ class _Writer:
         found = self.strings.get(line)
         if found is None:
             found = len(self.strings) + 1
-            self.conn.execute("INSERT INTO strings (id, text) VALUES (?, ?)", (found, line))
+            self.conn.execute(_STRING_SQL, (found, line))
             self.strings[line] = found
         return found
 
@@ -489,7 +491,7 @@ class _Writer:
 
     def _gpu_info(self, gpu: GpuStats) -> None:
         """Fill in the telemetry source and GPU names the recorder was not given (replay needs them)."""
-        rows = dict(self.conn.execute("SELECT key, value FROM meta WHERE key IN ('telemetry_source', 'gpus')"))
+        rows = dict(self.conn.execute(_META_SELECT_SQL + " WHERE key IN ('telemetry_source', 'gpus')"))
         if not json.loads(rows.get("telemetry_source", '""')):
             self.conn.execute("UPDATE meta SET value = ? WHERE key = 'telemetry_source'", (json.dumps(gpu.source),))
         if gpu.gpus and not json.loads(rows.get("gpus", "[]")):
@@ -504,8 +506,7 @@ class _Writer:
         try:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
-            self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('closed', ?)",
-                              (closed.model_dump_json(),))
+            self.conn.execute(_META_REPLACE_SQL, ("closed", closed.model_dump_json()))
         except sqlite3.Error:
             pass
 
@@ -513,7 +514,7 @@ class _Writer:
         """Mark the file closed, fold the WAL into the main file and leave WAL mode (one file to copy)."""
         closed = ClosedInfo(t_us=max(0, *self.last_t.values()), requests=self.next_request_id - 1,
                             wall_end=datetime.now().astimezone().isoformat(timespec="seconds"))
-        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('closed', ?)", (closed.model_dump_json(),))
+        self.conn.execute(_META_REPLACE_SQL, ("closed", closed.model_dump_json()))
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.conn.execute("PRAGMA journal_mode=DELETE")
 

@@ -27,10 +27,14 @@ class Column:
     name: str
     sql: str  # type and constraints, as in CREATE TABLE
     doc: str
+    since: int = 1  # the schema version that added it: files of older versions lack it
 
 
 @dataclass(frozen=True, slots=True)
 class Table:
+    """One table. Its DDL, INSERT and SELECT statements are all generated from ``columns``, so a column is added
+    in one place and the writer, the reader and the schema doc cannot disagree about the order."""
+
     name: str
     doc: str
     columns: tuple[Column, ...]
@@ -43,6 +47,28 @@ class Table:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
+
+    def column_list(self, skip: tuple[str, ...] = (), *, version: int = SCHEMA_VERSION, prefix: str = "") -> str:
+        """The columns in table order, comma-separated: without ``skip`` and without those added after
+        ``version``; each with ``prefix`` (a table alias such as ``"r."``)."""
+        return ", ".join(prefix + name for name in self._picked(skip, version))
+
+    def insert(self, skip: tuple[str, ...] = (), *, replace: bool = False) -> str:
+        """INSERT (OR REPLACE) of every column but ``skip`` (e.g. an INTEGER PRIMARY KEY that SQLite numbers), one
+        ? each."""
+        names = self._picked(skip, SCHEMA_VERSION)
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        return f"{verb} INTO {self.name} ({', '.join(names)}) VALUES ({','.join('?' * len(names))})"
+
+    def select(self, skip: tuple[str, ...] = (), *, version: int = SCHEMA_VERSION) -> str:
+        """SELECT of the columns a file of schema ``version`` has, but ``skip``, in table order."""
+        return f"SELECT {self.column_list(skip, version=version)} FROM {self.name}"
+
+    def _picked(self, skip: tuple[str, ...], version: int) -> list[str]:
+        unknown = set(skip) - set(self.names)
+        if unknown:
+            raise ValueError(f"{self.name} has no column {sorted(unknown)[0]!r}")
+        return [c.name for c in self.columns if c.name not in skip and c.since <= version]
 
 
 META = Table(
@@ -91,11 +117,11 @@ REQUESTS = Table(
         Column("status", "INTEGER", "HTTP status; NULL = no response"),
         Column("error", "TEXT", "error class (connect, timeout, http_429, http_4xx, http_5xx, stream_broken, "
                "malformed); NULL = success"),
-        Column("detail", "INTEGER", "`strings.id` of the one-line error detail; NULL = none"),
         Column("ttfo_us", "INTEGER", "first answer token (after any reasoning content) - scheduled, µs (time to "
-               "first output token); NULL = no answer token (schema 3)"),
+               "first output token); NULL = no answer token (schema 3)", since=3),
         Column("rchunks", "INTEGER NOT NULL DEFAULT 0", "chunks that carried reasoning content, included in "
-               "`chunks` (schema 3)"),
+               "`chunks` (schema 3)", since=3),
+        Column("detail", "INTEGER", "`strings.id` of the one-line error detail; NULL = none"),
     ),
 )
 
@@ -123,17 +149,18 @@ PROGRESS = Table(
         Column("chunks", "INTEGER NOT NULL", "content chunks in (previous tick, this tick]"),
         Column("in_flight", "INTEGER NOT NULL", "requests open in this worker"),
         Column("loop_lag_us", "INTEGER NOT NULL", "worst event-loop lag since the previous tick, µs"),
-        Column("waiting", "INTEGER NOT NULL DEFAULT 0", "requests sent with no first token yet (schema 2)"),
+        Column("waiting", "INTEGER NOT NULL DEFAULT 0", "requests sent with no first token yet (schema 2)", since=2),
         Column("wait_us", "INTEGER", "the tick's own stamp - scheduled time of the oldest waiting request, µs; "
-               "NULL = none waits (schema 2)"),
+               "NULL = none waits (schema 2)", since=2),
         Column("firsts", "BLOB", "first tokens since the previous tick, so TTFT enters the window when it arrived: "
                "unsigned LEB128 varint triples (request id, tick - first token µs, TTFT µs); NULL = none "
-               "(schema 2)"),
+               "(schema 2)", since=2),
         Column("outputs", "BLOB", "first answer tokens (after reasoning) since the previous tick, like `firsts` "
-               "(TTFO); NULL = none (schema 3)"),
+               "(TTFO); NULL = none (schema 3)", since=3),
         Column("itl", "BLOB", "inter-token gaps that arrived since the previous tick, as log-histogram buckets: "
                "unsigned LEB128 varints sum ns, min ns, max ns, then (bucket, count) pairs; NULL = none. Replay "
-               "merges exactly what the live window merged (schema 3; older files take ITL from `token_times`)"),
+               "merges exactly what the live window merged (schema 3; older files take ITL from `token_times`)",
+               since=3),
     ),
 )
 

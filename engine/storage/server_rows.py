@@ -9,9 +9,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from engine.storage.schema import SERVER_SAMPLES
 from engine.telemetry.samples import ServerSample
 
-SERVER_SQL = "INSERT INTO server_samples (t_us, lag_us, source, json) VALUES (?,?,?,?)"
+SERVER_SQL = SERVER_SAMPLES.insert(skip=("id",))
 
 
 def encode_server_sample(
@@ -25,7 +26,7 @@ def encode_server_sample(
 def read_server_samples(conn: sqlite3.Connection) -> tuple[list[tuple[int, ServerSample]], int]:
     """Every readable row as (arrival µs, sample with its stamp in ns since t0), and how many were unreadable."""
     try:
-        rows = conn.execute("SELECT t_us, lag_us, source, json FROM server_samples ORDER BY id").fetchall()
+        rows = conn.execute(SERVER_SAMPLES.select(skip=("id",)) + " ORDER BY id").fetchall()
     except sqlite3.DatabaseError:  # no such table (recorded before it existed) or a damaged page
         return [], 0
     out: list[tuple[int, ServerSample]] = []

@@ -128,11 +128,6 @@ def encode_request(r: RequestRecord, arrival_ns: int, t0_ns: int) -> tuple[Any, 
     )
 
 
-REQUEST_COLUMNS = (
-    "id, t_us, lag_us, e2e_us, wait_us, hdr_us, ttft_us, worker, rid, in_tok, out_tok, chunks, est, status, error, "
-    "ttfo_us, rchunks"
-)
-REQUEST_COLUMNS_V2 = REQUEST_COLUMNS.replace("ttfo_us, rchunks", "NULL, 0")  # schema <= 2 recorded no TTFO
 _ERRORS = {e.value: e for e in ErrorClass}
 
 
@@ -149,10 +144,12 @@ def _opt_ints(*values: Any) -> bool:
 
 def decode_request(row: Sequence[Any], detail: str = "", token_times_ns: tuple[int, ...] = (),
                    response_id: str | None = None) -> RequestRecord:
-    """A requests row (REQUEST_COLUMNS order) back into a record whose stamps are ns since t0.
+    """A requests row (REQUESTS' columns without ``detail``) back into a record whose stamps are ns since t0.
 
     Hot path (every request of a replay): type checks are chained ``is`` tests and the record is built
     positionally, ~3 µs a row."""
+    if len(row) == 15:  # schema <= 2 recorded no TTFO and no reasoning chunks
+        row = (*row, None, 0)
     _id, t, lag, e2e, wait, hdr, ttft, worker, rid, in_tok, out_tok, chunks, est, status, error, ttfo, rchunks = row
     if not (type(t) is type(lag) is type(e2e) is type(wait) is type(worker) is type(rid) is type(out_tok)
             is type(chunks) is type(est) is type(rchunks) is int and type(hdr) in _OPT_INT and type(ttft) in _OPT_INT
@@ -223,12 +220,6 @@ def decode_token_times(blob: Any, t_scheduled_ns: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-PROGRESS_COLUMNS = ("id, t_us, lag_us, worker, chunks, in_flight, loop_lag_us, waiting, wait_us, firsts, outputs, "
-                    "itl")
-PROGRESS_COLUMNS_V2 = "id, t_us, lag_us, worker, chunks, in_flight, loop_lag_us, waiting, wait_us, firsts"
-PROGRESS_COLUMNS_V1 = "id, t_us, lag_us, worker, chunks, in_flight, loop_lag_us"  # schema 1: no first tokens
-
-
 def encode_progress(p: StreamProgress, arrival_ns: int, t0_ns: int) -> tuple[Any, ...]:
     t = _us(p.t_ns, t0_ns)
     arrival = max(_us(arrival_ns, t0_ns), t)
@@ -255,7 +246,7 @@ def _encode_itl(c: IntervalCounts) -> bytes:
 
 
 def decode_progress(row: Sequence[Any]) -> StreamProgress:
-    """A progress row of any schema (PROGRESS_COLUMNS, _V2 or _V1) back into a tick."""
+    """A progress row of any schema (PROGRESS' columns of schema 3, 2 or 1) back into a tick."""
     _id, t, lag, worker, chunks, in_flight, loop_lag = row[:7]
     if not (type(t) is type(lag) is type(worker) is type(chunks) is type(in_flight) is type(loop_lag) is int):
         raise CorruptRow("a progress row has a value of the wrong type")
@@ -308,11 +299,6 @@ _TELEMETRY_FIELDS = (
 )
 _WATT_FIELDS = frozenset({"power_w", "power_instant_w", "power_limit_w", "enforced_limit_w", "default_limit_w",
                           "min_limit_w", "max_limit_w"})
-TELEMETRY_COLUMNS = (
-    "id, t_us, lag_us, gpu, power_mw, power_instant_mw, energy_mj, sm_clock_mhz, mem_clock_mhz, temperature_c, "
-    "util_gpu_pct, util_mem_pct, mem_used_mib, mem_total_mib, power_limit_mw, enforced_limit_mw, default_limit_mw, "
-    "min_limit_mw, max_limit_mw, throttle_reasons, power_cap_binding"
-)
 
 
 def encode_telemetry(s: TelemetrySample, arrival_ns: int, t0_ns: int) -> tuple[Any, ...]:
@@ -357,7 +343,6 @@ def decode_telemetry(row: Sequence[Any]) -> TelemetrySample:
     return TelemetrySample((t - lag) * 1000, gpu, *(f(v) for f, v in zip(_TELEMETRY_DECODERS, fields, strict=True)))
 
 
-EVENT_COLUMNS = "id, t_us, ev_us, kind, value, gpu, readback, message"
 _KINDS = {k.value: k for k in EventKind}
 
 

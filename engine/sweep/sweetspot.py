@@ -104,7 +104,7 @@ def parse_pick(text: str, max_slowdown: float) -> PickRule:
     """``energy``, ``cost``, ``slowdown`` or ``slowdown:X%`` (X% overrides ``max_slowdown``)."""
     t = text.strip().lower()
     if t in ("energy", "cost", "slowdown"):
-        return PickRule(kind=t, max_slowdown=max_slowdown)  # type: ignore[arg-type]
+        return PickRule.model_validate({"kind": t, "max_slowdown": max_slowdown})
     m = re.fullmatch(r"slowdown:(\d+(?:\.\d+)?)%?", t)
     if m is None:
         raise ValueError(f"--pick wants energy, cost, slowdown or slowdown:X%, got {text!r}")

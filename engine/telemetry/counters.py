@@ -41,9 +41,9 @@ class Buckets:
     @classmethod
     def from_json(cls, data: Sequence[object]) -> Buckets:
         bounds, counts, total = data
-        assert isinstance(bounds, list) and isinstance(counts, list)
+        assert isinstance(bounds, list) and isinstance(counts, list) and isinstance(total, int | float | str)
         return cls(tuple(INF if b == "+Inf" else float(b) for b in bounds), tuple(float(c) for c in counts),
-                   float(total))  # type: ignore[arg-type]  # fmt: skip
+                   float(total))  # fmt: skip
 
 
 def _bound_json(b: float) -> float | str:

@@ -17,11 +17,3 @@ def hostile():
     yield server
     server.stop()
 
-
-@pytest.fixture(autouse=True)
-def isolated_state(tmp_path, monkeypatch):
-    """No developer key, no real state directory, no colour settings leaking in."""
-    for name in ("OPENAI_API_KEY", "WATTLOAD_API_KEY", "NO_COLOR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("WATTLOAD_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))

@@ -15,19 +15,15 @@ import pytest
 from engine_helpers import free_port, sim_server
 from hostile import SECRET
 
+from engine.sim.model import SimConfig
 from tui.cli import main
 
 WATTLOAD = [sys.executable, "-m", "tui.cli"]
 PASSWORD = "pw-9f8e7d6c5b4a"
+SIM = SimConfig(speed=50.0)  # conftest.py sim_url
 # These cases test the load path: without --no-calibrate the default calibration (issue 10) would first send
 # probe requests of its own to the hostile server, adding their lines and requests to what each case counts.
 LOAD = ["--headless", "--workers", "1", "--gpu", "none", "--no-calibrate"]
-
-
-@pytest.fixture(scope="module")
-def sim():
-    with sim_server(speed=50.0) as url:
-        yield url
 
 
 def with_password(url: str) -> str:
@@ -112,16 +108,16 @@ def test_an_unknown_model_among_five_thousand_makes_one_readable_line(capsys, ho
 
 # -- secrets ---------------------------------------------------------------------------------------------------
 
-def test_url_credentials_and_an_api_key_conflict_in_one_line(capsys, sim):
-    code, _, err = run_cli(capsys, ["run", with_password(sim), *LOAD, "-n", "1", "--api-key", SECRET])
+def test_url_credentials_and_an_api_key_conflict_in_one_line(capsys, sim_url):
+    code, _, err = run_cli(capsys, ["run", with_password(sim_url), *LOAD, "-n", "1", "--api-key", SECRET])
     assert code == 2
     line = one_error_line(err, "carries credentials", "API key")
     assert PASSWORD not in line and SECRET not in line
 
 
-def test_a_url_password_reaches_neither_the_summary_nor_the_json(capsys, sim, tmp_path):
+def test_a_url_password_reaches_neither_the_summary_nor_the_json(capsys, sim_url, tmp_path):
     out_json = tmp_path / "r.json"
-    code, out, err = run_cli(capsys, ["run", with_password(sim), *LOAD, "-n", "3", "--json", str(out_json)])
+    code, out, err = run_cli(capsys, ["run", with_password(sim_url), *LOAD, "-n", "3", "--json", str(out_json)])
     assert code == 0, err
     assert PASSWORD not in out + err
     text = out_json.read_text()
@@ -136,8 +132,8 @@ def test_a_url_password_is_not_in_the_cannot_connect_line(capsys):
     assert PASSWORD not in err and "cannot connect" in err
 
 
-def test_a_url_password_is_not_in_the_unknown_model_line(capsys, sim):
-    code, _, err = run_cli(capsys, ["run", with_password(sim), *LOAD, "--model", "nope"])
+def test_a_url_password_is_not_in_the_unknown_model_line(capsys, sim_url):
+    code, _, err = run_cli(capsys, ["run", with_password(sim_url), *LOAD, "--model", "nope"])
     assert code == 2
     assert PASSWORD not in err and "'nope' is not served" in err
 
@@ -180,42 +176,42 @@ def test_the_sweep_report_names_the_endpoint_without_its_password(capsys, tmp_pa
 # -- runs that cannot end, and outputs that cannot be written ----------------------------------------------------
 
 @pytest.mark.parametrize("shape", [["--rate", "0"], ["-c", "0"]])
-def test_a_headless_run_with_no_load_says_so_at_once(shape, sim):
+def test_a_headless_run_with_no_load_says_so_at_once(shape, sim_url):
     t = time.monotonic()
-    proc = subprocess.run([*WATTLOAD, "run", sim, *LOAD, *shape, "-n", "3"], capture_output=True, text=True,
+    proc = subprocess.run([*WATTLOAD, "run", sim_url, *LOAD, *shape, "-n", "3"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2 and time.monotonic() - t < 30
     one_error_line(proc.stderr, "never end")
 
 
-def test_json_into_a_missing_directory_is_refused_before_the_run(capsys, sim, tmp_path):
-    code, out, err = run_cli(capsys, ["run", sim, *LOAD, "-n", "2", "--json", str(tmp_path / "no" / "r.json")])
+def test_json_into_a_missing_directory_is_refused_before_the_run(capsys, sim_url, tmp_path):
+    code, out, err = run_cli(capsys, ["run", sim_url, *LOAD, "-n", "2", "--json", str(tmp_path / "no" / "r.json")])
     assert code == 2 and out == ""  # nothing ran
     one_error_line(err, "no directory")
 
 
-def test_json_below_a_file_says_not_a_directory(capsys, sim, tmp_path):
+def test_json_below_a_file_says_not_a_directory(capsys, sim_url, tmp_path):
     (tmp_path / "afile").write_text("x")
-    code, out, err = run_cli(capsys, ["run", sim, *LOAD, "-n", "2", "--json", str(tmp_path / "afile" / "r.json")])
+    code, out, err = run_cli(capsys, ["run", sim_url, *LOAD, "-n", "2", "--json", str(tmp_path / "afile" / "r.json")])
     assert code == 2 and out == ""
     one_error_line(err, "afile is not a directory")
 
 
-def test_json_onto_a_directory_says_so(capsys, sim, tmp_path):
-    code, out, err = run_cli(capsys, ["run", sim, *LOAD, "-n", "2", "--json", str(tmp_path)])
+def test_json_onto_a_directory_says_so(capsys, sim_url, tmp_path):
+    code, out, err = run_cli(capsys, ["run", sim_url, *LOAD, "-n", "2", "--json", str(tmp_path)])
     assert code == 2 and out == ""
     one_error_line(err, "is a directory")
 
 
-def test_sweep_csv_into_a_missing_directory_is_refused_before_sweeping(capsys, sim, tmp_path):
-    code, _, err = run_cli(capsys, ["sweep", sim, "--csv", str(tmp_path / "none" / "s.csv")])
+def test_sweep_csv_into_a_missing_directory_is_refused_before_sweeping(capsys, sim_url, tmp_path):
+    code, _, err = run_cli(capsys, ["sweep", sim_url, "--csv", str(tmp_path / "none" / "s.csv")])
     assert code == 2 and "sweeping" not in err
     one_error_line(err, "--csv", "no directory")
 
 
-def test_a_recording_below_a_file_says_not_a_directory(capsys, sim, tmp_path):
+def test_a_recording_below_a_file_says_not_a_directory(capsys, sim_url, tmp_path):
     (tmp_path / "afile").write_text("x")
-    code, _, err = run_cli(capsys, ["run", sim, *LOAD, "-n", "2", "--record", str(tmp_path / "afile" / "r.sqlite")])
+    code, _, err = run_cli(capsys, ["run", sim_url, *LOAD, "-n", "2", "--record", str(tmp_path / "afile" / "r.sqlite")])
     assert code == 2
     line = one_error_line(err, "is not a directory")
     assert "File exists" not in line
@@ -267,16 +263,16 @@ def test_gpu_json_without_a_gpu_is_still_json(capsys):
     assert code == 0 and data["gpus"] == [] and data["gpu_message"] and "hostname" in data
 
 
-def test_recordings_are_created_owner_only(capsys, sim, tmp_path):
+def test_recordings_are_created_owner_only(capsys, sim_url, tmp_path):
     path = tmp_path / "r.wattload.sqlite"
-    code, _, _ = run_cli(capsys, ["run", sim, *LOAD, "-n", "2", "--record", str(path)])
+    code, _, _ = run_cli(capsys, ["run", sim_url, *LOAD, "-n", "2", "--record", str(path)])
     assert code == 0
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_no_color_replay_draws_without_crashing(capsys, sim, tmp_path, monkeypatch):
+def test_no_color_replay_draws_without_crashing(capsys, sim_url, tmp_path, monkeypatch):
     path = tmp_path / "r.wattload.sqlite"
-    assert run_cli(capsys, ["run", sim, *LOAD, "-n", "3", "--record", str(path)])[0] == 0
+    assert run_cli(capsys, ["run", sim_url, *LOAD, "-n", "3", "--record", str(path)])[0] == 0
     monkeypatch.setenv("NO_COLOR", "1")
     from engine.replay.player import Player
     from tui.app import replay_app
@@ -304,9 +300,9 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_a_recording_that_stops_says_so_on_the_terminal_and_in_the_json(tmp_path, sim):
+def test_a_recording_that_stops_says_so_on_the_terminal_and_in_the_json(tmp_path, sim_url):
     rec, out_json = tmp_path / "full.wattload.sqlite", tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, "-c", RECORD_FULL, "run", sim, *LOAD, "-c", "16", "-d", "4s",
+    proc = subprocess.run([sys.executable, "-c", RECORD_FULL, "run", sim_url, *LOAD, "-c", "16", "-d", "4s",
                            "--record", str(rec), "--record-tokens", "--json", str(out_json)],
                           capture_output=True, text=True, timeout=90)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -4,15 +4,11 @@ secret in it, nothing started."""
 from __future__ import annotations
 
 import pytest
-from engine_helpers import sim_server
 
+from engine.sim.model import SimConfig
 from tui.cli import main
 
-
-@pytest.fixture(scope="module")
-def sim():
-    with sim_server(speed=50.0) as url:
-        yield url
+SIM = SimConfig(speed=50.0)  # conftest.py sim_url
 
 
 def test_an_api_key_with_a_newline_is_one_line_and_never_shown(capsys, monkeypatch):
@@ -28,10 +24,10 @@ def test_an_api_key_with_a_newline_is_one_line_and_never_shown(capsys, monkeypat
     ('api = "chat"\ninput = 128\noutput = -5\n', "must be at least 1"),
     ('api = "chat"\ninput = [1, 2\n', "prof.toml"),
 ])
-def test_a_profile_with_absurd_or_broken_numbers_is_one_line(capsys, tmp_path, sim, body, fragment):
+def test_a_profile_with_absurd_or_broken_numbers_is_one_line(capsys, tmp_path, sim_url, body, fragment):
     path = tmp_path / "prof.toml"
     path.write_text(body)
-    assert main(["run", sim, "--headless", "--profile", str(path)]) == 2
+    assert main(["run", sim_url, "--headless", "--profile", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("wattload: ") and fragment in err
 

@@ -19,17 +19,11 @@ import pytest
 from engine_helpers import root_of, wait_for
 
 from engine.sim.model import SimConfig
-from engine.sim.process import start_sim_process
 
 WATTLOAD = [sys.executable, "-m", "tui.cli"]
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE_S = 60
-
-
-@pytest.fixture(scope="module")
-def sim():
-    with start_sim_process(SimConfig(speed=2.0)) as proc:
-        yield proc.url
+SIM = SimConfig(speed=2.0)  # the simulator, in its own process (conftest.py sim_process)
 
 
 def finished(url: str) -> int:
@@ -97,20 +91,20 @@ class Child:
             self.proc.wait(10)
 
 
-def run_until_some_finished(sim: str, argv: list[str], n: int = 2) -> Child:
-    before = finished(sim)
+def run_until_some_finished(url: str, argv: list[str], n: int = 2) -> Child:
+    before = finished(url)
     # --no-calibrate: the signal must land in the run itself, not among the calibration probes before it
-    child = Child(["run", sim, "--headless", "--workers", "1", "--gpu", "none", "--no-calibrate", *argv])
-    wait_for(lambda: finished(sim) >= before + n or child.proc.poll() is not None, DEADLINE_S,
+    child = Child(["run", url, "--headless", "--workers", "1", "--gpu", "none", "--no-calibrate", *argv])
+    wait_for(lambda: finished(url) >= before + n or child.proc.poll() is not None, DEADLINE_S,
              "the run to finish a few requests")
     assert child.proc.poll() is None, child.err[-2000:]
     return child
 
 
 @pytest.mark.parametrize(("signum", "name"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP")])
-def test_a_stop_signal_ends_a_headless_run_like_ctrl_c(sim, tmp_path, signum, name):
+def test_a_stop_signal_ends_a_headless_run_like_ctrl_c(sim_process, tmp_path, signum, name):
     out_json, rec = tmp_path / "r.json", tmp_path / "r.wattload.sqlite"
-    with run_until_some_finished(sim, ["-c", "2", "--max-tokens", "32", "--json", str(out_json),
+    with run_until_some_finished(sim_process.url, ["-c", "2", "--max-tokens", "32", "--json", str(out_json),
                                        "--record", str(rec)]) as child:
         child.proc.send_signal(signum)
         code = child.finish()
@@ -140,8 +134,8 @@ def test_sigterm_to_the_whole_group_like_timeout_still_drains_cleanly(tmp_path):
     assert total["requests"] >= 4 and total["errors"] == 0, total
 
 
-def test_a_second_sigterm_quits_at_once(sim, tmp_path):
-    with run_until_some_finished(sim, ["-c", "2", "--max-tokens", "256"], n=1) as child:
+def test_a_second_sigterm_quits_at_once(sim_process, tmp_path):
+    with run_until_some_finished(sim_process.url, ["-c", "2", "--max-tokens", "256"], n=1) as child:
         child.proc.send_signal(signal.SIGTERM)
         child.wait_err(r"stopping \(SIGTERM\)")
         t = time.monotonic()
@@ -150,7 +144,7 @@ def test_a_second_sigterm_quits_at_once(sim, tmp_path):
     assert code == 143 and time.monotonic() - t < 15, child.err[-2000:]
 
 
-def test_a_worker_ignores_a_stray_sigterm_and_the_run_goes_on(sim, tmp_path):
+def test_a_worker_ignores_a_stray_sigterm_and_the_run_goes_on(sim_process, tmp_path):
     out_json = tmp_path / "r.json"
     code = textwrap.dedent("""
         import os, signal, sys, time
@@ -169,18 +163,18 @@ def test_a_worker_ignores_a_stray_sigterm_and_the_run_goes_on(sim, tmp_path):
         c.close()
         print(c.latest.state.value, c.latest.total.requests)
     """)
-    proc = subprocess.run([sys.executable, "-c", code, sim, SimConfig().model], capture_output=True, text=True,
-                          timeout=DEADLINE_S, cwd=REPO)
+    proc = subprocess.run([sys.executable, "-c", code, sim_process.url, SimConfig().model], capture_output=True,
+                          text=True, timeout=DEADLINE_S, cwd=REPO)
     state, requests = proc.stdout.split()
     assert state == "stopped" and int(requests) > 0, proc.stderr[-2000:]
     assert not out_json.exists()
 
 
 @pytest.mark.parametrize(("signum", "name"), [(signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP")])
-def test_a_stop_signal_ends_a_sweep_with_its_table_json_and_csv(sim, tmp_path, signum, name):
+def test_a_stop_signal_ends_a_sweep_with_its_table_json_and_csv(sim_process, tmp_path, signum, name):
     out_json, out_csv = tmp_path / "s.json", tmp_path / "s.csv"
-    with Child(["sweep", sim, "--profile", "chat-short", "--start", "1", "--max", "64", "--step-time", "3s",
-                "--window", "2s", "--workers", "1", "--gpu", "none", "--json", str(out_json), "--csv",
+    with Child(["sweep", sim_process.url, "--profile", "chat-short", "--start", "1", "--max", "64", "--step-time", "1s",
+                "--window", "1s", "--workers", "1", "--gpu", "none", "--json", str(out_json), "--csv",
                 str(out_csv)]) as child:
         child.wait_err(r"step 1: concurrency 1: ")
         child.proc.send_signal(signum)

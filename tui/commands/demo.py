@@ -2,7 +2,8 @@
 and its simulated GPU, loads it at 8 streams (hotkey step 4) and opens the live TUI; everything stops on exit.
 
 Every load option of `wattload run` is accepted (e.g. `wattload demo --rate 5`), so the demo doubles as a way to
-try settings. textual is imported only once the TUI opens.
+try settings. ``--headless`` and ``--json FILE`` behave as they do for `run` (the same summary and report, from
+`run`'s own code). textual is imported only once the TUI opens.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from engine.cli.common import (
     add_load_args,
+    check_output_path,
     config_from_args,
     profile_from_args,
     session_pricing,
@@ -23,7 +25,7 @@ from engine.cli.common import (
     start_recording_or_fail,
 )
 from engine.cli.exits import UserError
-from engine.cli.options import set_help
+from engine.cli.options import add_run_output_args, set_help
 from engine.cli.session_end import print_session_end, track_recordings
 from engine.cli.telemetry_args import add_telemetry_args, telemetry_spec_from_args
 from engine.load.deferred import DeferredControl
@@ -56,6 +58,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--sim-speed", type=float, default=1.0, metavar="X",
                    help="run the simulated server X times faster (J/token shrinks by the same factor)")  # fmt: skip
     p.add_argument("--record-dir", default="recordings", metavar="DIR", help="where `r` writes recordings")
+    add_run_output_args(p)
     add_telemetry_args(p, demo=True)
     p.set_defaults(func=_run)
 
@@ -68,6 +71,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.sim_speed <= 0:
         raise UserError("--sim-speed must be > 0")
     telemetry_spec_from_args(args)  # contradictory options: one line before anything starts
+    check_output_path(args.json, "--json")
+    if args.headless:
+        return _run_headless(args)
     from tui.app import run_tui
 
     # The dashboard opens at once over a DeferredControl that says what startup is doing; the simulated server
@@ -108,8 +114,20 @@ def _run(args: argparse.Namespace) -> int:
     controller = deferred.target
     if controller is not None:
         print_session_end(controller, started_at=started_at, recordings=recordings[0] if recordings else [],
-                          sim_url=sim_urls[0] if sim_urls else None)  # fmt: skip
+                          json_path=args.json, sim_url=sim_urls[0] if sim_urls else None)  # fmt: skip
     return code
+
+
+def _run_headless(args: argparse.Namespace) -> int:
+    """The demo without the dashboard: `run --headless` on the simulated server (progress, summary, --json)."""
+    from tui.commands.run import check_load_can_end, run_headless
+
+    check_load_can_end(args)
+    with simulated_server(args.seed, args.sim_speed) as (url, model):
+        controller = open_demo_session(args, url, model)  # its notes on stderr: no dashboard to draw over
+        if args.record is not None:
+            start_recording_or_fail(controller, args.record)
+        return run_headless(controller, json_path=args.json)
 
 
 @contextlib.contextmanager

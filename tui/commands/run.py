@@ -24,6 +24,7 @@ from engine.cli.common import (
     start_recording_or_fail,
 )
 from engine.cli.exits import EXIT_FAILED, UserError
+from engine.cli.options import add_run_output_args
 from engine.cli.session_end import print_session_end, track_recordings
 from engine.cli.telemetry_args import add_telemetry_args, telemetry_spec_from_args
 from engine.cli.trace_args import add_trace_args, trace_spec
@@ -48,8 +49,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("url", nargs="?", help="the server root or its /v1 base, e.g. http://127.0.0.1:8000")
     p.add_argument("--sim", action="store_true", help="start the built-in simulated server and load it")
-    p.add_argument("--headless", action="store_true", help="no TUI: progress lines, then a summary table")
-    p.add_argument("--json", metavar="FILE", help="write the final figures and the settings (no API key) here")
+    add_run_output_args(p)
     p.add_argument("--profile", metavar="NAME|FILE",
                    help="workload profile (chat-short, chat, rag, doc, code, or a TOML file): lengths, prompts, API")
     p.add_argument("--record", nargs="?", const="", default=None, metavar="PATH",
@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("give the endpoint URL (e.g. http://127.0.0.1:8000), or --sim for the simulated server")
     telemetry_spec_from_args(args)  # contradictory options: one line before anything starts
     if args.headless:
-        _check_load_can_end(args)
+        check_load_can_end(args)
     check_output_path(args.json, "--json")
     from engine.signals import OWNER
 
@@ -102,7 +102,7 @@ def _leave_at_once(signum: int) -> None:
     raise StopNow(signum)
 
 
-def _check_load_can_end(args: argparse.Namespace) -> None:
+def check_load_can_end(args: argparse.Namespace) -> None:
     """A headless run with no load sends nothing: it would wait forever (or measure nothing); say so at once."""
     if args.rate is not None and args.rate == 0:
         raise UserError("--rate 0 sends no requests, so a headless run would measure nothing and, with "
