@@ -55,6 +55,10 @@ class RequestRecord:
     usage_rejected: str = ""  # why the server's usage was not believed (counts then come from chunks, estimated)
     retry_after_s: float | None = None  # a 429's Retry-After, bounded (closed-loop workers wait that long)
     turn: int = 0  # 1-based turn of a multi-turn session (or session trace); 0 for single requests
+    # First chunk of the answer itself, after any reasoning content (== t_first_token_ns when the stream carried
+    # no reasoning; None when no answer content came, e.g. max_tokens ran out while reasoning).
+    t_first_output_ns: int | None = None
+    reasoning_chunks: int = 0  # chunks that carried reasoning content (included in ``chunks``)
 
     @property
     def ok(self) -> bool:
@@ -68,6 +72,13 @@ class RequestRecord:
         return self.t_first_token_ns - self.t_scheduled_ns
 
     @property
+    def ttfo_ns(self) -> int | None:
+        """Time to first output token: the answer's first chunk after reasoning (AIPerf's and GuideLLM's TTFO)."""
+        if self.t_first_output_ns is None:
+            return None
+        return self.t_first_output_ns - self.t_scheduled_ns
+
+    @property
     def e2e_ns(self) -> int:
         return self.t_end_ns - self.t_scheduled_ns
 
@@ -77,6 +88,23 @@ class RequestRecord:
         if self.t_first_token_ns is None or self.output_tokens < 2:
             return None
         return (self.t_end_ns - self.t_first_token_ns) / (self.output_tokens - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalCounts:
+    """Inter-token gaps in the compact form a progress tick carries: their log-histogram buckets (the buckets of
+    ``engine.metrics.histogram``) with counts, and the exact sum, smallest and largest in ns. A tick ships every
+    gap that arrived in it whatever the token rate, in a few dozen numbers; live and replay merge the same ones."""
+
+    buckets: tuple[int, ...]
+    counts: tuple[int, ...]
+    sum_ns: int
+    min_ns: int
+    max_ns: int
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +125,12 @@ class StreamProgress:
     first_tokens: tuple[tuple[int, int, int], ...] = ()
     waiting: int = 0  # requests sent that have no first token yet at t_ns (queued on the server, or prefilling)
     waiting_since_ns: int | None = None  # scheduled stamp of the oldest of them; None when none waits
+    # First answer tokens (after any reasoning) since the previous tick, shaped like ``first_tokens``: TTFO.
+    first_outputs: tuple[tuple[int, int, int], ...] = ()
+    # Inter-token gaps that arrived since the previous tick (of open streams and of streams that ended in it), so
+    # ITL enters the window while a long answer streams. None: the producer does not ship them (recordings of
+    # schema < 3), and ITL then comes from the records' token stamps at their end.
+    itl: IntervalCounts | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,8 @@ class WindowStats(Frozen):
     output_tokens: int = 0
     input_tokens_per_s: float = 0.0
     output_tokens_per_s: float = 0.0
-    ttft: Percentiles = Percentiles()
+    ttft: Percentiles = Percentiles()  # to the first chunk of any content, reasoning included
+    ttfo: Percentiles = Percentiles()  # time to first output token: the answer's first chunk, after reasoning
     itl: Percentiles = Percentiles()  # gaps between content chunks
     tpot: Percentiles = Percentiles()  # per request: (end - first token) / (output tokens - 1)
     e2e: Percentiles = Percentiles()
@@ -192,6 +193,7 @@ class Snapshot(Frozen):
     window_s: float = 10.0
     window: WindowStats = WindowStats()
     total: WindowStats = WindowStats()
+    reasoning: bool = False  # some stream carried reasoning content before its answer: TTFO differs from TTFT
     tokens_estimated: bool = False  # some output counts came from chunk counting, not the server's usage
     input_tokens_unknown: bool = False  # some successful request came without prompt usage: input figures undercount
     usage_rejected: int = 0  # requests whose usage was not believed (negative, absurd, disagreeing with the stream)

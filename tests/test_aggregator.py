@@ -48,7 +48,9 @@ def exact_quantile(values, q: float) -> float:
 
 
 def test_hand_computed_figures_over_window_and_total():
-    agg = Aggregator(t0_ns=T0, meta=SessionMeta(endpoint="http://127.0.0.1:1/v1", model="m", workload="w"))
+    # ITL from the records' chunk stamps: the path of recordings made before ticks carried ITL (schema < 3)
+    agg = Aggregator(t0_ns=T0, itl_from_ticks=False,
+                     meta=SessionMeta(endpoint="http://127.0.0.1:1/v1", model="m", workload="w"))
     r1 = ok(1.0, 1.1, 2.0, 11, inp=50, times=tuple(1.1 + 0.09 * i for i in range(11)))  # ITL 90 ms x10, TPOT 90
     r2 = ok(2.0, 2.2, 3.0, 5, inp=30, times=(2.2, 2.4, 2.6, 2.8, 3.0))  # ITL 200 ms x4, TPOT 200
     r3 = ok(3.0, 3.3, 4.0, 8, inp=20, start=3.005)  # sent 5 ms late; TTFT 300 from the schedule; TPOT 100
@@ -127,7 +129,7 @@ def test_merged_percentiles_match_numpy_on_synthetic_data():
         first = ends[i] - gaps[i].sum()
         times = tuple(first + np.concatenate([[0.0], np.cumsum(gaps[i])]))
         records.append(ok(first - ttft[i], first, ends[i], 5, times=times, rid=i))
-    agg = Aggregator(t0_ns=T0, window_s=10.0)
+    agg = Aggregator(t0_ns=T0, window_s=10.0, itl_from_ticks=False)
     for start in range(0, n, 250):  # batches span slot boundaries
         agg.add_records(records[start:start + 250])
     snap = agg.snapshot(at(30.0), RUNNING)
@@ -359,3 +361,50 @@ def test_energy_window_matches_the_span_the_tokens_cover():
     assert snap.gpu.window.joules_per_output_token == pytest.approx(3.0)
     assert snap.gpu.total.energy_j == pytest.approx(300.0 * 20.5) and snap.total.output_tokens == 2050
     assert snap.gpu.total.joules_per_output_token == pytest.approx(3.0)
+
+
+def test_itl_on_ticks_gives_the_same_figures_as_the_records_stamps_and_enters_at_its_tick():
+    """The same gaps shipped as bucket counts on ticks, or taken from a record's chunk stamps at its end, give
+    identical percentiles, mean and max; on ticks they are in the window seconds before the request ends."""
+    from dataclasses import replace
+
+    from engine.metrics.histogram import interval_counts
+
+    rng = np.random.default_rng(7)
+    gaps = rng.integers(5 * MS, 80 * MS, size=400)
+    first = at(1.0)
+    times = tuple(int(t) for t in np.concatenate([[first], first + np.cumsum(gaps)]))
+    record = replace(ok(0.9, 1.0, 1.0, len(times)), t_end_ns=times[-1], token_times_ns=times)
+    from_records = Aggregator(t0_ns=T0, window_s=60.0, itl_from_ticks=False)
+    from_records.add_records([record])
+    from_ticks = Aggregator(t0_ns=T0, window_s=60.0)
+    from_ticks.add_progress([replace(tick(2.0, 0), itl=interval_counts(gaps[:200]))])
+    early = from_ticks.snapshot(at(2.5), RUNNING)
+    assert early.window.itl.count == 200 and early.total.requests == 0  # long before the request ends
+    from_ticks.add_progress([replace(tick(3.0, 0), itl=interval_counts(gaps[200:]))])
+    from_ticks.add_records([record])  # its gaps came on the ticks: not counted again
+    a = from_records.snapshot(at(40.0), RUNNING).window.itl
+    b = from_ticks.snapshot(at(40.0), RUNNING).window.itl
+    assert a == b and a.count == 400 and a.mean == pytest.approx(gaps.mean() / MS) and a.max == gaps.max() / MS
+
+
+def test_ttfo_counts_once_from_a_tick_or_its_record_and_reasoning_shows():
+    from dataclasses import replace
+
+    agg = Aggregator(t0_ns=T0)
+    thinking = replace(ok(1.0, 1.1, 3.0, 20, rid=1), t_first_output_ns=at(1.6), reasoning_chunks=5)
+    plain = replace(ok(1.0, 1.2, 2.0, 20, rid=2), t_first_output_ns=at(1.2))
+    agg.add_progress([replace(tick(1.3, 0), first_tokens=((1, at(1.1), at(1.0)), (2, at(1.2), at(1.0))),
+                              first_outputs=((2, at(1.2), at(1.0)),))])
+    s = agg.snapshot(at(1.4), RUNNING)
+    assert (s.window.ttft.count, s.window.ttfo.count, s.reasoning) == (2, 1, False)  # no answer differs yet
+    agg.add_progress([replace(tick(1.7, 0), first_outputs=((1, at(1.6), at(1.0)),))])
+    s = agg.snapshot(at(1.8), RUNNING)
+    assert s.reasoning and s.window.ttfo.count == 2 and s.window.ttfo.max == pytest.approx(600.0)
+    agg.add_records([thinking, plain])
+    s = agg.snapshot(at(5.0), RUNNING)
+    assert (s.window.ttft.count, s.window.ttfo.count) == (2, 2)
+    late = Aggregator(t0_ns=T0)  # records only (they ended between ticks): TTFO from the records
+    late.add_records([thinking])
+    s = late.snapshot(at(5.0), RUNNING)
+    assert s.reasoning and s.window.ttfo.mean == pytest.approx(600.0) and s.window.ttft.mean == pytest.approx(100.0)

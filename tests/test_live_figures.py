@@ -87,7 +87,7 @@ def test_raising_concurrency_moves_windowed_ttft_within_two_ticks_of_the_new_fir
     assert all(r.ok for r in sink.records) and not sink.records  # no request ended: TTFT came from the ticks
 
 
-def test_a_recording_replays_first_tokens_and_waiting_and_a_schema_1_file_still_reads(admits_four, tmp_path):
+def test_a_recording_replays_first_tokens_waiting_and_itl_and_older_schema_files_still_read(admits_four, tmp_path):
     c = Controller(long_answers(admits_four), stop_grace_s=0.0, recorder_factory=session_recorders(directory=tmp_path))
     path = Path(c.start_recording(str(tmp_path / f"long-{uuid.uuid4().hex[:8]}.wattload.sqlite")))
     c.start()
@@ -105,21 +105,34 @@ def test_a_recording_replays_first_tokens_and_waiting_and_a_schema_1_file_still_
     assert replay.window.ttft.p50 == pytest.approx(shown.window.ttft.p50, rel=0.021)
     assert replay.waiting_first_token == 4 and replay.oldest_wait_s == pytest.approx(shown.oldest_wait_s, abs=0.3)
 
-    # the same file as schema 1 wrote it: no first tokens on the ticks, so TTFT waits for the records (none here)
-    old = tmp_path / "schema1.wattload.sqlite"
+    assert replay.window.itl.count == shown.window.itl.count > 0  # gaps on the ticks, no per-token stamps
+    # the same file as schema 2 wrote it: first tokens on the ticks, but no ITL there (it came from token_times)
+    assert legacy_snapshot(path, tmp_path, 2, shown.t_s).window.ttft.count == 4
+    assert legacy_snapshot(path, tmp_path, 2, shown.t_s).window.itl.count == 0
+    # ... and as schema 1 wrote it: no first tokens on the ticks, so TTFT waits for the records (none here)
+    legacy = legacy_snapshot(path, tmp_path, 1, None)
+    assert legacy.total.ttft.count == 0 and legacy.waiting_first_token == 0
+    assert legacy.total.output_tokens == replay_total_tokens(path)
+
+
+def legacy_snapshot(path: Path, tmp_path: Path, schema: int, t_s: float | None):
+    """Replay ``path`` rewritten as an older schema wrote it (its later columns dropped), at ``t_s`` or the end."""
+    old = tmp_path / f"schema{schema}-{uuid.uuid4().hex[:6]}.wattload.sqlite"
     shutil.copy(path, old)
     with sqlite3.connect(old) as conn:
-        for column in ("waiting", "wait_us", "firsts"):
+        later = ("outputs", "itl") if schema == 2 else ("waiting", "wait_us", "firsts", "outputs", "itl")
+        for column in later:
             conn.execute(f"ALTER TABLE progress DROP COLUMN {column}")
-        conn.execute("PRAGMA user_version = 1")
-        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        conn.execute("DROP VIEW requests_ms")  # it names ttfo_us, which schemas 1 and 2 did not have
+        for column in ("ttfo_us", "rchunks"):
+            conn.execute(f"ALTER TABLE requests DROP COLUMN {column}")
+        conn.execute(f"PRAGMA user_version = {schema}")
+        conn.execute(f"UPDATE meta SET value = '{schema}' WHERE key = 'schema_version'")
     conn.close()
     with open_recording(old) as rec:
         feeder = Feeder(rec)
-        feeder.advance(rec.duration_us)
-        legacy = feeder.snapshot()
-    assert legacy.total.ttft.count == 0 and legacy.waiting_first_token == 0
-    assert legacy.total.output_tokens == replay_total_tokens(path)
+        feeder.advance(rec.duration_us if t_s is None else round(t_s * 1e6))
+        return feeder.snapshot()
 
 
 def replay_total_tokens(path: Path) -> int:

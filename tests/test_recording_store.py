@@ -7,7 +7,15 @@ from datetime import datetime
 
 import pytest
 
-from engine.records import ControlEvent, ErrorClass, EventKind, RequestRecord, StreamProgress, TelemetrySample
+from engine.records import (
+    ControlEvent,
+    ErrorClass,
+    EventKind,
+    IntervalCounts,
+    RequestRecord,
+    StreamProgress,
+    TelemetrySample,
+)
 from engine.storage.recorder import default_recording_path
 from engine.storage.schema import TABLES, create_statements, schema_markdown
 from engine.storage.store import (
@@ -40,7 +48,8 @@ def test_a_request_round_trips_to_the_microsecond():
                       t_headers_ns=T0 + 1_020_000_001, t_first_token_ns=T0 + 1_080_123_456, t_end_ns=T0 + 2_500_000_789,
                       input_tokens=321, output_tokens=64, output_estimated=True, chunks=60, status=200,
                       response_id="cmpl-1", turn=4,
-                      token_times_ns=tuple(T0 + 1_080_123_456 + k * 12_345_678 for k in range(64)))
+                      token_times_ns=tuple(T0 + 1_080_123_456 + k * 12_345_678 for k in range(64)),
+                      t_first_output_ns=T0 + 1_480_000_321, reasoning_chunks=30)
     arrival = T0 + 2_600_000_000
     row = (1, *encode_request(r, arrival, T0))
     back = decode_request(row)
@@ -49,6 +58,7 @@ def test_a_request_round_trips_to_the_microsecond():
     assert back.t_headers_ns == floor_us(r.t_headers_ns)
     assert back.t_first_token_ns == floor_us(r.t_first_token_ns)
     assert back.t_end_ns == floor_us(r.t_end_ns)
+    assert (back.t_first_output_ns, back.reasoning_chunks) == (floor_us(r.t_first_output_ns), 30)
     assert (back.worker, back.request_id, back.input_tokens, back.output_tokens, back.output_estimated, back.chunks,
             back.status, back.error, back.turn) == (3, 77, 321, 64, True, 60, 200, None, 4)
     assert row[1] == (arrival - T0) // 1000  # stored at its arrival: what the live aggregator saw when
@@ -74,9 +84,11 @@ def test_a_failed_request_round_trips_with_its_missing_stamps():
     {10: None},  # out_tok is NOT NULL
     {15: -1},  # a negative turn
     {15: None},  # turn is NOT NULL (0 for single requests)
+    {16: "x"},  # ttfo_us as text
+    {17: -1},  # negative reasoning chunks
 ])  # fmt: skip
 def test_impossible_request_rows_are_corrupt(change):
-    good = [1, 100, 0, 50, 0, 10, 20, 0, 1, 5, 4, 4, 0, 200, None, 0]
+    good = [1, 100, 0, 50, 0, 10, 20, 0, 1, 5, 4, 4, 0, 200, None, 0, 30, 2]
     decode_request(good)
     row = list(good)
     for i, v in change.items():
@@ -109,6 +121,19 @@ def test_telemetry_progress_and_events_round_trip():
 
     p = StreamProgress(worker=1, t_ns=T0 + 7_000_000, chunks=33, in_flight=5, loop_lag_ms=2.345)
     assert decode_progress((1, *encode_progress(p, T0 + 9_000_000, T0))) == StreamProgress(1, 7_000_000, 33, 5, 2.345)
+    # schema 3: first answer tokens like first tokens (µs), ITL bucket counts with their exact ns sum and extremes
+    itl = IntervalCounts((700, 712, 1290), (3, 1, 2), 123_456_789, 4_321, 99_999_999)
+    rich = StreamProgress(1, T0 + 7_000_000, 3, 2, 0.5, ((4, T0 + 6_000_000, T0 + 1_000_000),), 1, T0 + 2_000_000,
+                          ((4, T0 + 6_500_000, T0 + 1_000_000),), itl)
+    back = decode_progress((1, *encode_progress(rich, T0 + 9_000_000, T0)))
+    assert back.first_outputs == ((4, 6_500_000, 1_000_000),) and back.itl == itl
+    row = list((1, *encode_progress(rich, T0 + 9_000_000, T0)))
+    row[-1] = encode_varints([5, 9, 1])  # smallest above largest
+    with pytest.raises(CorruptRow):
+        decode_progress(row)
+    row[-1] = encode_varints([5, 1, 9, 700])  # a bucket without its count
+    with pytest.raises(CorruptRow):
+        decode_progress(row)
 
     e = ControlEvent(t_ns=T0 + 2_000_000_000, kind=EventKind.POWER_CAP, value=450.0, gpu_index=1, readback=449.0)
     assert decode_event((1, *encode_event(e, e.t_ns + 10_000, T0, "cap"))) == ControlEvent(
@@ -161,10 +186,12 @@ def test_statements_come_from_the_schema_and_every_codec_fills_its_columns():
 
     assert REQUESTS.insert() == (
         "INSERT INTO requests (id, t_us, lag_us, e2e_us, wait_us, hdr_us, ttft_us, worker, rid, in_tok, out_tok, "
-        "chunks, est, status, error, turn, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        "chunks, est, status, error, turn, ttfo_us, rchunks, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
     )
+    assert REQUESTS.column_list(skip=("detail",), version=2).endswith("status, error")  # schema 3 adds two
     assert PROGRESS.select(version=1) == "SELECT id, t_us, lag_us, worker, chunks, in_flight, loop_lag_us FROM progress"
-    assert PROGRESS.select().endswith("loop_lag_us, waiting, wait_us, firsts FROM progress")  # schema 2 adds three
+    assert PROGRESS.select(version=2).endswith("loop_lag_us, waiting, wait_us, firsts FROM progress")  # 2 adds three
+    assert PROGRESS.select().endswith("firsts, outputs, itl FROM progress")  # schema 3 adds two
     assert EVENTS.insert(skip=("id",)).startswith("INSERT INTO events (t_us, ev_us, kind,")
     with pytest.raises(ValueError, match="no column 'nope'"):
         REQUESTS.select(skip=("nope",))

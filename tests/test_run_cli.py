@@ -87,6 +87,44 @@ def test_several_models_ask_for_one(capsys):
         server.server_close()
 
 
+class _AnswersWithoutStreaming(BaseHTTPRequestHandler):
+    """Lists one model; answers every POST with a 200 JSON body, as a non-streaming (or wrong) endpoint does."""
+
+    def _send(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the preflight reads the headers only
+            pass
+
+    def do_GET(self):
+        self._send(json.dumps({"object": "list", "data": [{"id": "solo"}]}).encode())
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._send(b'{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":9,"completion_tokens":1}}')
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("calibrate", [[], ["--no-calibrate"]])
+def test_a_200_that_does_not_stream_is_one_fatal_line(capsys, calibrate):
+    """The calibration probe meets it first: fatal there, in one line (not a note, then the load's own line)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _AnswersWithoutStreaming)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        fails_with_one_line(capsys, ["run", url, "--headless", "-n", "2", *calibrate], "application/json",
+                            "OpenAI-compatible")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.parametrize(
     "argv",
     [["--concurrency", "-1"], ["--duration", "soon"], ["--rate", "x"], ["-c", "2", "--rate", "3"], ["--api", "grpc"]],

@@ -31,12 +31,14 @@ def test_sweep_of_the_simulator_prints_the_ceiling_and_writes_json_and_csv(tmp_p
     assert "sweep_tiny: capacity 2 concurrent" in captured.out
     assert re.search(r"lengths: input 32 -> 3\d\.\d \([+-]\d\.\d%\), output 128 -> 128\.0 \(\+0\.0%\)", captured.out)
     assert "step 1: concurrency 1" in captured.err  # progress lines on stderr
+    assert "pricing h100-sxm-rental (matches the detected Simulated H100" in captured.err  # as run picks it
 
     report = json.loads(out_json.read_text())
     assert report["kind"] == "sweep" and report["seed"] == 7
     assert report["profile"]["name"] == "sweep_tiny" and len(report["profile"]["sha256"]) == 64
     assert report["profile"]["profile"]["system_prompt"] == "Be brief."
     assert report["sysinfo"]["gpus"][0]["name"].startswith("Simulated")
+    assert report["pricing"] == "h100-sxm-rental"
     assert report["settings"]["threshold"] == 0.15 and report["settings"]["start"] == 1
     outcome = report["result"]["outcome"]
     assert outcome["capacity"] == 2

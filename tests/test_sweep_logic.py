@@ -103,6 +103,7 @@ def snap(t, tps, *, conc=4, steady=True, requests=20):
         state=RunState.RUNNING,
         target_concurrency=conc,
         steady=steady,
+        total=WindowStats(output_tokens=round(tps * t)),  # streamed at this rate since the start
         window=WindowStats(
             span_s=2.0,
             requests=requests,
@@ -210,3 +211,28 @@ def test_a_step_holds_three_request_durations():
     done = next((i, r) for i, r in enumerate(results) if r is not None)
     assert done[1].held_s == pytest.approx(48.0, abs=0.3)  # 3 x 16 s, not the 20 s step time
     assert done[1].hold_note == "held 48 s: 3 request durations (E2E p50 16.0 s)"
+
+
+def test_a_step_is_judged_by_the_tokens_it_streamed_over_its_hold():
+    """The real-server case of issue 10: 512-token answers at ~30 tok/s per stream, a 10 s window. Whatever a
+    window happens to hold (a burst of usage corrections, or none), the step streamed 2 x 30 tok/s over its hold,
+    and that is what the next step is compared with."""
+    settings = SweepSettings(step_time_s=20, window_s=10)
+    judge = StepJudge(1, 2, settings, t_start_s=100.0)
+    e2e = Percentiles(count=2, p50=17_000.0)
+    result = None
+    for k in range(400):
+        t = 100.0 + k / 4
+        window = WindowStats(requests=2, output_tokens_per_s=25.0 + (k % 2), e2e=e2e)  # steady-looking, but low
+        s = Snapshot(t_s=t, window_s=10, steady=True, target_concurrency=2, window=window,
+                     total=WindowStats(output_tokens=round(3000 + 60.0 * (t - 100.0))))
+        result = judge.feed(s)
+        if result is not None:
+            break
+    assert result is not None and result.held_s >= 51.0  # 3 request durations
+    assert result.output_tokens_per_s == pytest.approx(60.0, rel=0.01)
+    assert result.window_output_tokens_per_s in (25.0, 26.0)
+    assert result.output_tokens == pytest.approx(60.0 * (result.held_s - 10), rel=0.01)  # after the first window
+    finder = CeilingFinder(settings)
+    finder.record(step(0, 1, 31.0))
+    assert finder.record(result).verdict is Verdict.IMPROVED  # not "fell below the best (31 tok/s)"

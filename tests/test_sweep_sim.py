@@ -17,6 +17,7 @@ from engine.load.controller import Controller
 from engine.records import EventKind
 from engine.session.calibrate import calibrate_profile
 from engine.sim.model import SimConfig, max_concurrency
+from engine.sim.process import start_sim_process
 from engine.sweep.rules import SweepSettings, Verdict
 from engine.sweep.runner import AutoRamp, SweepRunner
 from engine.sweep.session import SweepTarget, find_ceiling
@@ -206,3 +207,26 @@ def test_auto_ramp_ends_when_the_operator_pauses(sim_process, loaded):
         assert controller.latest.target_concurrency == 2  # no capacity was claimed, the load was left alone
     finally:
         controller.close()
+
+
+def test_answers_longer_than_the_window_on_a_slow_server_find_the_knee_not_concurrency_2():
+    """Issue 10's real server, scaled: ~30 tok/s per stream with 512-token answers (17 s, longer than a 10 s
+    window) is here 300 tok/s per stream at 10x speed with a 1 s window. The sweep stopped at concurrency 2 there
+    ("fell below the best"); it must step on to the simulator's admission limit (4 requests fit the KV cache)."""
+    out_tokens = 512
+    slow = SimConfig(speed=10, decode_base_ms=33.0, decode_per_seq_ms=0.0, kv_capacity_tokens=4 * (IN + out_tokens))
+    base = load_profile("chat")
+    shape = base.with_profile(base.profile.model_copy(update={"input": Fixed(value=IN),
+                                                              "output": Fixed(value=out_tokens)}))
+    settings = SweepSettings(start=1, max=16, window_s=1.0, step_time_s=2.0)
+    with start_sim_process(slow) as server:
+        result = find_ceiling(SweepTarget(config(server.url), gpu="sim", sim_url=server.url), shape, settings, seed=3)
+    o = result.outcome
+    assert result.status == "ok", result.message
+    steps = [(s.concurrency, s.verdict, round(s.output_tokens_per_s), s.hold_note) for s in o.steps]
+    assert [s.concurrency for s in o.steps][:3] == [1, 2, 4], steps
+    assert o.steps[1].verdict is Verdict.IMPROVED, steps  # not "fell below the best" at 2
+    assert o.capacity == max_concurrency(slow, IN, out_tokens) == 4, steps
+    first = o.steps[0]
+    assert first.held_s >= 3 * 512 * 3.3e-3 * 0.9 and first.hold_note, steps  # held 3 request durations
+    assert first.output_tokens_per_s == pytest.approx(1000 / 3.3, rel=0.1), steps  # one stream's real rate

@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,10 +31,11 @@ from engine.config import RunConfig, api_key_from_env
 from engine.snapshot import LoadMode
 
 __all__ = ["add_load_args", "add_timeout_args", "config_from_args", "open_recording_or_fail", "parse_duration",
-           "positive", "pricing_from_args", "profile_from_args", "sigint_blocked", "start_recording_or_fail",
-           "with_flags"]
+           "positive", "pricing_from_args", "profile_from_args", "session_pricing", "sigint_blocked",
+           "start_recording_or_fail", "with_flags"]
 
 if TYPE_CHECKING:
+    from engine.gpu.base import BackendKind
     from engine.load.controller import Controller
     from engine.pricing import PricingProfile
     from engine.storage.reader import Recording
@@ -120,9 +121,29 @@ def config_from_args(args: argparse.Namespace, *, base_url: str | None = None, m
         raise UserError(f"invalid setting {where}: {err['msg']}") from None
 
 
-def pricing_from_args(args: argparse.Namespace, gpu_name: str | None = None) -> PricingProfile:
+def _stderr(line: str) -> None:
+    print(f"wattload: {line}", file=sys.stderr)
+
+
+def session_pricing(
+    args: argparse.Namespace, base_url: str, sim_url: str | None, notify: Callable[[str], None] = _stderr
+) -> PricingProfile:
+    """The pricing of a session (run, demo, sweep): ``pricing_from_args`` with the name of the first GPU the
+    session's telemetry will read (the same source rule as ``SessionSpec.gpu_source``)."""
+    from engine.session.spec import gpu_source_for, telemetry_url_for
+
+    source = gpu_source_for(args.gpu, sim_url)
+    gpu_name = None
+    if source != "none":
+        gpu_name = detected_gpu_name(source, telemetry_url_for(args.gpu, sim_url, base_url), args.gpus)
+    return pricing_from_args(args, gpu_name, notify)
+
+
+def pricing_from_args(
+    args: argparse.Namespace, gpu_name: str | None = None, notify: Callable[[str], None] = _stderr
+) -> PricingProfile:
     """The pricing profile named by --pricing with --gpu-hourly/--kwh/--pue applied. Without --pricing, the
-    built-in profile of the detected GPU (``gpu_name``), else the default; says on stderr which it chose, and
+    built-in profile of the detected GPU (``gpu_name``), else the default; says (``notify``) which it chose, and
     warns when a chosen profile names another GPU."""
     from engine.pricing import DEFAULT_PRICING, PricingError, apply_overrides, load_pricing
     from engine.pricing_match import mismatch, pricing_for_gpu
@@ -133,7 +154,7 @@ def pricing_from_args(args: argparse.Namespace, gpu_name: str | None = None) -> 
         name = matched or DEFAULT_PRICING
         why = f"matches the detected {gpu_name}" if matched else "the default: no GPU a built-in profile prices"
         if gpu_name:
-            print(f"wattload: pricing {name} ({why}; --pricing to choose)", file=sys.stderr)
+            notify(f"pricing {name} ({why}; --pricing to choose)")
     try:
         profile = load_pricing(name)
         profile = apply_overrides(profile, gpu_hourly=args.gpu_hourly, kwh=args.kwh, pue=args.pue)
@@ -141,19 +162,20 @@ def pricing_from_args(args: argparse.Namespace, gpu_name: str | None = None) -> 
         raise UserError(str(exc)) from None
     warning = mismatch(profile.gpu, gpu_name) if gpu_name else None
     if warning:
-        print(f"wattload: {warning}", file=sys.stderr)
+        notify(warning)
     return profile
 
 
-def detected_gpu_name(gpu: str | None, sim_url: str | None, gpus: str | None) -> str | None:
-    """The first selected GPU's name from the telemetry backend the run will use, or None; never raises."""
+def detected_gpu_name(source: BackendKind, sim_url: str | None, gpus: str | None) -> str | None:
+    """The first selected GPU's name from the telemetry backend ``source`` (the session's), or None; never
+    raises."""
     try:
         from engine.gpu import open_backend
     except ImportError:
         return None
     backend = None
     try:
-        backend, _ = open_backend(gpu or ("sim" if sim_url else "auto"), sim_url=sim_url, gpus=gpus)
+        backend, _ = open_backend(source, sim_url=sim_url, gpus=gpus)
         found = backend.gpus() if backend is not None else []
         return found[0].name if found else None
     except Exception:  # a name for pricing is a nicety: the run goes on without it

@@ -63,6 +63,9 @@ def add_load_shape_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
     load.add_argument("--max-tokens", type=positive(int), default=run_default("max_tokens"), metavar="N",
                       action=Given, help=f"max_tokens of every request (default {run_default('max_tokens')}; "
                       "with --profile it replaces the profile's output lengths)")
+    load.add_argument("--no-calibrate", action="store_true",
+                      help="send --input-tokens as words without measuring them on the server's tokenizer first "
+                      "(by default a few one-token probes make the prompts that long by the server's usage)")
     load.add_argument("--ignore-eos", action=Given, nargs=0, default=False,
                       help="also send ignore_eos/min_tokens so every answer is max-tokens long (vLLM, SGLang)")
     load.add_argument("--step", type=positive(float), default=None, metavar="N",

@@ -24,7 +24,7 @@ from engine.cli.common import (
     check_output_path,
     parse_duration,
     positive,
-    pricing_from_args,
+    session_pricing,
     sigint_blocked,
     timeout_fields,
     with_flags,
@@ -181,8 +181,8 @@ def _run(args: argparse.Namespace) -> int:
     heatmaps = _heatmaps(args.heatmap)
     if args.resume and loaded.profile.matrix is None:
         raise UserError("--resume applies to matrix profiles only")
-    pricing = pricing_from_args(args)
     with _sim_server(args, seed) as sim_url:
+        pricing = session_pricing(args, sim_url or args.url, sim_url)  # the GPU's own profile, as run picks it
         target = _target(args, loaded, sim_url, pricing)
         if args.power_caps:
             return capsweep.run(args, loaded, settings, seed, target)
@@ -265,8 +265,8 @@ def _trace_sweep(args: argparse.Namespace) -> int:
     assert trace is not None
     settings = settings_from_args(args, None)
     seed = args.seed if args.seed is not None else 0
-    pricing = pricing_from_args(args)
     with _sim_server(args, seed) as sim_url:
+        pricing = session_pricing(args, sim_url or args.url, sim_url)
         target = _target(args, None, sim_url, pricing)
         return _sweep(args, None, settings, seed, target, (), trace=trace)
 

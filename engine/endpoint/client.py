@@ -20,6 +20,7 @@ import datetime as dt
 import email.utils
 import functools
 import json
+from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import Any
 
@@ -35,6 +36,7 @@ CONNECT_TIMEOUT_S = 10.0
 USAGE_SLACK_TOKENS = 3  # usage may differ from the chunk count by this much before it is called a disagreement
 MAX_RETRY_AFTER_S = 60.0
 _ERROR_BODY_BYTES = 4096
+NOT_STREAMING = "the server did not stream"  # a 200 whose body is not an event stream (detail prefix)
 IGNORE_EOS_REJECTED = "the server rejected ignore_eos/min_tokens (HTTP 422); run without --ignore-eos"
 
 
@@ -131,41 +133,113 @@ def arrival_clock(resp: aiohttp.ClientResponse) -> ArrivalStampingHandler | Arri
 
 
 class OpenRequest:
-    """A request in flight, as the worker's progress report sees it: no first token yet, or one not yet shipped."""
+    """A request in flight, as the worker's progress report sees it: what of it was handed over already."""
 
-    __slots__ = ("parser", "request_id", "shipped", "t_scheduled_ns")
+    __slots__ = ("gaps_sent", "output_shipped", "parser", "request_id", "shipped", "t_scheduled_ns")
 
     def __init__(self, request_id: int, parser: StreamParser, t_scheduled_ns: int) -> None:
         self.request_id = request_id
         self.parser = parser
         self.t_scheduled_ns = t_scheduled_ns
-        self.shipped = False
+        self.shipped = False  # its first token was handed over
+        self.output_shipped = False  # its first answer token (after reasoning) was handed over
+        self.gaps_sent = 1  # chunk stamps whose gap to the previous one was handed over (the first has none)
 
 
-def take_first_tokens(open_requests: set[OpenRequest]) -> tuple[tuple[tuple[int, int, int], ...], int, int | None]:
-    """First tokens since the previous call as (request id, first-token stamp, scheduled stamp), plus the
-    requests still waiting for theirs: how many, and the scheduled stamp of the oldest (None when none).
+FirstToken = tuple[int, int, int]  # (request id, stamp, scheduled stamp)
+# Gaps of ended streams held for the next tick: a worker ticks every ~100 ms (far fewer gaps than this at any
+# token rate); a client nobody takes ticks from (the calibration probes) must not grow without bound.
+MAX_HELD_GAPS = 1 << 20
 
-    Called every progress tick (O(open requests)); each first token is handed over once. A request that ends
-    before the next tick is not handed over: its record carries its TTFT (the aggregator counts either)."""
-    firsts: list[tuple[int, int, int]] = []
-    waiting = 0
+
+@dataclass(frozen=True, slots=True)
+class TickFacts:
+    """What the open streams of one client did since the previous progress tick (``OpenStreams.take``).
+
+    ``firsts``/``outputs``: first tokens and first answer tokens that arrived, as (request id, stamp, scheduled);
+    ``gaps``: every inter-chunk gap (ns) that arrived, of open and of just-ended streams; ``waiting`` and
+    ``oldest``: requests still without a first token, and the scheduled stamp of the oldest (None when none)."""
+
+    firsts: tuple[FirstToken, ...] = ()
+    outputs: tuple[FirstToken, ...] = ()
+    gaps: tuple[int, ...] = ()
+    waiting: int = 0
     oldest: int | None = None
-    for live in open_requests:
-        first = live.parser.first_ns
-        if first is None:
-            waiting += 1
-            if oldest is None or live.t_scheduled_ns < oldest:
-                oldest = live.t_scheduled_ns
-        elif not live.shipped:
-            live.shipped = True
-            firsts.append((live.request_id, first, live.t_scheduled_ns))
-    return tuple(firsts), waiting, oldest
+
+    def merged(self, other: TickFacts) -> TickFacts:
+        oldest = [t for t in (self.oldest, other.oldest) if t is not None]
+        return TickFacts(self.firsts + other.firsts, self.outputs + other.outputs, self.gaps + other.gaps,
+                         self.waiting + other.waiting, min(oldest) if oldest else None)
+
+
+class OpenStreams:
+    """A client's requests in flight, so every progress tick can hand over what arrived since the previous one:
+    figures enter the live window when their event happened, not when a (maybe minute-long) request ends.
+
+    Not keyed by request id: probes may reuse one id concurrently. ``take`` is O(open requests + new chunks)."""
+
+    __slots__ = ("_ended_gaps", "_open")
+
+    def __init__(self) -> None:
+        self._open: set[OpenRequest] = set()
+        self._ended_gaps: list[int] = []
+
+    def open(self, request_id: int, parser: StreamParser, t_scheduled_ns: int) -> OpenRequest:
+        live = OpenRequest(request_id, parser, t_scheduled_ns)
+        self._open.add(live)
+        return live
+
+    def close(self, live: OpenRequest) -> None:
+        """The request ended: its gaps not yet handed over go with the next tick. Its first tokens do not (its
+        record carries them; the aggregator counts either)."""
+        self._open.discard(live)
+        if len(self._ended_gaps) < MAX_HELD_GAPS:
+            _new_gaps(live, self._ended_gaps)
+
+    def take(self) -> TickFacts:
+        firsts: list[FirstToken] = []
+        outputs: list[FirstToken] = []
+        gaps, self._ended_gaps = self._ended_gaps, []
+        waiting = 0
+        oldest: int | None = None
+        for live in self._open:
+            parser = live.parser
+            first = parser.first_ns
+            if first is None:
+                waiting += 1
+                if oldest is None or live.t_scheduled_ns < oldest:
+                    oldest = live.t_scheduled_ns
+                continue
+            if not live.shipped:
+                live.shipped = True
+                firsts.append((live.request_id, first, live.t_scheduled_ns))
+            if not live.output_shipped and parser.first_output_ns is not None:
+                live.output_shipped = True
+                outputs.append((live.request_id, parser.first_output_ns, live.t_scheduled_ns))
+            _new_gaps(live, gaps)
+        if not (firsts or outputs or gaps or waiting):
+            return _NOTHING
+        return TickFacts(tuple(firsts), tuple(outputs), tuple(gaps), waiting, oldest)
+
+
+_NOTHING = TickFacts()
+
+
+def _new_gaps(live: OpenRequest, out: list[int]) -> None:
+    """Append the gaps between the chunk stamps of ``live`` not handed over yet (clamped at 0)."""
+    times = live.parser.times
+    if times is None:
+        return
+    n = len(times)
+    sent = live.gaps_sent
+    if n > sent:
+        out.extend(max(0, times[i] - times[i - 1]) for i in range(sent, n))
+        live.gaps_sent = n
 
 
 class StreamClient:
     """Runs streaming requests over a shared session; ``chunks`` counts content chunks for progress reports, and
-    ``take_first_tokens`` hands over the first tokens that arrived since it was last called."""
+    ``take_tick`` hands over the first tokens and chunk gaps that arrived since it was last called."""
 
     def __init__(self, config: RunConfig, session: aiohttp.ClientSession, worker: int = 0) -> None:
         self._config = config
@@ -183,11 +257,11 @@ class StreamClient:
         self._progress_ns = round(config.read_timeout_s * 1e9)
         self.chunks = 0  # content chunks received since the owner last reset it
         self.read_stamped = 0  # responses stamped at read time because no arrival stamp could be found
-        self._open: set[OpenRequest] = set()  # not keyed by request id: probes may reuse one id concurrently
+        self._open = OpenStreams()
 
-    def take_first_tokens(self) -> tuple[tuple[tuple[int, int, int], ...], int, int | None]:
-        """See ``take_first_tokens`` (module level)."""
-        return take_first_tokens(self._open)
+    def take_tick(self) -> TickFacts:
+        """What arrived on the open streams since the previous call (``OpenStreams.take``)."""
+        return self._open.take()
 
     async def run(
         self,
@@ -208,8 +282,7 @@ class StreamClient:
         error: tuple[ErrorClass, str] | None = None
         t_start = perf_counter_ns()
         t_scheduled = t_start if t_scheduled_ns is None else t_scheduled_ns
-        live = OpenRequest(request_id, parser, t_scheduled)
-        self._open.add(live)
+        live = self._open.open(request_id, parser, t_scheduled)
         try:
             async with self._session.post(self._url, data=data, headers=self._headers, timeout=self._timeout) as resp:
                 clock = arrival_clock(resp)
@@ -223,7 +296,7 @@ class StreamClient:
                         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 elif "event-stream" not in resp.headers.get("Content-Type", ""):
                     kind = resp.headers.get("Content-Type", "no Content-Type")
-                    error = (ErrorClass.MALFORMED, f"the server did not stream (HTTP 200 with {one_line(kind, 60)})")
+                    error = (ErrorClass.MALFORMED, f"{NOT_STREAMING} (HTTP 200 with {one_line(kind, 60)})")
                 else:
                     error = await self._read_stream(resp, parser, clock)
         except asyncio.CancelledError:
@@ -231,7 +304,7 @@ class StreamClient:
         except Exception as exc:  # every failure becomes a classified record, never an exception
             error = classify_exception(exc, t_headers is not None, self._timeout)
         finally:
-            self._open.discard(live)
+            self._open.close(live)
         t_end = perf_counter_ns()
         usage_in, usage_out, rejected = parser.prompt_tokens, parser.completion_tokens, parser.usage_rejected
         if usage_out is not None and not rejected:
@@ -248,6 +321,8 @@ class StreamClient:
             t_start_ns=t_start,
             t_headers_ns=t_headers,
             t_first_token_ns=parser.first_ns,
+            t_first_output_ns=parser.first_output_ns,
+            reasoning_chunks=parser.reasoning_chunks,
             t_end_ns=t_end,
             input_tokens=usage_in,
             output_tokens=parser.chunks if usage_out is None else usage_out,

@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 import aiohttp
 
 from engine.config import RunConfig
-from engine.endpoint.client import StreamClient, open_session
+from engine.endpoint.client import StreamClient, TickFacts, open_session
 from engine.endpoint.lean_client import LeanPool, LeanStreamClient, NeedsFallback
 from engine.records import RequestRecord, RequestSpec
 
@@ -28,7 +28,7 @@ class RequestRunner(Protocol):
 
     chunks: int
 
-    def take_first_tokens(self) -> tuple[tuple[tuple[int, int, int], ...], int, int | None]: ...
+    def take_tick(self) -> TickFacts: ...
 
     async def run(
         self,
@@ -74,13 +74,9 @@ class AutoStreamClient:
         if self._aiohttp is not None:
             self._aiohttp.chunks = 0
 
-    def take_first_tokens(self) -> tuple[tuple[tuple[int, int, int], ...], int, int | None]:
-        firsts, waiting, oldest = self._lean.take_first_tokens()
-        if self._aiohttp is None:
-            return firsts, waiting, oldest
-        more, waiting_more, oldest_more = self._aiohttp.take_first_tokens()
-        candidates = [t for t in (oldest, oldest_more) if t is not None]
-        return firsts + more, waiting + waiting_more, min(candidates) if candidates else None
+    def take_tick(self) -> TickFacts:
+        facts = self._lean.take_tick()
+        return facts if self._aiohttp is None else facts.merged(self._aiohttp.take_tick())
 
     async def run(
         self,

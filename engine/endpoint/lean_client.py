@@ -30,13 +30,15 @@ from engine.config import RunConfig
 from engine.endpoint.client import (
     CONNECT_TIMEOUT_S,
     IGNORE_EOS_REJECTED,
+    NOT_STREAMING,
     OpenRequest,
+    OpenStreams,
+    TickFacts,
     completions_url,
     error_message,
     parse_retry_after,
     request_body,
     request_headers,
-    take_first_tokens,
     usage_disagreement,
 )
 from engine.endpoint.sse import StreamParser, one_line
@@ -233,7 +235,7 @@ class _Connection(asyncio.Protocol):
             self.fallback = f"the server compresses the stream (Content-Encoding: {self.encoding.decode('latin-1')})"
         elif status == 200 and b"event-stream" not in self.content_type:
             kind = self.content_type.decode("latin-1") or "no Content-Type"
-            self.failure = (ErrorClass.MALFORMED, f"the server did not stream (HTTP 200 with {one_line(kind, 60)})")
+            self.failure = (ErrorClass.MALFORMED, f"{NOT_STREAMING} (HTTP 200 with {one_line(kind, 60)})")
         else:
             self.streaming = status == 200
             return
@@ -326,11 +328,11 @@ class LeanStreamClient:
         self._read_ns = round(config.read_timeout_s * 1e9)
         self._connect_s = min(config.read_timeout_s, CONNECT_TIMEOUT_S)
         self.chunks = 0  # content chunks received since the owner last reset it
-        self._open: set[OpenRequest] = set()
+        self._open = OpenStreams()
 
-    def take_first_tokens(self) -> tuple[tuple[tuple[int, int, int], ...], int, int | None]:
-        """First tokens since the last call and the requests still waiting (``engine.endpoint.client``)."""
-        return take_first_tokens(self._open)
+    def take_tick(self) -> TickFacts:
+        """What arrived on the open streams since the last call (``engine.endpoint.client.OpenStreams``)."""
+        return self._open.take()
 
     def _request(self, spec: RequestSpec) -> bytes:
         data = json.dumps(request_body(self._config, spec), separators=(",", ":")).encode()
@@ -350,12 +352,11 @@ class LeanStreamClient:
         request = self._request(spec)
         parser = StreamParser(self._keep_times, text_out)
         t_start = perf_counter_ns()
-        live = OpenRequest(request_id, parser, t_start if t_scheduled_ns is None else t_scheduled_ns)
-        self._open.add(live)
+        live = self._open.open(request_id, parser, t_start if t_scheduled_ns is None else t_scheduled_ns)
         try:
             return await self._run(request, parser, live, request_id, spec, t_scheduled_ns, t_start, turn)
         finally:
-            self._open.discard(live)
+            self._open.close(live)
 
     async def _run(self, request: bytes, parser: StreamParser, live: OpenRequest, request_id: int,
                    spec: RequestSpec, t_scheduled_ns: int | None, t_start: int, turn: int) -> RequestRecord:
@@ -481,6 +482,8 @@ class LeanStreamClient:
             t_start_ns=t_start,
             t_headers_ns=conn.t_headers_ns if conn is not None else None,
             t_first_token_ns=parser.first_ns,
+            t_first_output_ns=parser.first_output_ns,
+            reasoning_chunks=parser.reasoning_chunks,
             t_end_ns=t_end,
             input_tokens=usage_in,
             output_tokens=parser.chunks if usage_out is None else usage_out,

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from engine.config import RunConfig
 from engine.endpoint.client import (
+    NOT_STREAMING,
     StreamClient,
     completions_url,
     error_message,
@@ -36,6 +37,10 @@ async def prompt_tokens_of(client: StreamClient, spec: RequestSpec) -> int:
         detail = record.error_detail or record.error.value
         if record.status in (400, 413, 422) and _CONTEXT_RE.search(detail):
             raise ExceedsContext(detail)
+        if record.status == 200 and detail.startswith(NOT_STREAMING):
+            # not a flaky server but the wrong endpoint: the run would fail the same way, so this is the one line
+            raise ProbeError(f"calibration probe: {detail}; is this an OpenAI-compatible streaming endpoint "
+                             "(check the URL and --api)?")
         if record.error in _SERVER_FAULTS:
             raise ServerFaultDuringProbe(f"calibration probe failed: {detail}")
         raise ProbeError(f"calibration probe failed: {detail}")

@@ -58,7 +58,9 @@ class StreamParser:
         "error",
         "finished",
         "first_ns",
+        "first_output_ns",
         "prompt_tokens",
+        "reasoning_chunks",
         "response_id",
         "text",
         "times",
@@ -74,9 +76,11 @@ class StreamParser:
         self._event_prefix: bytes | None = None  # b"data: " + prefix, when a whole read can be matched at once
         self._event_suffix = b""
         self._le = 0
-        self._reasoning = False
+        self._reasoning = False  # the learnt template is a reasoning chunk (its matches count as reasoning)
         self.chunks = 0  # content chunks (non-empty content or reasoning content)
-        self.first_ns: int | None = None
+        self.first_ns: int | None = None  # first chunk of any content, reasoning included (TTFT)
+        self.first_output_ns: int | None = None  # first chunk of the answer itself, after any reasoning (TTFO)
+        self.reasoning_chunks = 0  # chunks that carried reasoning content (counted in ``chunks`` too)
         self.times: list[int] | None = [] if keep_times else None
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
@@ -111,7 +115,9 @@ class StreamParser:
                 self.chunks += 1
                 if self.times is not None:
                     self.times.append(t_ns)
-                if self.text is not None:
+                if self._reasoning:
+                    self.reasoning_chunks += 1
+                elif self.text is not None:
                     self.text.append(json.loads(middle))
                 return 1
         buf = self._buf + data if self._buf else data
@@ -150,7 +156,9 @@ class StreamParser:
                     self.chunks += 1
                     if self.times is not None:
                         self.times.append(t_ns)
-                    if self.text is not None:
+                    if self._reasoning:
+                        self.reasoning_chunks += 1
+                    elif self.text is not None:
                         self.text.append(json.loads(middle))
                     continue
             self._parse(payload, t_ns)
@@ -197,19 +205,24 @@ class StreamParser:
         choice = choices[0]
         if choice.get("finish_reason"):
             self.finished = True
-        text = self._content_of(choice, payload)
+        text, reasoning = self._content_of(choice, payload)
         if text:
-            self._content(text, t_ns)
-            self._learn(payload, text)
+            self._content(text, t_ns, reasoning)
+            self._learn(payload, text, reasoning)
 
-    def _content(self, text: str, t_ns: int) -> None:
+    def _content(self, text: str, t_ns: int, reasoning: bool) -> None:
         self.chunks += 1
         if self.first_ns is None:
             self.first_ns = t_ns
         if self.times is not None:
             self.times.append(t_ns)
-        if self.text is not None and not self._reasoning:
-            self.text.append(text)
+        if reasoning:
+            self.reasoning_chunks += 1
+        else:
+            if self.first_output_ns is None:
+                self.first_output_ns = t_ns
+            if self.text is not None:
+                self.text.append(text)
 
     def _parse_response_event(self, obj: dict[str, Any], kind: str, payload: bytes, t_ns: int) -> None:
         """The Responses API (``POST /v1/responses``): typed events; text in ``response.output_text.delta``
@@ -221,11 +234,9 @@ class StreamParser:
                 self._fail(ErrorClass.MALFORMED, f"a delta event without a string delta: {_snippet(payload)}")
                 return
             if delta:
-                self._reasoning = kind in _RESPONSES_REASONING
-                self._content(delta, t_ns)
-                self._reasoning = False
-                if kind in _RESPONSES_TEXT:
-                    self._learn(payload, delta)
+                reasoning = kind in _RESPONSES_REASONING
+                self._content(delta, t_ns, reasoning)
+                self._learn(payload, delta, reasoning)
             return
         response = obj.get("response")
         if isinstance(response, dict) and self.response_id is None and isinstance(response.get("id"), str):
@@ -243,19 +254,22 @@ class StreamParser:
             error = response.get("error") if isinstance(response, dict) else None
             self._fail(*_stream_error(error or "response.failed"))
 
-    def _content_of(self, choice: dict[str, Any], payload: bytes) -> str | None:
+    def _content_of(self, choice: dict[str, Any], payload: bytes) -> tuple[str | None, bool]:
+        """The chunk's text and whether it is reasoning (``reasoning_content``/``reasoning``, as vLLM, SGLang and
+        DeepSeek send it before the answer) rather than the answer's ``content``."""
         delta = choice.get("delta")
+        key = "content"
         if delta is None:
             value = choice.get("text")
         elif isinstance(delta, dict):
-            value = next((v for k in _CONTENT_KEYS if (v := delta.get(k))), None)
+            key, value = next(((k, v) for k in _CONTENT_KEYS if (v := delta.get(k))), ("content", None))
         else:
             self._fail(ErrorClass.MALFORMED, f"'delta' is not an object: {_snippet(payload)}")
-            return None
+            return None, False
         if value is not None and not isinstance(value, str):
             self._fail(ErrorClass.MALFORMED, f"chunk content is not a string: {_snippet(payload)}")
-            return None
-        return value
+            return None, False
+        return value, key != "content"
 
     def _take_usage(self, usage: object) -> bool:
         if not isinstance(usage, dict):
@@ -273,9 +287,11 @@ class StreamParser:
             self.completion_tokens = completion
         return True
 
-    def _learn(self, payload: bytes, text: str) -> None:
-        """Remember this chunk's bytes around its content string, so identical chunks skip ``json.loads``."""
+    def _learn(self, payload: bytes, text: str, reasoning: bool) -> None:
+        """Remember this chunk's bytes around its content string, so identical chunks skip ``json.loads``; a
+        template learnt from a reasoning chunk matches only reasoning chunks (the key is part of its prefix)."""
         self._prefix = self._event_prefix = None
+        self._reasoning = reasoning
         for encoded in (json.dumps(text).encode(), json.dumps(text, ensure_ascii=False).encode()):
             at = payload.find(encoded)
             if at > 0 and payload.find(encoded, at + 1) < 0 and payload[:at].rstrip().endswith(b":"):

@@ -7,7 +7,8 @@ Protocol over two one-way ``multiprocessing`` pipes (small dataclasses, pickled)
                            Notice(message)
 
 A ``Batch`` carries the records finished since the previous one and one ``StreamProgress`` (content chunks in the
-interval, requests open, worst event-loop lag), so IPC costs ~10 messages a second whatever the token rate.
+interval, requests open and waiting, first tokens and first answer tokens, the interval's ITL gaps as histogram
+bucket counts, worst event-loop lag), so IPC costs ~10 messages a second whatever the token rate.
 The command pipe is watched by the event loop (which makes its fd non-blocking; commands are far below PIPE_BUF,
 so each arrives whole); the data pipe is written by ``Shipper``'s thread (blocking, so a large batch is never
 half-written), so a controller that is slow to read never stalls the loop that stamps chunks.
@@ -28,11 +29,14 @@ from multiprocessing.connection import Connection
 from time import perf_counter_ns
 from typing import Any
 
+import numpy as np
+
 from engine.config import RunConfig
 from engine.endpoint.http_choice import RequestRunner, describe, open_stream_client
 from engine.load.schedule import PoissonArrivals, worker_seed
 from engine.load.shipper import Shipper
 from engine.load.trace_feed import TraceFeed, is_timed
+from engine.metrics.histogram import interval_counts
 from engine.records import RequestRecord, StreamProgress
 from engine.snapshot import LoadMode
 from engine.workload.sessions import is_session_factory
@@ -497,9 +501,11 @@ class _Worker:
         chunks, self._client.chunks = self._client.chunks, 0
         records, self._records = self._records, []
         lag, self._max_lag_ms = self._max_lag_ms, 0.0
-        firsts, waiting, since = self._client.take_first_tokens()
+        facts = self._client.take_tick()
+        itl = interval_counts(np.asarray(facts.gaps, dtype=np.int64)) if facts.gaps else None
         progress = StreamProgress(
-            self._worker, perf_counter_ns(), chunks, len(self._in_flight), max(0.0, lag), firsts, waiting, since
+            self._worker, perf_counter_ns(), chunks, len(self._in_flight), max(0.0, lag), facts.firsts,
+            facts.waiting, facts.oldest, facts.outputs, itl,
         )
         self._send(Batch(self._worker, records, progress))
 

@@ -6,10 +6,14 @@ player (now = the recording's clock) get identical figures from identical inputs
 Definitions (the README's "How the figures are defined" says the same for users):
 - TTFT and E2E count from the request's *scheduled* time, so a client that sends late cannot hide its queueing.
 - TPOT per request = (end - first token) / (output tokens - 1); ITL = gaps between content chunks.
-- A figure counts in the slot of the moment its event happened: TTFT at the first token's arrival (workers ship
-  first tokens on their ~100 ms progress ticks, so a long answer's TTFT shows before it ends), E2E, TPOT, ITL and
-  the request count at the end. TTFT counts every request that got a first token (a later failure does not undo
-  it); failed records count as errors, never in E2E/TPOT/ITL.
+- TTFO (time to first output token) counts to the first chunk of the answer itself; TTFT to the first chunk of
+  any content, reasoning included (``reasoning_content``/``reasoning`` deltas), so on reasoning models
+  TTFO - TTFT is the thinking time. Without reasoning the two are the same samples.
+- A figure counts in the slot of the moment its event happened: TTFT and TTFO at their token's arrival (workers
+  ship first tokens on their ~100 ms progress ticks, so a long answer's TTFT shows before it ends), each ITL gap
+  at the tick after its chunk arrived (ticks carry them as bucket counts), E2E, TPOT and the request count at the
+  end. TTFT, TTFO and ITL count what arrived (a later failure does not undo it); failed records count as
+  errors, never in E2E/TPOT.
 - Waiting for first token: requests sent that have no first token yet (count and the age of the oldest, from its
   scheduled time), from each worker's latest tick: queueing on the server shows before any request completes.
 - Output tokens count as chunks arrive (responsive for long requests); at completion the difference to the
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.control import ControlState, SessionMeta
-from engine.metrics.windows import RecordSamples, SlotStats, SlottedWindow, add_first_tokens
+from engine.metrics.windows import RecordSamples, SlotStats, SlottedWindow, add_first_tokens, add_gaps
 from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
 from engine.snapshot import ClientHealth, CostStats, EventView, GpuStats, ServerStats, Snapshot, WindowStats
 
@@ -84,8 +88,12 @@ class Aggregator:
         pricing: PricingProfile | None = None,
         gpu_count: int = 0,
         totals_from_ns: int | None = None,
+        itl_from_ticks: bool = True,
     ) -> None:
+        """``itl_from_ticks``: ITL comes on the progress ticks as the gaps arrive (live, recordings of schema 3 on);
+        False for older recordings, whose ITL comes from the records' chunk stamps at their end."""
         self._t0 = t0_ns
+        self._itl_from_ticks = itl_from_ticks
         self._totals_from = t0_ns if totals_from_ns is None else max(t0_ns, totals_from_ns)  # a late recording
         self._window_s = window_s
         self._meta = meta
@@ -96,7 +104,10 @@ class Aggregator:
         self._total = SlotStats()
         self._in_flight: dict[int, tuple[int, int]] = {}  # worker -> (t_ns, in flight) of its latest report
         self._waiting: dict[int, tuple[int, int, int | None]] = {}  # worker -> (t_ns, waiting, oldest scheduled)
-        self._ttft_on_tick: set[tuple[int, int]] = set()  # (worker, request id) whose TTFT a tick already counted
+        # (worker, request id) whose TTFT a tick already counted -> its first-token stamp
+        self._ttft_on_tick: dict[tuple[int, int], int] = {}
+        self._ttfo_on_tick: set[tuple[int, int]] = set()  # ... and whose TTFO (first answer token) a tick counted
+        self._reasoning = False
         self._loop_lags: list[tuple[int, float]] = []
         self._tokens_estimated = False
         self._input_unknown = False
@@ -117,13 +128,21 @@ class Aggregator:
     def add_records(self, records: Iterable[RequestRecord]) -> None:
         by_slot: dict[int, list[RequestRecord]] = {}
         firsts: list[tuple[int, int]] = []
-        on_tick = self._ttft_on_tick
+        outputs: list[tuple[int, int]] = []
+        on_tick, output_on_tick = self._ttft_on_tick, self._ttfo_on_tick
         for r in records:
             by_slot.setdefault(self._window.index(r.t_end_ns), []).append(r)
-            if on_tick and (r.worker, r.request_id) in on_tick:
-                on_tick.discard((r.worker, r.request_id))
+            key = (r.worker, r.request_id)
+            if on_tick and key in on_tick:
+                del on_tick[key]
             elif r.t_first_token_ns is not None:
                 firsts.append((r.t_first_token_ns, r.t_first_token_ns - r.t_scheduled_ns))
+            if output_on_tick and key in output_on_tick:
+                output_on_tick.discard(key)
+            elif r.t_first_output_ns is not None:
+                outputs.append((r.t_first_output_ns, r.t_first_output_ns - r.t_scheduled_ns))
+            if r.reasoning_chunks:
+                self._reasoning = True
             if r.output_estimated and r.output_tokens > 0:
                 self._tokens_estimated = True
             if r.usage_rejected or r.retry_after_s is not None:
@@ -135,13 +154,15 @@ class Aggregator:
                 shown = self._errors.on_error(r)
                 if shown is not None:
                     self._pending.append((r.t_end_ns, EventKind.ERROR.value, shown))
+        itl = not self._itl_from_ticks
         for index, group in by_slot.items():
-            samples = RecordSamples(group)
+            samples = RecordSamples(group, itl)
             samples.add_to(self._total)
             slot = self._window.slot(index)
             if slot is not None:
                 samples.add_to(slot)
         add_first_tokens(self._window, self._total, firsts)
+        add_first_tokens(self._window, self._total, outputs, output=True)
 
     def _untrusted(self, r: RequestRecord) -> None:
         """Count what the server said and we did not take at face value; the first of each kind is logged."""
@@ -167,7 +188,16 @@ class Aggregator:
             if p.first_tokens:
                 firsts = [(first, first - scheduled) for _, first, scheduled in p.first_tokens]
                 add_first_tokens(self._window, self._total, firsts)
-                self._ttft_on_tick.update((p.worker, rid) for rid, _, _ in p.first_tokens)
+                self._ttft_on_tick.update(((p.worker, rid), first) for rid, first, _ in p.first_tokens)
+            if p.first_outputs:
+                outputs = [(first, first - scheduled) for _, first, scheduled in p.first_outputs]
+                add_first_tokens(self._window, self._total, outputs, output=True)
+                self._ttfo_on_tick.update((p.worker, rid) for rid, _, _ in p.first_outputs)
+                if not self._reasoning:  # an answer that began after the first token: reasoning came first
+                    self._reasoning = any(self._ttft_on_tick.get((p.worker, rid), first) != first
+                                          for rid, first, _ in p.first_outputs)
+            if p.itl is not None and self._itl_from_ticks:
+                add_gaps(self._window, self._total, p.t_ns, p.itl)
             self._loop_lags.append((p.t_ns, p.loop_lag_ms))
         if len(self._loop_lags) > 100_000:  # no snapshot for a long while: keep only the newest second
             newest = max(t for t, _ in self._loop_lags)
@@ -217,6 +247,7 @@ class Aggregator:
             window=window,
             total=total,
             tokens_estimated=self._tokens_estimated,
+            reasoning=self._reasoning,
             input_tokens_unknown=self._input_unknown,
             usage_rejected=self._usage_rejected,
             usage_rejected_reason=self._usage_reason,
@@ -308,6 +339,7 @@ def _window_stats(s: SlotStats, span_s: float) -> WindowStats:
         input_tokens_per_s=s.input_tokens / span_s if span_s > 0 else 0.0,
         output_tokens_per_s=output_tokens / span_s if span_s > 0 else 0.0,
         ttft=s.ttft.percentiles(),
+        ttfo=s.ttfo.percentiles(),
         itl=s.itl.percentiles(),
         tpot=s.tpot.percentiles(),
         e2e=s.e2e.percentiles(),

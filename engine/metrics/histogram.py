@@ -13,6 +13,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from engine.records import IntervalCounts
+
 RELATIVE_ERROR = 0.01
 _GAMMA = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)
 _LOG_GAMMA = math.log(_GAMMA)
@@ -27,6 +29,22 @@ def bucket_index(value: float) -> int:
     """The bucket a value falls into (values are clamped into [MIN_VALUE, MAX_VALUE])."""
     v = min(max(value, MIN_VALUE), MAX_VALUE)
     return math.ceil(math.log(v) / _LOG_GAMMA) - _OFFSET
+
+
+def bucket_indices(values: np.ndarray) -> np.ndarray:
+    """The buckets of many values (seconds), exactly as ``add_many`` computes them."""
+    clipped = np.clip(np.asarray(values, dtype=np.float64), MIN_VALUE, MAX_VALUE)
+    idx: np.ndarray = np.ceil(np.log(clipped) / _LOG_GAMMA).astype(np.int64) - _OFFSET
+    return idx
+
+
+def interval_counts(values_ns: np.ndarray) -> IntervalCounts | None:
+    """Non-negative integer nanoseconds in the compact form a progress tick carries (None when there are none)."""
+    if values_ns.size == 0:
+        return None
+    buckets, counts = np.unique(bucket_indices(values_ns / 1e9), return_counts=True)
+    return IntervalCounts(tuple(int(b) for b in buckets), tuple(int(c) for c in counts), int(values_ns.sum()),
+                          int(values_ns.min()), int(values_ns.max()))
 
 
 class LogHistogram:
@@ -54,13 +72,23 @@ class LogHistogram:
         arr = np.asarray(values, dtype=np.float64)
         if arr.size == 0:
             return
-        clipped = np.clip(arr, MIN_VALUE, MAX_VALUE)
-        idx = np.ceil(np.log(clipped) / _LOG_GAMMA).astype(np.int64) - _OFFSET
-        self.counts += np.bincount(idx, minlength=N_BUCKETS)
+        self.counts += np.bincount(bucket_indices(arr), minlength=N_BUCKETS)
         self.count += int(arr.size)
         self.total += float(arr.sum())
         self.min = min(self.min, float(arr.min()))
         self.max = max(self.max, float(arr.max()))
+
+    def add_counts(self, c: IntervalCounts) -> None:
+        """Add samples given as bucket counts (``interval_counts``); ``total``, ``min`` and ``max`` in seconds."""
+        n = sum(c.counts)
+        if n == 0:
+            return
+        idx = np.clip(np.asarray(c.buckets, dtype=np.int64), 0, N_BUCKETS - 1)  # a damaged file cannot index out
+        np.add.at(self.counts, idx, np.asarray(c.counts, dtype=np.int64))
+        self.count += n
+        self.total += c.sum_ns / 1e9
+        self.min = min(self.min, c.min_ns / 1e9)
+        self.max = max(self.max, c.max_ns / 1e9)
 
     def merge(self, other: LogHistogram) -> None:
         """Add another histogram's samples into this one."""

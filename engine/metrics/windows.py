@@ -16,7 +16,7 @@ from itertools import chain
 import numpy as np
 
 from engine.metrics.histogram import LogHistogram
-from engine.records import RequestRecord
+from engine.records import IntervalCounts, RequestRecord
 from engine.snapshot import Percentiles
 
 SLOTS_PER_WINDOW = 10  # window resolution: the window covers between 90% and 100% of window_s (see window_view)
@@ -40,6 +40,11 @@ class LatencyMetric:
             return
         self.hist.add_many(values_ns / 1e9)
         self.sum_ns += int(values_ns.sum())
+
+    def add_counts(self, c: IntervalCounts) -> None:
+        """Add samples shipped as bucket counts (a progress tick's ITL): the same buckets and sum as ``add_ns``."""
+        self.hist.add_counts(c)
+        self.sum_ns += c.sum_ns
 
     def merge(self, other: LatencyMetric) -> None:
         self.hist.merge(other.hist)
@@ -68,10 +73,11 @@ class SlotStats:
     """Everything counted in one time slot (or, merged, over a window or the whole session)."""
 
     __slots__ = ("e2e", "errors_by_class", "input_tokens", "itl", "output_tokens", "requests", "send_lag", "tpot",
-                 "ttft")
+                 "ttfo", "ttft")
 
     def __init__(self) -> None:
         self.ttft = LatencyMetric()
+        self.ttfo = LatencyMetric()  # time to first output token (after reasoning)
         self.itl = LatencyMetric()
         self.tpot = LatencyMetric()
         self.e2e = LatencyMetric()
@@ -95,7 +101,7 @@ class SlotStats:
         self.output_tokens += other.output_tokens
 
     def metrics(self) -> tuple[LatencyMetric, ...]:
-        return (self.ttft, self.itl, self.tpot, self.e2e, self.send_lag)
+        return (self.ttft, self.itl, self.tpot, self.e2e, self.send_lag, self.ttfo)
 
 
 class RecordSamples:
@@ -104,7 +110,8 @@ class RecordSamples:
     __slots__ = ("e2e", "errors_by_class", "input_tokens", "itl", "output_tokens", "requests", "send_lag", "tpot",
                  "ttft")
 
-    def __init__(self, records: Sequence[RequestRecord]) -> None:
+    def __init__(self, records: Sequence[RequestRecord], itl: bool = False) -> None:
+        """``itl``: take ITL from the records' chunk stamps (only where progress ticks do not ship the gaps)."""
         tpot: list[int] = []
         e2e: list[int] = []
         send_lag: list[int] = []
@@ -127,17 +134,17 @@ class RecordSamples:
             per_token = r.tpot_ns
             if per_token is not None:
                 tpot.append(round(per_token))
-            if len(r.token_times_ns) >= 2:
+            if itl and len(r.token_times_ns) >= 2:
                 token_times.append(r.token_times_ns)
-        self.ttft = np.zeros(0, dtype=np.int64)  # TTFT enters at its first token: see add_first_tokens
+        self.ttft = np.zeros(0, dtype=np.int64)  # TTFT and TTFO enter at their tokens: see add_first_tokens
         self.tpot = _non_negative(tpot)
         self.e2e = _non_negative(e2e)
         self.send_lag = _non_negative(send_lag)
         self.itl = _gaps(token_times)
 
     def add_to(self, stats: SlotStats) -> None:
-        for metric, values in zip(stats.metrics(), (self.ttft, self.itl, self.tpot, self.e2e, self.send_lag),
-                                  strict=True):
+        for metric, values in zip(stats.metrics(), (self.ttft, self.itl, self.tpot, self.e2e, self.send_lag,
+                                                     self.ttft), strict=True):
             metric.add_ns(values)
         stats.requests += self.requests
         for cls, n in self.errors_by_class.items():
@@ -220,15 +227,24 @@ class SlottedWindow:
             del self._slots[i]
 
 
-def add_first_tokens(window: SlottedWindow, total: SlotStats, firsts: Sequence[tuple[int, int]]) -> None:
-    """TTFT samples, as (first-token stamp, TTFT ns), into the slot of the moment each first token arrived: a
-    request's TTFT is a fact from its first token on, however long the rest of its answer takes."""
+def add_first_tokens(window: SlottedWindow, total: SlotStats, firsts: Sequence[tuple[int, int]],
+                     output: bool = False) -> None:
+    """TTFT samples (TTFO with ``output``), as (token stamp, latency ns), into the slot of the moment each token
+    arrived: a request's TTFT is a fact from its first token on, however long the rest of its answer takes."""
     by_slot: dict[int, list[int]] = {}
     for t_first, ttft in firsts:
         by_slot.setdefault(window.index(t_first), []).append(ttft)
     for index, values in by_slot.items():
         samples = _non_negative(values)
-        total.ttft.add_ns(samples)
+        (total.ttfo if output else total.ttft).add_ns(samples)
         slot = window.slot(index)
         if slot is not None:
-            slot.ttft.add_ns(samples)
+            (slot.ttfo if output else slot.ttft).add_ns(samples)
+
+
+def add_gaps(window: SlottedWindow, total: SlotStats, t_ns: int, gaps: IntervalCounts) -> None:
+    """ITL gaps a progress tick carried, into the slot of that tick (at most one tick after they arrived)."""
+    total.itl.add_counts(gaps)
+    slot = window.slot(window.index(t_ns))
+    if slot is not None:
+        slot.itl.add_counts(gaps)

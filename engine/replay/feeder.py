@@ -77,7 +77,7 @@ def new_aggregator(rec: Recording) -> tuple[Aggregator, list[str]]:
     meta = SessionMeta(endpoint=m.session.endpoint, model=m.session.model, workload=m.session.workload,
                        source="replay", trace=isinstance(m.workload, dict) and "trace" in m.workload)
     agg = Aggregator(t0_ns=0, window_s=m.window_s, meta=meta, energy=energy, pricing=pricing, gpu_count=len(m.gpus),
-                     totals_from_ns=m.recorded_from_us * 1000)  # fmt: skip
+                     totals_from_ns=m.recorded_from_us * 1000, itl_from_ticks=rec.itl_on_ticks)  # fmt: skip
     return agg, notes
 
 

@@ -129,6 +129,7 @@ def format_summary(s: Snapshot, *, stop_reason: str = "", cancelled: int = 0, gp
         "",
         f"  {'ms':<6}" + "".join(f"{h:>10}" for h in ("p50", "p90", "p99", "mean", "max", "count")),
         _latency_row("TTFT", t.ttft),
+        *([_latency_row("TTFO", t.ttfo)] if s.reasoning else []),  # reasoning models: the answer's first token
         _latency_row("ITL", t.itl),
         _latency_row("TPOT", t.tpot),
         _latency_row("E2E", t.e2e),

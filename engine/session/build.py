@@ -13,10 +13,11 @@ from typing import Any
 
 from engine.config import RunConfig
 from engine.control import SessionSink
+from engine.endpoint.errors import ServerFaultDuringProbe
 from engine.endpoint.probe import preflight, resolve_endpoint
 from engine.load.controller import Controller
 from engine.session.spec import SessionSpec
-from engine.session.workload_setup import apply_profile, calibrated_factory
+from engine.session.workload_setup import apply_profile, calibrated_factory, command_line_profile
 from engine.storage.recorder import session_recorders
 from engine.telemetry.spec import open_telemetry
 from engine.workload.calibration import CalibrationResult
@@ -66,13 +67,23 @@ def probe(spec: SessionSpec, notify: Notify = _ignore) -> Probed:
     calibration: CalibrationResult | None = None
     if spec.trace is not None:
         factory, config, calibration, spec = _trace(spec, config, notify)
-    elif spec.profile is not None:
-        config = apply_profile(config, spec.profile)
-        factory, calibration = calibrated_factory(config, spec.profile)
-        if calibration is not None and calibration.measured_tokens is not None:
-            notify(f"input length calibrated on the server: target {calibration.target_tokens:.0f} tokens, "
-                   f"measured {calibration.measured_tokens:.0f} ({calibration.error_pct or 0.0:+.1f}%) "
-                   f"after {calibration.probes} probe requests")
+    elif spec.profile is not None or spec.calibrate:
+        loaded = spec.profile if spec.profile is not None else command_line_profile(config)
+        try:
+            shaped = apply_profile(config, loaded)
+            factory, calibration = calibrated_factory(shaped, loaded)
+        except ServerFaultDuringProbe as exc:
+            if spec.profile is not None:
+                raise
+            # default calibration is a refinement: a flaky server gets its run, uncalibrated, and one line saying so
+            notify(f"input lengths not calibrated ({exc}); sending --input-tokens as words")
+        else:
+            config = shaped
+            spec = spec.model_copy(update={"profile": loaded})  # what the session sends, for recordings and reports
+            if calibration is not None and calibration.measured_tokens is not None:
+                notify(f"input length calibrated on the server: target {calibration.target_tokens:.0f} tokens, "
+                       f"measured {calibration.measured_tokens:.0f} ({calibration.error_pct or 0.0:+.1f}%) "
+                       f"after {calibration.probes} probe requests")
     if spec.probe == "full":
         warning = preflight(config)
         if warning:

@@ -19,6 +19,18 @@ from engine.workload.profile import LoadedProfile
 Probe = Literal["full", "resolve", "none"]
 
 
+def gpu_source_for(gpu: BackendKind | None, sim_url: str | None) -> BackendKind:
+    """The telemetry source a session uses: the one asked for, else the simulator's GPU with --sim, else auto."""
+    if gpu is not None:
+        return gpu
+    return "sim" if sim_url else "auto"
+
+
+def telemetry_url_for(gpu: BackendKind | None, sim_url: str | None, base_url: str) -> str | None:
+    """Where the simulated GPU is read from: the simulator we started, else the endpoint itself under --gpu sim."""
+    return sim_url or (base_url if gpu_source_for(gpu, sim_url) == "sim" else None)
+
+
 class RecordingSpec(BaseModel):
     """How ``start_recording`` (``--record``, the r key) writes files for this session."""
 
@@ -57,6 +69,10 @@ class SessionSpec(BaseModel):
     """full: resolve the API base and model, then one test request; resolve: only the first; none: as given."""
     profile: LoadedProfile | None = None
     """A workload profile: applied to the config and its input lengths calibrated on the server."""
+    calibrate: bool = False
+    """Without a profile or trace: calibrate ``config.input_tokens`` on the server like a one-shape profile (a chat
+    template alone adds ~20% to a 128-token prompt). A server fault during its probes leaves the session
+    uncalibrated with one note; a probe the server refuses is fatal, as for a profile."""
     trace: TraceSpec | None = None
     """A trace to replay instead of a profile (it sets the load shape: open loop on its clock)."""
     gpu: BackendKind | None = None
@@ -74,11 +90,9 @@ class SessionSpec(BaseModel):
 
     @property
     def gpu_source(self) -> BackendKind:
-        """The telemetry source actually used (the one rule every command shares)."""
-        if self.gpu is not None:
-            return self.gpu
-        return "sim" if self.sim_url else "auto"
+        """The telemetry source actually used (the one rule every command shares: ``gpu_source_for``)."""
+        return gpu_source_for(self.gpu, self.sim_url)
 
     def telemetry_url(self, base_url: str) -> str | None:
-        """Where the simulated GPU is read from: the simulator we started, else the endpoint itself under --gpu sim."""
-        return self.sim_url or (base_url if self.gpu_source == "sim" else None)
+        """Where the simulated GPU is read from (``telemetry_url_for``)."""
+        return telemetry_url_for(self.gpu, self.sim_url, base_url)

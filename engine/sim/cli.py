@@ -31,6 +31,8 @@ _FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--decode-base-ms", "decode_base_ms", float, "decode step: fixed part"),
     ("--decode-per-seq-ms", "decode_per_seq_ms", float, "decode step: per running sequence"),
     ("--tokens-per-chunk", "tokens_per_chunk", int, "tokens carried by one streamed chunk"),
+    ("--reasoning-tokens", "reasoning_tokens", int, "reasoning model: stream the first N tokens of every chat "
+     "answer as delta.reasoning_content"),
     ("--early-eos-prob", "early_eos_prob", float, "per-token EOS chance (not with ignore_eos)"),
     ("--power-limit", "power_limit_w", float, "initial GPU power limit in watts"),
     ("--error-rate", "error_rate", float, "fault: fraction of requests answered 500"),

@@ -28,6 +28,7 @@ RUNTIME_FIELDS: frozenset[str] = frozenset(
         "strict_fields",
         "early_eos_prob",
         "tokens_per_chunk",
+        "reasoning_tokens",
     }
 )
 
@@ -73,6 +74,10 @@ class SimConfig(BaseModel):
     """Send the final usage chunk only with stream_options.include_usage (OpenAI, vLLM), or always."""
     strict_fields: bool = False
     """Reject non-OpenAI request fields (ignore_eos, min_tokens, ...) with 422, like some servers do."""
+    reasoning_tokens: int = Field(default=0, ge=0)
+    """A reasoning model: the first N generated tokens of every chat (and Responses) answer stream as
+    ``delta.reasoning_content`` (``response.reasoning_text.delta``) before the answer, and count in usage, like
+    vLLM and SGLang with a reasoning parser. TTFO - TTFT is then the time of N tokens. Completions: no reasoning."""
     early_eos_prob: float = _Rate
     """Per-token chance of EOS after min_tokens (0: always exactly max_tokens). Ignored with ignore_eos."""
 

@@ -139,7 +139,7 @@ def parse_request(raw: bytes, chat: bool, cfg: SimConfig) -> CompletionRequest:
 class ResponseFrames:
     """The SSE events of one streamed response, with everything but the token text prepared once."""
 
-    __slots__ = ("_head", "chat", "content_prefix", "content_suffix", "role")
+    __slots__ = ("_head", "chat", "content_prefix", "content_suffix", "reasoning_prefix", "role")
 
     def __init__(self, response_id: str, created: int, model: str, chat: bool) -> None:
         self.chat = chat
@@ -148,6 +148,7 @@ class ResponseFrames:
         head = self._head.encode()
         if chat:
             self.content_prefix = head + b',"choices":[{"index":0,"delta":{"content":'
+            self.reasoning_prefix = head + b',"choices":[{"index":0,"delta":{"reasoning_content":'
             self.content_suffix = b'},"logprobs":null,"finish_reason":null}]}\n\n'
             self.role: bytes | None = (
                 head + b',"choices":[{"index":0,"delta":{"role":"assistant","content":""},'
@@ -155,11 +156,12 @@ class ResponseFrames:
             )
         else:
             self.content_prefix = head + b',"choices":[{"index":0,"text":'
+            self.reasoning_prefix = self.content_prefix  # completions carry no reasoning
             self.content_suffix = b',"logprobs":null,"finish_reason":null}]}\n\n'
             self.role = None
 
-    def content(self, quoted_text: bytes) -> bytes:
-        return self.content_prefix + quoted_text + self.content_suffix
+    def content(self, quoted_text: bytes, reasoning: bool = False) -> bytes:
+        return (self.reasoning_prefix if reasoning else self.content_prefix) + quoted_text + self.content_suffix
 
     def finish(self, reason: str) -> bytes:
         delta = '"delta":{}' if self.chat else '"text":""'

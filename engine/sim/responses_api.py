@@ -57,7 +57,7 @@ def parse_responses_request(raw: bytes, cfg: SimConfig) -> CompletionRequest:
 class ResponsesFrames:
     """The SSE events of one streamed Response; the same interface as ``ResponseFrames``."""
 
-    __slots__ = ("_created", "_model", "_rid", "content_prefix", "content_suffix", "role")
+    __slots__ = ("_created", "_model", "_rid", "content_prefix", "content_suffix", "reasoning_prefix", "role")
 
     def __init__(self, response_id: str, created: int, model: str) -> None:
         self._rid, self._created, self._model = response_id, created, json.dumps(model)
@@ -65,6 +65,12 @@ class ResponsesFrames:
         self.content_prefix = (
             b"event: response.output_text.delta\ndata: "
             b'{"type":"response.output_text.delta","item_id":"' + item.encode() + b'","output_index":0,'
+            b'"content_index":0,"delta":'
+        )
+        reasoning = "rs_" + response_id.removeprefix("resp_")
+        self.reasoning_prefix = (
+            b"event: response.reasoning_text.delta\ndata: "
+            b'{"type":"response.reasoning_text.delta","item_id":"' + reasoning.encode() + b'","output_index":0,'
             b'"content_index":0,"delta":'
         )
         self.content_suffix = b"}\n\n"
@@ -79,8 +85,8 @@ class ResponsesFrames:
             response += ',"usage":' + json.dumps(usage, separators=(",", ":"))
         return f'event: {kind}\ndata: {{"type":"{kind}","response":{response}}}}}\n\n'.encode()
 
-    def content(self, quoted_text: bytes) -> bytes:
-        return self.content_prefix + quoted_text + self.content_suffix
+    def content(self, quoted_text: bytes, reasoning: bool = False) -> bytes:
+        return (self.reasoning_prefix if reasoning else self.content_prefix) + quoted_text + self.content_suffix
 
     def tail(self, reason: str, usage_prompt_tokens: int | None, tokens: int) -> bytes:
         usage = None

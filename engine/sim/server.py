@@ -200,6 +200,7 @@ async def _answer_stream(
         acc.faults,
         cfg.stall_s,
         req.prompt_tokens if with_usage else None,
+        cfg.reasoning_tokens if req.chat or acc.responses else 0,
     )
     await _run_to_end(state, Seq(sink, req.prompt_tokens, req.max_tokens, acc.target, req.blocks))
     if not sink.closed:  # else reset, client gone or shutdown: aiohttp's final write_eof finds a closed transport

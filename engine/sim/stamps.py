@@ -9,12 +9,13 @@ from collections import OrderedDict
 class RequestStamps:
     """One response's server-side facts. Stamps are ``perf_counter_ns`` taken just before the transport write."""
 
-    __slots__ = ("chunk_write_ns", "completion_tokens", "prompt_tokens", "t_received_ns")
+    __slots__ = ("chunk_write_ns", "completion_tokens", "prompt_tokens", "reasoning_chunks", "t_received_ns")
 
     def __init__(self, t_received_ns: int, prompt_tokens: int) -> None:
         self.t_received_ns = t_received_ns
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = 0
+        self.reasoning_chunks = 0  # the first this many chunks carried reasoning content
         self.chunk_write_ns = array("q")  # 8 bytes a stamp: 100k requests x 128 chunks stay near 100 MB
 
     def to_json(self, response_id: str) -> dict[str, object]:
@@ -24,6 +25,7 @@ class RequestStamps:
             "chunk_write_ns": self.chunk_write_ns.tolist(),
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "reasoning_chunks": self.reasoning_chunks,
         }
 
 

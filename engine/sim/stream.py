@@ -23,7 +23,7 @@ class Frames(Protocol):
 
     role: bytes | None  # the event before the first token, if the API has one
 
-    def content(self, quoted_text: bytes) -> bytes: ...
+    def content(self, quoted_text: bytes, reasoning: bool = False) -> bytes: ...
 
     def tail(self, reason: str, usage_prompt_tokens: int | None, tokens: int) -> bytes: ...
 
@@ -67,6 +67,7 @@ class StreamSink:
         "faults",
         "finished",
         "frames",
+        "reasoning_tokens",
         "stall_s",
         "stamps",
         "text",
@@ -87,8 +88,10 @@ class StreamSink:
         faults: FaultPlan,
         stall_s: float,
         usage_prompt_tokens: int | None,
+        reasoning_tokens: int = 0,
     ) -> None:
         self.transport = transport
+        self.reasoning_tokens = reasoning_tokens  # the first this many tokens stream as reasoning content
         self.frames = frames
         self.text = text
         self._pos = text_pos
@@ -110,14 +113,17 @@ class StreamSink:
     def token(self) -> bool:
         self.tokens += 1
         self._pending += 1
-        if self._pending >= self.tokens_per_chunk:
-            self._emit_content()
+        if self._pending >= self.tokens_per_chunk or self.tokens == self.reasoning_tokens:
+            self._emit_content()  # a chunk never mixes reasoning and answer
         return not self.closed
 
     def _emit_content(self) -> None:
         n = self._pending
         self._pending = 0
-        event = self.frames.content(self.text.join_quoted(self._pos, n))
+        reasoning = self.tokens <= self.reasoning_tokens
+        if reasoning:
+            self.stamps.reasoning_chunks += 1
+        event = self.frames.content(self.text.join_quoted(self._pos, n), reasoning)
         self._pos += n
         if self.chunks == 0 and self.frames.role is not None:
             self._write(self.frames.role, False)

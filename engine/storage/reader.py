@@ -182,12 +182,20 @@ class Recording:
         if table == "requests":
             return FactCursor(self, table, self._request_select(), self._decode_request_row, "r.id")
         if table == "progress":
-            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(progress)")}
-            version = SCHEMA_VERSION if "firsts" in columns else 1  # schema 1 files: no first tokens, no waiting
+            columns = self._columns("progress")
+            version = 3 if "itl" in columns else 2 if "firsts" in columns else 1  # older files lack later columns
             return FactCursor(self, table, PROGRESS.select(version=version), decode_progress)
         if table == "telemetry":
             return FactCursor(self, table, TELEMETRY.select(), decode_telemetry)
         raise ValueError(f"not a paged fact table: {table}")
+
+    def _columns(self, table: str) -> set[str]:
+        return {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+
+    @property
+    def itl_on_ticks(self) -> bool:
+        """Progress ticks carry ITL gaps (schema 3 on); older files have ITL only in ``token_times``."""
+        return "itl" in self._columns("progress")
 
     def requests(self, t_from_us: int | None = None, t_to_us: int | None = None) -> Iterator[RequestRecord]:
         """Requests that arrived in (t_from_us, t_to_us], in arrival order (stamps in ns since t0)."""
@@ -264,11 +272,10 @@ class Recording:
             raise _Damaged(_one_line(exc)) from None
 
     def _request_select(self) -> str:
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(requests)")}
-        version = SCHEMA_VERSION if "turn" in columns else 2
+        version = 3 if "ttfo_us" in self._columns("requests") else 2  # schema <= 2: no turn, TTFO, reasoning
         cols = REQUESTS.column_list(skip=("detail",), version=version, prefix="r.")
         if version < 3:
-            cols += ", 0"  # no turn column before schema 3: every request was a single one (turn 0)
+            cols += ", 0, NULL, 0"  # every request a single one (turn 0), no TTFO, no reasoning chunks
         if self.meta.record_tokens:
             return f"SELECT {cols}, r.detail, tt.gaps, tt.response_id FROM requests r " \
                    "LEFT JOIN token_times tt ON tt.request = r.id"

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 3  # 2 added progress.waiting, wait_us, firsts; 3 added requests.turn; older files are still read
+SCHEMA_VERSION = 3  # 2 added progress.waiting, wait_us, firsts; 3 requests.turn, ttfo_us, rchunks, progress.outputs,
+# itl. Files of schema 1 and 2 are still read.
 FORMAT_TAG = "wattload-recording"
 APPLICATION_ID = 0x5741_5454  # "WATT": `PRAGMA application_id`, so `file` tools can tell a recording apart
 FILE_SUFFIX = ".wattload.sqlite"
@@ -118,6 +119,10 @@ REQUESTS = Table(
                "malformed); NULL = success"),
         Column("turn", "INTEGER NOT NULL DEFAULT 0", "turn number in a multi-turn session or session trace "
                "(1-based), for figures per turn; 0 = a single request (schema 3; older files read as 0)", since=3),
+        Column("ttfo_us", "INTEGER", "first answer token (after any reasoning content) - scheduled, µs (time to "
+               "first output token); NULL = no answer token (schema 3)", since=3),
+        Column("rchunks", "INTEGER NOT NULL DEFAULT 0", "chunks that carried reasoning content, included in "
+               "`chunks` (schema 3)", since=3),
         Column("detail", "INTEGER", "`strings.id` of the one-line error detail; NULL = none"),
     ),
 )
@@ -152,6 +157,12 @@ PROGRESS = Table(
         Column("firsts", "BLOB", "first tokens since the previous tick, so TTFT enters the window when it arrived: "
                "unsigned LEB128 varint triples (request id, tick - first token µs, TTFT µs); NULL = none "
                "(schema 2)", since=2),
+        Column("outputs", "BLOB", "first answer tokens (after reasoning) since the previous tick, like `firsts` "
+               "(TTFO); NULL = none (schema 3)", since=3),
+        Column("itl", "BLOB", "inter-token gaps that arrived since the previous tick, as log-histogram buckets: "
+               "unsigned LEB128 varints sum ns, min ns, max ns, then (bucket, count) pairs; NULL = none. Replay "
+               "merges exactly what the live window merged (schema 3; older files take ITL from `token_times`)",
+               since=3),
     ),
 )
 
@@ -241,6 +252,7 @@ SELECT id, worker, rid,
   (t_us - lag_us - e2e_us + ttft_us) / 1000.0 AS first_token_ms,
   (t_us - lag_us) / 1000.0 AS end_ms,
   ttft_us / 1000.0 AS ttft_ms,
+  ttfo_us / 1000.0 AS ttfo_ms,
   e2e_us / 1000.0 AS e2e_ms,
   CASE WHEN out_tok >= 2 AND ttft_us IS NOT NULL THEN (e2e_us - ttft_us) / 1000.0 / (out_tok - 1) END AS tpot_ms,
   in_tok, out_tok, chunks, est, status, error, turn,
@@ -263,6 +275,6 @@ def schema_markdown() -> str:
         out += [f"### `{t.name}`", "", t.doc, "", "| column | type | meaning |", "|---|---|---|"]
         out += [f"| `{c.name}` | {c.sql} | {c.doc} |" for c in t.columns]
         out.append("")
-    out += ["### view `requests_ms`", "", "Every request with absolute times in milliseconds since t0, TTFT, E2E, "
-            "TPOT and the error detail text: `sqlite3 FILE 'SELECT * FROM requests_ms LIMIT 5'`.", ""]
+    out += ["### view `requests_ms`", "", "Every request with absolute times in milliseconds since t0, TTFT, TTFO, "
+            "E2E, TPOT and the error detail text: `sqlite3 FILE 'SELECT * FROM requests_ms LIMIT 5'`.", ""]
     return "\n".join(out)

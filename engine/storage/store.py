@@ -13,7 +13,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.records import ControlEvent, ErrorClass, EventKind, RequestRecord, StreamProgress, TelemetrySample
+from engine.records import (
+    ControlEvent,
+    ErrorClass,
+    EventKind,
+    IntervalCounts,
+    RequestRecord,
+    StreamProgress,
+    TelemetrySample,
+)
 from engine.redact import REDACTED as REDACTED  # the scrubber lives in engine/redact.py; re-exported
 from engine.redact import Redactor as Redactor
 from engine.storage.schema import FORMAT_TAG, SCHEMA_VERSION
@@ -116,6 +124,8 @@ def encode_request(r: RequestRecord, arrival_ns: int, t0_ns: int) -> tuple[Any, 
         r.status,
         None if r.error is None else r.error.value,
         r.turn,
+        None if r.t_first_output_ns is None else _us(r.t_first_output_ns, t0_ns) - sched,
+        r.reasoning_chunks,
     )
 
 
@@ -139,12 +149,17 @@ def decode_request(row: Sequence[Any], detail: str = "", token_times_ns: tuple[i
 
     Hot path (every request of a replay): type checks are chained ``is`` tests and the record is built
     positionally, ~3 µs a row."""
-    _id, t, lag, e2e, wait, hdr, ttft, worker, rid, in_tok, out_tok, chunks, est, status, error, turn = row
+    if len(row) == 15:  # schema <= 2 recorded no turn, no TTFO and no reasoning chunks
+        row = (*row, 0, None, 0)
+    _id, t, lag, e2e, wait, hdr, ttft, worker, rid, in_tok, out_tok, chunks, est, status, error, turn, ttfo, rchunks = (
+        row
+    )
     if not (type(t) is type(lag) is type(e2e) is type(wait) is type(worker) is type(rid) is type(out_tok)
-            is type(chunks) is type(est) is type(turn) is int and type(hdr) in _OPT_INT and type(ttft) in _OPT_INT
-            and type(in_tok) in _OPT_INT and type(status) in _OPT_INT):
+            is type(chunks) is type(est) is type(turn) is type(rchunks) is int and type(hdr) in _OPT_INT
+            and type(ttft) in _OPT_INT and type(in_tok) in _OPT_INT and type(status) in _OPT_INT
+            and type(ttfo) in _OPT_INT):
         raise CorruptRow("a requests row has a value of the wrong type")
-    if e2e < 0 or out_tok < 0 or chunks < 0 or turn < 0:
+    if e2e < 0 or out_tok < 0 or chunks < 0 or turn < 0 or rchunks < 0:
         raise CorruptRow("a requests row has a negative duration or count")
     if error is not None:
         error = _ERRORS.get(error)
@@ -155,7 +170,7 @@ def decode_request(row: Sequence[Any], detail: str = "", token_times_ns: tuple[i
     return RequestRecord(
         worker, rid, sched, sched + wait * 1000, None if hdr is None else sched + hdr * 1000,
         None if ttft is None else sched + ttft * 1000, end, in_tok, out_tok, est == 1, chunks, status, error,
-        detail, response_id, token_times_ns, turn=turn,
+        detail, response_id, token_times_ns, "", None, turn, None if ttfo is None else sched + ttfo * 1000, rchunks,
     )
 
 
@@ -213,40 +228,72 @@ def encode_progress(p: StreamProgress, arrival_ns: int, t0_ns: int) -> tuple[Any
     t = _us(p.t_ns, t0_ns)
     arrival = max(_us(arrival_ns, t0_ns), t)
     wait = None if p.waiting_since_ns is None else max(0, t - _us(p.waiting_since_ns, t0_ns))
-    firsts = None
-    if p.first_tokens:
-        values: list[int] = []
-        for rid, first_ns, scheduled_ns in p.first_tokens:
-            first = _us(first_ns, t0_ns)
-            values += (rid, t - first, first - _us(scheduled_ns, t0_ns))
-        firsts = encode_varints(values)
     return (arrival, arrival - t, p.worker, p.chunks, p.in_flight, round(p.loop_lag_ms * 1000), p.waiting, wait,
-            firsts)
+            _encode_firsts(p.first_tokens, t, t0_ns), _encode_firsts(p.first_outputs, t, t0_ns),
+            None if p.itl is None else _encode_itl(p.itl))
+
+
+def _encode_firsts(firsts: tuple[tuple[int, int, int], ...], tick_us: int, t0_ns: int) -> bytes | None:
+    if not firsts:
+        return None
+    values: list[int] = []
+    for rid, first_ns, scheduled_ns in firsts:
+        first = _us(first_ns, t0_ns)
+        values += (rid, tick_us - first, first - _us(scheduled_ns, t0_ns))
+    return encode_varints(values)
+
+
+def _encode_itl(c: IntervalCounts) -> bytes:
+    """Exact ns (not µs) for the sum and extremes: replay's ITL mean and max equal the live ones to the digit."""
+    pairs = itertools.chain.from_iterable(zip(c.buckets, c.counts, strict=True))
+    return encode_varints([c.sum_ns, c.min_ns, c.max_ns, *pairs])
 
 
 def decode_progress(row: Sequence[Any]) -> StreamProgress:
-    """A progress row of either schema (PROGRESS' columns of schema 2, or of schema 1) back into a tick."""
+    """A progress row of any schema (PROGRESS' columns of schema 3, 2 or 1) back into a tick."""
     _id, t, lag, worker, chunks, in_flight, loop_lag = row[:7]
     if not (type(t) is type(lag) is type(worker) is type(chunks) is type(in_flight) is type(loop_lag) is int):
         raise CorruptRow("a progress row has a value of the wrong type")
     if len(row) == 7:
         return StreamProgress(worker, (t - lag) * 1000, chunks, in_flight, loop_lag / 1000)
-    waiting, wait, blob = row[7:]
-    if type(waiting) is not int or type(wait) not in _OPT_INT or not (blob is None or isinstance(blob, bytes)):
+    waiting, wait, blob = row[7:10]
+    outputs, itl = row[10:] if len(row) == 12 else (None, None)
+    if type(waiting) is not int or type(wait) not in _OPT_INT or not all(
+        b is None or isinstance(b, bytes) for b in (blob, outputs, itl)
+    ):
         raise CorruptRow("a progress row has a value of the wrong type")
     tick = t - lag
-    firsts: tuple[tuple[int, int, int], ...] = ()
-    if blob:
-        values = decode_varints(blob)
-        if len(values) % 3:
-            raise CorruptRow("a progress row's first tokens are cut short")
-        out = []
-        for i in range(0, len(values), 3):
-            first = tick - values[i + 1]
-            out.append((values[i], first * 1000, (first - values[i + 2]) * 1000))
-        firsts = tuple(out)
     since = None if wait is None else (tick - wait) * 1000
-    return StreamProgress(worker, tick * 1000, chunks, in_flight, loop_lag / 1000, firsts, waiting, since)
+    return StreamProgress(worker, tick * 1000, chunks, in_flight, loop_lag / 1000, _decode_firsts(blob, tick),
+                          waiting, since, _decode_firsts(outputs, tick), _decode_itl(itl))
+
+
+def _decode_firsts(blob: bytes | None, tick_us: int) -> tuple[tuple[int, int, int], ...]:
+    if not blob:
+        return ()
+    values = decode_varints(blob)
+    if len(values) % 3:
+        raise CorruptRow("a progress row's first tokens are cut short")
+    out = []
+    for i in range(0, len(values), 3):
+        first = tick_us - values[i + 1]
+        out.append((values[i], first * 1000, (first - values[i + 2]) * 1000))
+    return tuple(out)
+
+
+_MAX_BUCKET = 1 << 16  # far above the histogram's ~1,300 buckets (which clamps anything beyond its top one)
+
+
+def _decode_itl(blob: bytes | None) -> IntervalCounts | None:
+    if blob is None:
+        return None
+    values = decode_varints(blob)
+    if len(values) < 3 or len(values) % 2 == 0:
+        raise CorruptRow("a progress row's ITL counts are cut short")
+    buckets, counts = tuple(values[3::2]), tuple(values[4::2])
+    if any(b >= _MAX_BUCKET for b in buckets) or values[1] > values[2]:
+        raise CorruptRow("a progress row's ITL counts are out of range")
+    return IntervalCounts(buckets, counts, values[0], values[1], values[2])
 
 
 _TELEMETRY_FIELDS = (

@@ -3,7 +3,7 @@
 Pure and synchronous so it can be tested with recorded snapshots. ``engine.sweep.runner`` drives a live controller with
 it; the TUI's auto-ramp uses the same rules one step at a time.
 
-Rules (all figures over the step's own steady window):
+Rules (latencies over the step's own steady window; throughput over its whole hold, see ``StepJudge``):
 - a step *fails* when its error rate passes ``max_error_rate`` (10%), when a given SLO (TTFT p99, TPOT p99) is
   passed, or when its output tok/s falls more than ``threshold`` (5%) below the best step so far;
 - a step *plateaus* when raising the load gained no more than ``threshold`` over the best step: the server is
@@ -139,11 +139,19 @@ class StepResult(BaseModel):
     errors_by_class: dict[str, int] = Field(default_factory=dict)
     requests_per_s: float
     output_tokens_per_s: float
+    """Over the step's hold after its first window: tokens streamed (chunks, corrected by usage as requests end)."""
     input_tokens_per_s: float
+    output_tokens: int | None = None
+    """Output tokens streamed over that part of the hold (None: measured from one window only)."""
+    window_output_tokens_per_s: float | None = None
+    """The last window's output tok/s, for comparison (the hold's figure is the one judged)."""
     mean_input_tokens: float | None = None
     mean_output_tokens: float | None = None
     ttft_p50_ms: float | None = None
     ttft_p99_ms: float | None = None
+    ttfo_p50_ms: float | None = None
+    """Time to first output token (the answer's, after reasoning; == TTFT without reasoning)."""
+    ttfo_p99_ms: float | None = None
     tpot_p50_ms: float | None = None
     tpot_p99_ms: float | None = None
     itl_p99_ms: float | None = None
@@ -227,6 +235,8 @@ def step_from_snapshot(index: int, concurrency: int, held_s: float, steady: bool
         mean_output_tokens=w.output_tokens / w.requests if w.requests else None,
         ttft_p50_ms=w.ttft.p50,
         ttft_p99_ms=ttft_p99,
+        ttfo_p50_ms=w.ttfo.p50,
+        ttfo_p99_ms=w.ttfo.p99,
         tpot_p50_ms=w.tpot.p50,
         tpot_p99_ms=w.tpot.p99,
         itl_p99_ms=w.itl.p99,

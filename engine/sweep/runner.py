@@ -66,7 +66,8 @@ class StepJudge:
     """Decides when one step's window is steady and measures the step from its snapshots.
 
     A window is usable once it covers only this step: ``window_s`` after the change and the snapshot's own
-    ``steady`` flag (no load change inside the window). It is steady once output tok/s stayed within
+    ``steady`` flag (no load change inside the window). Latencies come from the last window; throughput from the
+    whole hold (``_over_hold``). It is steady once output tok/s stayed within
     ``steady_tolerance`` of its mean over the last half window and something completed; a usable window whose
     error rate is over twice the limit ends the step at once. Past ``step_time_s`` the step ends anyway, marked
     not steady.
@@ -81,6 +82,8 @@ class StepJudge:
         self.t_start_s = t_start_s
         self._recent: list[tuple[float, float]] = []  # (t_s, window output tok/s) of usable snapshots
         self._waiting: list[tuple[float, int]] = []  # (t_s, requests waiting for a first token) of usable ones
+        self.first: Snapshot | None = None  # the step's first snapshot
+        self.settled: Snapshot | None = None  # its first usable one: where its hold's token count starts
         self.last: Snapshot | None = None
 
     def held_s(self, snap: Snapshot) -> float:
@@ -90,18 +93,22 @@ class StepJudge:
         """The measured step once it is steady or out of time; None while it should hold."""
         if not self._is_mine(snap):
             return None  # a snapshot from before the change reached the controller
+        if self.first is None:
+            self.first = snap
         self.last = snap
         s = self.settings
         window = snap.window_s or s.window_s  # the controller's real window decides when it holds only this step
         held = self.held_s(snap)
         usable = held >= window and snap.steady
+        if usable and self.settled is None:
+            self.settled = snap
         if usable:
             self._recent.append((snap.t_s, snap.window.output_tokens_per_s))
             self._recent = [p for p in self._recent if p[0] >= snap.t_s - window]
             self._waiting.append((snap.t_s, snap.waiting_first_token))
             self._waiting = [p for p in self._waiting if p[0] >= snap.t_s - window / 2]
             if self._clearly_failing(snap):
-                return self._step(held, True, snap)
+                return self._over_hold(self._step(held, True, snap), snap)
             if self._is_steady(snap) and held >= self.min_hold_s(snap):
                 return self._measured(held, True, snap)
         if held >= self.max_hold_s(snap):
@@ -133,8 +140,27 @@ class StepJudge:
             return cap  # nothing to judge yet: extend, do not compare
         return min(cap, max(s.step_time_s, self.min_hold_s(snap)))
 
+    def _over_hold(self, step: StepResult, snap: Snapshot) -> StepResult:
+        """Throughput over the step's hold: the tokens streamed from its first usable snapshot (one window in: the
+        new requests' prefill burst and the previous step's stragglers are behind it) to this one, chunks as they
+        arrived, corrected by each request's usage when it ended; not only the last window's. A request longer
+        than the window streams its tokens in every window, but a window can hold none of its usage corrections
+        (or all of them): over several request durations both even out."""
+        first = self.settled or self.first
+        span = snap.t_s - first.t_s if first is not None else 0.0
+        if first is None or span <= 0:
+            return step
+        out = max(0, snap.total.output_tokens - first.total.output_tokens)
+        inp = max(0, snap.total.input_tokens - first.total.input_tokens)
+        return step.model_copy(update={
+            "output_tokens": out,
+            "output_tokens_per_s": out / span,
+            "input_tokens_per_s": inp / span,
+            "window_output_tokens_per_s": snap.window.output_tokens_per_s,
+        })
+
     def _measured(self, held: float, steady: bool, snap: Snapshot) -> StepResult:
-        step = self._step(held, steady, snap)
+        step = self._over_hold(self._step(held, steady, snap), snap)
         if self._waiting:
             # Requests the server holds back wait at every tick; requests merely in prefill (short answers at high
             # speed spend a good share of their life there) do not. So the count that judges the step is a low

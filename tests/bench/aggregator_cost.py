@@ -66,7 +66,7 @@ def progress(t_from: float, t_to: float, tokens_per_s: float) -> Iterator[Stream
 
 def bench_snapshot_cost() -> None:
     rng = np.random.default_rng(1)
-    agg = Aggregator(t0_ns=T0, window_s=10.0)
+    agg = Aggregator(t0_ns=T0, window_s=10.0, itl_from_ticks=False)  # records carry the ITL stamps here
     snap_ns: list[int] = []
     add_ns: list[int] = []
     per_batch = 0
@@ -98,7 +98,7 @@ def bench_snapshot_cost() -> None:
 
 def bench_memory(hours: float) -> None:
     rng = np.random.default_rng(2)
-    agg = Aggregator(t0_ns=T0, window_s=10.0)
+    agg = Aggregator(t0_ns=T0, window_s=10.0, itl_from_ticks=False)  # records carry the ITL stamps here
     tracemalloc.start()
     baseline = None
     next_id = 0

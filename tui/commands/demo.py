@@ -12,15 +12,15 @@ import argparse
 import contextlib
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from engine.cli.common import (
     add_load_args,
     check_output_path,
     config_from_args,
-    pricing_from_args,
     profile_from_args,
+    session_pricing,
     sigint_blocked,
     start_recording_or_fail,
 )
@@ -33,7 +33,10 @@ from engine.reports.summary import wall_clock_label
 
 if TYPE_CHECKING:
     from engine.load.controller import Controller
-    from engine.pricing import PricingProfile
+
+def _note(line: str) -> None:
+    print(f"wattload: {line}", file=sys.stderr)
+
 
 DEMO_CONCURRENCY = 8
 DEMO_STEP = 4.0
@@ -69,9 +72,8 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--sim-speed must be > 0")
     telemetry_spec_from_args(args)  # contradictory options: one line before anything starts
     check_output_path(args.json, "--json")
-    pricing = pricing_from_args(args)
     if args.headless:
-        return _run_headless(args, pricing)
+        return _run_headless(args)
     from tui.app import run_tui
 
     # The dashboard opens at once over a DeferredControl that says what startup is doing; the simulated server
@@ -87,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
             url, model = stack.enter_context(simulated_server(args.seed, args.sim_speed))
             sim_urls.append(url)
             deferred.say("starting the engine…")
-            controller = open_demo_session(args, url, model, pricing)
+            controller = open_demo_session(args, url, model, deferred.say)
             recordings.append(track_recordings(controller))  # the files r opens, for the end summary
             if args.record is not None:
                 start_recording_or_fail(controller, args.record)
@@ -116,13 +118,13 @@ def _run(args: argparse.Namespace) -> int:
     return code
 
 
-def _run_headless(args: argparse.Namespace, pricing: PricingProfile) -> int:
+def _run_headless(args: argparse.Namespace) -> int:
     """The demo without the dashboard: `run --headless` on the simulated server (progress, summary, --json)."""
     from tui.commands.run import check_load_can_end, run_headless
 
     check_load_can_end(args)
     with simulated_server(args.seed, args.sim_speed) as (url, model):
-        controller = open_demo_session(args, url, model, pricing)
+        controller = open_demo_session(args, url, model)  # its notes on stderr: no dashboard to draw over
         if args.record is not None:
             start_recording_or_fail(controller, args.record)
         return run_headless(controller, json_path=args.json)
@@ -146,8 +148,12 @@ def simulated_server(seed: int = 0, speed: float = 1.0) -> Iterator[tuple[str, s
         sim.stop()
 
 
-def open_demo_session(args: argparse.Namespace, url: str, model: str, pricing: PricingProfile) -> Controller:
-    """The demo's session: the simulator as given (no probing), its simulated GPU, `r` writing to --record-dir."""
+def open_demo_session(
+    args: argparse.Namespace, url: str, model: str, notify: Callable[[str], None] = _note
+) -> Controller:
+    """The demo's session: the simulator as given (no probing), its simulated GPU and that GPU's pricing, the
+    lengths calibrated like run's (unless --no-calibrate), `r` writing to --record-dir. ``notify``: the startup
+    notes (the dashboard's status line while it opens, so nothing is printed over it)."""
     from engine.session.build import build_session
     from engine.session.spec import RecordingSpec, SessionSpec
 
@@ -155,15 +161,12 @@ def open_demo_session(args: argparse.Namespace, url: str, model: str, pricing: P
         config=config_from_args(args, base_url=url, model=args.model or model),
         probe="none",
         profile=profile_from_args(args),
+        calibrate=not args.no_calibrate,
         gpu=args.gpu,
         gpus=args.gpus,
         sim_url=url,
-        pricing=pricing,
+        pricing=session_pricing(args, url, url, notify),
         recording=RecordingSpec(directory=args.record_dir),
         telemetry=telemetry_spec_from_args(args),
     )
-    return build_session(spec, notify=_note).controller
-
-
-def _note(line: str) -> None:
-    print(f"wattload: {line}", file=sys.stderr)
+    return build_session(spec, notify=notify).controller

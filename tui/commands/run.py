@@ -19,9 +19,8 @@ from engine.cli.common import (
     add_load_args,
     check_output_path,
     config_from_args,
-    detected_gpu_name,
-    pricing_from_args,
     profile_from_args,
+    session_pricing,
     start_recording_or_fail,
 )
 from engine.cli.exits import EXIT_FAILED, UserError
@@ -60,9 +59,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--record-tokens", action="store_true",
                    help="also record every token's arrival time (replay can then show ITL; ~2 bytes per token)")
     add_load_args(p)
-    p.add_argument("--no-calibrate", action="store_true",
-                   help="send --input-tokens as words without measuring them on the server's tokenizer first "
-                   "(by default a few one-token probes make the prompts that long by the server's usage)")
     add_telemetry_args(p)
     add_trace_args(p)
     p.set_defaults(func=_run)
@@ -80,9 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     with _sim_server(args) as sim_url:
         with OWNER.stopping(_leave_at_once):  # probing and calibrating: a stop signal leaves now, 128 + signal
             url = sim_url or args.url
-            telemetry_url = sim_url or (args.url if args.gpu == "sim" else None)
-            gpu_name = detected_gpu_name(args.gpu, telemetry_url, args.gpus) if args.gpu != "none" else None
-            pricing = pricing_from_args(args, gpu_name)
+            pricing = session_pricing(args, url, sim_url)
             controller, workload, turns, lengths = _prepare(args, url, pricing, sim_url)
         recordings = track_recordings(controller) if not args.headless else []
         if args.record is not None:
@@ -125,24 +119,22 @@ def _prepare(
     the workload was (the profile with its hash, or the trace's fingerprint), the per-turn tally and the lengths.
     Without --profile or a trace, --input-tokens/--max-tokens are the profile, calibrated on the server like one
     unless --no-calibrate."""
-    from engine.endpoint.errors import ProbeError, ServerFaultDuringProbe
+    from engine.endpoint.errors import ProbeError
     from engine.metrics.turns import TurnTally
     from engine.session.build import build_session
     from engine.session.spec import RecordingSpec, SessionSpec
-    from engine.session.workload_setup import command_line_profile
     from engine.workload.lengths import LengthTally
     from engine.workload.profile import ProfileError
 
     config = config_from_args(args, base_url=url)
     trace = trace_spec(args)
     profile = profile_from_args(args)
-    if profile is None and trace is None and not args.no_calibrate:
-        profile = command_line_profile(config)
     tally = LengthTally.for_profile(profile) if profile is not None else LengthTally(config.input_tokens,
                                                                                      config.max_tokens)
     spec = SessionSpec(
         config=config,
         profile=profile,
+        calibrate=not args.no_calibrate,
         trace=trace,
         gpu=args.gpu,
         gpus=args.gpus,
@@ -153,16 +145,7 @@ def _prepare(
     )
     turns = TurnTally()
     try:
-        try:
-            session = build_session(spec, notify=_note, sinks=[turns, tally])
-        except ServerFaultDuringProbe as exc:
-            if args.profile:
-                raise
-            # default calibration is a refinement: a flaky server gets its run, uncalibrated, and one line saying so
-            _note(f"input lengths not calibrated ({exc}); sending --input-tokens as words")
-            spec = spec.model_copy(update={"profile": None})
-            tally = LengthTally(config.input_tokens, config.max_tokens)
-            session = build_session(spec, notify=_note, sinks=[turns, tally])
+        session = build_session(spec, notify=_note, sinks=[turns, tally])
     except (ProbeError, ProfileError) as exc:  # ProfileError: a trace row the user must fix
         raise UserError(str(exc)) from None
     return session.controller, session.workload, turns, RunLengths(tally, session.calibration)

@@ -1,4 +1,5 @@
-"""Latency: TTFT, ITL, TPOT and E2E percentiles for the sliding window, with since-start p50/p99 beside them.
+"""Latency: TTFT, ITL, TPOT and E2E percentiles for the sliding window, with since-start p50/p99 beside them
+(and, for reasoning models, the window's time to first output token in the subtitle).
 
 A fixed-layout text table in one Static, redrawn only when a figure's text changed. (A DataTable updated with
 update_cell cost ~10 ms per frame here: it re-renders every cell through Rich after any update; this costs
@@ -51,6 +52,9 @@ class LatencyPanel(SnapshotPanel):
     def build(self, snapshot: Snapshot) -> Content:
         self._snapshot = snapshot
         subtitle = f"window {fmt.sig(snapshot.window_s)}s · n={snapshot.window.ttft.count:,} · all = since start"
+        if snapshot.reasoning:  # a reasoning model: TTFT counts its thinking, TTFO is when the answer began
+            ttfo = snapshot.window.ttfo
+            subtitle = f"TTFO p50 {fmt.ms(ttfo.p50)} p99 {fmt.ms(ttfo.p99)} · " + subtitle
         if subtitle != self._subtitle:
             self.border_subtitle = self._subtitle = subtitle
         width = self.content_size.width if self.is_mounted and self.content_size.width else 80
