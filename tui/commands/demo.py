@@ -27,7 +27,7 @@ from engine.cli.options import set_help
 from engine.cli.session_end import print_session_end, track_recordings
 from engine.cli.telemetry_args import add_telemetry_args, telemetry_spec_from_args
 from engine.load.deferred import DeferredControl
-from engine.reports.summary import wall_clock_label
+from engine.reports.clock import wall_clock_label
 
 if TYPE_CHECKING:
     from engine.load.controller import Controller
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 DEMO_CONCURRENCY = 8
 DEMO_STEP = 4.0
+FIRST_FRAME_WAIT_S = 3.0  # the engine starts after the dashboard's first frame, or after this long at the latest
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,11 +76,14 @@ def _run(args: argparse.Namespace) -> int:
     recordings: list[list[str]] = []
     sim_urls: list[str] = []
 
+    first_frame = threading.Event()
+
     def start() -> None:
         try:
             deferred.say("starting the simulated server…")
-            url, model = stack.enter_context(simulated_server(args.seed, args.sim_speed))
+            url, model = stack.enter_context(simulated_server(args.seed, args.sim_speed))  # its own process
             sim_urls.append(url)
+            first_frame.wait(FIRST_FRAME_WAIT_S)  # the engine's imports would hold the GIL the first frame needs
             deferred.say("starting the engine…")
             controller = open_demo_session(args, url, model, pricing)
             recordings.append(track_recordings(controller))  # the files r opens, for the end summary
@@ -96,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
     starter.start()
     started_at = wall_clock_label()
     try:
-        code = run_tui(deferred, refresh_hz=args.refresh, step=args.step)
+        code = run_tui(deferred, refresh_hz=args.refresh, step=args.step, first_frame=first_frame)
     finally:
         deferred.close()
         starter.join(60)

@@ -28,7 +28,7 @@ from engine.cli.exits import EXIT_FAILED, UserError
 from engine.cli.session_end import print_session_end, track_recordings
 from engine.cli.telemetry_args import add_telemetry_args, telemetry_spec_from_args
 from engine.cli.trace_args import add_trace_args, trace_spec
-from engine.reports.summary import wall_clock_label
+from engine.reports.clock import wall_clock_label
 
 if TYPE_CHECKING:
     from engine.load.controller import Controller
