@@ -1,4 +1,5 @@
-"""Latency: TTFT, ITL, TPOT and E2E percentiles for the sliding window, with since-start p50/p99 beside them.
+"""Latency: TTFT, ITL, TPOT and E2E percentiles for the sliding window, with since-start ("run") p50/p99 beside
+them. Always milliseconds, as the title says (fmt.ms writes 100 s and more as "123k").
 
 A fixed-layout text table in one Static, redrawn only when a figure's text changed. (A DataTable updated with
 update_cell cost ~10 ms per frame here: it re-renders every cell through Rich after any update; this costs
@@ -37,7 +38,7 @@ def fitting_columns(width: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 class LatencyPanel(SnapshotPanel):
-    """Percentiles in milliseconds (seconds with an 's' from 10 s); '–' until a request completes."""
+    """Percentiles in milliseconds; '–' until a request completes."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, title="Latency ms")
@@ -50,7 +51,7 @@ class LatencyPanel(SnapshotPanel):
 
     def build(self, snapshot: Snapshot) -> Content:
         self._snapshot = snapshot
-        subtitle = f"window {fmt.sig(snapshot.window_s)}s · n={snapshot.window.ttft.count:,} · all = since start"
+        subtitle = f"{fmt.sig(snapshot.window_s)} s window · n={snapshot.window.ttft.count:,} · run = since start"
         if subtitle != self._subtitle:
             self.border_subtitle = self._subtitle = subtitle
         width = self.content_size.width if self.is_mounted and self.content_size.width else 80
@@ -58,7 +59,7 @@ class LatencyPanel(SnapshotPanel):
         header = Content.assemble(
             ("".ljust(LABEL_W), ""),
             ("".join(name.rjust(CELL_W) for name in window_columns), "bold"),
-            ("".join(f"all {name}".rjust(TOTAL_W) for name in total_columns), "bold italic $text-muted"),
+            ("".join(f"run {name}".rjust(TOTAL_W) for name in total_columns), "bold italic $text-muted"),
         )
         lines = [header]
         for label, key in METRICS:
