@@ -186,7 +186,7 @@ class ChartSpec:
     title: str
     series: tuple[Series, ...]  # drawn in order; later ones on top; the last is the chart's main figure
     fmt_value: str = "sig"  # "sig" or "ms"
-    optional: bool = False  # drawn only once its main series has a value (the error rate: once a request failed)
+    optional: bool = False  # drawn only once its main series is above zero (the error rate: once a request failed)
 
 
 CHARTS: tuple[ChartSpec, ...] = (
@@ -311,7 +311,7 @@ class ChartsPanel(Widget):
 
         t, v = self.history.ordered()
         present = {spec.title for spec in CHARTS
-                   if not spec.optional or np.isfinite(v[:, spec.series[-1].col]).any()}  # fmt: skip
+                   if not spec.optional or bool(np.nan_to_num(v[:, spec.series[-1].col]).any())}  # fmt: skip
         if not np.isfinite(v[:, Col.WATTS]).any():
             present.discard("GPU W")
         layout = self._layout(height, present)

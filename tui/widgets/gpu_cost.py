@@ -3,7 +3,8 @@ what a million tokens cost; with room (about 200 columns), a row per GPU beside 
 
 Flags say when a figure should not be trusted yet ("not steady" right after a load or cap change), when it was
 measured indirectly (energy integrated from power samples instead of the GPU's energy counter) and when remote
-telemetry (DCGM, Prometheus) stopped answering: "stale since …" replaces the first line, in the warning colour.
+telemetry (DCGM, Prometheus) stopped answering: "stale since …" and why take the first two lines, in the warning
+colour, and the figures under them are muted (they are the last ones the source sent).
 Without telemetry the panel says why, and cost figures stay n/a rather than pretending to be zero.
 """
 
@@ -48,18 +49,18 @@ def gib(mib: float | None) -> str:
     return f"{value:.1f}" if value < 100 else f"{value:,.0f}"
 
 
-def memory(used: float | None, total: float | None) -> str:
+def memory(used: float | None, total: float | None, unit: str = " GiB") -> str:
     """"45.1/80.0 GiB" (used of total), "45.1 GiB" when the total is unknown."""
     if used is None:
         return fmt.DASH
-    return f"{gib(used)}/{gib(total)} GiB" if total is not None else f"{gib(used)} GiB"
+    return f"{gib(used)}/{gib(total)}{unit}" if total is not None else f"{gib(used)}{unit}"
 
 
 def _known(values: list[int | None]) -> list[int]:
     return [v for v in values if v is not None]
 
 
-def health_line(gpu: GpuStats) -> Content | None:
+def health_line(gpu: GpuStats, narrow: bool = False) -> Content | None:
     """Temperature, utilisation and memory: the GPU's own, or across several the hottest, the mean use and the
     summed memory (each GPU's row shows its own when there is room). None when the source reports none."""
     gpus = gpu.gpus
@@ -77,8 +78,8 @@ def health_line(gpu: GpuStats) -> Content | None:
         parts.append(kv("util", f"{sum(utils) / len(utils):.0f}%" + (" avg" if many else ""), width=5))
     if used:
         total = sum(totals) if len(totals) == len(gpus) else None
-        parts.append(kv("mem", memory(sum(used), total), width=4))
-    return Content("  ").join(parts)
+        parts.append(kv("mem", memory(sum(used), total, "G" if narrow else " GiB"), width=4))
+    return Content(" " if narrow else "  ").join(parts)
 
 
 def gpu_row(r: GpuReading) -> Content:
@@ -107,15 +108,15 @@ class GpuCostPanel(SnapshotPanel):
     def build(self, snapshot: Snapshot) -> Content:
         self._snapshot = snapshot
         gpu = snapshot.gpu
-        summary = self._summary(snapshot)
-        self.border_subtitle = self._flags(gpu) or host_summary(gpu)  # hosts: remote GPUs on several hosts
         width = self.content_size.width if self.is_mounted else 0
+        self.border_subtitle = self._flags(gpu) or host_summary(gpu)  # hosts: remote GPUs on several hosts
         if not gpu.available or not gpu.gpus or width < GPU_ROWS_MIN_W:
-            return Content("\n").join(summary)
+            return Content("\n").join(self._summary(snapshot, narrow=0 < width < SUMMARY_W))
+        summary = self._summary(snapshot, narrow=True)  # a column of its own beside the GPU rows
         rows = self._gpu_rows(gpu)
         lines = []
         for i in range(max(len(summary), len(rows))):
-            left = summary[i] if i < len(summary) else Content("")
+            left = summary[i].truncate(SUMMARY_W, ellipsis=True) if i < len(summary) else Content("")
             right = rows[i] if i < len(rows) else Content("")
             lines.append(Content.assemble(left, " " * max(1, SUMMARY_W + 2 - left.cell_length), right))
         return Content("\n").join(lines)
@@ -139,51 +140,45 @@ class GpuCostPanel(SnapshotPanel):
             flags.append("[$text-warning]◌ not steady[/]")
         return "  ".join(flags)
 
-    def _summary(self, snapshot: Snapshot) -> list[Content]:
+    def _summary(self, snapshot: Snapshot, *, narrow: bool) -> list[Content]:
+        """The figures, six lines at most; ``narrow`` packs the labels tighter (a 60-column terminal)."""
         gpu, cost = snapshot.gpu, snapshot.cost
+        w1, w2 = (0, 0) if narrow else (10, 6)
         lines: list[Content] = []
-        stale = self._stale_line(snapshot)
-        if stale is not None:
-            lines.append(stale)
+        stale = self._stale_lines(snapshot)
+        lines.extend(stale)
         if not gpu.available:
-            if stale is None:
+            if not stale:
                 lines.append(Content.styled(gpu.message or "no GPU telemetry", "$text-warning"))
         else:
-            lines.extend(self._power_lines(gpu, room=stale is None))
-        value_style = "bold" if gpu.window.steady and stale is None else "$text-muted"
-        lines.append(
-            Content.assemble(
-                kv("J/out tok", Content.styled(fmt.sig(gpu.window.joules_per_output_token), value_style), width=10),
-                "  ",
-                kv("kWh/M", Content.styled(fmt.sig(gpu.window.kwh_per_million_output_tokens), value_style), width=6),
-            )
-        )
-        lines.append(
-            Content.assemble(
-                kv("$/M out", Content.styled(fmt.dollars(cost.window_per_million_output), value_style), width=10),
-                "  ",
-                kv("in+out", Content.styled(fmt.dollars(cost.window_per_million_total), value_style), width=7),
-            )
-        )
-        lines.append(
-            Content.assemble(
-                kv("$/h", fmt.dollars(cost.dollars_per_hour, missing=fmt.NA), width=10),
-                "  ",
-                kv("spent", fmt.dollars(cost.total_dollars), width=7),
-            )
-        )
+            lines.extend(self._power_lines(gpu, narrow=narrow)[: 1 if stale else 3])  # stale: the watts only
+        style = "bold" if gpu.window.steady and not stale else "$text-muted"
+
+        def pair(a: str, a_value: str, b: str, b_value: str, value_style: str = style) -> Content:
+            return Content.assemble(kv(a, Content.styled(a_value, value_style), width=max(w1, len(a) + 1)), "  ",
+                                    kv(b, Content.styled(b_value, value_style), width=max(w2, len(b) + 1)))  # fmt: skip
+
+        window = gpu.window
+        lines.append(pair("J/out tok", fmt.sig(window.joules_per_output_token),
+                          "kWh/M", fmt.sig(window.kwh_per_million_output_tokens)))  # fmt: skip
+        lines.append(pair("$/M out", fmt.dollars(cost.window_per_million_output),
+                          "in+out", fmt.dollars(cost.window_per_million_total)))  # fmt: skip
+        lines.append(pair("$/h", fmt.dollars(cost.dollars_per_hour, missing=fmt.NA),
+                          "spent", fmt.dollars(cost.total_dollars), "bold"))  # fmt: skip
         return lines
 
     @staticmethod
-    def _stale_line(snapshot: Snapshot) -> Content | None:
-        """Remote telemetry that stopped answering: since when (session time) and why, in one line."""
+    def _stale_lines(snapshot: Snapshot) -> list[Content]:
+        """Remote telemetry that stopped answering: since when (session time), then why (the source without its
+        scheme, and its error); the figures below are the last ones it sent."""
         gpu = snapshot.gpu
         if gpu.stale_s is None:
-            return None
+            return []
         since = fmt.clock(max(0.0, snapshot.t_s - gpu.stale_s))
-        return Content.styled(f"⚠ stale since {since}: {gpu.stale_reason or 'no answer'}", "$warning bold")
+        why = (gpu.stale_reason or "no answer").removeprefix("http://").removeprefix("https://")
+        return [Content.styled(f"⚠ stale since {since}", "$warning bold"), Content.styled(" " + why, "$text-warning")]
 
-    def _power_lines(self, gpu: GpuStats, *, room: bool) -> list[Content]:
+    def _power_lines(self, gpu: GpuStats, *, narrow: bool) -> list[Content]:
         limit = gpu.power_limit_w
         enforced = enforced_total(gpu)
         power = Content.assemble(
@@ -201,7 +196,7 @@ class GpuCostPanel(SnapshotPanel):
             kv("power", power, width=7),
             Content.assemble(kv("energy", energy, width=7), "  ", kv("SM", fmt.mhz(sm_clock(gpu)), width=3)),
         ]
-        health = health_line(gpu)
-        if health is not None and room:
+        health = health_line(gpu, narrow)
+        if health is not None:
             lines.append(health)
         return lines

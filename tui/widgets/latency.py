@@ -72,4 +72,9 @@ class LatencyPanel(SnapshotPanel):
                     ("".join(fmt.ms(getattr(total, name)).rjust(TOTAL_W) for name in total_columns), "italic"),
                 )
             )
+        if snapshot.waiting_first_token:
+            age = snapshot.oldest_wait_s
+            oldest = "" if age is None else f", oldest {age:.1f}s" if age < 10 else f", oldest {fmt.short_span(age)}"
+            lines.append(Content.assemble(("no 1st tok ", "$text-muted"), (fmt.integer(snapshot.waiting_first_token),
+                                          "bold"), (oldest, "$text-muted")))  # fmt: skip
         return Content("\n").join(lines)

@@ -3,7 +3,8 @@
 In concurrency mode the pair is target vs in-flight streams; in rate mode it is target vs achieved req/s, so a
 server (or client) that cannot keep up shows as a gap between the two numbers. Every error class is shown, in a
 compact form that wraps ("5xx 115 · 429 40 · timeout 3"); when the panel runs out of rows the completed count
-joins the req/s line rather than a class being cut off.
+joins the req/s line first, and only then does the last line end with "+N more" (the event log has them all).
+Requests still waiting for their first token are shown in the Latency panel, beside TTFT.
 """
 
 from __future__ import annotations
@@ -63,11 +64,6 @@ class LoadPanel(SnapshotPanel):
             lines.append(kv("in flight", fmt.integer(snapshot.in_flight)))
             lines.append(kv("req/s", fmt.sig(window.requests_per_s, missing="0")))
         rate_line = len(lines) - 1
-        if snapshot.waiting_first_token:
-            age = snapshot.oldest_wait_s
-            oldest = "" if age is None else f"  oldest {age:.1f}s" if age < 10 else f"  oldest {fmt.short_span(age)}"
-            lines.append(kv("no 1st tok", Content.assemble(
-                (fmt.integer(snapshot.waiting_first_token), "bold"), (oldest, "$text-muted"))))
         completed = kv("completed", fmt.integer(total.requests))
         error_style = "$error bold" if total.errors else "bold"
         errors = kv(
@@ -77,10 +73,29 @@ class LoadPanel(SnapshotPanel):
                 (f"  {fmt.percent(window.error_rate)} now" if total.errors else "", "$text-muted"),
             ),
         )
-        classes = [Content.styled(" " + line, "$text-error") for line in error_classes(total.errors_by_class,
-                                                                                        width - 1)]  # fmt: skip
+        classes = error_classes(total.errors_by_class, width - 1)
         if len(lines) + 2 + len(classes) > height:  # every class stays visible: "completed" moves up a line
             lines[rate_line] = Content.assemble(lines[rate_line], Content.styled(
                 f"  {fmt.integer(total.requests)} done", "$text-muted"))  # fmt: skip
-            return Content("\n").join([*lines, errors, *classes])
-        return Content("\n").join([*lines, completed, errors, *classes])
+        else:
+            lines.append(completed)
+        lines.append(errors)
+        room = max(1, height - len(lines))
+        if len(classes) > room:  # still too many: say how many classes are not shown
+            hidden = len(error_classes(total.errors_by_class, 10**6)[0].split(" · ")) - sum(
+                len(line.split(" · ")) for line in classes[: room])
+            classes = [*classes[: room - 1], _with_more(classes[room - 1], hidden, width - 1)]
+        lines.extend(Content.styled(" " + line, "$text-error") for line in classes)
+        return Content("\n").join(lines)
+
+
+def _with_more(line: str, hidden: int, width: int) -> str:
+    """``line`` ending in "+N more", dropping its last classes until that fits."""
+    parts = line.split(" · ")
+    while True:
+        more = f"+{hidden} more"
+        text = " · ".join([*parts, more])
+        if len(text) <= width or len(parts) <= 1:
+            return text
+        parts.pop()
+        hidden += 1
