@@ -10,8 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from engine.cli.common import (
@@ -20,14 +19,12 @@ from engine.cli.common import (
     pricing_from_args,
     profile_from_args,
     sigint_blocked,
-    start_recording_or_fail,
 )
 from engine.cli.exits import UserError
 from engine.cli.options import set_help
-from engine.cli.session_end import print_session_end, track_recordings
+from engine.cli.session_end import print_session_end
 from engine.cli.telemetry_args import add_telemetry_args, telemetry_spec_from_args
-from engine.load.deferred import DeferredControl
-from engine.reports.clock import wall_clock_label
+from tui.commands.startup import Startup, run_with_startup
 
 if TYPE_CHECKING:
     from engine.load.controller import Controller
@@ -35,7 +32,6 @@ if TYPE_CHECKING:
 
 DEMO_CONCURRENCY = 8
 DEMO_STEP = 4.0
-FIRST_FRAME_WAIT_S = 3.0  # the engine starts after the dashboard's first frame, or after this long at the latest
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,51 +63,22 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError("--sim-speed must be > 0")
     telemetry_spec_from_args(args)  # contradictory options: one line before anything starts
     pricing = pricing_from_args(args)
-    from tui.app import run_tui
-
-    # The dashboard opens at once over a DeferredControl that says what startup is doing; the simulated server
-    # and the controller are built on a thread and handed over when ready (seconds on a busy machine).
-    deferred = DeferredControl(model=args.model or "", workload="demo")
-    stack = contextlib.ExitStack()
-    recordings: list[list[str]] = []
     sim_urls: list[str] = []
 
-    first_frame = threading.Event()
+    def start(startup: Startup) -> Controller:
+        startup.say("starting the simulated server…")
+        url, model = startup.stack.enter_context(simulated_server(args.seed, args.sim_speed))  # its own process
+        sim_urls.append(url)
+        startup.wait_for_first_frame()
+        startup.say("starting the engine…")
+        return open_demo_session(args, url, model, pricing, notify=startup.note)
 
-    def start() -> None:
-        try:
-            deferred.say("starting the simulated server…")
-            url, model = stack.enter_context(simulated_server(args.seed, args.sim_speed))  # its own process
-            sim_urls.append(url)
-            first_frame.wait(FIRST_FRAME_WAIT_S)  # the engine's imports would hold the GIL the first frame needs
-            deferred.say("starting the engine…")
-            controller = open_demo_session(args, url, model, pricing)
-            recordings.append(track_recordings(controller))  # the files r opens, for the end summary
-            if args.record is not None:
-                start_recording_or_fail(controller, args.record)
-            deferred.attach(controller, endpoint=url, model=controller.config.model)
-        except UserError as exc:
-            deferred.fail(str(exc))
-        except Exception as exc:  # one line in the dashboard's failure box, never a traceback over it
-            deferred.fail(f"startup failed: {exc}".splitlines()[0])
-
-    DeferredControl.prepare_process_spawning()
-    starter = threading.Thread(target=start, name="wattload-demo-start", daemon=True)
-    starter.start()
-    started_at = wall_clock_label()
-    try:
-        code = run_tui(deferred, refresh_hz=args.refresh, step=args.step, first_frame=first_frame)
-    finally:
-        deferred.close()
-        starter.join(60)
-        deferred.close()  # attached while the dashboard was closing: attach() closed it already
-        with sigint_blocked():
-            stack.close()
-    controller = deferred.target
-    if controller is not None:
-        print_session_end(controller, started_at=started_at, recordings=recordings[0] if recordings else [],
+    done = run_with_startup(start, record=args.record, refresh_hz=args.refresh, step=args.step,
+                            model=args.model or "", workload="demo")  # fmt: skip
+    if done.controller is not None:
+        print_session_end(done.controller, started_at=done.startup.started_at, recordings=done.startup.recordings,
                           sim_url=sim_urls[0] if sim_urls else None)  # fmt: skip
-    return code
+    return done.code
 
 
 @contextlib.contextmanager
@@ -132,7 +99,8 @@ def simulated_server(seed: int = 0, speed: float = 1.0) -> Iterator[tuple[str, s
         sim.stop()
 
 
-def open_demo_session(args: argparse.Namespace, url: str, model: str, pricing: PricingProfile) -> Controller:
+def open_demo_session(args: argparse.Namespace, url: str, model: str, pricing: PricingProfile,
+                      notify: Callable[[str], None] | None = None) -> Controller:  # fmt: skip
     """The demo's session: the simulator as given (no probing), its simulated GPU, `r` writing to --record-dir."""
     from engine.session.build import build_session
     from engine.session.spec import RecordingSpec, SessionSpec
@@ -148,7 +116,7 @@ def open_demo_session(args: argparse.Namespace, url: str, model: str, pricing: P
         recording=RecordingSpec(directory=args.record_dir),
         telemetry=telemetry_spec_from_args(args),
     )
-    return build_session(spec, notify=_note).controller
+    return build_session(spec, notify=notify or _note).controller
 
 
 def _note(line: str) -> None:
