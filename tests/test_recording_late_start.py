@@ -20,6 +20,7 @@ from engine.storage.reader import open_recording
 from engine.storage.recorder import session_recorders
 
 LATE_S = 2.5
+CAP_W = 600.0  # the simulated H100's 700 W less one 100 W step
 
 
 def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
@@ -43,7 +44,9 @@ def late(tmp_path_factory):
         since = lambda: (time.perf_counter_ns() - c.t0_ns) / 1e9  # noqa: E731
         wait_for(lambda: since() >= 1.0, 30, "t=1")
         c.set_concurrency(4)  # before the recording: the file must still start at 4 streams
-        wait_for(lambda: since() >= LATE_S and c.latest.target_concurrency == 4, 30, f"t={LATE_S}")
+        c.step_power_cap(-100)  # and with this cap, though the change happened before it
+        wait_for(lambda: since() >= LATE_S and c.latest.target_concurrency == 4
+                 and any(r.power_limit_w == CAP_W for r in c.latest.gpu.gpus), 30, f"t={LATE_S}")  # fmt: skip
         started_at = since()
         path = Path(c.start_recording(str(tmp / "late.wattload.sqlite")))
         wait_for(lambda: since() >= LATE_S + 3.0, 30, "3 s of recording")
@@ -61,6 +64,7 @@ def test_the_file_says_when_recording_began(late):
         assert rec.meta.recorded_from_us / 1e6 == pytest.approx(started_at, abs=0.2)
         control = rec.meta.start_control or {}
         assert control["mode"] == "concurrency" and control["concurrency"] == 4
+        assert control["power_caps_w"] == {"0": CAP_W}  # the cap set before recording began
 
 
 def test_replay_starts_when_recording_started_with_the_settings_then(late):
@@ -91,7 +95,7 @@ def test_the_report_counts_only_the_recorded_span(late):
         recorded_s = rec.duration_s - started_at
     first = report.phases[0]
     assert first.start_s == pytest.approx(started_at, abs=0.2)
-    assert first.concurrency == 4 and first.requests > 0
+    assert first.concurrency == 4 and first.requests > 0 and first.power_cap_w == CAP_W
     assert len(report.phases) == 1  # the same settings throughout the recorded span: one phase
     assert report.totals.span_s == pytest.approx(recorded_s, abs=0.25)
     assert report.totals.output_tokens_per_s == pytest.approx(report.totals.output_tokens / report.totals.span_s)
