@@ -81,8 +81,10 @@ class WattloadApp(App[int]):
     VERTICAL_BREAKPOINTS: list[tuple[int, str]] | None = [(0, "-tiny"), (20, "-short"), (34, "-tall")]  # noqa: RUF012
 
     def __init__(self, dashboard: DashboardScreen, *, refresh_hz: float = 4.0, handle_signals: bool = False,
-                 screenshot_dir: str | None = None, first_frame: threading.Event | None = None) -> None:
+                 screenshot_dir: str | None = None, first_frame: threading.Event | None = None,
+                 theme: str | None = None) -> None:
         super().__init__()
+        self.wanted_theme = theme  # from the defaults file (engine/cli/settings_file.py); checked once mounted
         # set once the first frame is on the terminal: a starting session waits for it before its import-heavy
         # work, which would otherwise hold the GIL while the dashboard tries to draw (tui/commands/demo.py)
         self.first_frame = first_frame or threading.Event()
@@ -115,6 +117,12 @@ class WattloadApp(App[int]):
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     async def on_mount(self) -> None:
+        if self.wanted_theme:
+            if self.wanted_theme in self.available_themes:
+                self.theme = self.wanted_theme
+            else:
+                self.toasts.say("theme", f"unknown theme {self.wanted_theme!r} in the config file; themes: "
+                                + ", ".join(sorted(self.available_themes)), severity="warning", timeout=8)
         await self.push_screen(self.dashboard)
         self._latest = self.source.latest  # draw something at once; the chart starts with the first tick
         self.source.subscribe(self._on_snapshot)
@@ -322,34 +330,37 @@ def live_app(
     handle_signals: bool = False,
     ramp_settings: SweepSettings | None = None,
     first_frame: threading.Event | None = None,
+    theme: str | None = None,
 ) -> WattloadApp:
     """The live dashboard over a LoadControl."""
     dashboard = LiveDashboard(control, step=step, cap_step_w=cap_step_w, ramp_settings=ramp_settings)
-    return WattloadApp(dashboard, refresh_hz=refresh_hz, handle_signals=handle_signals, first_frame=first_frame)
+    return WattloadApp(dashboard, refresh_hz=refresh_hz, handle_signals=handle_signals, first_frame=first_frame,
+                       theme=theme)  # fmt: skip
 
 
-def replay_app(player: ReplayControl, *, refresh_hz: float = 4.0, handle_signals: bool = False) -> WattloadApp:
+def replay_app(player: ReplayControl, *, refresh_hz: float = 4.0, handle_signals: bool = False,
+               theme: str | None = None) -> WattloadApp:  # fmt: skip
     """The replay dashboard over a ReplayControl."""
-    return WattloadApp(ReplayDashboard(player), refresh_hz=refresh_hz, handle_signals=handle_signals)
+    return WattloadApp(ReplayDashboard(player), refresh_hz=refresh_hz, handle_signals=handle_signals, theme=theme)
 
 
 def run_tui(
     controller: LoadControl, *, refresh_hz: float = 4.0, step: float | None = None, cap_step_w: float = 25.0,
-    first_frame: threading.Event | None = None,
+    first_frame: threading.Event | None = None, theme: str | None = None,
 ) -> int:
     """Open the dashboard over a running controller; returns the exit code. The controller is always closed.
     ``first_frame`` is set once the dashboard is on the terminal."""
     app = live_app(controller, refresh_hz=refresh_hz, step=step, cap_step_w=cap_step_w, handle_signals=True,
-                   first_frame=first_frame)  # fmt: skip
+                   first_frame=first_frame, theme=theme)  # fmt: skip
     start = getattr(controller, "start", None)  # the live Controller starts here (idempotent), not on import
     if callable(start):
         start()
     return _run(app, lambda: controller.close(keep_power_caps=False))
 
 
-def run_replay_tui(player: ReplayControl, *, refresh_hz: float = 4.0) -> int:
+def run_replay_tui(player: ReplayControl, *, refresh_hz: float = 4.0, theme: str | None = None) -> int:
     """Open the same dashboard over a recording's player."""
-    return _run(replay_app(player, refresh_hz=refresh_hz, handle_signals=True), player.close)
+    return _run(replay_app(player, refresh_hz=refresh_hz, handle_signals=True, theme=theme), player.close)
 
 
 def _run(app: WattloadApp, close: Callable[[], None]) -> int:

@@ -30,6 +30,7 @@ COMMANDS = {
     "export": "engine.cli.export",
     "sweep": "engine.cli.sweep",
     "plan": "engine.cli.plan",
+    "config": "engine.cli.config_cmd",
 }
 
 
@@ -90,9 +91,19 @@ def chosen_command(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.cli.settings_file import apply_to_args, apply_to_parser, load_settings
+
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(chosen_command(argv))
+    try:
+        settings = load_settings()  # the defaults file: it changes defaults, a flag given still wins
+    except UserError as exc:
+        print(f"wattload: {redact_text(str(exc))}", file=sys.stderr)
+        return EXIT_USER
+    apply_to_parser(settings, parser)
     args = parser.parse_args(argv)
+    apply_to_args(settings, args)
+    args.theme = settings.theme
     register_secrets(args)
     try:
         check_api_keys(args)

@@ -74,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
         return open_demo_session(args, url, model, pricing, notify=startup.note)
 
     done = run_with_startup(start, record=args.record, refresh_hz=args.refresh, step=args.step,
-                            model=args.model or "", workload="demo")  # fmt: skip
+                            model=args.model or "", workload="demo", theme=getattr(args, "theme", None))  # fmt: skip
     if done.controller is not None:
         print_session_end(done.controller, started_at=done.startup.started_at, recordings=done.startup.recordings,
                           sim_url=sim_urls[0] if sim_urls else None)  # fmt: skip

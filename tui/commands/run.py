@@ -115,7 +115,8 @@ def _run_dashboard(args: argparse.Namespace) -> int:
         controller, _, _, _ = _prepare(args, url, pricing or _pricing(args, sim_url), sim_url, notify=startup.note)
         return controller
 
-    done = run_with_startup(start, record=args.record, refresh_hz=args.refresh, step=args.step)
+    done = run_with_startup(start, record=args.record, refresh_hz=args.refresh, step=args.step,
+                            theme=getattr(args, "theme", None))  # fmt: skip
     if done.controller is not None:
         print_session_end(done.controller, started_at=done.startup.started_at, recordings=done.startup.recordings,
                           json_path=args.json, sim_url=sim_urls[0] if sim_urls else None)  # fmt: skip

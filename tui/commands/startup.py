@@ -64,7 +64,8 @@ class Started:
 
 
 def run_with_startup(start: Callable[[Startup], Controller], *, record: str | None, refresh_hz: float,
-                     step: float | None, model: str = "", workload: str = "") -> Started:  # fmt: skip
+                     step: float | None, model: str = "", workload: str = "",
+                     theme: str | None = None) -> Started:  # fmt: skip
     """Open the dashboard, run ``start`` on a thread and hand its controller to the dashboard; returns when the
     dashboard has closed and everything ``start`` put on ``startup.stack`` is closed."""
     from tui.app import run_tui
@@ -91,7 +92,7 @@ def run_with_startup(start: Callable[[Startup], Controller], *, record: str | No
     starter.start()
     startup.started_at = wall_clock_label()
     try:
-        code = run_tui(deferred, refresh_hz=refresh_hz, step=step, first_frame=startup.first_frame)
+        code = run_tui(deferred, refresh_hz=refresh_hz, step=step, first_frame=startup.first_frame, theme=theme)
     finally:
         deferred.close()
         starter.join(JOIN_S)
