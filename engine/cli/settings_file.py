@@ -60,6 +60,11 @@ class FileSettings(BaseModel):
                 raise ValueError(str(exc)) from None
         return value
 
+    @field_validator("record_dir")
+    @classmethod
+    def _home(cls, value: str | None) -> str | None:
+        return None if value is None else os.path.expanduser(value)  # a shell would have expanded "~" in a flag
+
     @field_validator("gpu")
     @classmethod
     def _gpu(cls, value: str | None) -> str | None:
