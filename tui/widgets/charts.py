@@ -9,10 +9,10 @@ a few ms of numpy per frame, far cheaper than a plotting library at 4 Hz.
 
 Reading them: each chart has a legend row above its plot (swatch, name, latest value) and only axis ticks in
 the gutter. Series differ by pattern as well as colour (a filled area, a solid line, a dashed reference line),
-so they can be told apart under NO_COLOR. One colour means one thing everywhere: green throughput, blue/purple
-latency, the accent colour load (in-flight streams and load-change markers), yellow power (watts and power-cap
-markers), red errors, muted grey the reference lines (target, limit). numpy is imported on the first row, not
-with the module: the dashboard's first frame does not need it.
+so they can be told apart under NO_COLOR. One colour means one thing everywhere (a fixed colour-blind-safe
+palette): green throughput, blue latency (dark p50, light p99), purple load (in-flight streams and load-change
+markers), orange power (watts and power-cap markers), vermillion errors, muted grey the reference lines. numpy
+is imported on the first row, not with the module: the dashboard's first frame does not need it.
 """
 
 from __future__ import annotations
@@ -189,18 +189,24 @@ class ChartSpec:
     optional: bool = False  # drawn only once its main series is above zero (the error rate: once a request failed)
 
 
+# One colour per quantity in every chart and marker, from the Okabe-Ito palette (told apart by colour-blind
+# readers, legible on dark and light backgrounds). Themes colour the rest of the dashboard; they cannot colour the
+# charts, because a theme's variables can coincide (textual-dark's accent is its warning colour).
+THROUGHPUT, LATENCY, LATENCY_TAIL = "#009E73", "#0072B2", "#56B4E9"
+LOAD, POWER, ERRORS = "#CC79A7", "#E69F00", "#D55E00"
+REFERENCE = "foreground-muted"  # targets and limits, dashed
+
 CHARTS: tuple[ChartSpec, ...] = (
-    ChartSpec("out tok/s", (Series(Col.OUT_TPS, "now", "success", "fill"),)),
-    ChartSpec("TTFT ms", (Series(Col.TTFT_P50, "p50", "primary", "fill"), Series(Col.TTFT_P99, "p99", "secondary")),
+    ChartSpec("out tok/s", (Series(Col.OUT_TPS, "now", THROUGHPUT, "fill"),)),
+    ChartSpec("TTFT ms", (Series(Col.TTFT_P50, "p50", LATENCY, "fill"), Series(Col.TTFT_P99, "p99", LATENCY_TAIL)),
               "ms"),
-    ChartSpec("errors %", (Series(Col.ERR_PCT, "now", "error", "fill"),), optional=True),
-    ChartSpec("in flight", (Series(Col.TARGET, "target", "foreground-muted", "dashed"),
-                            Series(Col.IN_FLIGHT, "now", "accent"))),
-    ChartSpec("GPU W", (Series(Col.LIMIT, "limit", "foreground-muted", "dashed"), Series(Col.WATTS, "now", "warning"))),
+    ChartSpec("errors %", (Series(Col.ERR_PCT, "now", ERRORS, "fill"),), optional=True),
+    ChartSpec("in flight", (Series(Col.TARGET, "target", REFERENCE, "dashed"), Series(Col.IN_FLIGHT, "now", LOAD))),
+    ChartSpec("GPU W", (Series(Col.LIMIT, "limit", REFERENCE, "dashed"), Series(Col.WATTS, "now", POWER))),
 )
 # When there is not room for all of them, keep the most telling ones.
 PRIORITY = ("out tok/s", "TTFT ms", "errors %", "GPU W", "in flight")
-MARKER_COLORS = {"load": "accent", "cap": "warning"}  # the colours of what they change: in-flight load, watts
+MARKER_COLORS = {"load": LOAD, "cap": POWER}  # the colours of what they change: in-flight load, watts
 GUTTER = 7  # y ticks: up to five characters ("2.50k") and the axis
 WIDE_GUTTER = 16  # one-row charts carry their name and latest value in the gutter instead of a legend row
 MARKER_DOT_EVERY = 4  # one dot per character row: a faint line that cannot be mistaken for data
@@ -249,7 +255,7 @@ class ChartsPanel(Widget):
         self._update_subtitle()
 
     def _update_subtitle(self) -> None:
-        self.border_subtitle = "[$accent]┊ load change[/]  [$warning]┊ power cap[/]"
+        self.border_subtitle = f"[{LOAD}]┊ load change[/]  [{POWER}]┊ power cap[/]"
 
     def refresh_from_history(self) -> None:
         """Redraw after new rows: only the text lines that changed are repainted (most of a 5-minute chart

@@ -25,6 +25,7 @@ from textual.widgets import RichLog
 from engine.reports import format as fmt
 from engine.snapshot import EventView
 from tui.widgets.base import theme_style
+from tui.widgets.charts import ERRORS, LOAD, POWER
 
 MAX_LINES = 500
 BURST_GAP_S = 5.0  # error reports of one class closer than this are one burst, one line
@@ -39,12 +40,12 @@ KIND_TAG: dict[str, str] = {  # short fixed-width tags keep messages aligned in 
     "warning": "warn",
     "error": "err",
 }
-KIND_COLOR: dict[str, str] = {  # theme variables, so the log reads in light and dark themes
-    "error": "error",
+KIND_COLOR: dict[str, str] = {  # theme variables, and the charts' colours for what the charts mark
+    "error": ERRORS,
     "warning": "warning",
-    "power_cap": "warning",
-    "concurrency": "primary",
-    "rate": "primary",
+    "power_cap": POWER,
+    "concurrency": LOAD,
+    "rate": LOAD,
     "record_start": "error",
     "start": "success",
     "pause": "warning",
