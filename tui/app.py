@@ -172,7 +172,9 @@ class WattloadApp(App[int]):
         if not self._accepting:
             return
         lines = self.dashboard.ingest(snapshot)
-        self._inbox.append((snapshot.t_s, snapshot_row(snapshot), snapshot.new_events, lines))
+        # a session still starting has nothing to chart (and the chart's numpy need not load before the first frame)
+        row = () if snapshot.state is RunState.STARTING else snapshot_row(snapshot)
+        self._inbox.append((snapshot.t_s, row, snapshot.new_events, lines))
         self._latest = snapshot
         if not self._wake_pending:
             self._wake_pending = True

@@ -118,7 +118,11 @@ class ChartHistory:
         return None if self._size == 0 else float(self._t[(self._next - 1) % self._t.size])
 
     def append(self, t_s: float, values: tuple[float, ...], events: Iterable[EventView] = ()) -> None:
-        """Add one row; a time that goes backwards (a replay seek) starts a fresh history."""
+        """Add one row; a time that goes backwards (a replay seek) starts a fresh history. No values (a session
+        still starting): only the events' markers."""
+        if not values:
+            self._mark(events)
+            return
         last = self.last_t
         if last is not None and t_s < last - 1e-6:
             self.clear()
@@ -126,6 +130,9 @@ class ChartHistory:
         self._v[self._next] = values
         self._next = (self._next + 1) % self._t.size
         self._size = min(self._size + 1, self._t.size)
+        self._mark(events)
+
+    def _mark(self, events: Iterable[EventView]) -> None:
         for event in events:
             kind = MARKER_KINDS.get(event.kind)
             if kind is not None:
