@@ -102,6 +102,7 @@ def test_flags_beat_the_file_and_the_file_beats_the_built_in_defaults(tmp_path):
     assert parsed(tmp_path, text, ["run", "--sim"]).url is None  # --sim is an endpoint too: no conflict
     assert parsed(tmp_path, text, ["demo"]).step == 8  # the demo's own default (4) gives way to the file's
     assert parsed(tmp_path, 'record_dir = "~/rec"\n', ["demo"]).record_dir == str(Path.home() / "rec")
+    assert parsed(tmp_path, text, ["sweep", "http://x:1"]).window is None  # a sweep keeps its own meaning of unset
     assert parsed(tmp_path, "", ["run", "http://x:1"]).refresh == build_parser("run").parse_args(
         ["run", "http://x:1"]).refresh  # fmt: skip
 

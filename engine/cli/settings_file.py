@@ -2,8 +2,9 @@
 
 A few settings an operator would otherwise type every time (the endpoint, where the API key lives, the pricing
 profile, the refresh rate, the load step, the window, the recordings folder, the GPU source, the colour theme).
-Command-line flags always win; the file only changes defaults. It never holds a secret: the API key's
-*environment variable name* goes in ``api_key_env``, and a file that has an ``api_key`` is refused with one line.
+Command-line flags always win; the file only changes the defaults of `run`, `demo` and `replay`. It never holds
+a secret: the API key's *environment variable name* goes in ``api_key_env``, and a file that has an ``api_key``
+is refused with one line.
 ``wattload config`` shows the path, every setting's effective value and where it came from.
 """
 
@@ -112,30 +113,30 @@ def load_settings(path: Path | None = None) -> FileSettings:
         raise UserError(f"{path}: {where}: {err['msg']}") from None
 
 
+APPLIES_TO = ("run", "demo", "replay")  # the commands the file sets defaults for (sweep and plan keep their own:
+# a sweep's --window unset means "each cap step's --step-time", plan's --pricing unset "the result's")
+
+
 def apply_to_parser(settings: FileSettings, parser: argparse.ArgumentParser) -> None:
-    """Make the file's values the defaults of ``parser`` (and of its subcommands): a flag given still wins."""
+    """Make the file's values the defaults of the dashboard commands' options: a flag given still wins."""
     values = {dest: getattr(settings, name) for name, dest in ARG_DESTS.items() if getattr(settings, name) is not None}
-    for sub in _parsers(parser):
-        dests = {action.dest for action in sub._actions}
-        wanted = {dest: value for dest, value in values.items() if dest in dests}
-        if wanted:
-            sub.set_defaults(**wanted)
-
-
-def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
-    found = [parser]
     for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                found.extend(_parsers(sub))
-    return found
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for name, sub in action.choices.items():
+            if name not in APPLIES_TO:
+                continue
+            dests = {a.dest for a in sub._actions}
+            wanted = {dest: value for dest, value in values.items() if dest in dests}
+            if wanted:
+                sub.set_defaults(**wanted)
 
 
 def apply_to_args(settings: FileSettings, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> None:
     """What a parser default cannot say: the endpoint of `run` (when neither a URL nor --sim is given) and the
     API key from the environment variable the file names (when --api-key is not given)."""
     env = os.environ if env is None else env
-    if settings.endpoint and hasattr(args, "url") and args.url is None and not getattr(args, "sim", False):
+    if settings.endpoint and getattr(args, "command", None) == "run" and args.url is None and not args.sim:
         args.url = settings.endpoint
     if settings.api_key_env and hasattr(args, "api_key") and args.api_key is None:
         args.api_key = env.get(settings.api_key_env) or None
