@@ -45,8 +45,8 @@ def late(tmp_path_factory):
         wait_for(lambda: since() >= 1.0, 30, "t=1")
         c.set_concurrency(4)  # before the recording: the file must still start at 4 streams
         c.step_power_cap(-100)  # and with this cap, though the change happened before it
-        wait_for(lambda: since() >= LATE_S and c.latest.target_concurrency == 4
-                 and any(r.power_limit_w == CAP_W for r in c.latest.gpu.gpus), 30, f"t={LATE_S}")  # fmt: skip
+        wait_for(lambda: any(r.power_limit_w == CAP_W for r in c.latest.gpu.gpus), 60, "the cap in the snapshots")
+        wait_for(lambda: since() >= LATE_S and c.latest.target_concurrency == 4, 30, f"t={LATE_S}")
         started_at = since()
         path = Path(c.start_recording(str(tmp / "late.wattload.sqlite")))
         wait_for(lambda: since() >= LATE_S + 3.0, 30, "3 s of recording")
