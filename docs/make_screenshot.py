@@ -26,7 +26,7 @@ from engine.config import RunConfig
 from engine.load.controller import Controller
 from engine.pricing import DEFAULT_PRICING, load_pricing
 from engine.replay.player import Player
-from engine.reports.summary import wall_clock_label
+from engine.reports.clock import wall_clock_label
 from engine.sim.model import SimConfig
 from engine.sim.process import start_sim_process
 from engine.storage.recorder import session_recorders

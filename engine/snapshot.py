@@ -115,6 +115,8 @@ class GpuStats(Frozen):
     gpus: tuple[GpuReading, ...] = ()
     window: EnergyStats = EnergyStats()
     total: EnergyStats = EnergyStats()
+    stale_s: float | None = None  # remote telemetry that stopped answering: seconds since its last answer
+    stale_reason: str = ""  # and why, one line ("http://node-1:9400/metrics: connection refused")
 
 
 class ServerEndpoint(Frozen):

@@ -20,6 +20,7 @@ from engine.storage.recorder import session_recorders
 
 LATE_S = 2.5
 SIM = SimConfig(speed=4.0, seed=5)  # conftest.py sim_url
+CAP_W = 600.0  # the simulated H100's 700 W less one 100 W step
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,8 @@ def late(sim_url, tmp_path_factory):
         since = lambda: (time.perf_counter_ns() - c.t0_ns) / 1e9  # noqa: E731
         wait_for(lambda: since() >= 1.0, 30, "t=1")
         c.set_concurrency(4)  # before the recording: the file must still start at 4 streams
+        c.step_power_cap(-100)  # and with this cap, though the change happened before it
+        wait_for(lambda: any(r.power_limit_w == CAP_W for r in c.latest.gpu.gpus), 60, "the cap in the snapshots")
         wait_for(lambda: since() >= LATE_S and c.latest.target_concurrency == 4, 30, f"t={LATE_S}")
         started_at = since()
         path = Path(c.start_recording(str(tmp / "late.wattload.sqlite")))
@@ -52,6 +55,7 @@ def test_the_file_says_when_recording_began(late):
         assert rec.meta.recorded_from_us / 1e6 == pytest.approx(started_at, abs=0.2)
         control = rec.meta.start_control or {}
         assert control["mode"] == "concurrency" and control["concurrency"] == 4
+        assert control["power_caps_w"] == {"0": CAP_W}  # the cap set before recording began
 
 
 def test_replay_starts_when_recording_started_with_the_settings_then(late):
@@ -82,7 +86,7 @@ def test_the_report_counts_only_the_recorded_span(late):
         recorded_s = rec.duration_s - started_at
     first = report.phases[0]
     assert first.start_s == pytest.approx(started_at, abs=0.2)
-    assert first.concurrency == 4 and first.requests > 0
+    assert first.concurrency == 4 and first.requests > 0 and first.power_cap_w == CAP_W
     assert len(report.phases) == 1  # the same settings throughout the recorded span: one phase
     assert report.totals.span_s == pytest.approx(recorded_s, abs=0.25)
     assert report.totals.output_tokens_per_s == pytest.approx(report.totals.output_tokens / report.totals.span_s)

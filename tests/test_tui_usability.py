@@ -5,6 +5,8 @@ replay keeps its chart history and event log across seeks. Pilot over canned sou
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from synthetic_recording import SyntheticSpec
 from tui_canned import CannedControl, screen_text, session, session_snapshot, until
@@ -54,22 +56,25 @@ async def test_with_the_events_panel_hidden_the_status_line_shows_the_newest_eve
 
 
 async def test_the_events_panel_takes_focus_scrolls_and_follows_again():
+    """Every step waits for its outcome (bounded), never for a fixed time, and the whole test is bounded too: once,
+    under a CPU hog, a bare assert right after a key press raced the scroll and the run hung in teardown."""
     control = CannedControl(session(20))
     app = live_app(control, refresh_hz=0)
-    async with app.run_test(size=(160, 48)) as pilot:
+    async with asyncio.timeout(90), app.run_test(size=(160, 48)) as pilot:
         burst(control, 21, 80)
         log = app.screen.query_one(EventLogPanel)
-        await until(pilot, lambda: log.count >= 81 and log.scroll_y == log.max_scroll_y > 0)
+        at_end = lambda: log.max_scroll_y > 0 and log.scroll_y >= log.max_scroll_y  # noqa: E731
+        await until(pilot, lambda: log.count >= 81 and at_end(), 20, "the log to follow its newest line")
         assert app.focused is None  # the arrows belong to the dashboard until the operator picks the log
         await pilot.press("tab")
-        assert app.focused is log
+        await until(pilot, lambda: app.focused is log, 20, "the log to take the focus")
         await pilot.press("pageup", "up")
-        assert log.scroll_y < log.max_scroll_y
+        await until(pilot, lambda: log.scroll_y < log.max_scroll_y, 20, "the log to scroll up")
         assert control.calls == []  # the arrows scrolled the log, not the load
         await pilot.press("escape")
-        assert app.focused is None and log.scroll_y == log.max_scroll_y
+        await until(pilot, lambda: app.focused is None and at_end(), 20, "esc to leave the log, following again")
         await pilot.press("up")
-        assert control.calls == [("set_concurrency", 9)]
+        await until(pilot, lambda: control.calls == [("set_concurrency", 9)], 20, "up to raise the load")
 
 
 async def test_l_opens_the_full_log_with_a_filter_and_follows_new_lines():

@@ -71,7 +71,8 @@ def session_snapshot(seq: int, *, gpu: bool = True, errors: bool = False, estima
                 GpuReading(
                     index=0, name="Simulated H100", watts=watts, power_limit_w=cap, enforced_limit_w=cap,
                     min_limit_w=200, max_limit_w=700, default_limit_w=700, sm_clock_mhz=1980 if cap == 700 else 1620,
-                    power_cap_binding=cap < 700 and watts >= cap - 1,
+                    power_cap_binding=cap < 700 and watts >= cap - 1, temperature_c=round(30 + watts * 0.06),
+                    util_gpu_pct=min(100, 40 + 3 * target), mem_used_mib=46_182 + 512 * target, mem_total_mib=81_559,
                 ),
             ),
             window=EnergyStats(energy_j=watts * 10, mean_watts=watts, joules_per_output_token=watts / out_tps if out_tps

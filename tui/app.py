@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import events
 from textual.app import App, SystemCommand
@@ -28,7 +28,6 @@ from textual.screen import Screen
 from engine.control import LoadControl, ReplayControl
 from engine.signals import OWNER
 from engine.snapshot import EventView, RunState, Snapshot
-from engine.sweep.rules import SweepSettings
 from tui.ramp_link import RampLine
 from tui.screens.confirm_quit import ConfirmQuitScreen, QuitChoice
 from tui.screens.dashboard import DashboardScreen
@@ -40,6 +39,9 @@ from tui.screens.replay_dashboard import REPLAY_DISABLED, ReplayDashboard
 from tui.screens.too_small import TooSmallScreen, too_small
 from tui.toasts import toasts
 from tui.widgets.charts import ChartHistory, snapshot_row
+
+if TYPE_CHECKING:
+    from engine.sweep.rules import SweepSettings
 
 __all__ = ["REPLAY_DISABLED", "WattloadApp", "live_app", "replay_app", "run_replay_tui", "run_tui"]
 
@@ -79,8 +81,13 @@ class WattloadApp(App[int]):
     VERTICAL_BREAKPOINTS: list[tuple[int, str]] | None = [(0, "-tiny"), (20, "-short"), (34, "-tall")]  # noqa: RUF012
 
     def __init__(self, dashboard: DashboardScreen, *, refresh_hz: float = 4.0, handle_signals: bool = False,
-                 screenshot_dir: str | None = None) -> None:
+                 screenshot_dir: str | None = None, first_frame: threading.Event | None = None,
+                 theme: str | None = None) -> None:
         super().__init__()
+        self.wanted_theme = theme  # from the defaults file (engine/cli/settings_file.py); checked once mounted
+        # set once the first frame is on the terminal: a starting session waits for it before its import-heavy
+        # work, which would otherwise hold the GIL while the dashboard tries to draw (tui/commands/demo.py)
+        self.first_frame = first_frame or threading.Event()
         self.screenshot_dir = screenshot_dir  # None: the working directory (a server has no ~/Downloads)
         self.dashboard = dashboard
         self.source = dashboard.source
@@ -110,11 +117,18 @@ class WattloadApp(App[int]):
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     async def on_mount(self) -> None:
+        if self.wanted_theme:
+            if self.wanted_theme in self.available_themes:
+                self.theme = self.wanted_theme
+            else:
+                self.toasts.say("theme", f"unknown theme {self.wanted_theme!r} in the config file; themes: "
+                                + ", ".join(sorted(self.available_themes)), severity="warning", timeout=8)
         await self.push_screen(self.dashboard)
         self._latest = self.source.latest  # draw something at once; the chart starts with the first tick
         self.source.subscribe(self._on_snapshot)
         self._render_latest()
         self._check_size(self.size.width, self.size.height)
+        self.call_after_refresh(self.first_frame.set)
         if self.handle_signals:  # through the process's one signal owner (engine/signals.py), onto this loop
             loop = asyncio.get_running_loop()
             def on_stop(signum: int) -> None:
@@ -158,7 +172,9 @@ class WattloadApp(App[int]):
         if not self._accepting:
             return
         lines = self.dashboard.ingest(snapshot)
-        self._inbox.append((snapshot.t_s, snapshot_row(snapshot), snapshot.new_events, lines))
+        # a session still starting has nothing to chart (and the chart's numpy need not load before the first frame)
+        row = () if snapshot.state is RunState.STARTING else snapshot_row(snapshot)
+        self._inbox.append((snapshot.t_s, row, snapshot.new_events, lines))
         self._latest = snapshot
         if not self._wake_pending:
             self._wake_pending = True
@@ -315,31 +331,38 @@ def live_app(
     cap_step_w: float = DEFAULT_CAP_STEP_W,
     handle_signals: bool = False,
     ramp_settings: SweepSettings | None = None,
+    first_frame: threading.Event | None = None,
+    theme: str | None = None,
 ) -> WattloadApp:
     """The live dashboard over a LoadControl."""
     dashboard = LiveDashboard(control, step=step, cap_step_w=cap_step_w, ramp_settings=ramp_settings)
-    return WattloadApp(dashboard, refresh_hz=refresh_hz, handle_signals=handle_signals)
+    return WattloadApp(dashboard, refresh_hz=refresh_hz, handle_signals=handle_signals, first_frame=first_frame,
+                       theme=theme)  # fmt: skip
 
 
-def replay_app(player: ReplayControl, *, refresh_hz: float = 4.0, handle_signals: bool = False) -> WattloadApp:
+def replay_app(player: ReplayControl, *, refresh_hz: float = 4.0, handle_signals: bool = False,
+               theme: str | None = None) -> WattloadApp:  # fmt: skip
     """The replay dashboard over a ReplayControl."""
-    return WattloadApp(ReplayDashboard(player), refresh_hz=refresh_hz, handle_signals=handle_signals)
+    return WattloadApp(ReplayDashboard(player), refresh_hz=refresh_hz, handle_signals=handle_signals, theme=theme)
 
 
 def run_tui(
-    controller: LoadControl, *, refresh_hz: float = 4.0, step: float | None = None, cap_step_w: float = 25.0
+    controller: LoadControl, *, refresh_hz: float = 4.0, step: float | None = None, cap_step_w: float = 25.0,
+    first_frame: threading.Event | None = None, theme: str | None = None,
 ) -> int:
-    """Open the dashboard over a running controller; returns the exit code. The controller is always closed."""
-    app = live_app(controller, refresh_hz=refresh_hz, step=step, cap_step_w=cap_step_w, handle_signals=True)
+    """Open the dashboard over a running controller; returns the exit code. The controller is always closed.
+    ``first_frame`` is set once the dashboard is on the terminal."""
+    app = live_app(controller, refresh_hz=refresh_hz, step=step, cap_step_w=cap_step_w, handle_signals=True,
+                   first_frame=first_frame, theme=theme)  # fmt: skip
     start = getattr(controller, "start", None)  # the live Controller starts here (idempotent), not on import
     if callable(start):
         start()
     return _run(app, lambda: controller.close(keep_power_caps=False))
 
 
-def run_replay_tui(player: ReplayControl, *, refresh_hz: float = 4.0) -> int:
+def run_replay_tui(player: ReplayControl, *, refresh_hz: float = 4.0, theme: str | None = None) -> int:
     """Open the same dashboard over a recording's player."""
-    return _run(replay_app(player, refresh_hz=refresh_hz, handle_signals=True), player.close)
+    return _run(replay_app(player, refresh_hz=refresh_hz, handle_signals=True, theme=theme), player.close)
 
 
 def _run(app: WattloadApp, close: Callable[[], None]) -> int:

@@ -30,6 +30,7 @@ COMMANDS = {
     "export": "engine.cli.export",
     "sweep": "engine.cli.sweep",
     "plan": "engine.cli.plan",
+    "config": "engine.cli.config_cmd",
 }
 
 
@@ -62,22 +63,47 @@ def check_api_keys(args: argparse.Namespace) -> None:
             return  # the first key found is the one used
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every subcommand, or only ``only``'s: importing each command module costs startup time (the sim server,
+    the report stack, aiohttp), and a dashboard command must show its first frame fast."""
     parser = argparse.ArgumentParser(
         prog="wattload",
         description="Live monitor and load tester for LLM serving endpoints: latency, tokens/s, watts, $/M tokens.",
     )
     parser.add_argument("--version", action="version", version=f"wattload {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in COMMANDS.values():
+    for name, module_name in COMMANDS.items():
+        if only is not None and name != only:
+            continue
         module = importlib.import_module(module_name)
         module.register(sub)
     return parser
 
 
+def chosen_command(argv: list[str]) -> str | None:
+    """The subcommand ``argv`` names, when it is the first argument after the global options (else None: the full
+    parser then answers --help, a typo or a missing command as before)."""
+    for arg in argv:
+        if arg.startswith("-"):
+            return None  # --version, --help: the full parser
+        return arg if arg in COMMANDS else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    from engine.cli.settings_file import apply_to_args, apply_to_parser, load_settings
+
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(chosen_command(argv))
+    try:
+        settings = load_settings()  # the defaults file: it changes defaults, a flag given still wins
+    except UserError as exc:
+        print(f"wattload: {redact_text(str(exc))}", file=sys.stderr)
+        return EXIT_USER
+    apply_to_parser(settings, parser)
     args = parser.parse_args(argv)
+    apply_to_args(settings, args)
+    args.theme = settings.theme
     register_secrets(args)
     try:
         check_api_keys(args)

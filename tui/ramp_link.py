@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from engine.control import LoadControl
 from engine.snapshot import Snapshot
-from engine.sweep.rules import SweepSettings
-from engine.sweep.runner import AutoRamp
+
+if TYPE_CHECKING:
+    from engine.sweep.rules import SweepSettings
+    from engine.sweep.runner import AutoRamp
 
 RampLine = tuple[str, bool]
 """One line for the event log, and whether it also pops up."""
@@ -26,10 +30,20 @@ class RampLink:
     """
 
     def __init__(self, control: LoadControl, settings: SweepSettings | None = None) -> None:
-        self.ramp = AutoRamp(control, settings)
+        self._control = control
+        self._settings = settings
+        self._ramp: AutoRamp | None = None  # made on first use: the sweep code is not needed for the first frame
         self.status = ""  # the header label while the ramp runs; written by the engine thread only
         self._requested = 0  # toggles asked for: written by the UI thread only
         self._done = 0  # toggles carried out: written by the engine thread only
+
+    @property
+    def ramp(self) -> AutoRamp:
+        if self._ramp is None:
+            from engine.sweep.runner import AutoRamp
+
+            self._ramp = AutoRamp(self._control, self._settings)
+        return self._ramp
 
     def request_toggle(self) -> None:
         """UI thread: ask for a toggle; the next snapshot carries it out."""
@@ -37,6 +51,8 @@ class RampLink:
 
     def feed(self, snapshot: Snapshot) -> tuple[RampLine, ...]:
         """Engine thread: carry out pending toggles, else advance the ramp; returns (line, notify) pairs."""
+        if self._ramp is None and self._done >= self._requested:
+            return ()  # never asked for: nothing to advance
         lines: list[RampLine] = []
         try:
             if self._done < self._requested:
@@ -48,7 +64,9 @@ class RampLink:
                 if line is not None:
                     lines.append((line, not self.ramp.enabled))  # step verdicts go to the log; the end also pops up
         except Exception as exc:  # a ramp bug must not cost the dashboard its snapshots: drop the ramp, say why
-            self.ramp = AutoRamp(self.ramp.control, self.ramp.base_settings)
+            from engine.sweep.runner import AutoRamp
+
+            self._ramp = AutoRamp(self.ramp.control, self.ramp.base_settings)
             lines.append((f"auto-ramp failed and stopped: {exc}".splitlines()[0], True))
         self.status = self.ramp.status()
         return tuple(lines)

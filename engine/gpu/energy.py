@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from engine.records import TelemetrySample
@@ -144,7 +144,11 @@ def _sum(values: list[float | None]) -> float | None:
 class EnergyAccount:
     """Collects telemetry samples of the selected GPUs and answers energy and watts for any tick."""
 
-    def __init__(self, *, names: Mapping[int, str] | None = None, source: str = "nvml") -> None:
+    def __init__(self, *, names: Mapping[int, str] | None = None, source: str = "nvml",
+                 health: Callable[[], tuple[int, str] | None] | None = None) -> None:
+        """``health``: the backend's ``problem()`` where it has one (remote telemetry): (stamp of the last good
+        answer, why) while its source does not answer, so the figures can say they are stale."""
+        self._health = health
         self._names = dict(names or {})
         self._source = source
         self._tracks: dict[int, _Track] = {}
@@ -175,8 +179,10 @@ class EnergyAccount:
         fraction of a tick do not shorten it. The total is everything since the first sample."""
         with self._lock:
             tracks = {i: t for i, t in sorted(self._tracks.items()) if t.latest is not None}
+            stale_s, stale_reason = self._staleness(now_ns)
             if not tracks:
-                return GpuStats(available=False, source=self._source, message="waiting for GPU telemetry")
+                return GpuStats(available=False, source=self._source, message="waiting for GPU telemetry",
+                                stale_s=stale_s, stale_reason=stale_reason)  # fmt: skip
             self._retention_ns = max(self._retention_ns, int(2 * window_s * NS))
             for track in tracks.values():
                 track.prune(now_ns - self._retention_ns)
@@ -193,7 +199,21 @@ class EnergyAccount:
             gpus=readings,
             window=window,
             total=total,
+            stale_s=stale_s,
+            stale_reason=stale_reason,
         )
+
+    def _staleness(self, now_ns: int) -> tuple[float | None, str]:
+        if self._health is None:
+            return None, ""
+        try:
+            problem = self._health()
+        except Exception:  # the backend's bookkeeping must never cost the snapshot
+            return None, ""
+        if problem is None:
+            return None, ""
+        since_ns, why = problem
+        return max(0.0, (now_ns - since_ns) / NS), why
 
     def _reading(self, index: int, track: _Track) -> GpuReading:
         s = track.latest

@@ -157,7 +157,8 @@ class RemoteGpuBackend:
         self.open_message = ""  # what GpuSession shows as the telemetry source
         # told (one line) when a source stops answering and when it answers again; the CLI logs it as a warning
         self.on_problem: Callable[[str], None] | None = None
-        self._failing: set[str] = set()
+        self._failing: dict[str, tuple[int, str]] = {}  # source -> (its last good answer's t_ns, the error)
+        self._last_ok_ns: dict[str, int] = {}
         found: dict[GpuKey, RemoteReading] = {}
         errors: list[str] = []
         for result in first:
@@ -184,12 +185,14 @@ class RemoteGpuBackend:
         """Scraper thread: keep the readings whose values changed since the last one of that GPU."""
         if result.exposition is None:
             self.last_error = f"{result.source}: {result.error}"
-            if result.source not in self._failing:
-                self._failing.add(result.source)
+            since = self._failing.get(result.source, (self._last_ok_ns.get(result.source, result.t_ns), ""))[0]
+            new = result.source not in self._failing
+            self._failing[result.source] = (since, f"{result.source}: {result.error}")
+            if new:
                 self._tell(f"GPU telemetry from {result.source} stopped: {result.error}; GPU figures are stale")
             return
-        if result.source in self._failing:
-            self._failing.discard(result.source)
+        self._last_ok_ns[result.source] = result.t_ns
+        if self._failing.pop(result.source, None) is not None:
             self._tell(f"GPU telemetry from {result.source} answers again")
         readings = gpu_readings(result.exposition, _host_of(result.source))
         with self._lock:
@@ -221,6 +224,16 @@ class RemoteGpuBackend:
                 callback(line)
             except Exception:  # the listener's problem must not stop the scraping
                 pass
+
+    def problem(self) -> tuple[int, str] | None:
+        """(perf_counter_ns of the last good answer, one line why) for the source that has failed longest; None
+        while every source answers. The GPU panel shows it as "stale since …" (EnergyAccount's ``health``)."""
+        failing = list(self._failing.values())
+        if not failing:
+            return None
+        since, why = min(failing)
+        more = f" (+{len(failing) - 1} more)" if len(failing) > 1 else ""
+        return since, why + more
 
     def gpus(self) -> list[GpuInfo]:
         return list(self._infos)

@@ -62,7 +62,8 @@ class GpuSession:
         selected = backend.gpus()
         session._backend = backend
         session.indices = tuple(g.index for g in selected)
-        session.energy = EnergyAccount(names={g.index: g.name for g in selected}, source=backend.source)
+        session.energy = EnergyAccount(names={g.index: g.name for g in selected}, source=backend.source,
+                                       health=getattr(backend, "problem", None))  # fmt: skip
         session._sampler = TelemetrySampler(backend, session.indices, TELEMETRY_HZ, on_samples)
         read_only = getattr(backend, "caps_read_only", "")
         if read_only:  # remote telemetry (DCGM, Prometheus): nothing to set, nothing to restore

@@ -57,12 +57,13 @@ def integer(value: int | None, missing: str = DASH) -> str:
 
 
 def ms(value: float | None, missing: str = DASH) -> str:
-    """Latency in milliseconds, switching to seconds from 10 s so cells stay five characters wide."""
+    """Latency in milliseconds, always (a panel titled "ms" never shows seconds): whole ms from 1 s, thousands of
+    ms as "k" from 100 s, so cells stay five characters wide."""
     if _missing(value):
         return missing
     assert value is not None
-    if value >= 10_000:
-        return f"{value / 1000:.1f}s" if value < 99_950 else f"{value / 1000:.0f}s"
+    if value >= 99_950:
+        return f"{value / 1000:.0f}k"
     if value >= 999.5:
         return f"{value:.0f}"
     if value < 0.995:

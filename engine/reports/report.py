@@ -302,8 +302,10 @@ def _phase_figures(phase: Phase, f: SpanFigures) -> PhaseFigures:
 
 
 def _initial_caps(rec: Recording) -> dict[int, float]:
-    """Each GPU's power limit at the start, from its first telemetry sample that reports one."""
-    caps: dict[int, float] = {}
+    """Each GPU's power limit at the start: for a recording started partway, the caps in force then (the file
+    says); else (or for a GPU it does not name) from its first telemetry sample that reports one."""
+    recorded = (rec.meta.start_control or {}).get("power_caps_w") or {}
+    caps: dict[int, float] = {int(index): float(watts) for index, watts in recorded.items()}
     wanted = max(1, len(rec.meta.gpus))
     for n, s in enumerate(rec.telemetry()):
         if s.power_limit_w is not None:

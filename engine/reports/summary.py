@@ -6,7 +6,6 @@ the live panels can never disagree. The report carries ``RunConfig.safe_dump()``
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine import __version__
 from engine.metrics.turns import TurnFigures
+from engine.reports.clock import wall_clock_label as wall_clock_label  # re-exported: its old home
 from engine.reports.server import server_summary_line
 from engine.snapshot import LoadMode, Percentiles, Snapshot, WindowStats
 from engine.telemetry.prefix_cache import PrefixCacheFigures
@@ -47,11 +47,6 @@ class RunReport(BaseModel):
     """Multi-turn sessions: figures per turn number."""
     prefix_cache: PrefixCacheFigures | None = None
     """With server metrics: the server's prefix-cache hit rate over the session (beside the per-turn figures)."""
-
-
-def wall_clock_label() -> str:
-    """Local wall time for labels (never used for a duration)."""
-    return dt.datetime.now(dt.UTC).astimezone().isoformat(timespec="seconds")
 
 
 def write_report(report: RunReport, path: str | Path) -> None:

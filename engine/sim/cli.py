@@ -15,7 +15,6 @@ import threading
 from pydantic import ValidationError
 
 from engine.sim.model import SimConfig
-from engine.sim.server import LOOPBACK_HOSTS, loop_name, new_event_loop, run_server
 
 API_KEY_ENV = "WATTLOAD_SIM_API_KEY"
 
@@ -96,6 +95,9 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
 
 def check_host(host: str, allow_remote: bool) -> None:
     """Refuse to expose the simulator beyond this machine unless asked to."""
+    from engine.sim.server import LOOPBACK_HOSTS  # the server (aiohttp) only where it is needed: the demo's
+    # parent process imports this module for API_KEY_ENV and must not pay for aiohttp before its first frame
+
     if allow_remote or host in LOOPBACK_HOSTS:
         return
     try:
@@ -130,6 +132,8 @@ def serve(args: argparse.Namespace, prog: str = "wattload sim") -> int:
     except (ValueError, OSError, AttributeError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
+    from engine.sim.server import loop_name, new_event_loop, run_server
+
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     stop: asyncio.Future[None] = loop.create_future()

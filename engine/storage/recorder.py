@@ -520,12 +520,17 @@ class _Writer:
 
 
 def _load_settings(session: object) -> dict[str, Any] | None:
-    """The load settings in force now (the session's latest snapshot), for a recording that starts partway:
-    the config's may be stale by then."""
+    """The load settings and power caps in force now (the session's latest snapshot), for a recording that starts
+    partway: the config's may be stale by then, and the cap changes before it are not in the file."""
     snapshot = getattr(session, "latest", None)
     if not isinstance(snapshot, Snapshot):
         return None
-    return {"mode": snapshot.mode.value, "concurrency": snapshot.target_concurrency, "rate": snapshot.target_rate}
+    settings: dict[str, Any] = {"mode": snapshot.mode.value, "concurrency": snapshot.target_concurrency,
+                                "rate": snapshot.target_rate}  # fmt: skip
+    caps = {str(r.index): r.power_limit_w for r in snapshot.gpu.gpus if r.power_limit_w is not None}
+    if caps:
+        settings["power_caps_w"] = caps  # GPU index (as a JSON key) -> watts
+    return settings
 
 
 def recorder_factory(

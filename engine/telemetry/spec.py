@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.records import ControlEvent, EventKind
@@ -94,6 +93,8 @@ def open_telemetry(spec: TelemetrySpec, base_url: str, *, sim_root: str | None =
 
 
 def _dcgm_urls(spec: str, base_url: str, sim_root: str | None) -> list[str]:
+    import httpx  # here, not at the top: the dashboard's first frame must not wait for httpx (~0.1 s)
+
     urls = []
     for item in (s.strip() for s in spec.split(",")):
         if item.lower() == "auto":

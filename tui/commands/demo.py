@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -26,10 +25,9 @@ from engine.cli.common import (
 )
 from engine.cli.exits import UserError
 from engine.cli.options import add_run_output_args, set_help
-from engine.cli.session_end import print_session_end, track_recordings
+from engine.cli.session_end import print_session_end
 from engine.cli.telemetry_args import add_telemetry_args, telemetry_spec_from_args
-from engine.load.deferred import DeferredControl
-from engine.reports.summary import wall_clock_label
+from tui.commands.startup import Startup, run_with_startup
 
 if TYPE_CHECKING:
     from engine.load.controller import Controller
@@ -74,48 +72,22 @@ def _run(args: argparse.Namespace) -> int:
     check_output_path(args.json, "--json")
     if args.headless:
         return _run_headless(args)
-    from tui.app import run_tui
-
-    # The dashboard opens at once over a DeferredControl that says what startup is doing; the simulated server
-    # and the controller are built on a thread and handed over when ready (seconds on a busy machine).
-    deferred = DeferredControl(model=args.model or "", workload="demo")
-    stack = contextlib.ExitStack()
-    recordings: list[list[str]] = []
     sim_urls: list[str] = []
 
-    def start() -> None:
-        try:
-            deferred.say("starting the simulated server…")
-            url, model = stack.enter_context(simulated_server(args.seed, args.sim_speed))
-            sim_urls.append(url)
-            deferred.say("starting the engine…")
-            controller = open_demo_session(args, url, model, deferred.say)
-            recordings.append(track_recordings(controller))  # the files r opens, for the end summary
-            if args.record is not None:
-                start_recording_or_fail(controller, args.record)
-            deferred.attach(controller, endpoint=url, model=controller.config.model)
-        except UserError as exc:
-            deferred.fail(str(exc))
-        except Exception as exc:  # one line in the dashboard's failure box, never a traceback over it
-            deferred.fail(f"startup failed: {exc}".splitlines()[0])
+    def start(startup: Startup) -> Controller:
+        startup.say("starting the simulated server…")
+        url, model = startup.stack.enter_context(simulated_server(args.seed, args.sim_speed))  # its own process
+        sim_urls.append(url)
+        startup.wait_for_first_frame()
+        startup.say("starting the engine…")
+        return open_demo_session(args, url, model, notify=startup.note)
 
-    DeferredControl.prepare_process_spawning()
-    starter = threading.Thread(target=start, name="wattload-demo-start", daemon=True)
-    starter.start()
-    started_at = wall_clock_label()
-    try:
-        code = run_tui(deferred, refresh_hz=args.refresh, step=args.step)
-    finally:
-        deferred.close()
-        starter.join(60)
-        deferred.close()  # attached while the dashboard was closing: attach() closed it already
-        with sigint_blocked():
-            stack.close()
-    controller = deferred.target
-    if controller is not None:
-        print_session_end(controller, started_at=started_at, recordings=recordings[0] if recordings else [],
+    done = run_with_startup(start, record=args.record, refresh_hz=args.refresh, step=args.step,
+                            model=args.model or "", workload="demo", theme=getattr(args, "theme", None))  # fmt: skip
+    if done.controller is not None:
+        print_session_end(done.controller, started_at=done.startup.started_at, recordings=done.startup.recordings,
                           json_path=args.json, sim_url=sim_urls[0] if sim_urls else None)  # fmt: skip
-    return code
+    return done.code
 
 
 def _run_headless(args: argparse.Namespace) -> int:

@@ -68,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
     player = _open_player(args)
     from tui.app import run_replay_tui
 
-    return run_replay_tui(player)
+    return run_replay_tui(player, theme=getattr(args, "theme", None))
 
 
 def _drive(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import argparse
 import contextlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +25,10 @@ from engine.cli.common import (
 )
 from engine.cli.exits import EXIT_FAILED, UserError
 from engine.cli.options import add_run_output_args
-from engine.cli.session_end import print_session_end, track_recordings
+from engine.cli.session_end import print_session_end
 from engine.cli.telemetry_args import add_telemetry_args, telemetry_spec_from_args
 from engine.cli.trace_args import add_trace_args, trace_spec
-from engine.reports.summary import wall_clock_label
+from engine.redact import redact_url
 
 if TYPE_CHECKING:
     from engine.load.controller import Controller
@@ -71,6 +71,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.headless:
         check_load_can_end(args)
     check_output_path(args.json, "--json")
+    if not args.headless:
+        return _run_dashboard(args)
     from engine.signals import OWNER
 
     with _sim_server(args) as sim_url:
@@ -78,21 +80,37 @@ def _run(args: argparse.Namespace) -> int:
             url = sim_url or args.url
             pricing = session_pricing(args, url, sim_url)
             controller, workload, turns, lengths = _prepare(args, url, pricing, sim_url)
-        recordings = track_recordings(controller) if not args.headless else []
         if args.record is not None:
             start_recording_or_fail(controller, args.record)
-        if not args.headless:
-            from tui.app import run_tui
-
-            started_at = wall_clock_label()
-            try:
-                code = run_tui(controller, refresh_hz=args.refresh, step=args.step)
-            finally:
-                controller.close()
-            print_session_end(controller, started_at=started_at, recordings=recordings, json_path=args.json,
-                              sim_url=sim_url)  # fmt: skip
-            return code
         return run_headless(controller, json_path=args.json, workload=workload, turns=turns, lengths=lengths)
+
+
+def _run_dashboard(args: argparse.Namespace) -> int:
+    """The dashboard opens at once and shows the startup (the simulated server, probing, calibration) as it
+    happens; a probe that fails is one line in it, and printed again once the terminal is restored."""
+    from tui.commands.startup import Startup, run_with_startup
+
+    sim_urls: list[str] = []
+
+    def start(startup: Startup) -> Controller:
+        sim_url = None
+        if args.sim:
+            startup.say("starting the simulated server…")
+            sim_url = startup.stack.enter_context(_sim_server(args))
+            sim_urls.append(str(sim_url))
+        startup.wait_for_first_frame()
+        url = sim_url or args.url
+        startup.say(f"probing {redact_url(url)}…")
+        pricing = session_pricing(args, url, sim_url, startup.note)  # the detected GPU's, as headless picks it
+        controller, _, _, _ = _prepare(args, url, pricing, sim_url, notify=startup.note)
+        return controller
+
+    done = run_with_startup(start, record=args.record, refresh_hz=args.refresh, step=args.step,
+                            theme=getattr(args, "theme", None))  # fmt: skip
+    if done.controller is not None:
+        print_session_end(done.controller, started_at=done.startup.started_at, recordings=done.startup.recordings,
+                          json_path=args.json, sim_url=sim_urls[0] if sim_urls else None)  # fmt: skip
+    return done.code
 
 
 def _leave_at_once(signum: int) -> None:
@@ -113,7 +131,8 @@ def check_load_can_end(args: argparse.Namespace) -> None:
 
 
 def _prepare(
-    args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None
+    args: argparse.Namespace, url: str, pricing: PricingProfile, sim_url: str | None,
+    notify: Callable[[str], None] | None = None,
 ) -> tuple[Controller, dict[str, Any] | None, TurnTally, RunLengths]:
     """The arguments as a SessionSpec; the engine probes the endpoint and builds the controller. Also returns what
     the workload was (the profile with its hash, or the trace's fingerprint), the per-turn tally and the lengths.
@@ -143,9 +162,10 @@ def _prepare(
         recording=RecordingSpec(directory=args.record_dir, record_tokens=args.record_tokens),
         telemetry=telemetry_spec_from_args(args),
     )
+    note = notify or _note
     turns = TurnTally()
     try:
-        session = build_session(spec, notify=_note, sinks=[turns, tally])
+        session = build_session(spec, notify=note, sinks=[turns, tally])
     except (ProbeError, ProfileError) as exc:  # ProfileError: a trace row the user must fix
         raise UserError(str(exc)) from None
     return session.controller, session.workload, turns, RunLengths(tally, session.calibration)

@@ -17,13 +17,13 @@ from textual.binding import Binding, BindingType
 from engine.control import LoadControl
 from engine.reports import format as fmt
 from engine.snapshot import EventView, LoadMode, RunState, Snapshot
-from engine.sweep.rules import SweepSettings
 from tui.ramp_link import RampLine, RampLink
 from tui.screens.dashboard import DashboardScreen
 from tui.toasts import toasts
 
 if TYPE_CHECKING:
     from engine.sweep.powercap_sweep import CapControl
+    from engine.sweep.rules import SweepSettings
     from tui.live_capsweep import LiveCapSweep
 
 DEFAULT_CAP_STEP_W = 25.0

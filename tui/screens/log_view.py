@@ -29,6 +29,7 @@ class LogViewScreen(Screen[None]):
         self.pattern = ""
         self._seen = 0  # how many of the source's lines this view has considered
         self._cleared = source.cleared
+        self._changed = source.changed
         self.shown = 0  # lines currently listed (tests read it)
 
     def compose(self) -> ComposeResult:
@@ -62,11 +63,12 @@ class LogViewScreen(Screen[None]):
                 self.shown += 1
         self._seen = self.source.count
         self._cleared = self.source.cleared
+        self._changed = self.source.changed
         self._title()
 
     def _poll(self) -> None:
-        if self.source.cleared != self._cleared:
-            self._rebuild()
+        if self.source.cleared != self._cleared or self.source.changed != self._changed:
+            self._rebuild()  # cleared, or a burst line rewritten in place
             return
         new = self.source.count - self._seen
         if new <= 0:

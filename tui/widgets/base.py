@@ -57,14 +57,16 @@ _STYLE_CACHE: dict[tuple[str, str, bool], Style] = {}
 
 
 def theme_style(app: App[object], name: str, bold: bool = False) -> Style:
-    """A Rich style in the colour of theme variable ``name`` (e.g. "error"), for code that draws Rich segments
-    directly; translucent colours are blended onto the background so light and dark themes both read well."""
+    """A Rich style in the colour of theme variable ``name`` (e.g. "error") or of "#rrggbb", for code that draws
+    Rich segments directly; translucent colours are blended onto the background so light and dark themes both
+    read well."""
     key = (app.theme, name, bold)
     style = _STYLE_CACHE.get(key)
     if style is None:
         variables = app.get_css_variables()
         background = Color.parse(variables.get("background", "#000000"))
-        color = Color.parse(variables.get(name, variables.get("foreground", "#ffffff")))
+        fixed = name.startswith("#")  # a fixed colour (the charts' colour-blind-safe palette), not a variable
+        color = Color.parse(name if fixed else variables.get(name, variables.get("foreground", "#ffffff")))
         if color.a < 1:
             color = background + color
         style = Style(color=color.rich_color, bold=bold)

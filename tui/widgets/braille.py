@@ -85,13 +85,21 @@ def lit_grid(
     return covered[None, :] & (r >= low[None, :]) & (r <= hi[None, :])
 
 
-def dotted_columns(columns: npt.NDArray[np.int64], cols: int, rows: int) -> BoolArray:
-    """Vertical dotted lines at the given pixel columns (event markers)."""
+def dotted_columns(columns: npt.NDArray[np.int64], cols: int, rows: int, every: int = 2) -> BoolArray:
+    """Vertical dotted lines at the given pixel columns (event markers), a dot every ``every`` pixel rows."""
     grid = np.zeros((rows, cols), dtype=bool)
     columns = columns[(columns >= 0) & (columns < cols)]
     if columns.size:
-        grid[::2, columns] = True
+        grid[::every, columns] = True
     return grid
+
+
+def dashed(grid: BoolArray) -> BoolArray:
+    """Every other character cell of a series left blank: a dashed line, told apart from a solid one without
+    colour (NO_COLOR, a monochrome terminal, a colour-blind reader)."""
+    out = grid.copy()
+    out[:, (np.arange(grid.shape[1]) // 2) % 2 == 1] = False
+    return out
 
 
 def to_cells(grid: BoolArray) -> CodeArray:

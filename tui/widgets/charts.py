@@ -1,10 +1,18 @@
-"""Charts, the centrepiece: output tok/s, TTFT p50/p99, in-flight streams and GPU watts on one time axis.
+"""Charts, the centrepiece: output tok/s, TTFT p50/p99, in-flight streams, GPU watts and (once any request
+failed) the error rate, on one time axis.
 
 The history lives here in the UI (a numpy ring buffer of one row per snapshot), never in the engine. The axis
 covers the whole session until it is five minutes long (the lines compress), then scrolls. Dotted vertical
 markers show where the operator changed the load or the power cap, so a step in a line can be read against
 its cause. Drawing is custom braille via ``render_line`` (strips cached until the data or the size changes):
 a few ms of numpy per frame, far cheaper than a plotting library at 4 Hz.
+
+Reading them: each chart has a legend row above its plot (swatch, name, latest value) and only axis ticks in
+the gutter. Series differ by pattern as well as colour (a filled area, a solid line, a dashed reference line),
+so they can be told apart under NO_COLOR. One colour means one thing everywhere (a fixed colour-blind-safe
+palette): green throughput, blue latency (dark p50, light p99), purple load (in-flight streams and load-change
+markers), orange power (watts and power-cap markers), vermillion errors, muted grey the reference lines. numpy
+is imported on the first row, not with the module: the dashboard's first frame does not need it.
 """
 
 from __future__ import annotations
@@ -15,8 +23,8 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 from rich.segment import Segment
 from rich.style import Style
 from textual.geometry import Region
@@ -26,15 +34,9 @@ from textual.widget import Widget
 from engine.reports import format as fmt
 from engine.snapshot import EventView, LoadMode, Snapshot
 from tui.widgets.base import theme_style
-from tui.widgets.braille import (
-    BRAILLE_BASE,
-    column_ranges,
-    dotted_columns,
-    lit_grid,
-    nice_ceiling,
-    nice_step,
-    to_cells,
-)
+
+if TYPE_CHECKING:
+    import numpy as np
 
 WINDOW_S = 300.0  # the charts show at most the last five minutes
 MIN_SPAN_S = 30.0  # a young session is drawn over at least this much axis
@@ -53,6 +55,7 @@ class Col(IntEnum):
     TARGET = 4
     WATTS = 5
     LIMIT = 6
+    ERR_PCT = 7
 
 
 def _num(value: float | None) -> float:
@@ -62,6 +65,7 @@ def _num(value: float | None) -> float:
 def snapshot_row(snapshot: Snapshot) -> tuple[float, ...]:
     """The chart values of one snapshot; cheap enough to run on the engine's thread."""
     target = snapshot.target_concurrency if snapshot.mode is LoadMode.CONCURRENCY else None
+    window = snapshot.window
     return (
         _num(snapshot.window.output_tokens_per_s) if snapshot.window.span_s > 0 else math.nan,
         _num(snapshot.window.ttft.p50),
@@ -70,6 +74,7 @@ def snapshot_row(snapshot: Snapshot) -> tuple[float, ...]:
         _num(target),
         _num(snapshot.gpu.watts) if snapshot.gpu.available else math.nan,
         _num(snapshot.gpu.power_limit_w) if snapshot.gpu.available else math.nan,
+        100.0 * window.error_rate if window.requests + window.errors > 0 else math.nan,
     )
 
 
@@ -77,12 +82,28 @@ class ChartHistory:
     """Fixed-size ring of (t_s, values...) rows plus the event markers; O(1) append, ordered views on demand."""
 
     def __init__(self, capacity: int = 4096, columns: int = len(Col)) -> None:
-        self._t = np.full(capacity, np.nan)
-        self._v = np.full((capacity, columns), np.nan)
+        self._capacity, self._columns = capacity, columns
+        self._t_buf: np.ndarray | None = None  # allocated with the first row: numpy is not needed before it
+        self._v_buf: np.ndarray | None = None
         self._next = 0
         self._size = 0
         self.markers: deque[tuple[float, str]] = deque(maxlen=256)
         self.version = 0  # bumped on every change, so the widget knows when to redraw
+
+    @property
+    def _t(self) -> np.ndarray:
+        if self._t_buf is None:
+            import numpy as np
+
+            self._t_buf = np.full(self._capacity, np.nan)
+            self._v_buf = np.full((self._capacity, self._columns), np.nan)
+        return self._t_buf
+
+    @property
+    def _v(self) -> np.ndarray:
+        self._t  # noqa: B018 (allocates both buffers)
+        assert self._v_buf is not None
+        return self._v_buf
 
     def __len__(self) -> int:
         return self._size
@@ -97,7 +118,11 @@ class ChartHistory:
         return None if self._size == 0 else float(self._t[(self._next - 1) % self._t.size])
 
     def append(self, t_s: float, values: tuple[float, ...], events: Iterable[EventView] = ()) -> None:
-        """Add one row; a time that goes backwards (a replay seek) starts a fresh history."""
+        """Add one row; a time that goes backwards (a replay seek) starts a fresh history. No values (a session
+        still starting): only the events' markers."""
+        if not values:
+            self._mark(events)
+            return
         last = self.last_t
         if last is not None and t_s < last - 1e-6:
             self.clear()
@@ -105,6 +130,9 @@ class ChartHistory:
         self._v[self._next] = values
         self._next = (self._next + 1) % self._t.size
         self._size = min(self._size + 1, self._t.size)
+        self._mark(events)
+
+    def _mark(self, events: Iterable[EventView]) -> None:
         for event in events:
             kind = MARKER_KINDS.get(event.kind)
             if kind is not None:
@@ -139,8 +167,13 @@ class ChartHistory:
         """Times and values, oldest first."""
         if self._size < self._t.size:
             return self._t[: self._size], self._v[: self._size]
+        import numpy as np
+
         idx = np.r_[self._next : self._t.size, 0 : self._next]
         return self._t[idx], self._v[idx]
+
+
+Style_ = Literal["fill", "line", "dashed"]
 
 
 @dataclass(frozen=True)
@@ -148,26 +181,42 @@ class Series:
     col: Col
     label: str
     color: str  # a theme variable name, resolved when drawing (so themes and light mode just work)
-    fill: bool = False
+    style: Style_ = "line"  # the pattern, so series differ without colour too
+
+    @property
+    def swatch(self) -> str:
+        return {"fill": "█", "line": "━", "dashed": "╍"}[self.style]
 
 
 @dataclass(frozen=True)
 class ChartSpec:
     title: str
-    series: tuple[Series, ...]  # drawn in order; later ones on top
+    series: tuple[Series, ...]  # drawn in order; later ones on top; the last is the chart's main figure
     fmt_value: str = "sig"  # "sig" or "ms"
+    optional: bool = False  # drawn only once its main series is above zero (the error rate: once a request failed)
 
+
+# One colour per quantity in every chart and marker, from the Okabe-Ito palette (told apart by colour-blind
+# readers, legible on dark and light backgrounds). Themes colour the rest of the dashboard; they cannot colour the
+# charts, because a theme's variables can coincide (textual-dark's accent is its warning colour).
+THROUGHPUT, LATENCY, LATENCY_TAIL = "#009E73", "#0072B2", "#56B4E9"
+LOAD, POWER, ERRORS = "#CC79A7", "#E69F00", "#D55E00"
+REFERENCE = "foreground-muted"  # targets and limits, dashed
 
 CHARTS: tuple[ChartSpec, ...] = (
-    ChartSpec("out tok/s", (Series(Col.OUT_TPS, "now", "success", fill=True),)),
-    ChartSpec("TTFT ms", (Series(Col.TTFT_P50, "p50", "primary"), Series(Col.TTFT_P99, "p99", "error")), "ms"),
-    ChartSpec("in flight", (Series(Col.TARGET, "target", "foreground-muted"), Series(Col.IN_FLIGHT, "now", "accent"))),
-    ChartSpec("GPU W", (Series(Col.LIMIT, "limit", "foreground-muted"), Series(Col.WATTS, "now", "warning"))),
+    ChartSpec("out tok/s", (Series(Col.OUT_TPS, "now", THROUGHPUT, "fill"),)),
+    ChartSpec("TTFT ms", (Series(Col.TTFT_P50, "p50", LATENCY, "fill"), Series(Col.TTFT_P99, "p99", LATENCY_TAIL)),
+              "ms"),
+    ChartSpec("errors %", (Series(Col.ERR_PCT, "now", ERRORS, "fill"),), optional=True),
+    ChartSpec("in flight", (Series(Col.TARGET, "target", REFERENCE, "dashed"), Series(Col.IN_FLIGHT, "now", LOAD))),
+    ChartSpec("GPU W", (Series(Col.LIMIT, "limit", REFERENCE, "dashed"), Series(Col.WATTS, "now", POWER))),
 )
-# When there is not room for all four, keep the most telling ones.
-PRIORITY = ("out tok/s", "TTFT ms", "GPU W", "in flight")
-MARKER_COLORS = {"load": "primary", "cap": "warning"}
-GUTTER = 16
+# When there is not room for all of them, keep the most telling ones.
+PRIORITY = ("out tok/s", "TTFT ms", "errors %", "GPU W", "in flight")
+MARKER_COLORS = {"load": LOAD, "cap": POWER}  # the colours of what they change: in-flight load, watts
+GUTTER = 7  # y ticks: up to five characters ("2.50k") and the axis
+WIDE_GUTTER = 16  # one-row charts carry their name and latest value in the gutter instead of a legend row
+MARKER_DOT_EVERY = 4  # one dot per character row: a faint line that cannot be mistaken for data
 
 
 def time_frame(t_first: float, t_last: float, cols_px: int) -> tuple[float, float]:
@@ -213,7 +262,7 @@ class ChartsPanel(Widget):
         self._update_subtitle()
 
     def _update_subtitle(self) -> None:
-        self.border_subtitle = "[$primary]┊ load change[/]  [$warning]┊ power cap[/]"
+        self.border_subtitle = f"[{LOAD}]┊ load change[/]  [{POWER}]┊ power cap[/]"
 
     def refresh_from_history(self) -> None:
         """Redraw after new rows: only the text lines that changed are repainted (most of a 5-minute chart
@@ -246,55 +295,67 @@ class ChartsPanel(Widget):
             self._key = key
         return self._strips[y] if y < len(self._strips) else Strip.blank(width, self.rich_style)
 
-    def _layout(self, height: int, have_watts: bool) -> list[tuple[ChartSpec, int]]:
-        """Which charts get drawn and how many rows each: all of them at >= 2 rows, else the top priorities."""
-        specs = [spec for spec in CHARTS if have_watts or spec.title != "GPU W"]
+    def _layout(self, height: int, present: set[str]) -> list[tuple[ChartSpec, int]]:
+        """Which charts get drawn and how many rows each: all of them at >= 3 rows (a legend row and two plot
+        rows), else the top priorities."""
+        specs = [spec for spec in CHARTS if spec.title in present]
         avail = height - 1  # the time axis takes one row
-        if avail <= 0:
+        if avail <= 0 or not specs:
             return []
         n = len(specs)
-        if avail < 2 * n:
-            n = max(1, avail // 2)
-            keep = [title for title in PRIORITY if any(s.title == title for s in specs)][:n]
+        if avail < 3 * n:
+            n = max(1, min(n, avail // 3 if avail >= 3 else avail))
+            keep = [title for title in PRIORITY if title in present][:n]
             specs = [spec for spec in specs if spec.title in keep]
         base, extra = divmod(avail, len(specs))
         return [(spec, base + (1 if i < extra else 0)) for i, spec in enumerate(specs)]
 
     def _draw(self, width: int, height: int) -> list[Strip]:
-        t, v = self.history.ordered()
-        plot_w = max(0, width - GUTTER)
         if height <= 0 or width <= 0:
             return []
         self._base = self.rich_style  # the panel's own background under every cell, in any terminal and theme
         self._combined.clear()
-        if t.size == 0 or plot_w < 4:
+        if len(self.history) == 0 or width - GUTTER < 4:
             blank = [Strip.blank(width, self._base) for _ in range(height)]
             notice = " waiting for the first snapshot…".ljust(width)[:width]
             blank[0] = Strip([Segment(notice, self._on_base("foreground-muted"))], width)
             return blank
+        import numpy as np
+
+        t, v = self.history.ordered()
+        present = {spec.title for spec in CHARTS
+                   if not spec.optional or bool(np.nan_to_num(v[:, spec.series[-1].col]).any())}  # fmt: skip
+        if not np.isfinite(v[:, Col.WATTS]).any():
+            present.discard("GPU W")
+        layout = self._layout(height, present)
+        gutter = WIDE_GUTTER if any(rows == 1 for _, rows in layout) else GUTTER
+        plot_w = max(0, width - gutter)
         cols_px = plot_w * 2
         t_lo, t_hi = time_frame(float(t[0]), float(t[-1]), cols_px)
         visible = t >= t_lo - MAX_GAP_S
         t, v = t[visible], v[visible]
-        have_watts = bool(np.isfinite(v[:, Col.WATTS]).any())
-        marker_cols = {
-            kind: np.array(
-                [
-                    int((mt - t_lo) / (t_hi - t_lo) * cols_px)
-                    for mt, k in self.history.markers
-                    if k == kind and t_lo <= mt <= t_hi
-                ],
-                dtype=np.int64,
-            )
-            for kind in MARKER_COLORS
-        }
+        marker_cells = self._marker_cells(t_lo, t_hi, plot_w)
         strips: list[Strip] = []
-        for spec, rows in self._layout(height, have_watts):
-            strips.extend(self._draw_chart(spec, rows, t, v, t_lo, t_hi, plot_w, marker_cols))
-        strips.append(self._axis(t_lo, t_hi, plot_w, marker_cols))
+        for spec, rows in layout:
+            strips.extend(self._draw_chart(spec, rows, t, v, t_lo, t_hi, plot_w, gutter, marker_cells))
+        strips.append(self._axis(t_lo, t_hi, plot_w, gutter, marker_cells))
         while len(strips) < height:
             strips.append(Strip.blank(width, self._base))
         return strips[:height]
+
+    def _marker_cells(self, t_lo: float, t_hi: float, plot_w: int) -> dict[str, np.ndarray]:
+        """Character columns of the markers in view, one per column (close markers merge; a power-cap marker
+        wins a column it shares with a load change)."""
+        import numpy as np
+
+        owner: dict[int, str] = {}
+        for mt, kind in self.history.markers:
+            if t_lo <= mt <= t_hi and kind in MARKER_COLORS:
+                cell = min(plot_w - 1, int((mt - t_lo) / (t_hi - t_lo) * plot_w))
+                if owner.get(cell) != "cap":
+                    owner[cell] = kind
+        return {kind: np.array(sorted(c for c, k in owner.items() if k == kind), dtype=np.int64)
+                for kind in MARKER_COLORS}  # fmt: skip
 
     def _on_base(self, name: str | None, bold: bool = False) -> Style:
         """Theme colour ``name`` over the panel background (combined once per frame, not per segment)."""
@@ -314,10 +375,28 @@ class ChartsPanel(Widget):
         t_lo: float,
         t_hi: float,
         plot_w: int,
-        marker_cols: dict[str, np.ndarray],
+        gutter: int,
+        marker_cells: dict[str, np.ndarray],
     ) -> list[Strip]:
-        """One chart, all rows at once: series bits OR-ed together, each cell coloured by its topmost series,
-        marker dots only where no series is drawn."""
+        """One chart: a legend row, then the plot (all rows at once: series bits OR-ed together, each cell
+        coloured by its topmost series, marker dots only in cells no series uses)."""
+        import numpy as np
+
+        from tui.widgets.braille import (
+            BRAILLE_BASE,
+            column_ranges,
+            dashed,
+            dotted_columns,
+            lit_grid,
+            nice_ceiling,
+            to_cells,
+        )
+
+        strips: list[Strip] = []
+        latest = {s.col: (float(v[-1, s.col]) if v.size else math.nan) for s in spec.series}
+        if rows >= 2:
+            strips.append(self._legend(spec, latest, gutter + plot_w))
+            rows -= 1
         cols_px, rows_px = plot_w * 2, rows * 4
         in_view = t >= t_lo
         peak = max(
@@ -327,38 +406,38 @@ class ChartsPanel(Widget):
         y_hi = nice_ceiling(peak * 1.05)
         owner = np.full((rows, plot_w), -1, dtype=np.int64)  # -1 empty, 0.. series, 100+ marker kinds
         bits = np.zeros((rows, plot_w), dtype=np.uint16)
-        for i, cols in enumerate(marker_cols.values()):
-            if cols.size:
-                mark = to_cells(dotted_columns(cols, cols_px, rows_px))
+        for i, cells in enumerate(marker_cells.values()):
+            if cells.size:
+                mark = to_cells(dotted_columns(cells * 2, cols_px, rows_px, every=MARKER_DOT_EVERY))
                 has = mark > 0
                 owner[has] = 100 + i
                 bits[has] = mark[has]
         data = np.zeros((rows, plot_w), dtype=np.uint16)
         for i, series in enumerate(spec.series):
             covered, lo, hi = column_ranges(t, v[:, series.col], t_lo, t_hi, 0.0, y_hi, cols_px, rows_px, MAX_GAP_S)
-            code = to_cells(lit_grid(covered, lo, hi, rows_px, fill=series.fill))
+            grid = lit_grid(covered, lo, hi, rows_px, fill=series.style == "fill")
+            code = to_cells(dashed(grid) if series.style == "dashed" else grid)
             owner[code > 0] = i
             data |= code
         bits = np.where(data > 0, data, bits)
         points = np.where(bits > 0, bits.astype(np.int64) + BRAILLE_BASE, 32)
         text = "".join(map(chr, points.ravel().tolist()))
         changes = owner[:, 1:] != owner[:, :-1]
-        kinds = list(marker_cols)
+        kinds = list(marker_cells)
         styles = {-1: self._base}
         for who in np.unique(owner).tolist():
             if who >= 100:
                 styles[who] = self._on_base(MARKER_COLORS[kinds[who - 100]])
             elif who >= 0:
                 styles[who] = self._on_base(spec.series[who].color)
-        gutter = self._gutter(spec, rows, v, y_hi)
-        strips = []
+        ticks = self._ticks(spec, rows, y_hi, latest, gutter)
         for row in range(rows):
             line = text[row * plot_w : (row + 1) * plot_w]
             cuts = [0, *(np.flatnonzero(changes[row]) + 1).tolist(), plot_w]
             owners = owner[row]
-            segments = list(gutter[row])
+            segments = list(ticks[row])
             segments += [Segment(line[a:b], styles[int(owners[a])]) for a, b in itertools.pairwise(cuts)]
-            strips.append(Strip(segments, GUTTER + plot_w))
+            strips.append(Strip(segments, gutter + plot_w))
         return strips
 
     def _value(self, spec: ChartSpec, value: float) -> str:
@@ -366,57 +445,60 @@ class ChartsPanel(Widget):
             return fmt.DASH
         return fmt.ms(value) if spec.fmt_value == "ms" else fmt.sig(value)
 
-    def _gutter(self, spec: ChartSpec, rows: int, v: np.ndarray, y_hi: float) -> list[list[Segment]]:
-        """Left labels: title and axis maximum, the latest value of each series, and the zero line."""
-        muted = axis = self._on_base("foreground-muted")
-        latest = {s.col: (float(v[-1, s.col]) if v.size else math.nan) for s in spec.series}
-        primary = spec.series[-1]
-        inner = GUTTER - 1
-        if rows == 1:
-            value = self._value(spec, latest[primary.col])
-            title = spec.title[: inner - len(value) - 1]
-            return [
-                [
-                    Segment(title, self._on_base("foreground", bold=True)),
-                    Segment(value.rjust(inner - len(title)), self._on_base(primary.color, bold=True)),
-                    Segment("│", axis),
-                ]
-            ]
-        lines: list[list[Segment]] = []
-        top_value = self._value(spec, y_hi)
-        title = spec.title[: inner - len(top_value) - 1]
-        lines.append(
-            [
-                Segment(title, self._on_base("foreground", bold=True)),
-                Segment(top_value.rjust(inner - len(title)), muted),
-                Segment("┤", axis),
-            ]
-        )
+    def _legend(self, spec: ChartSpec, latest: dict[Col, float], width: int) -> Strip:
+        """The chart's name, then a swatch, name and latest value per series (the main one first)."""
+        segments = [Segment(spec.title, self._on_base("foreground", bold=True))]
+        used = len(spec.title)
         for series in reversed(spec.series):
-            if len(lines) >= rows - (1 if rows >= 3 else 0):
-                break
             value = self._value(spec, latest[series.col])
-            label = f" {series.label}"
-            lines.append(
-                [
-                    Segment(label, muted),
-                    Segment(value.rjust(inner - len(label)), self._on_base(series.color, bold=True)),
-                    Segment("│", axis),
-                ]
-            )
-        while len(lines) < rows - 1:
-            lines.append([Segment(" " * inner, self._base), Segment("│", axis)])
-        if len(lines) < rows:
-            lines.append([Segment("0".rjust(inner), muted), Segment("┤", axis)])
+            parts = [("   " + series.swatch, self._on_base(series.color)), (f" {series.label} ", self._on_base(
+                "foreground-muted")), (value, self._on_base(series.color, bold=True))]  # fmt: skip
+            size = sum(len(text) for text, _ in parts)
+            if used + size > width:
+                break
+            segments += [Segment(text, style) for text, style in parts]
+            used += size
+        segments.append(Segment(" " * max(0, width - used), self._base))
+        return Strip(segments, width)
+
+    def _ticks(self, spec: ChartSpec, rows: int, y_hi: float, latest: dict[Col, float],
+               gutter: int) -> list[list[Segment]]:
+        """Gutter per plot row: only axis ticks (the top, 0, and halves or quarters on tall charts), each on the
+        row its value is drawn at. A one-row chart has no legend row: its name and main value go here."""
+        muted = axis = self._on_base("foreground-muted")
+        inner = gutter - 1
+        if rows == 1:
+            main = spec.series[-1]
+            value = self._value(spec, latest[main.col])
+            title = spec.title[: max(0, inner - len(value) - 1)]
+            return [[Segment(title, self._on_base("foreground", bold=True)),
+                     Segment(value.rjust(inner - len(title)), self._on_base(main.color, bold=True)),
+                     Segment("│", axis)]]  # fmt: skip
+        labels: dict[int, float] = {0: y_hi, rows - 1: 0.0}
+        fractions = (0.25, 0.5, 0.75) if rows >= 9 else (0.5,) if rows >= 5 else ()
+        for fraction in fractions:
+            pixel = round(fraction * (rows * 4 - 1))
+            row = rows - 1 - pixel // 4
+            if 0 < row < rows - 1:
+                labels.setdefault(row, fraction * y_hi)
+        lines: list[list[Segment]] = []
+        for row in range(rows):
+            if row in labels:
+                text = "0" if row == rows - 1 else self._value(spec, labels[row])
+                lines.append([Segment(text[:inner].rjust(inner), muted), Segment("┤", axis)])
+            else:
+                lines.append([Segment(" " * inner, self._base), Segment("│", axis)])
         return lines
 
-    def _axis(self, t_lo: float, t_hi: float, plot_w: int, marker_cols: dict[str, np.ndarray]) -> Strip:
+    def _axis(self, t_lo: float, t_hi: float, plot_w: int, gutter: int, marker_cells: dict[str, np.ndarray]) -> Strip:
         """Shared time axis in session time (m:ss), with a ▲ under every marker (labels step aside for them)."""
+        from tui.widgets.braille import nice_step
+
         muted = self._on_base("foreground-muted")
         chars = ["─"] * plot_w
         owners: list[str | None] = [None] * plot_w
-        for kind, cols in marker_cols.items():
-            for col in (cols // 2).tolist():
+        for kind, cells in marker_cells.items():
+            for col in cells.tolist():
                 if 0 <= col < plot_w:
                     chars[col] = "▲"
                     owners[col] = kind
@@ -432,7 +514,7 @@ class ChartsPanel(Widget):
                     chars[start:end] = label
                     break
             tick += step
-        segments = [Segment(" " * (GUTTER - 1) + "└", muted)]
+        segments = [Segment(" " * (gutter - 1) + "└", muted)]
         start = 0
         for i in range(1, plot_w + 1):
             if i == plot_w or owners[i] != owners[start]:
@@ -440,4 +522,4 @@ class ChartsPanel(Widget):
                 style = muted if owner is None else self._on_base(MARKER_COLORS[owner], bold=True)
                 segments.append(Segment("".join(chars[start:i]), style))
                 start = i
-        return Strip(segments, GUTTER + plot_w)
+        return Strip(segments, gutter + plot_w)

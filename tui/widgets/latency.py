@@ -1,5 +1,6 @@
-"""Latency: TTFT, ITL, TPOT and E2E percentiles for the sliding window, with since-start p50/p99 beside them
-(and, for reasoning models, the window's time to first output token in the subtitle).
+"""Latency: TTFT, ITL, TPOT and E2E percentiles for the sliding window, with since-start ("run") p50/p99 beside
+them (and, for reasoning models, the window's time to first output token in the subtitle). Always milliseconds, as
+the title says (fmt.ms writes 100 s and more as "123k").
 
 A fixed-layout text table in one Static, redrawn only when a figure's text changed. (A DataTable updated with
 update_cell cost ~10 ms per frame here: it re-renders every cell through Rich after any update; this costs
@@ -38,7 +39,7 @@ def fitting_columns(width: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 class LatencyPanel(SnapshotPanel):
-    """Percentiles in milliseconds (seconds with an 's' from 10 s); '–' until a request completes."""
+    """Percentiles in milliseconds; '–' until a request completes."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, title="Latency ms")
@@ -51,7 +52,7 @@ class LatencyPanel(SnapshotPanel):
 
     def build(self, snapshot: Snapshot) -> Content:
         self._snapshot = snapshot
-        subtitle = f"window {fmt.sig(snapshot.window_s)}s · n={snapshot.window.ttft.count:,} · all = since start"
+        subtitle = f"{fmt.sig(snapshot.window_s)} s window · n={snapshot.window.ttft.count:,} · run = since start"
         if snapshot.reasoning:  # a reasoning model: TTFT counts its thinking, TTFO is when the answer began
             ttfo = snapshot.window.ttfo
             subtitle = f"TTFO p50 {fmt.ms(ttfo.p50)} p99 {fmt.ms(ttfo.p99)} · " + subtitle
@@ -62,7 +63,7 @@ class LatencyPanel(SnapshotPanel):
         header = Content.assemble(
             ("".ljust(LABEL_W), ""),
             ("".join(name.rjust(CELL_W) for name in window_columns), "bold"),
-            ("".join(f"all {name}".rjust(TOTAL_W) for name in total_columns), "bold italic $text-muted"),
+            ("".join(f"run {name}".rjust(TOTAL_W) for name in total_columns), "bold italic $text-muted"),
         )
         lines = [header]
         for label, key in METRICS:
@@ -75,4 +76,9 @@ class LatencyPanel(SnapshotPanel):
                     ("".join(fmt.ms(getattr(total, name)).rjust(TOTAL_W) for name in total_columns), "italic"),
                 )
             )
+        if snapshot.waiting_first_token:
+            age = snapshot.oldest_wait_s
+            oldest = "" if age is None else f", oldest {age:.1f}s" if age < 10 else f", oldest {fmt.short_span(age)}"
+            lines.append(Content.assemble(("no 1st tok ", "$text-muted"), (fmt.integer(snapshot.waiting_first_token),
+                                          "bold"), (oldest, "$text-muted")))  # fmt: skip
         return Content("\n").join(lines)

@@ -2,27 +2,60 @@
 
 In concurrency mode the pair is target vs in-flight streams; in rate mode it is target vs achieved req/s, so a
 server (or client) that cannot keep up shows as a gap between the two numbers. A trace replay's knob is its speed
-(×1.0 = the recorded clock), not a rate: the panel says so, and what the load keys do to it.
+(×1.0 = the recorded clock), not a rate: the panel says so, and what the load keys do to it. Every error class is
+shown, in a compact form that wraps ("5xx 115 · 429 40 · timeout 3"); when the panel runs out of rows the completed
+count joins the req/s line first, and only then does the last line end with "+N more" (the event log has them all).
+Requests still waiting for their first token are shown in the Latency panel, beside TTFT.
 """
 
 from __future__ import annotations
 
+from textual import events
 from textual.content import Content
 
 from engine.reports import format as fmt
 from engine.snapshot import LoadMode, Snapshot
 from tui.widgets.base import SnapshotPanel, kv
 
-MAX_ERROR_CLASSES = 3  # the rest are summed into "other" so the panel keeps its height
+SHORT_CLASS = {  # ErrorClass values -> what the panel prints (the event log and reports keep the full names)
+    "http_5xx": "5xx",
+    "http_4xx": "4xx",
+    "http_429": "429",
+    "stream_broken": "broken",
+    "connect": "connect",
+    "timeout": "timeout",
+    "malformed": "malformed",
+}
+
+
+def error_classes(by_class: dict[str, int], width: int) -> list[str]:
+    """Every class with its count, most frequent first, wrapped into lines of at most ``width`` cells."""
+    parts = [f"{SHORT_CLASS.get(name, name)} {fmt.integer(count)}"
+             for name, count in sorted(by_class.items(), key=lambda item: (-item[1], item[0]))]  # fmt: skip
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + 3 + len(part) <= width:
+            lines[-1] += " · " + part
+        else:
+            lines.append(part)
+    return lines
 
 
 class LoadPanel(SnapshotPanel):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, title="Load")
         self.key_step: float | None = None  # live only: what + and - add to the target (set by the dashboard)
+        self._snapshot: Snapshot | None = None
+
+    def on_resize(self, _event: events.Resize) -> None:
+        if self._snapshot is not None:  # the error classes wrap to the width
+            self.show(self._snapshot)
 
     def build(self, snapshot: Snapshot) -> Content:
+        self._snapshot = snapshot
         window, total = snapshot.window, snapshot.total
+        width = self.content_size.width if self.is_mounted and self.content_size.width else 26
+        height = self.content_size.height if self.is_mounted and self.content_size.height else 6
         lines: list[Content] = []
         if snapshot.mode is LoadMode.RATE and snapshot.trace:
             lines.append(kv("speed", Content.assemble((fmt.trace_speed(snapshot.target_rate), "bold"),
@@ -39,27 +72,39 @@ class LoadPanel(SnapshotPanel):
             lines.append(kv("target", fmt.integer(snapshot.target_concurrency)))
             lines.append(kv("in flight", fmt.integer(snapshot.in_flight)))
             lines.append(kv("req/s", fmt.sig(window.requests_per_s, missing="0")))
-        if snapshot.waiting_first_token:
-            age = snapshot.oldest_wait_s
-            oldest = "" if age is None else f"  oldest {age:.1f}s" if age < 10 else f"  oldest {fmt.short_span(age)}"
-            lines.append(kv("no 1st tok", Content.assemble(
-                (fmt.integer(snapshot.waiting_first_token), "bold"), (oldest, "$text-muted"))))
-        lines.append(kv("completed", fmt.integer(total.requests)))
+        rate_line = len(lines) - 1
+        completed = kv("completed", fmt.integer(total.requests))
         error_style = "$error bold" if total.errors else "bold"
-        lines.append(
-            kv(
-                "errors",
-                Content.assemble(
-                    (fmt.integer(total.errors), error_style),
-                    (f"  {fmt.percent(window.error_rate)} now" if total.errors else "", "$text-muted"),
-                ),
-            )
+        errors = kv(
+            "errors",
+            Content.assemble(
+                (fmt.integer(total.errors), error_style),
+                (f"  {fmt.percent(window.error_rate)} now" if total.errors else "", "$text-muted"),
+            ),
         )
-        by_class = sorted(total.errors_by_class.items(), key=lambda item: (-item[1], item[0]))
-        if by_class:
-            parts = [f"{name} {fmt.integer(count)}" for name, count in by_class[:MAX_ERROR_CLASSES]]
-            other = sum(count for _, count in by_class[MAX_ERROR_CLASSES:])
-            if other:
-                parts.append(f"other {fmt.integer(other)}")
-            lines.append(Content.styled(" " + " · ".join(parts), "$text-error"))
+        classes = error_classes(total.errors_by_class, width - 1)
+        if len(lines) + 2 + len(classes) > height:  # every class stays visible: "completed" moves up a line
+            lines[rate_line] = Content.assemble(lines[rate_line], Content.styled(
+                f"  {fmt.integer(total.requests)} done", "$text-muted"))  # fmt: skip
+        else:
+            lines.append(completed)
+        lines.append(errors)
+        room = max(1, height - len(lines))
+        if len(classes) > room:  # still too many: say how many classes are not shown
+            hidden = len(error_classes(total.errors_by_class, 10**6)[0].split(" · ")) - sum(
+                len(line.split(" · ")) for line in classes[: room])
+            classes = [*classes[: room - 1], _with_more(classes[room - 1], hidden, width - 1)]
+        lines.extend(Content.styled(" " + line, "$text-error") for line in classes)
         return Content("\n").join(lines)
+
+
+def _with_more(line: str, hidden: int, width: int) -> str:
+    """``line`` ending in "+N more", dropping its last classes until that fits."""
+    parts = line.split(" · ")
+    while True:
+        more = f"+{hidden} more"
+        text = " · ".join([*parts, more])
+        if len(text) <= width or len(parts) <= 1:
+            return text
+        parts.pop()
+        hidden += 1

@@ -1,4 +1,5 @@
-"""Throughput: tokens per second in and out over the window, plus since-start token totals.
+"""Throughput: tokens per second in and out over the window, plus the since-start ("run") output total. The
+words are the dashboard's one vocabulary: "in+out" is input plus output tokens, "run" is since the start.
 
 When some output counts came from counting stream chunks (the server sent no usage), every output figure gets
 the '~' marker and a legend says so: an estimate must never read as a measurement.
@@ -29,12 +30,12 @@ class ThroughputPanel(SnapshotPanel):
                 + fmt.rate(window.input_tokens_per_s, " tok/s", missing="0 tok/s"),
             ),
             kv(
-                "total",
+                "in+out",
                 fmt.rate(
                     window.input_tokens_per_s + window.output_tokens_per_s, " tok/s", missing="0 tok/s", estimated=est
                 ),
             ),
-            kv("total out", Content.styled(f"{mark}{fmt.sig(total.output_tokens)} tok", "$text-muted")),
+            kv("run out", Content.styled(f"{mark}{fmt.sig(total.output_tokens)} tok", "$text-muted")),
         ]
         if est:
             lines.append(Content.styled(f"{fmt.ESTIMATED_LEGEND}: no usage sent", "$text-warning"))
