@@ -29,12 +29,13 @@ from engine.sim.server import SimServer
 
 @pytest.fixture(autouse=True)
 def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    """No developer key, colour setting or GPU selection leaks into a test, and power-cap bookkeeping goes to the
-    test's own directory (never ~/.local/state)."""
+    """No developer key, colour setting, GPU selection or defaults file (~/.config/wattload/config.toml) leaks
+    into a test, and power-cap bookkeeping goes to the test's own directory (never ~/.local/state)."""
     for name in ("OPENAI_API_KEY", "WATTLOAD_API_KEY", "NO_COLOR", "CUDA_VISIBLE_DEVICES"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WATTLOAD_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
 
 
 def module_sim(request: pytest.FixtureRequest, **overrides: Any) -> SimConfig:

@@ -4,10 +4,9 @@ side, and the GPU panel fed by the simulator's DCGM endpoint (the cap keys say c
 from __future__ import annotations
 
 import re
-import subprocess
 import uuid
 
-from test_e2e_tmux import WATTLOAD, pytestmark, tmux, wait_screen  # noqa: F401  (pytestmark: slow, needs tmux)
+from test_e2e_tmux import WATTLOAD, kill_session, pytestmark, tmux, wait_screen  # noqa: F401  (pytestmark: slow, needs tmux)
 
 
 def test_demo_shows_the_server_panel_and_dcgm_watts(tmp_path):
@@ -28,4 +27,4 @@ def test_demo_shows_the_server_panel_and_dcgm_watts(tmp_path):
         wait_screen(session, lambda s: done.exists(), 30, "the demo to exit")
         assert done.read_text().strip() == "0"
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=10)
+        kill_session(session)

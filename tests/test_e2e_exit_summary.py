@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
-from test_e2e_tmux import WATTLOAD, load_figure, tmux, wait_screen
+from test_e2e_tmux import WATTLOAD, kill_session, load_figure, tmux, wait_screen
 
 from engine.storage.reader import open_recording
 
@@ -47,4 +46,4 @@ def test_quitting_the_demo_prints_the_summary_and_where_the_recording_went(tmp_p
             assert rec.duration_s > 0
         assert "has stopped" in screen and "wattload: simulated server at" not in screen
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=10)
+        kill_session(session)

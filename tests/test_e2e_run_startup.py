@@ -6,12 +6,11 @@ server that answers every request late with a 404."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 import uuid
 
 import pytest
 from prom_servers import raw_server
-from test_e2e_tmux import WATTLOAD, tmux, wait_screen
+from test_e2e_tmux import WATTLOAD, kill_session, tmux, wait_screen
 
 pytestmark = [
     pytest.mark.slow,
@@ -40,4 +39,4 @@ def test_run_shows_the_dashboard_while_probing_and_a_failed_probe_is_one_line(tm
             assert len(printed) == 1 and "answered HTTP 404" in printed[0], after  # the box's line, once
             assert "Traceback" not in after
         finally:
-            subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=10)
+            kill_session(session)

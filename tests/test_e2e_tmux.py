@@ -3,6 +3,7 @@ TUI drawing through a pty. Keys go in with `tmux send-keys`, the screen comes ba
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -20,10 +21,20 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)"),
 ]
 WATTLOAD = Path(sys.executable).with_name("wattload")
+# A tmux server of this test process's own (-L): on the shared default server, one test closing its last session
+# makes the server exit while another process's `new-session` is connecting to it, which then fails.
+TMUX = ("tmux", "-L", f"wattload-tests-{os.getpid()}")
 
 
 def tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], check=True, capture_output=True, text=True, timeout=10).stdout
+    done = subprocess.run([*TMUX, *args], capture_output=True, text=True, timeout=10)
+    if done.returncode != 0:
+        raise AssertionError(f"tmux {' '.join(args[:3])} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def kill_session(session: str) -> None:
+    subprocess.run([*TMUX, "kill-session", "-t", session], capture_output=True, timeout=10)
 
 
 def wait_screen(session: str, predicate: Callable[[str], bool], timeout: float, what: str) -> str:
@@ -119,7 +130,7 @@ def test_demo_in_a_real_terminal_shows_figures_that_follow_the_keys(tmp_path):
         # no worker, sim or tracker process is left (the resource tracker notices its parent's exit a moment later)
         assert described(still_alive_after(run_processes, 10.0)) == []
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=10)
+        kill_session(session)
 
 
 def test_closing_the_terminal_stops_the_engine_and_leaves_no_process(tmp_path):
@@ -133,5 +144,5 @@ def test_closing_the_terminal_stops_the_engine_and_leaves_no_process(tmp_path):
         run_processes = descendants(shell) | {shell}
         assert len(run_processes) >= 3
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=10)
+        kill_session(session)
     assert described(still_alive_after(run_processes, 30.0)) == []
