@@ -134,6 +134,6 @@ def test_the_summary_and_the_latency_panel_show_ttfo_only_for_reasoning_streams(
     assert [line.split()[1] for line in format_summary(thinking).splitlines() if "TTFO" in line] == ["840.0"]
     panel = LatencyPanel()
     panel.build(thinking)
-    assert panel.border_subtitle.startswith("TTFO p50 840 p99 990 · window")
+    assert panel.border_subtitle.startswith("TTFO p50 840 p99 990 · 10 s window")
     panel.build(plain)
     assert "TTFO" not in panel.border_subtitle

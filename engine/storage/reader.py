@@ -272,10 +272,8 @@ class Recording:
             raise _Damaged(_one_line(exc)) from None
 
     def _request_select(self) -> str:
-        version = 3 if "ttfo_us" in self._columns("requests") else 2  # schema <= 2: no turn, TTFO, reasoning
-        cols = REQUESTS.column_list(skip=("detail",), version=version, prefix="r.")
-        if version < 3:
-            cols += ", 0, NULL, 0"  # every request a single one (turn 0), no TTFO, no reasoning chunks
+        # schema <= 2 files lack turn (read as 0: single requests), ttfo_us (NULL) and rchunks (0)
+        cols = REQUESTS.column_list_for(self._columns("requests"), skip=("detail",), prefix="r.")
         if self.meta.record_tokens:
             return f"SELECT {cols}, r.detail, tt.gaps, tt.response_id FROM requests r " \
                    "LEFT JOIN token_times tt ON tt.request = r.id"

@@ -13,6 +13,8 @@ Design choices that keep a one-hour, 50 req/s recording small and fast to seek (
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 SCHEMA_VERSION = 3  # 2 added progress.waiting, wait_us, firsts; 3 requests.turn, ttfo_us, rchunks, progress.outputs,
@@ -53,6 +55,12 @@ class Table:
         ``version``; each with ``prefix`` (a table alias such as ``"r."``)."""
         return ", ".join(prefix + name for name in self._picked(skip, version))
 
+    def column_list_for(self, present: Collection[str], skip: tuple[str, ...] = (), *, prefix: str = "") -> str:
+        """The columns in table order for a file that has only ``present`` of them: a column added later reads as
+        its DEFAULT (NULL without one), so an older file's rows keep the current shape."""
+        return ", ".join(prefix + c.name if c.name in present else _absent(c)
+                         for c in self.columns if c.name in self._picked(skip, SCHEMA_VERSION))  # fmt: skip
+
     def insert(self, skip: tuple[str, ...] = (), *, replace: bool = False) -> str:
         """INSERT (OR REPLACE) of every column but ``skip`` (e.g. an INTEGER PRIMARY KEY that SQLite numbers), one
         ? each."""
@@ -69,6 +77,12 @@ class Table:
         if unknown:
             raise ValueError(f"{self.name} has no column {sorted(unknown)[0]!r}")
         return [c.name for c in self.columns if c.name not in skip and c.since <= version]
+
+
+def _absent(column: Column) -> str:
+    """What a file without ``column`` reads in its place: the column's DEFAULT, else NULL."""
+    match = re.search(r"\bDEFAULT\s+(\S+)", column.sql)
+    return match.group(1) if match else "NULL"
 
 
 META = Table(
