@@ -19,6 +19,7 @@ from engine.cli.common import (
     config_from_args,
     pricing_from_args,
     profile_from_args,
+    ray_spec_from_args,
     sigint_blocked,
     start_recording_or_fail,
 )
@@ -143,6 +144,7 @@ def open_demo_session(args: argparse.Namespace, url: str, model: str, pricing: P
         pricing=pricing,
         recording=RecordingSpec(directory=args.record_dir),
         telemetry=telemetry_spec_from_args(args),
+        ray=ray_spec_from_args(args),
     )
     return build_session(spec, notify=_note).controller
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from engine.cli.common import open_recording_or_fail
+from engine.cli.common import open_recording_or_fail, ray_spec_from_args
 from engine.cli.exits import UserError
+from engine.cli.options import add_ray_args
 from engine.config import api_key_from_env
 from engine.gpu.base import BACKEND_KINDS
 
@@ -43,6 +44,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     drive.add_argument("--gpu", choices=BACKEND_KINDS, default=None,
                        help="GPU telemetry for the new session (default auto)")
     drive.add_argument("--record-tokens", action="store_true", help="store per-token arrival times (bigger file)")
+    add_ray_args(drive)
     p.set_defaults(func=_run)
 
 
@@ -88,6 +90,7 @@ def _drive(args: argparse.Namespace) -> int:
             pricing=_recorded_pricing(rec),
             recording=RecordingSpec(workload=rec.meta.workload,
                                     record_tokens=args.record_tokens or rec.meta.record_tokens),
+            ray=ray_spec_from_args(args),
         )
         try:
             controller = build_session(spec).controller

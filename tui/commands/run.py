@@ -22,10 +22,11 @@ from engine.cli.common import (
     detected_gpu_name,
     pricing_from_args,
     profile_from_args,
+    ray_spec_from_args,
     start_recording_or_fail,
 )
 from engine.cli.exits import EXIT_FAILED, UserError
-from engine.cli.session_end import print_session_end, track_recordings
+from engine.cli.session_end import distributed_fields, print_session_end, track_recordings
 from engine.cli.telemetry_args import add_telemetry_args, telemetry_spec_from_args
 from engine.cli.trace_args import add_trace_args, trace_spec
 from engine.reports.summary import wall_clock_label
@@ -72,6 +73,7 @@ def _run(args: argparse.Namespace) -> int:
     if bool(args.url) == bool(args.sim):
         raise UserError("give the endpoint URL (e.g. http://127.0.0.1:8000), or --sim for the simulated server")
     telemetry_spec_from_args(args)  # contradictory options: one line before anything starts
+    ray_spec_from_args(args)
     if args.headless:
         _check_load_can_end(args)
     check_output_path(args.json, "--json")
@@ -150,6 +152,7 @@ def _prepare(
         pricing=pricing,
         recording=RecordingSpec(directory=args.record_dir, record_tokens=args.record_tokens),
         telemetry=telemetry_spec_from_args(args),
+        ray=ray_spec_from_args(args),
     )
     turns = TurnTally()
     try:
@@ -212,7 +215,14 @@ def run_headless(
     lengths: RunLengths | None = None,
 ) -> int:
     """Run to the end (duration, request count, Ctrl-C or failure); print the summary; write --json."""
-    from engine.reports.summary import RunReport, format_summary, progress_line, wall_clock_label, write_report
+    from engine.reports.summary import (
+        RunReport,
+        format_summary,
+        progress_line,
+        wall_clock_label,
+        worker_lines,
+        write_report,
+    )
     from engine.signals import OWNER, SIGINT, signal_name
     from engine.snapshot import RunState
 
@@ -265,6 +275,8 @@ def run_headless(
         print(format_summary(final, stop_reason=reason, cancelled=cancelled, gpu_note=controller.gpu_message))
         if check is not None and check.requests:
             print(f"  lengths     {check.line()} (target -> measured by the server's usage)")
+        for line in worker_lines(controller):
+            print(line)
     per_turn = turns.figures() if turns is not None else []
     if per_turn:
         from engine.metrics.turns import format_turns
@@ -281,6 +293,7 @@ def run_headless(
             recording=recording,
             recording_failed=controller.recording_failed,
             cancelled_at_stop=controller.cancelled_at_stop,
+            **distributed_fields(controller),
             settings=controller.config.safe_dump(),
             pricing=final.cost.profile or None,
             result=final,

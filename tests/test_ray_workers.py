@@ -1,0 +1,148 @@
+"""--ray on a real Ray cluster of two raylets on this machine (one CPU each), so the two worker actors land on two
+nodes: the same load as local worker processes, the one seeded schedule, a lost actor counted and survived, and no
+actor left behind. One cluster serves the whole module (starting it is most of the time these tests take)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from engine_helpers import CollectingSink, config, run_to_end, sim_server, wait_for
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'wattload[ray]')")
+
+from engine.load.controller import Controller  # noqa: E402
+from engine.load.ray_spec import RaySpec  # noqa: E402
+from engine.load.schedule import PoissonArrivals, worker_seed  # noqa: E402
+from engine.metrics.histogram import bucket_index  # noqa: E402
+from engine.records import EventKind  # noqa: E402
+from engine.snapshot import LoadMode, RunState  # noqa: E402
+
+pytestmark = pytest.mark.alone  # one shared cluster, and a kill in the middle of a run: serially, cores to itself
+
+SLOW = {"speed": 1.0, "decode_base_ms": 20.0}  # ~0.35 s per 16-token request: percentiles far above the jitter
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    c.add_node(num_cpus=1)
+    ray.init(address=c.address, namespace="wattload", log_to_driver=False, include_dashboard=False)
+    try:
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
+def our_actors() -> list[str]:
+    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("wattload-")]
+
+
+def assert_no_actor_left() -> None:
+    wait_for(lambda: not our_actors(), 10.0, "the worker actors to be gone")
+    tables = ray.util.placement_group_table().values()
+    assert all(pg["state"] == "REMOVED" for pg in tables if pg["name"].startswith("wattload-"))
+
+
+def run(url: str, ray_spec: RaySpec | None, **fields) -> tuple[Controller, CollectingSink]:
+    sink = CollectingSink()
+    c = Controller(config(url, workers=2, **fields), sinks=[sink], stop_grace_s=2.0, ray=ray_spec)
+    run_to_end(c, timeout_s=60.0)
+    return c, sink
+
+
+def test_ray_workers_on_two_nodes_send_what_local_processes_send(cluster):
+    with sim_server(**SLOW) as url:
+        local, local_sink = run(url, None, concurrency=4, max_requests=24)
+        on_ray, ray_sink = run(url, RaySpec(address="local"), concurrency=4, max_requests=24)
+    assert_no_actor_left()
+    assert on_ray.state is RunState.STOPPED and on_ray.worker_lost == 0
+    assert len(ray_sink.records) == len(local_sink.records) == 24
+    assert all(r.ok for r in ray_sink.records) and {r.worker for r in ray_sink.records} == {0, 1}
+    health = on_ray.worker_health
+    assert health is not None and len({h.node for h in health}) == 2  # really two raylets
+    assert all(h.same_clock and h.clock_offset_ms == 0 and h.records == 12 for h in health)
+    assert local.worker_health is None
+    a, b = local.latest.total, on_ray.latest.total
+    assert a.requests == b.requests == 24 and a.output_tokens == b.output_tokens
+    for name in ("p50", "p90"):
+        assert abs(bucket_index(getattr(a.e2e, name)) - bucket_index(getattr(b.e2e, name))) <= 1, name
+    starts = [e.message for e in ray_sink.events if e.kind is EventKind.START]
+    assert starts and "on Ray (2 nodes" in starts[0]
+
+
+def test_rate_mode_on_ray_keeps_the_one_seeded_schedule(cluster):
+    with sim_server(speed=50.0) as url:
+        c, sink = run(url, RaySpec(address="local"), mode=LoadMode.RATE, rate=20.0, max_requests=20, seed=7)
+    assert_no_actor_left()
+    sent = sorted(r.t_scheduled_ns for r in sink.records)
+    arrivals = PoissonArrivals(20.0, worker_seed(7, 0), c.t0_ns)
+    assert sent == [arrivals.next_due_ns() for _ in range(20)]  # what one machine would send, dealt to two
+    assert {r.worker for r in sink.records} == {0, 1}
+
+
+def test_a_lost_actor_is_counted_and_the_run_goes_on(cluster):
+    with sim_server(**SLOW) as url:
+        sink = CollectingSink()
+        c = Controller(config(url, workers=2, concurrency=4, duration_s=4.0), sinks=[sink], stop_grace_s=2.0,
+                       ray=RaySpec(address="local"))
+        c.start()
+        try:
+            wait_for(lambda: c.completed >= 4, 30.0, "the first records")
+            victim = ray.get_actor(c._pool.actor_names[1], namespace="wattload")
+            ray.kill(victim, no_restart=True)
+            wait_for(lambda: c.worker_lost > 0, 10.0, "the loss to be noticed")
+            # the survivor takes the whole target: four requests open on worker 0
+            wait_for(lambda: c.latest.in_flight == 4, 5.0, "the target to be rebalanced")
+            assert c.wait(30.0)
+        finally:
+            c.close()
+    assert_no_actor_left()
+    assert c.state is RunState.STOPPED and c.stop_reason.startswith("duration reached")
+    assert 1 <= c.worker_lost <= 2  # its share was 2 open requests at its last report
+    lost = [e.message for e in sink.events if e.kind is EventKind.ERROR and "lost" in e.message]
+    assert lost and "worker_lost" in lost[0] and "goes on with 1 worker" in lost[0]
+    health = {h.worker: h for h in c.worker_health or []}
+    assert health[1].state == "lost" and health[1].lost_requests == c.worker_lost and health[0].state == "done"
+    lost_at = next(e.t_ns for e in sink.events if e.kind is EventKind.ERROR and "lost" in e.message)
+    assert any(r.worker == 0 and r.t_start_ns > lost_at for r in sink.records)  # the survivor went on
+
+
+def test_on_worker_loss_stop_ends_the_run(cluster):
+    with sim_server(**SLOW) as url:
+        c = Controller(config(url, workers=2, concurrency=2, duration_s=30.0), stop_grace_s=0.5,
+                       ray=RaySpec(address="local", on_worker_loss="stop"))
+        c.start()
+        try:
+            wait_for(lambda: c.completed >= 1, 30.0, "the first record")
+            ray.kill(ray.get_actor(c._pool.actor_names[0], namespace="wattload"), no_restart=True)
+            assert c.wait(15.0)
+        finally:
+            c.close()
+    assert_no_actor_left()
+    assert c.state is RunState.FAILED and "--on-worker-loss stop" in c.stop_reason
+
+
+def test_the_command_line_joins_the_cluster_and_reports_worker_health(cluster, tmp_path):
+    out = tmp_path / "run.json"
+    env = {**os.environ, "RAY_ADDRESS": cluster.address}
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "run", "--sim", "--headless", "--ray", "auto", "--workers", "2",
+         "--requests", "12", "-c", "4", "--max-tokens", "8", "--no-calibrate", "--gpu", "none", "--json", str(out)],
+        capture_output=True, text=True, timeout=90, env=env, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert time.monotonic() - started < 90
+    report = json.loads(out.read_text())
+    assert report["result"]["total"]["requests"] == 12 and report["worker_lost"] == 0
+    assert [w["state"] for w in report["workers"]] == ["done", "done"]
+    assert report["settings"]["workers"] == 2 and "Ray" in proc.stderr
+    assert_no_actor_left()
