@@ -20,8 +20,6 @@ from multiprocessing import Pipe
 from time import perf_counter_ns
 from typing import Any
 
-import ray
-
 from engine.config import RunConfig
 from engine.load.clock_sync import boot_id
 from engine.load.worker import Failed, run_worker
@@ -111,6 +109,8 @@ class WorkerActor:
         """Where this actor runs, and its kernel's boot id (same boot id = same clock as the controller)."""
         node = ""
         with contextlib.suppress(Exception):
+            import ray  # inside an actor Ray is there; importing this module without it stays possible
+
             node = ray.get_runtime_context().get_node_id()
         return {"host": socket.gethostname(), "boot_id": boot_id(), "node": node, "pid": str(os.getpid())}
 

@@ -57,7 +57,7 @@ def connect(spec: RaySpec, workers: int = 1) -> str:
     """Join (or, for ``local``, start) the cluster once per process; returns one line describing it."""
     if not ray.is_initialized():
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                   "logging_level": logging.WARNING, "namespace": NAMESPACE}
+                                   "logging_level": logging.ERROR, "namespace": NAMESPACE}
         try:
             if spec.address == "local":
                 cpus = max(os.cpu_count() or 1, math.ceil(workers * spec.cpus_per_worker))
