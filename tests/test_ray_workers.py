@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
-import time
 
+import httpx
 import pytest
 from engine_helpers import CollectingSink, config, run_to_end, wait_for
 
@@ -50,6 +52,14 @@ def cluster():
 def slow_sim():
     with start_sim_process(SLOW) as sim:
         yield sim.url
+
+
+def finished(url: str) -> float:
+    """Requests the simulator has finished (its vLLM-style counter)."""
+    text = httpx.get(url.removesuffix("/v1") + "/metrics", timeout=5.0, trust_env=False).text
+    match = re.search(r"^vllm:request_success_total(?:\{[^}]*\})? ([0-9.e+]+)$", text, re.M)
+    assert match, "no request counter in the simulator's /metrics"
+    return float(match.group(1))
 
 
 def our_actors() -> list[str]:
@@ -141,19 +151,29 @@ def test_on_worker_loss_stop_ends_the_run(cluster, slow_sim):
     assert c.state is RunState.FAILED and "--on-worker-loss stop" in c.stop_reason
 
 
-def test_the_command_line_joins_the_cluster_and_reports_worker_health(cluster, tmp_path):
+def test_sigterm_stops_every_actor_and_the_report_has_the_workers(cluster, slow_sim, tmp_path):
     out = tmp_path / "run.json"
     env = {**os.environ, "RAY_ADDRESS": cluster.address}
-    started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "run", "--sim", "--headless", "--ray", "auto", "--workers", "2",
-         "--requests", "12", "-c", "4", "--max-tokens", "8", "--no-calibrate", "--gpu", "none", "--json", str(out)],
-        capture_output=True, text=True, timeout=90, env=env, check=False,
+    before = finished(slow_sim)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "run", slow_sim, "--headless", "--ray", "auto", "--workers", "2", "-d",
+         "60s", "-c", "4", "--max-tokens", "4", "--no-calibrate", "--gpu", "none", "--json", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert time.monotonic() - started < 90
+    try:
+        wait_for(lambda: finished(slow_sim) >= before + 4 or proc.poll() is not None, 60.0, "a few requests")
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     report = json.loads(out.read_text())
-    assert report["result"]["total"]["requests"] == 12 and report["worker_lost"] == 0
-    assert [w["state"] for w in report["workers"]] == ["done", "done"]
-    assert report["settings"]["workers"] == 2 and "Ray" in proc.stderr
+    assert report["interrupted"] and report["stop_signal"] == "SIGTERM" and report["worker_lost"] == 0
+    assert report["result"]["total"]["requests"] > 0
+    workers = report["workers"]
+    assert [w["state"] for w in workers] == ["done", "done"] and len({w["node"] for w in workers}) == 2
+    assert all(w["same_clock"] and w["clock_uncertainty_ms"] == 0 and w["records"] > 0 for w in workers)
+    assert "worker      w0" in stdout and "Ray: 2 nodes" in stderr
     assert_no_actor_left()

@@ -68,9 +68,13 @@ def connect(spec: RaySpec, workers: int = 1) -> str:
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise RayUnavailable(f"cannot join {spec.describe()}: {first}") from None
-    resources = _cluster.cluster_resources()
+    cpus = _cluster.cluster_resources().get("CPU", 0.0)
+    need = workers * spec.cpus_per_worker
+    if cpus < need:
+        raise RayUnavailable(f"{workers} workers of {spec.cpus_per_worker:g} CPU need {need:g} CPUs; {spec.describe()} "
+                             f"has {cpus:g} (fewer --workers, or add nodes with `ray start --address`)")
     nodes = sum(1 for node in _cluster.nodes() if node.get("Alive"))
-    return f"Ray: {nodes} node{'s' if nodes != 1 else ''}, {resources.get('CPU', 0):g} CPUs"
+    return f"Ray: {nodes} node{'s' if nodes != 1 else ''}, {cpus:g} CPUs"
 
 
 class RayWorkerPool:
@@ -123,10 +127,6 @@ class RayWorkerPool:
         """Join the cluster and ask for the placement group; the actors start on the receiving thread."""
         self._where = connect(self._spec, self._n)
         cpus = self._spec.cpus_per_worker
-        total = _cluster.cluster_resources().get("CPU", 0.0)
-        if total < self._n * cpus:
-            raise RayUnavailable(f"{self._n} workers of {cpus:g} CPU need {self._n * cpus:g} CPUs; the Ray cluster "
-                                 f"has {total:g} (fewer --workers, or add nodes with `ray start --address`)")
         self._pg = placement_group([{"CPU": cpus}] * self._n, strategy="SPREAD", name=f"wattload-{self._session}")
         self._thread = threading.Thread(target=self._serve, name="wattload-ray-pool", daemon=True)
         self._thread.start()
@@ -153,11 +153,14 @@ class RayWorkerPool:
         remote = ray.remote(WorkerActor)
         for i in range(self._n):
             strategy = PlacementGroupSchedulingStrategy(self._pg, placement_group_bundle_index=i)
-            actor = remote.options(
-                name=self._name(i), namespace=NAMESPACE, num_cpus=self._spec.cpus_per_worker, max_restarts=0,
-                max_concurrency=MAX_CONCURRENCY, scheduling_strategy=strategy,
-            ).remote(i, self._config, self._factory, None if self._allowance is None else self._allowance[i])
-            self._actors.append(actor)
+            with self._lock:  # close() kills what is in the list: an actor is created only while it will see it
+                if self._closing.is_set():
+                    return False
+                actor = remote.options(
+                    name=self._name(i), namespace=NAMESPACE, num_cpus=self._spec.cpus_per_worker, max_restarts=0,
+                    max_concurrency=MAX_CONCURRENCY, scheduling_strategy=strategy,
+                ).remote(i, self._config, self._factory, None if self._allowance is None else self._allowance[i])
+                self._actors.append(actor)
         ours = boot_id()
         for i, actor in enumerate(self._actors):
             if self._closing.is_set():
@@ -333,14 +336,16 @@ class RayWorkerPool:
     def close(self, wait_s: float = 2.0) -> None:
         """Kill every actor and remove the placement group; returns once the actors are dead (a few seconds at
         most), so no actor outlives the run."""
-        self._closing.set()
+        with self._lock:
+            self._closing.set()
+            actors = list(self._actors)
         if self._thread is not None:
-            self._thread.join(wait_s + CALL_TIMEOUT_S if not self._started else wait_s + 1.0)
-        for actor in self._actors:
+            self._thread.join(wait_s + 1.0)  # still placing or pinging: it stops at its next step, actors killed here
+        for actor in actors:
             with contextlib.suppress(Exception):
                 ray.kill(actor, no_restart=True)
         deadline = monotonic() + 5.0
-        for actor in self._actors:
+        for actor in actors:
             with contextlib.suppress(Exception):  # a call to a killed actor fails once it is dead
                 while monotonic() < deadline:
                     ray.get(actor.clock.remote(), timeout=max(0.1, deadline - monotonic()))

@@ -287,7 +287,7 @@ class _Worker:
         assert self._feed is not None and self._loop is not None
         self._cancel_arrivals()
         if target.mode is LoadMode.RATE and not self._paused:
-            self._feed.clock.run(target.rate * self._config.workers, start_ns)
+            self._feed.clock.run(target.schedule_rate, start_ns)
             self._arrivals_task = self._loop.create_task(self._feed.run(self._take_budget, self._send_row))
         else:
             self._feed.clock.pause(start_ns)
