@@ -136,3 +136,17 @@ def test_importing_wattload_never_imports_ray():
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-2000:]
+
+
+def test_worker_health_keeps_the_worst_lags_and_the_record_rate():
+    from engine.load.clock_sync import ClockOffset
+    from engine.load.worker_health import HealthTracker
+
+    t = HealthTracker(1, host="load-2", node="ab" * 20, state="running",
+                      clock=ClockOffset(2_500_000, 400_000, 800_000, False, 2_500_000))
+    t.on_batch(5, StreamProgress(1, 1_000_000_000, 9, 3, 4.0), received_ns=1_010_000_000)
+    t.on_batch(15, StreamProgress(1, 3_008_000_000, 9, 2, 1.0), received_ns=3_010_000_000)
+    h = t.snapshot()
+    assert (h.records, h.records_per_s, h.in_flight, h.loop_lag_ms, h.send_lag_ms) == (20, 10.0, 2, 4.0, 10.0)
+    assert h.node == "ab" * 6 and h.clock_offset_ms == 2.5 and h.clock_uncertainty_ms == 0.4
+    assert h.line() == ("w1 load-2 running: clock +2.500 ± 0.400 ms, loop lag 4 ms, send lag 10 ms, 10.0 rec/s")

@@ -36,11 +36,16 @@ class WorkerHealth(BaseModel):
     lost_reason: str = ""
 
     def line(self) -> str:
-        """One compact line: ``w1 host ok 0.0±0.3 ms lag 2 ms 120 rec/s``."""
-        offset = "-" if self.clock_offset_ms is None else f"{self.clock_offset_ms:+.1f}±{self.clock_uncertainty_ms:.1f}"
+        """One compact line: ``w1 host done: clock +0.120 ± 0.300 ms, loop lag 2 ms, send lag 9 ms, 120.0 rec/s``."""
+        if self.same_clock:
+            offset = f"shared (ping {self.ping_rtt_ms or 0:.1f} ms)"
+        elif self.clock_offset_ms is None:
+            offset = "not measured"
+        else:
+            offset = f"{self.clock_offset_ms:+.3f} ± {self.clock_uncertainty_ms or 0:.3f} ms"
         send = "-" if self.send_lag_ms is None else f"{self.send_lag_ms:.0f}"
         lost = f", {self.lost_requests} lost ({self.lost_reason})" if self.state == "lost" else ""
-        return (f"w{self.worker} {self.host or '?'} {self.state}: clock {offset} ms, loop lag {self.loop_lag_ms:.0f} "
+        return (f"w{self.worker} {self.host or '?'} {self.state}: clock {offset}, loop lag {self.loop_lag_ms:.0f} "
                 f"ms, send lag {send} ms, {self.records_per_s:.1f} rec/s{lost}")
 
 
