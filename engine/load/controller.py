@@ -439,7 +439,8 @@ class Controller:
     def _loop(self) -> None:
         tick_ns = round(1e9 / self.config.tick_hz)
         next_tick = perf_counter_ns()
-        start_deadline = next_tick + round(START_TIMEOUT_S * 1e9)
+        start_timeout_s = getattr(self._pool, "start_timeout_s", START_TIMEOUT_S)  # Ray actors take longer
+        start_deadline = next_tick + round(start_timeout_s * 1e9)
         while True:
             now = perf_counter_ns()
             if now >= next_tick:
@@ -559,7 +560,8 @@ class Controller:
         """Stop conditions and time limits, evaluated on every wake-up."""
         phase = self._phase
         if phase is RunState.STARTING and now > start_deadline:
-            self._fail(f"the worker processes did not start within {START_TIMEOUT_S:g} s")
+            timeout = getattr(self._pool, "start_timeout_s", START_TIMEOUT_S)
+            self._fail(f"the worker processes did not start within {timeout:g} s")
         elif phase is RunState.RUNNING and self._t0_ns is not None:
             duration = self.config.duration_s
             if duration is not None and now - self._t0_ns >= duration * 1e9:

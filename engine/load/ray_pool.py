@@ -43,7 +43,8 @@ _cluster: Any = ray  # cluster_resources, nodes, available_resources carry no ty
 
 NAMESPACE = "wattload"
 PLACE_TIMEOUT_S = 30.0  # the placement group must be placed by then (else: one line saying what is missing)
-CALL_TIMEOUT_S = 30.0  # an actor's first answer (its creation included) must come by then
+CALL_TIMEOUT_S = 90.0  # an actor's first answer: a new process importing Ray and wattload (slow on a busy machine)
+START_TIMEOUT_S = 150.0  # placing, starting and pinging every actor, then their loops saying Ready
 PINGS = 8  # clock pings per worker; the best round trip sets the offset's uncertainty
 TAKE_WAIT_S = 0.2  # a long poll returns after this long even when the worker sent nothing
 MAX_CONCURRENCY = 8  # calls an actor serves at once (the long poll holds one)
@@ -81,6 +82,7 @@ class RayWorkerPool:
     """``config.workers`` actors of ``WorkerActor``, each asking for ``spec.cpus_per_worker`` CPUs."""
 
     lost_tolerated = True
+    start_timeout_s = START_TIMEOUT_S
 
     def __init__(self, config: RunConfig, factory: RequestFactory, spec: RaySpec) -> None:
         self._config = config
