@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 STOP_GRACE_S = 2.0  # in-flight requests get this long to finish after stop; the rest are cancelled
 STOP_SLACK_S = 5.0  # then a worker has this long to say goodbye before it is terminated
-START_TIMEOUT_S = 60.0
 _ENDED = (RunState.STOPPING, RunState.STOPPED, RunState.FAILED)
 
 
@@ -439,8 +438,7 @@ class Controller:
     def _loop(self) -> None:
         tick_ns = round(1e9 / self.config.tick_hz)
         next_tick = perf_counter_ns()
-        start_timeout_s = getattr(self._pool, "start_timeout_s", START_TIMEOUT_S)  # Ray actors take longer
-        start_deadline = next_tick + round(start_timeout_s * 1e9)
+        start_deadline = next_tick + round(self._pool.start_timeout_s * 1e9)  # Ray actors get longer
         while True:
             now = perf_counter_ns()
             if now >= next_tick:
@@ -547,9 +545,9 @@ class Controller:
         where = f" {self._pool.describe()}" if self._pool.describe() else ""
         self._deliver_event(ControlEvent(t0, EventKind.START,
                                          message=f"started: {what}, {n} {plural}{where} ({loops})"))
-        clocks = getattr(self._pool, "clock_line", None)
-        if clocks is not None:
-            self._deliver_event(ControlEvent(t0, EventKind.ANNOTATION, message=clocks()))
+        clocks = self._pool.clock_line()
+        if clocks:
+            self._deliver_event(ControlEvent(t0, EventKind.ANNOTATION, message=clocks))
         self._deliver_event(ControlEvent(t0, EventKind.ANNOTATION, message=self._gpu.message))
         self._gpu.start_sampling()
         if self._server_metrics is not None:
@@ -560,8 +558,7 @@ class Controller:
         """Stop conditions and time limits, evaluated on every wake-up."""
         phase = self._phase
         if phase is RunState.STARTING and now > start_deadline:
-            timeout = getattr(self._pool, "start_timeout_s", START_TIMEOUT_S)
-            self._fail(f"the worker processes did not start within {timeout:g} s")
+            self._fail(f"the worker processes did not start within {self._pool.start_timeout_s:g} s")
         elif phase is RunState.RUNNING and self._t0_ns is not None:
             duration = self.config.duration_s
             if duration is not None and now - self._t0_ns >= duration * 1e9:

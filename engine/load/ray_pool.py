@@ -81,7 +81,6 @@ def connect(spec: RaySpec, workers: int = 1) -> str:
 class RayWorkerPool:
     """``config.workers`` actors of ``WorkerActor``, each asking for ``spec.cpus_per_worker`` CPUs."""
 
-    lost_tolerated = True
     start_timeout_s = START_TIMEOUT_S
 
     def __init__(self, config: RunConfig, factory: RequestFactory, spec: RaySpec) -> None:

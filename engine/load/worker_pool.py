@@ -22,6 +22,8 @@ from engine.load.worker_health import WorkerHealth
 from engine.signals import stop_signals_blocked
 from engine.workload.synthetic import RequestFactory
 
+START_TIMEOUT_S = 60.0
+
 
 class WorkerExited:
     """A worker's process ended; ``clean`` when it said goodbye first."""
@@ -48,7 +50,7 @@ class WorkerLost:
 class Pool(Protocol):
     """What the controller needs of its workers: local processes (``WorkerPool``) or Ray actors (``RayWorkerPool``)."""
 
-    lost_tolerated: bool  # a dead worker is a WorkerLost the run survives, not a failure
+    start_timeout_s: float  # spawning (or placing) every worker until all say Ready must take less
 
     def __len__(self) -> int: ...
     @property
@@ -64,13 +66,14 @@ class Pool(Protocol):
     def kill_stragglers(self) -> None: ...
     def close(self, wait_s: float = 2.0) -> None: ...
     def describe(self) -> str: ...
+    def clock_line(self) -> str: ...
     def health(self) -> list[WorkerHealth] | None: ...
 
 
 class WorkerPool:
     """Spawned worker processes ("spawn" context: fresh interpreters, safe next to threads)."""
 
-    lost_tolerated = False  # a local worker that dies is a bug: the run fails
+    start_timeout_s = START_TIMEOUT_S
 
     def __init__(self, config: RunConfig, factory: RequestFactory) -> None:
         self._config = config
@@ -166,6 +169,9 @@ class WorkerPool:
 
     def describe(self) -> str:
         return ""
+
+    def clock_line(self) -> str:
+        return ""  # one machine, one clock
 
     def health(self) -> list[WorkerHealth] | None:
         return None
