@@ -189,3 +189,39 @@ def test_dcgm_blank_sentinels_and_impossible_values_read_as_na():
         finally:
             backend.close()
     assert (s.temperature_c, s.power_w, s.energy_mj, s.sm_clock_mhz) == (None, None, None, 1980)
+
+
+@pytest.mark.parametrize(("spec", "picked"), [
+    ("node-2", ["node-2:0", "node-2:1"]),  # a host: all its GPUs
+    ("node-1:1", ["node-1:1"]),  # host:gpu
+    ("3,0", ["node-2:1", "node-1:0"]),  # indices in (host, GPU) order, in the order given
+    ("GPU-node-2-0", ["node-2:0"]),  # a UUID
+])
+def test_gpus_selects_among_remote_gpus_by_index_host_label_or_uuid(monkeypatch, spec, picked):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # this machine's: it must not filter remote GPUs
+    reg1, _ = dcgm_registry("node-1")
+    reg2, _ = dcgm_registry("node-2")
+    with exporter(reg1) as url1, exporter(reg2) as url2:
+        backend, message = open_dcgm([url1, url2], interval_s=0.1, gpus=spec)
+        assert backend is not None, message
+        try:
+            assert [g.name.split("@")[1] for g in backend.gpus()] == picked
+            indices = [g.index for g in backend.gpus()]
+            assert {s.gpu_index for s in backend.read(indices)} == set(indices)  # readings only for those
+            assert f"{len(picked)} GPU" in message
+        finally:
+            backend.close()
+        everything, _ = open_dcgm([url1, url2], interval_s=0.1)
+        assert everything is not None
+        try:
+            assert len(everything.gpus()) == 4  # CUDA_VISIBLE_DEVICES=0 did not filter
+        finally:
+            everything.close()
+
+
+def test_gpus_naming_no_remote_gpu_is_one_line():
+    reg, _ = dcgm_registry("node-1")
+    with exporter(reg) as url:
+        backend, message = open_dcgm([url], interval_s=0.1, gpus="node-9")
+    assert backend is None
+    assert "\n" not in message and "no remote GPU matches 'node-9'" in message and "0=node-1:0" in message

@@ -107,6 +107,7 @@ class _Connection(asyncio.Protocol):
         self._client = client
         self._done: asyncio.Future[None] | None = None
         self.arrival_ns = 0  # the latest data_received
+        self.token_ns = 0  # the latest content chunk (or the headers, or the send): progress, not just bytes
         self.received = 0  # bytes of this response so far
         self.t_headers_ns: int | None = None
         self.status: int | None = None
@@ -133,7 +134,7 @@ class _Connection(asyncio.Protocol):
         loop = self._pool.loop
         done = self._done = loop.create_future()
         assert self.transport is not None
-        self.arrival_ns = perf_counter_ns()
+        self.arrival_ns = self.token_ns = perf_counter_ns()
         self.transport.write(request)
         return done
 
@@ -183,6 +184,7 @@ class _Connection(asyncio.Protocol):
             n = sse.feed(body, t)
             if n:
                 self._client.chunks += n
+                self.token_ns = t
             if sse.error is not None:
                 self.abort()  # the stream is unusable; the rest of it must not reach the next request
                 self._finish()
@@ -221,7 +223,7 @@ class _Connection(asyncio.Protocol):
             self._has_length = True
 
     def on_headers_complete(self) -> None:
-        self.t_headers_ns = self.arrival_ns
+        self.t_headers_ns = self.token_ns = self.arrival_ns
         status = self.status = self._http.get_status_code()
         self.close_delimited = not self._has_length
         if status in _REDIRECTS:
@@ -426,16 +428,21 @@ class LeanStreamClient:
         return None
 
     def _watch(self, conn: _Connection, done: asyncio.Future[None]) -> None:
-        """The read timeout: one timer per request, re-armed from the latest arrival (not one per chunk)."""
+        """The read timeout: one timer per request, re-armed from the latest arrival (not one per chunk). It ends
+        silence, and also a server that keeps sending bytes that never make a token (keep-alive comments
+        forever, a chunk dribbled byte by byte), as the aiohttp path does."""
         if done.done():
             return
-        idle = perf_counter_ns() - conn.arrival_ns
-        if idle >= self._read_ns:
-            conn.failure = (ErrorClass.TIMEOUT, f"no data for {self._read_ns / 1e9:g} s (read timeout)")
+        now = perf_counter_ns()
+        idle, stalled = now - conn.arrival_ns, now - conn.token_ns
+        if idle >= self._read_ns or stalled >= self._read_ns:
+            limit = f"{self._read_ns / 1e9:g} s"
+            conn.failure = (ErrorClass.TIMEOUT, f"no data for {limit} (read timeout)" if idle >= self._read_ns
+                            else f"no token for {limit} although bytes kept arriving (read timeout)")  # fmt: skip
             conn.abort()
             done.set_result(None)
             return
-        conn.timer = self._pool.loop.call_later((self._read_ns - idle) / 1e9, self._watch, conn, done)
+        conn.timer = self._pool.loop.call_later((self._read_ns - stalled) / 1e9, self._watch, conn, done)
 
     def _http_error(self, conn: _Connection) -> Failure:
         status = conn.status or 0

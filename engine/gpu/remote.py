@@ -1,9 +1,11 @@
 """Remote GPU telemetry over Prometheus: the DCGM exporter scraped directly, or a Prometheus server queried.
 
 Both are one ``GpuBackend``: the GPUs found at open time (several hosts at once, labelled host:gpu) get indices
-0..N-1 in (host, GPU) order, and ``read`` hands out the readings the background scraper brought since the last
-call. Energy comes from ``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION`` (a mJ counter, as NVML's), so the energy account,
-J/token and cost work unchanged. A reading is passed on only when the exporter's values changed: dcgm-exporter
+0..N-1 in (host, GPU) order; ``--gpus`` picks among them by that index, a host, ``host:gpu`` or a UUID prefix
+(``CUDA_VISIBLE_DEVICES`` is this machine's, so it never filters remote GPUs), and ``read`` hands out the
+readings the background scraper brought since the last call. Energy comes from
+``DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION`` (a mJ counter, as NVML's), so the energy account, J/token and cost work
+unchanged. A reading is passed on only when the exporter's values changed: dcgm-exporter
 refreshes its fields every 30 s by default (``-c`` / ``DCGM_EXPORTER_INTERVAL`` in ms lowers it), and a
 repeated value stamped as new would make the watts jump between zero and a spike.
 
@@ -16,7 +18,16 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from engine.gpu.base import NO_TELEMETRY, DriverInfo, GpuInfo, PowerCapError, PowerLimits, describe
+from engine.gpu.base import (
+    NO_TELEMETRY,
+    DriverInfo,
+    GpuInfo,
+    GpuSelectionError,
+    PowerCapError,
+    PowerLimits,
+    describe,
+    parse_gpu_spec,
+)
 from engine.records import TelemetrySample
 from engine.telemetry.exposition import Exposition, Labels
 from engine.telemetry.scrape import MetricsEndpoint, Scraper, ScrapeResult, Source, fetch_all_now
@@ -130,8 +141,9 @@ class RemoteGpuBackend:
     """GPUs read from DCGM exporters or a Prometheus query, behind the same interface as NVML."""
 
     def __init__(self, sources: Sequence[Source], first: Sequence[ScrapeResult], *, source: str,
-                 interval_s: float = 1.0) -> None:  # fmt: skip
-        """``first`` is one fetch of every source (discovery); raises ValueError when it found no GPU."""
+                 interval_s: float = 1.0, gpus: str | None = None) -> None:  # fmt: skip
+        """``first`` is one fetch of every source (discovery); raises ValueError when it found no GPU, and
+        GpuSelectionError (one line) when ``gpus`` names one that is not there."""
         self.source = source
         self._lock = threading.Lock()
         self._keys: dict[GpuKey, int] = {}
@@ -155,7 +167,8 @@ class RemoteGpuBackend:
         if not found:
             why = "; ".join(errors) or "no DCGM_FI_DEV_* series in the answer"
             raise ValueError(why)
-        for index, key in enumerate(sorted(found)):
+        for index in select_remote(sorted(found), found, gpus):
+            key = sorted(found)[index]
             reading = found[key]
             self._keys[key] = index
             self._infos.append(GpuInfo(index, f"{reading.name} @{key[0]}:{key[1]}", reading.uuid))
@@ -238,28 +251,61 @@ class RemoteGpuBackend:
         self._scraper.stop()
 
 
+def select_remote(keys: Sequence[GpuKey], found: Mapping[GpuKey, RemoteReading], spec: str | None) -> list[int]:
+    """Indices (into ``keys``) that ``--gpus`` selects: all without a spec; else each token is an index, a host
+    (with or without its port), ``host:gpu``, or a unique UUID prefix."""
+    if spec is None or spec.strip().lower() == "all":
+        return list(range(len(keys)))
+    chosen: list[int] = []
+    for token in parse_gpu_spec(spec):
+        hits = _remote_matches(keys, found, token)
+        if not hits:
+            have = ", ".join(f"{i}={h}:{g}" for i, (h, g) in enumerate(keys))
+            raise GpuSelectionError(f"--gpus: no remote GPU matches {token!r} (GPUs: {have})")
+        chosen += [i for i in hits if i not in chosen]
+    return chosen
+
+
+def _remote_matches(keys: Sequence[GpuKey], found: Mapping[GpuKey, RemoteReading], token: str) -> list[int]:
+    if token.isdigit():
+        return [int(token)] if int(token) < len(keys) else []
+    lowered = token.lower()
+    by_host = [i for i, (host, _) in enumerate(keys) if lowered in (host.lower(), host.split(":")[0].lower())]
+    if by_host:
+        return by_host
+    by_label = [i for i, (host, gpu) in enumerate(keys)
+                if lowered in (f"{host}:{gpu}".lower(), f"{host.split(':')[0]}:{gpu}".lower())]  # fmt: skip
+    if by_label:
+        return by_label
+    by_uuid = [i for i, key in enumerate(keys) if (found[key].uuid or "").lower().startswith(lowered)]
+    return by_uuid if len(by_uuid) == 1 else []
+
+
 def _host_of(source: str) -> str:
     """host:port of a URL source (the host label when the exporter sets none)."""
     rest = source.split("://", 1)[-1]
     return rest.split("/", 1)[0] or source
 
 
-def open_dcgm(urls: Sequence[str], *, interval_s: float = 1.0) -> tuple[RemoteGpuBackend | None, str]:
+def open_dcgm(urls: Sequence[str], *, interval_s: float = 1.0,
+              gpus: str | None = None) -> tuple[RemoteGpuBackend | None, str]:  # fmt: skip
     """DCGM exporters at ``urls`` (their /metrics); never raises."""
-    return _open([MetricsEndpoint(u) for u in urls], "dcgm", interval_s)
+    return _open([MetricsEndpoint(u) for u in urls], "dcgm", interval_s, gpus)
 
 
-def open_prometheus_gpus(base: str, query: str, *, interval_s: float = 1.0) -> tuple[RemoteGpuBackend | None, str]:
+def open_prometheus_gpus(base: str, query: str, *, interval_s: float = 1.0,
+                         gpus: str | None = None) -> tuple[RemoteGpuBackend | None, str]:  # fmt: skip
     """GPUs through a Prometheus server's query API; a plain selector is widened to every DCGM field."""
     from engine.telemetry.prom_query import PromQuery, widen
 
     return _open([PromQuery(base, widen(query, DCGM_NAMES_REGEX), label=f"prometheus: {query[:60]}")],
-                 "prometheus", interval_s)  # fmt: skip
+                 "prometheus", interval_s, gpus)  # fmt: skip
 
 
-def _open(sources: Sequence[Source], kind: str, interval_s: float) -> tuple[RemoteGpuBackend | None, str]:
+def _open(sources: Sequence[Source], kind: str, interval_s: float,
+          gpus: str | None) -> tuple[RemoteGpuBackend | None, str]:  # fmt: skip
     try:
-        backend = RemoteGpuBackend(sources, fetch_all_now(sources), source=kind, interval_s=interval_s)
+        backend = RemoteGpuBackend(sources, fetch_all_now(sources), source=kind, interval_s=interval_s, gpus=gpus)
     except ValueError as exc:
         return None, f"{NO_TELEMETRY}: {kind}: {exc}".splitlines()[0]
     except Exception as exc:  # a broken source must never stop a run

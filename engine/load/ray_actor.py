@@ -16,6 +16,7 @@ import os
 import queue
 import socket
 import threading
+from collections.abc import Callable
 from multiprocessing import Pipe
 from time import perf_counter_ns
 from typing import Any
@@ -34,6 +35,8 @@ class Outbox:
 
     def __init__(self, maxsize: int = OUTBOX_MAX) -> None:
         self._queue: queue.Queue[object] = queue.Queue(maxsize)
+        # Never called: when the controller's process ends, Ray ends its actors (they are owned by it).
+        self.on_broken: Callable[[], None] = lambda: None
 
     def send(self, obj: Any) -> None:
         self._queue.put(obj)  # blocks while full: back-pressure, as a full pipe gives a worker process

@@ -10,8 +10,8 @@ the same messages travel through actor calls and the data side is a bounded queu
 A ``Batch`` carries the records finished since the previous one and one ``StreamProgress`` (content chunks in the
 interval, requests open, worst event-loop lag), so IPC costs ~10 messages a second whatever the token rate.
 The command pipe is watched by the event loop (which makes its fd non-blocking; commands are far below PIPE_BUF,
-so each arrives whole); the data pipe stays blocking, so a large batch is never half-written: if the controller
-falls behind, the worker waits (and its loop lag shows it) rather than corrupting the stream.
+so each arrives whole); the data pipe is written by ``Shipper``'s thread (blocking, so a large batch is never
+half-written), so a controller that is slow to read never stalls the loop that stamps chunks.
 Lowering a target or pausing never cancels a request: in-flight requests finish; only ``Stop`` cancels the ones
 still open after its grace period (they are counted, not recorded: they are neither successes nor server faults).
 """
@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import resource
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from time import perf_counter_ns
@@ -31,6 +32,7 @@ from typing import Any, Protocol
 from engine.config import RunConfig
 from engine.endpoint.http_choice import RequestRunner, describe, open_stream_client
 from engine.load.schedule import PoissonArrivals, worker_seed
+from engine.load.shipper import Shipper
 from engine.load.trace_feed import TraceFeed, is_timed
 from engine.records import RequestRecord, StreamProgress
 from engine.snapshot import LoadMode
@@ -122,7 +124,9 @@ class Failed:
 
 
 class Sender(Protocol):
-    """Where a worker's messages go: the data pipe, or a Ray actor's bounded outbox."""
+    """Where a worker's messages go: the data pipe's ``Shipper``, or a Ray actor's bounded outbox."""
+
+    on_broken: Callable[[], None]  # the controller's end is gone (called on the sender's thread)
 
     def send(self, obj: Any) -> None: ...
 
@@ -140,7 +144,13 @@ def worker_main(
     # how to stop (it sends Stop, or its pipes close when it dies), so workers ignore the stop signals.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
-    run_worker(worker, config, factory, commands, data, budget)
+    shipper = Shipper(data)
+    try:
+        run_worker(worker, config, factory, commands, shipper, budget)
+    except SystemExit:
+        shipper.close(2.0)
+        raise
+    shipper.close()
 
 
 def run_worker(
@@ -148,12 +158,18 @@ def run_worker(
     config: RunConfig,
     factory: RequestFactory,
     commands: Connection,
-    data: Sender,
+    sender: Sender,
     budget: Any | None = None,
 ) -> None:
-    """The worker loop on this thread's own event loop until Stop; a crash is reported as ``Failed``."""
+    """The worker loop on this thread's own event loop until Stop; a crash is reported as ``Failed`` and raises
+    SystemExit(1). Used by ``worker_main`` and, on Ray, by the actor's loop thread."""
     _raise_fd_limit()
-    runner = _Worker(worker, config, factory, commands, data, budget)
+    # Everything imported so far lives as long as the process: freeze it out of the collector's reach, so the
+    # full collections that the per-chunk garbage triggers walk only what the streams made (no multi-ms pause
+    # in the middle of a burst of chunks).
+    gc.collect()
+    gc.freeze()
+    runner = _Worker(worker, config, factory, commands, sender, budget)
     try:
         try:
             import uvloop
@@ -163,7 +179,7 @@ def run_worker(
             uvloop.run(runner.run(f"uvloop {getattr(uvloop, '__version__', '?')}"))
     except BaseException as exc:
         with contextlib.suppress(Exception):
-            data.send(Failed(worker, f"worker {worker} crashed: {type(exc).__name__}: {exc}".splitlines()[0]))
+            sender.send(Failed(worker, f"worker {worker} crashed: {type(exc).__name__}: {exc}".splitlines()[0]))
         raise SystemExit(1) from None
 
 
@@ -184,14 +200,14 @@ class _Worker:
         config: RunConfig,
         factory: RequestFactory,
         commands: Connection,
-        data: Sender,
+        shipper: Sender,
         budget: Any | None,
     ) -> None:
         self._worker = worker
         self._config = config
         self._factory = factory
         self._commands = commands
-        self._data = data
+        self._shipper = shipper
         self._budget = budget
         self._budget_left = budget is not None
         self._target = WorkerTarget(LoadMode.CONCURRENCY, 0, 0.0)
@@ -218,6 +234,7 @@ class _Worker:
     async def run(self, loop_name: str) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self._stopped = loop.create_future()
+        self._shipper.on_broken = self._on_pipe_broken
         kind = self._config.http_client
         notice = self._notice
         async with open_stream_client(self._config, kind, self._worker, notice) as client:
@@ -291,6 +308,12 @@ class _Worker:
             self._arrivals_task = self._loop.create_task(self._feed.run(self._take_budget, self._send_row))
         else:
             self._feed.clock.pause(start_ns)
+
+    def _on_pipe_broken(self) -> None:
+        """The controller is gone (called on the shipper's thread): stop at once, on the loop."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed: nothing left to stop
+                self._loop.call_soon_threadsafe(self._begin_stop, 0.0)
 
     def _begin_stop(self, grace_s: float) -> None:
         if self._stopping:
@@ -519,6 +542,6 @@ class _Worker:
 
     def _send(self, msg: object) -> None:
         try:
-            self._data.send(msg)
+            self._shipper.send(msg)
         except (OSError, ValueError):
             self._begin_stop(0.0)

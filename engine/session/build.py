@@ -129,7 +129,7 @@ def open_controller(
     telemetry = None
     if spec.telemetry is not None:
         sim_root = spec.sim_url.removesuffix("/v1") if spec.sim_url else None
-        telemetry = open_telemetry(spec.telemetry, config.base_url, sim_root=sim_root, notify=notify)
+        telemetry = open_telemetry(spec.telemetry, config.base_url, sim_root=sim_root, gpus=spec.gpus, notify=notify)
     controller = Controller(
         config,
         gpu=(telemetry.gpu if telemetry is not None else None) or spec.gpu_source,

@@ -66,18 +66,20 @@ class OpenedTelemetry:
             self.gpu.on_problem = lambda line: emit(ControlEvent(perf_counter_ns(), EventKind.WARNING, message=line))
 
 
-def open_telemetry(spec: TelemetrySpec, base_url: str, *, sim_root: str | None = None,
+def open_telemetry(spec: TelemetrySpec, base_url: str, *, sim_root: str | None = None, gpus: str | None = None,
                    notify: Callable[[str], None] = lambda _line: None) -> OpenedTelemetry:  # fmt: skip
-    """Open the sources ``spec`` names for the endpoint at ``base_url``; never raises for a source that fails."""
+    """Open the sources ``spec`` names for the endpoint at ``base_url``; never raises for a source that fails.
+    ``gpus`` (``--gpus``) selects among the remote GPUs as it does among local ones."""
     gpu: GpuBackend | None = None
     if spec.gpu_metrics or spec.gpu_query:
         from engine.gpu.remote import open_dcgm, open_prometheus_gpus
 
         if spec.gpu_query and spec.prometheus:
-            backend, message = open_prometheus_gpus(spec.prometheus, spec.gpu_query, interval_s=spec.interval_s)
+            backend, message = open_prometheus_gpus(spec.prometheus, spec.gpu_query, interval_s=spec.interval_s,
+                                                    gpus=gpus)  # fmt: skip
         else:
             urls = _dcgm_urls(str(spec.gpu_metrics), base_url, sim_root)
-            backend, message = open_dcgm(urls, interval_s=spec.interval_s)
+            backend, message = open_dcgm(urls, interval_s=spec.interval_s, gpus=gpus)
         if backend is None:
             notify(message)
         gpu = backend

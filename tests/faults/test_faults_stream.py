@@ -1,5 +1,8 @@
 """One streaming request against a hostile server: every number is checked before it is believed, every request
-ends within its read timeout, every detail is one short line without secrets. Real HTTP on 127.0.0.1."""
+ends within its read timeout, every detail is one short line without secrets. Real HTTP on 127.0.0.1.
+
+Every case runs through both HTTP stacks: ``auto`` (the default: the lean client, aiohttp only where lean cannot
+go) and ``aiohttp``, so the two clients must agree on every hostile answer."""
 
 from __future__ import annotations
 
@@ -10,11 +13,21 @@ import pytest
 from hostile import MODEL, SECRET
 
 from engine.config import RunConfig
-from engine.endpoint.client import StreamClient, open_session
+from engine.endpoint.http_choice import open_stream_client
 from engine.records import ErrorClass, RequestRecord, RequestSpec
 
 READ_TIMEOUT_S = 1.0
 REQUEST_TIMEOUT_S = 20.0
+_client_kind = "auto"
+
+
+@pytest.fixture(autouse=True, params=["auto", "aiohttp"])
+def http_client(request):
+    """Run the test once per HTTP stack (``run_one`` reads the choice)."""
+    global _client_kind
+    _client_kind = request.param
+    yield request.param
+    _client_kind = "auto"
 
 
 def run_one(url: str, *, key: str | None = None, max_tokens: int = 16) -> tuple[float, RequestRecord]:
@@ -28,8 +41,7 @@ def run_one(url: str, *, key: str | None = None, max_tokens: int = 16) -> tuple[
                        input_tokens=4)
 
     async def go() -> tuple[float, RequestRecord]:
-        async with open_session(config) as session:
-            client = StreamClient(config, session)
+        async with open_stream_client(config, _client_kind) as client:
             t = time.monotonic()
             record = await asyncio.wait_for(client.run(1, spec), REQUEST_TIMEOUT_S + 5)
             return time.monotonic() - t, record
