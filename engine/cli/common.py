@@ -24,6 +24,7 @@ from engine.cli.options import (
     add_figures_args,
     add_gpu_cost_args,
     add_load_shape_args,
+    add_ray_args,
     add_timeout_args,
     run_default,
 )
@@ -37,13 +38,16 @@ __all__ = ["add_load_args", "add_timeout_args", "config_from_args", "open_record
 if TYPE_CHECKING:
     from engine.gpu.base import BackendKind
     from engine.load.controller import Controller
+    from engine.load.ray_spec import RaySpec
     from engine.pricing import PricingProfile
     from engine.storage.reader import Recording
     from engine.workload.profile import LoadedProfile
 
 def add_load_args(parser: argparse.ArgumentParser) -> None:
     """The load shape, stop condition, endpoint details, figures, GPU and pricing options (run and demo)."""
-    add_http_client_option(add_load_shape_args(parser))
+    load = add_load_shape_args(parser)
+    add_http_client_option(load)
+    add_ray_args(load)
     add_endpoint_args(parser)
     add_figures_args(parser)
     add_gpu_cost_args(parser)
@@ -119,6 +123,25 @@ def config_from_args(args: argparse.Namespace, *, base_url: str | None = None, m
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])
         raise UserError(f"invalid setting {where}: {err['msg']}") from None
+
+
+def ray_spec_from_args(args: argparse.Namespace) -> RaySpec | None:
+    """--ray/--on-worker-loss as a RaySpec (None without --ray); one line when Ray is not installed."""
+    import importlib.util
+
+    from engine.load.ray_spec import RaySpec
+
+    address = getattr(args, "ray", None)
+    loss = getattr(args, "on_worker_loss", None)
+    if address is None:
+        if loss is not None:
+            raise UserError("--on-worker-loss applies to the Ray workers: give --ray too")
+        return None
+    if not address.strip():
+        raise UserError("--ray needs an address, auto or local")
+    if importlib.util.find_spec("ray") is None:
+        raise UserError("--ray needs Ray, which is not installed: pip install 'wattload[ray]'")
+    return RaySpec(address=address.strip(), on_worker_loss=loss or "continue")
 
 
 def _stderr(line: str) -> None:

@@ -114,3 +114,15 @@ def set_help(parser: argparse.ArgumentParser, option: str, text: str) -> None:
             action.help = text
             return
     raise KeyError(option)
+
+
+def add_ray_args(group: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
+    """--ray and --on-worker-loss (run, demo, sweep, replay --drive): the workers as Ray actors across machines."""
+    group.add_argument("--ray", default=None, metavar="ADDRESS|auto|local",
+                       help="run the workers as Ray actors (one per --workers, spread over the nodes): local = start "
+                       "a Ray on this machine, auto = the cluster of $RAY_ADDRESS or `ray start`, else its address; "
+                       "needs pip install 'wattload[ray]'")
+    group.add_argument("--on-worker-loss", choices=("continue", "stop"), default=None,
+                       help="with --ray, when a worker or its node is lost: continue (default; its in-flight requests "
+                       "count as worker_lost and the others take its share) or stop the run")
+

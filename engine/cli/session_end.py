@@ -28,14 +28,25 @@ def track_recordings(controller: Any) -> list[str]:
     return paths
 
 
+def distributed_fields(controller: Any) -> dict[str, Any]:
+    """The --json fields of a --ray run (worker_lost, per-worker health); empty for local worker processes."""
+    health = getattr(controller, "worker_health", None)
+    if health is None:
+        return {}
+    return {"worker_lost": controller.worker_lost, "unsent_after_loss": controller.unsent_after_loss,
+            "workers": health}
+
+
 def print_session_end(controller: Any, *, started_at: str, recordings: list[str], json_path: str | None = None,
                       interrupted: bool = False, sim_url: str | None = None) -> None:
     """The summary the headless run prints, the recordings and the JSON report (stdout; notes on stderr)."""
-    from engine.reports.summary import RunReport, format_summary, write_report
+    from engine.reports.summary import RunReport, format_summary, worker_lines, write_report
 
     final = controller.latest
     print(format_summary(final, stop_reason=controller.stop_reason, cancelled=controller.cancelled_at_stop,
                          gpu_note=controller.gpu_message))  # fmt: skip
+    for line in worker_lines(controller):
+        print(line)
     for path in dict.fromkeys(recordings):
         print(f"  recording   {path}  (wattload replay {path} · wattload report {path})")
     if sim_url:
@@ -47,6 +58,7 @@ def print_session_end(controller: Any, *, started_at: str, recordings: list[str]
             stop_reason=controller.stop_reason,
             interrupted=interrupted,
             cancelled_at_stop=controller.cancelled_at_stop,
+            **distributed_fields(controller),
             settings=controller.config.safe_dump(),
             pricing=final.cost.profile or None,
             result=final,

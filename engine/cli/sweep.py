@@ -24,13 +24,14 @@ from engine.cli.common import (
     check_output_path,
     parse_duration,
     positive,
+    ray_spec_from_args,
     session_pricing,
     sigint_blocked,
     timeout_fields,
     with_flags,
 )
 from engine.cli.exits import EXIT_FAILED, UserError
-from engine.cli.options import add_endpoint_args, add_gpu_cost_args, run_default
+from engine.cli.options import add_endpoint_args, add_gpu_cost_args, add_ray_args, run_default
 from engine.cli.trace_args import add_trace_args
 from engine.config import RunConfig, api_key_from_env
 from engine.redact import redact_url
@@ -148,6 +149,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = p.add_argument_group("load")
     run.add_argument("--workers", type=positive(int), default=None, metavar="N", help="worker processes")
     add_http_client_option(run)
+    add_ray_args(run)
     run.add_argument("--seed", type=int, default=None, help="seed for prompts (default: the profile's, else 0)")
     run.add_argument("--refresh", type=positive(float), default=run_default("tick_hz"), metavar="HZ",
                      help=f"snapshots per second ({run_default('tick_hz'):g})")
@@ -321,11 +323,12 @@ def _target(
 ) -> SweepTarget:
     """Resolve the endpoint and model, check one request shaped like the profile's, and describe the target."""
     from engine.endpoint.errors import ProbeError
-    from engine.session.build import probe
+    from engine.session.build import join_ray, probe
     from engine.session.spec import SessionSpec
     from engine.sweep.session import SweepTarget
 
     key = args.api_key or api_key_from_env()
+    ray = ray_spec_from_args(args)
     try:
         fields: dict[str, Any] = {
             "base_url": sim_url or args.url,
@@ -341,12 +344,14 @@ def _target(
             fields["workers"] = args.workers
         fields["http_client"] = args.http_client
         spec = SessionSpec(config=RunConfig(**fields), gpu=args.gpu, gpus=args.gpus, sim_url=sim_url,
-                           pricing=pricing, recording=None)
+                           pricing=pricing, recording=None, ray=ray)
         probed = probe(spec, notify=lambda line: print(f"wattload: {line}", file=sys.stderr)).spec
+        if ray is not None:
+            print(f"wattload: {join_ray(probed, probed.config.workers)}", file=sys.stderr)
     except ProbeError as exc:
         raise UserError(str(exc)) from None
     config = probed.config
-    return SweepTarget(config=config, gpu=probed.gpu_source, gpus=args.gpus,
+    return SweepTarget(config=config, gpu=probed.gpu_source, gpus=args.gpus, ray=ray,
                        sim_url=probed.telemetry_url(config.base_url), pricing=pricing)
 
 

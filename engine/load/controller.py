@@ -7,6 +7,8 @@ and process sentinels, merges record batches into the aggregator and the sinks, 
 other threads hand it work through a queue (``_call_soon``) and a wake-up pipe.
 
 A worker that dies without saying goodbye turns the session FAILED with a one-line message; nothing waits on it.
+On Ray (``ray=RaySpec``, ``engine/load/ray_pool.py``) a lost actor is an event instead: its in-flight requests are
+counted as ``worker_lost`` and the target is rebalanced over the others (or the run stops, ``on_worker_loss="stop"``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from engine.gpu.session import GpuSession
 from engine.load.schedule import split_concurrency, split_rate
 from engine.load.trace_feed import is_timed
 from engine.load.worker import Batch, Done, Failed, Go, Notice, Pause, Ready, Resume, Stop, Target, WorkerTarget
-from engine.load.worker_pool import WorkerExited, WorkerPool
+from engine.load.worker_pool import Pool, WorkerExited, WorkerLost, WorkerPool
 from engine.metrics.aggregator import Aggregator, starting_snapshot
 from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
 from engine.redact import redact_url
@@ -37,6 +39,8 @@ from engine.workload.synthetic import RequestFactory, SyntheticFactory
 
 if TYPE_CHECKING:
     from engine.gpu.base import GpuBackend
+    from engine.load.ray_spec import RaySpec
+    from engine.load.worker_health import WorkerHealth
     from engine.pricing import PricingProfile
     from engine.sysinfo import SystemInfo
     from engine.telemetry.samples import ServerSample
@@ -44,7 +48,6 @@ if TYPE_CHECKING:
 
 STOP_GRACE_S = 2.0  # in-flight requests get this long to finish after stop; the rest are cancelled
 STOP_SLACK_S = 5.0  # then a worker has this long to say goodbye before it is terminated
-START_TIMEOUT_S = 60.0
 _ENDED = (RunState.STOPPING, RunState.STOPPED, RunState.FAILED)
 
 
@@ -81,8 +84,10 @@ class Controller:
         recorder_factory: RecorderFactory | None = None,
         stop_grace_s: float = STOP_GRACE_S,
         server_metrics: ServerMetrics | None = None,
+        ray: RaySpec | None = None,
     ) -> None:
         self.config = config
+        self.ray = ray
         self._server_metrics = server_metrics
         self._recorder_factory = recorder_factory
         self._factory = request_factory or SyntheticFactory(config.api, config.input_tokens, config.max_tokens)
@@ -116,11 +121,19 @@ class Controller:
         self._finished = threading.Event()
         self._thread: threading.Thread | None = None
 
-        self._pool = WorkerPool(config, self._factory)
+        self._pool: Pool
+        if ray is not None:
+            from engine.load.ray_pool import RayWorkerPool  # the one place Ray is imported, and only with --ray
+
+            self._pool = RayWorkerPool(config, self._factory, ray)
+        else:
+            self._pool = WorkerPool(config, self._factory)
         self._ready: set[int] = set()
         self.worker_loops: list[str] = []
         self.notices: queue.SimpleQueue[str] = queue.SimpleQueue()  # workers' one-line notices, for a headless run
         self.cancelled_at_stop = 0
+        self.worker_lost = 0  # in-flight requests of workers lost mid-run (Ray): counted, never silently dropped
+        self.unsent_after_loss = 0  # of a request count: the lost workers' share nobody else could send
         self.completed = 0
         self._t0_ns: int | None = None
         self._stop_deadline_ns: int | None = None
@@ -152,6 +165,11 @@ class Controller:
     @property
     def worker_pids(self) -> list[int | None]:
         return self._pool.pids
+
+    @property
+    def worker_health(self) -> list[WorkerHealth] | None:
+        """Per-worker health (node, clock offset, loop and send lag, records/s, lost); None for local processes."""
+        return self._pool.health()
 
     @property
     def gpu_message(self) -> str:
@@ -259,7 +277,7 @@ class Controller:
                 return
             self._paused = False
             if self._going:
-                self._pool.broadcast(Resume())
+                self._pool.broadcast(Resume(perf_counter_ns()))
         self.emit(ControlEvent(perf_counter_ns(), EventKind.RESUME, message="resumed"))
 
     def emit(self, event: ControlEvent) -> None:
@@ -366,16 +384,19 @@ class Controller:
                 message=self._message,
             )
 
-    def _targets(self) -> list[WorkerTarget]:
-        n = len(self._pool) or self.config.workers
+    def _targets(self) -> dict[int, WorkerTarget]:
+        """Each live worker's share: the concurrency split, the one arrival schedule dealt out (slot k of n)."""
+        live = self._pool.live()
+        n = max(1, len(live))
         shares = split_concurrency(self._concurrency, n)
         rates = split_rate(self._rate, n)
-        return [WorkerTarget(self._mode, shares[i], rates[i]) for i in range(n)]
+        return {w: WorkerTarget(self._mode, shares[k], rates[k], k, n, self._rate) for k, w in enumerate(live)}
 
     def _send_targets(self) -> None:
         if self._going:
-            for i, target in enumerate(self._targets()):
-                self._pool.send(i, Target(target))
+            at = perf_counter_ns()  # one instant for all: the dealt schedule stays one schedule
+            for i, target in self._targets().items():
+                self._pool.send(i, Target(target, at))
 
     def _begin_stop(self, reason: str) -> None:
         with self._lock:
@@ -420,7 +441,7 @@ class Controller:
     def _loop(self) -> None:
         tick_ns = round(1e9 / self.config.tick_hz)
         next_tick = perf_counter_ns()
-        start_deadline = next_tick + round(START_TIMEOUT_S * 1e9)
+        start_deadline = next_tick + round(self._pool.start_timeout_s * 1e9)  # Ray actors get longer
         while True:
             now = perf_counter_ns()
             if now >= next_tick:
@@ -457,6 +478,31 @@ class Controller:
                 self.emit(ControlEvent(perf_counter_ns(), EventKind.WARNING, message=message))
             case WorkerExited(worker=i, clean=False, exitcode=code):
                 self._fail(f"worker {i} exited unexpectedly (exit code {code}); the run was stopped")
+            case WorkerLost():
+                self._on_lost(msg)
+
+    def _on_lost(self, lost: WorkerLost) -> None:
+        """A Ray worker died: count its in-flight requests, then rebalance over the others or stop."""
+        self.worker_lost += lost.in_flight
+        self.unsent_after_loss += lost.unsent
+        where = f" on {lost.where}" if lost.where else ""
+        unsent = f", {lost.unsent} of its requests could not be sent by another worker" if lost.unsent else ""
+        what = (f"worker {lost.worker}{where} lost ({lost.reason}); its {lost.in_flight} in-flight requests "
+                f"are counted as worker_lost{unsent}")
+        live = self._pool.live()
+        if not self._going:
+            self._fail(f"{what}; it was lost before the load started")
+        elif not live:
+            self._fail(f"{what}; no worker is left")
+        elif self.ray is not None and self.ray.on_worker_loss == "stop":
+            self._fail(f"{what}; the run was stopped (--on-worker-loss stop)")
+        else:
+            line = f"{what}; the load goes on with {len(live)} worker{'s' if len(live) != 1 else ''}"
+            self.notices.put(line)
+            self.emit(ControlEvent(perf_counter_ns(), EventKind.ERROR, message=line))
+            with self._lock:
+                if self._phase not in _ENDED:
+                    self._send_targets()
 
     def _take(self, records: list[RequestRecord], progress: StreamProgress | None) -> None:
         agg = self._aggregator
@@ -489,7 +535,7 @@ class Controller:
                 self._phase = RunState.RUNNING
                 self._message = ""
             self._going = True
-            for i, target in enumerate(self._targets()):
+            for i, target in self._targets().items():
                 self._pool.send(i, Go(t0, target, self._paused))
         early, self._early_events = self._early_events, []
         for event in early:
@@ -499,7 +545,12 @@ class Controller:
         what = f"concurrency {self._concurrency}" if closed else f"rate {self._rate:g} req/s"
         n = len(self._pool)
         plural = "worker" if n == 1 else "workers"
-        self._deliver_event(ControlEvent(t0, EventKind.START, message=f"started: {what}, {n} {plural} ({loops})"))
+        where = f" {self._pool.describe()}" if self._pool.describe() else ""
+        self._deliver_event(ControlEvent(t0, EventKind.START,
+                                         message=f"started: {what}, {n} {plural}{where} ({loops})"))
+        clocks = self._pool.clock_line()
+        if clocks:
+            self._deliver_event(ControlEvent(t0, EventKind.ANNOTATION, message=clocks))
         self._deliver_event(ControlEvent(t0, EventKind.ANNOTATION, message=self._gpu.message))
         self._gpu.start_sampling()
         if self._server_metrics is not None:
@@ -510,12 +561,13 @@ class Controller:
         """Stop conditions and time limits, evaluated on every wake-up."""
         phase = self._phase
         if phase is RunState.STARTING and now > start_deadline:
-            self._fail(f"the worker processes did not start within {START_TIMEOUT_S:g} s")
+            self._fail(f"the worker processes did not start within {self._pool.start_timeout_s:g} s")
         elif phase is RunState.RUNNING and self._t0_ns is not None:
             duration = self.config.duration_s
             if duration is not None and now - self._t0_ns >= duration * 1e9:
                 self._begin_stop(f"duration reached ({duration:g} s)")
-            elif self.config.max_requests is not None and self.completed >= self.config.max_requests:
+            elif (self.config.max_requests is not None
+                  and self.completed + self.worker_lost + self.unsent_after_loss >= self.config.max_requests):
                 self._begin_stop(f"request count reached ({self.config.max_requests})")
         deadline = self._stop_deadline_ns
         if phase in _ENDED and deadline is not None and now > deadline:

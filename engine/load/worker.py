@@ -1,8 +1,9 @@
 """A worker process: its own event loop (uvloop when importable) runs this worker's share of the load.
 
-Protocol over two one-way ``multiprocessing`` pipes (small dataclasses, pickled):
+Protocol over two one-way ``multiprocessing`` pipes (small dataclasses, pickled); on Ray (``engine/load/ray_pool.py``)
+the same messages travel through actor calls and the data side is a bounded queue, the loop itself unchanged:
 
-    controller -> worker   Go(t0, target)  Target(target)  Pause()  Resume()  Stop(grace_s)
+    controller -> worker   Go(t0, target)  Target(target, at)  Pause()  Resume(at)  Stop(grace_s)
     worker -> controller   Ready(loop)  Batch(records, progress) every ~100 ms  Done(cancelled)  Failed(message)
                            Notice(message)
 
@@ -23,11 +24,11 @@ import contextlib
 import gc
 import resource
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -50,11 +51,19 @@ _EARLY_NS = 200_000  # timers may fire up to ~1 ms early or late; sleep again un
 
 @dataclass(frozen=True, slots=True)
 class WorkerTarget:
-    """This worker's share of the load."""
+    """This worker's share of the load. Open loop: the one schedule at ``total_rate`` is dealt out, this worker
+    sending arrivals ``slot``, ``slot + of``, ... (``rate`` = total_rate / of, its share)."""
 
     mode: LoadMode
     concurrency: int
     rate: float
+    slot: int = 0
+    of: int = 1
+    total_rate: float | None = None  # None: rate * of
+
+    @property
+    def schedule_rate(self) -> float:
+        return self.rate * self.of if self.total_rate is None else self.total_rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +76,7 @@ class Go:
 @dataclass(frozen=True, slots=True)
 class Target:
     target: WorkerTarget
+    at_ns: int | None = None  # when the change takes effect (the same instant for every worker); None: on receipt
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +86,7 @@ class Pause:
 
 @dataclass(frozen=True, slots=True)
 class Resume:
-    pass
+    at_ns: int | None = None  # as Target.at_ns: every worker's schedule resumes from the same instant
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +127,14 @@ class Failed:
     message: str
 
 
+class Sender(Protocol):
+    """Where a worker's messages go: the data pipe's ``Shipper``, or a Ray actor's bounded outbox."""
+
+    on_broken: Callable[[], None]  # the controller's end is gone (called on the sender's thread)
+
+    def send(self, obj: Any) -> None: ...
+
+
 def worker_main(
     worker: int,
     config: RunConfig,
@@ -130,14 +148,32 @@ def worker_main(
     # how to stop (it sends Stop, or its pipes close when it dies), so workers ignore the stop signals.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
+    shipper = Shipper(data)
+    try:
+        run_worker(worker, config, factory, commands, shipper, budget)
+    except SystemExit:
+        shipper.close(2.0)
+        raise
+    shipper.close()
+
+
+def run_worker(
+    worker: int,
+    config: RunConfig,
+    factory: RequestFactory,
+    commands: Connection,
+    sender: Sender,
+    budget: Any | None = None,
+) -> None:
+    """The worker loop on this thread's own event loop until Stop; a crash is reported as ``Failed`` and raises
+    SystemExit(1). Used by ``worker_main`` and, on Ray, by the actor's loop thread."""
     _raise_fd_limit()
     # Everything imported so far lives as long as the process: freeze it out of the collector's reach, so the
     # full collections that the per-chunk garbage triggers walk only what the streams made (no multi-ms pause
     # in the middle of a burst of chunks).
     gc.collect()
     gc.freeze()
-    shipper = Shipper(data)
-    runner = _Worker(worker, config, factory, commands, shipper, budget)
+    runner = _Worker(worker, config, factory, commands, sender, budget)
     try:
         try:
             import uvloop
@@ -147,10 +183,8 @@ def worker_main(
             uvloop.run(runner.run(f"uvloop {getattr(uvloop, '__version__', '?')}"))
     except BaseException as exc:
         with contextlib.suppress(Exception):
-            shipper.send(Failed(worker, f"worker {worker} crashed: {type(exc).__name__}: {exc}".splitlines()[0]))
-        shipper.close(2.0)
+            sender.send(Failed(worker, f"worker {worker} crashed: {type(exc).__name__}: {exc}".splitlines()[0]))
         raise SystemExit(1) from None
-    shipper.close()
 
 
 def _raise_fd_limit() -> None:
@@ -170,7 +204,7 @@ class _Worker:
         config: RunConfig,
         factory: RequestFactory,
         commands: Connection,
-        shipper: Shipper,
+        shipper: Sender,
         budget: Any | None,
     ) -> None:
         self._worker = worker
@@ -181,7 +215,7 @@ class _Worker:
         self._budget = budget
         self._budget_left = budget is not None
         self._target = WorkerTarget(LoadMode.CONCURRENCY, 0, 0.0)
-        self._arrivals = PoissonArrivals(0.0, worker_seed(config.seed, worker), 0)
+        self._arrivals = PoissonArrivals(0.0, worker_seed(config.seed, 0), 0)  # the one schedule, dealt out
         self._arrivals_task: asyncio.Task[None] | None = None
         # A trace replays on its own clock in rate mode; the target rate is then the speed (1.0 = as recorded).
         self._feed = TraceFeed(factory, worker, config.workers) if is_timed(factory) else None
@@ -238,16 +272,16 @@ class _Worker:
             case Go(t0_ns=t0, target=target, paused=paused):
                 self._going, self._paused = True, paused
                 self._retarget(target, t0)
-            case Target(target=target):
-                self._retarget(target, perf_counter_ns())
+            case Target(target=target, at_ns=at_ns):
+                self._retarget(target, perf_counter_ns() if at_ns is None else at_ns)
             case Pause():
                 self._paused = True
                 self._cancel_arrivals()
                 if self._feed is not None:
                     self._feed.clock.pause(perf_counter_ns())
-            case Resume():
+            case Resume(at_ns=at_ns):
                 self._paused = False
-                self._retarget(self._target, perf_counter_ns(), force=True)
+                self._retarget(self._target, perf_counter_ns() if at_ns is None else at_ns, force=True)
             case Stop(grace_s=grace_s):
                 self._begin_stop(grace_s)
 
@@ -260,9 +294,9 @@ class _Worker:
             self._retarget_trace(target, start_ns)
             return
         if target.mode is LoadMode.RATE and not self._paused:
-            if force or old.mode is not LoadMode.RATE or old.rate != target.rate or self._arrivals_task is None:
+            if force or old != target or self._arrivals_task is None:
                 self._cancel_arrivals()
-                self._arrivals.restart(target.rate, start_ns)
+                self._arrivals.restart(target.schedule_rate, start_ns, target.slot, target.of)
                 assert self._loop is not None
                 self._arrivals_task = self._loop.create_task(self._arrivals_loop())
         else:
@@ -274,7 +308,7 @@ class _Worker:
         assert self._feed is not None and self._loop is not None
         self._cancel_arrivals()
         if target.mode is LoadMode.RATE and not self._paused:
-            self._feed.clock.run(target.rate * self._config.workers, start_ns)
+            self._feed.clock.run(target.schedule_rate, start_ns)
             self._arrivals_task = self._loop.create_task(self._feed.run(self._take_budget, self._send_row))
         else:
             self._feed.clock.pause(start_ns)

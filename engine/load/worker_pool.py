@@ -11,14 +11,18 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, Protocol
 
 from engine.config import RunConfig
 from engine.load.worker import worker_main
+from engine.load.worker_health import WorkerHealth
 from engine.signals import stop_signals_blocked
 from engine.workload.synthetic import RequestFactory
+
+START_TIMEOUT_S = 60.0
 
 
 class WorkerExited:
@@ -30,8 +34,46 @@ class WorkerExited:
         self.exitcode = exitcode
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerLost:
+    """A worker of a distributed pool (a Ray actor, or its node) died mid-run. ``in_flight`` is what it had open at
+    its last report (those requests are counted as worker_lost); ``unsent`` is the part of its request-count share
+    no other worker could take."""
+
+    worker: int
+    reason: str
+    in_flight: int = 0
+    unsent: int = 0
+    where: str = ""
+
+
+class Pool(Protocol):
+    """What the controller needs of its workers: local processes (``WorkerPool``) or Ray actors (``RayWorkerPool``)."""
+
+    start_timeout_s: float  # spawning (or placing) every worker until all say Ready must take less
+
+    def __len__(self) -> int: ...
+    @property
+    def pids(self) -> list[int | None]: ...
+    def spawn(self) -> None: ...
+    def send(self, i: int, msg: object) -> None: ...
+    def broadcast(self, msg: object) -> None: ...
+    def waitables(self) -> list[Any]: ...
+    def take(self, ready: object) -> Iterator[object]: ...
+    def mark_done(self, i: int) -> None: ...
+    def live(self) -> list[int]: ...
+    def all_gone(self) -> bool: ...
+    def kill_stragglers(self) -> None: ...
+    def close(self, wait_s: float = 2.0) -> None: ...
+    def describe(self) -> str: ...
+    def clock_line(self) -> str: ...
+    def health(self) -> list[WorkerHealth] | None: ...
+
+
 class WorkerPool:
     """Spawned worker processes ("spawn" context: fresh interpreters, safe next to threads)."""
+
+    start_timeout_s = START_TIMEOUT_S
 
     def __init__(self, config: RunConfig, factory: RequestFactory) -> None:
         self._config = config
@@ -119,6 +161,20 @@ class WorkerPool:
 
     def all_gone(self) -> bool:
         return all(i in self._done or i in self._dead for i in range(len(self._procs)))
+
+    def live(self) -> list[int]:
+        """Workers that have neither said goodbye nor ended (all of them, before spawn)."""
+        n = len(self._procs) or self._config.workers
+        return [i for i in range(n) if i not in self._done and i not in self._dead]
+
+    def describe(self) -> str:
+        return ""
+
+    def clock_line(self) -> str:
+        return ""  # one machine, one clock
+
+    def health(self) -> list[WorkerHealth] | None:
+        return None
 
     def kill_stragglers(self) -> None:
         """Past the stop deadline: end the workers that have not said goodbye."""

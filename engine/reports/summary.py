@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import __version__
+from engine.load.worker_health import WorkerHealth
 from engine.metrics.turns import TurnFigures
 from engine.reports.clock import wall_clock_label as wall_clock_label  # re-exported: its old home
 from engine.reports.server import server_summary_line
@@ -33,6 +34,10 @@ class RunReport(BaseModel):
     interrupted: bool = False
     stop_signal: str | None = Field(default=None, description="the signal that stopped the run (SIGINT, SIGTERM, ...)")
     cancelled_at_stop: int = Field(default=0, description="in-flight requests cancelled when the run stopped")
+    worker_lost: int = Field(default=0, description="in-flight requests of Ray workers lost mid-run (--ray)")
+    unsent_after_loss: int = Field(default=0, description="of --requests: a lost worker's share nobody could send")
+    workers: list[WorkerHealth] | None = Field(
+        default=None, description="--ray: per-worker node, clock offset, loop and send lag, records/s, state")
     recording: str | None = Field(default=None, description="the file this run recorded to, if any")
     recording_failed: str | None = Field(default=None, description="why the recording stopped early, if it did")
     settings: dict[str, Any] = Field(description="RunConfig.safe_dump(): no secrets")
@@ -47,6 +52,20 @@ class RunReport(BaseModel):
     """Multi-turn sessions: figures per turn number."""
     prefix_cache: PrefixCacheFigures | None = None
     """With server metrics: the server's prefix-cache hit rate over the session (beside the per-turn figures)."""
+
+
+def worker_lines(controller: Any) -> list[str]:
+    """--ray: one summary line per worker (node, clock, lags, records/s) and what was lost; none for local ones."""
+    health: list[WorkerHealth] | None = getattr(controller, "worker_health", None)
+    if not health:
+        return []
+    lines = [f"  worker      {h.line()}" for h in health]
+    lost = getattr(controller, "worker_lost", 0)
+    if lost:
+        lines.append(f"  worker_lost {lost} in-flight requests of lost workers (not in the figures above)")
+    return lines
+
+
 
 
 def write_report(report: RunReport, path: str | Path) -> None:

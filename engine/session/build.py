@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.config import RunConfig
 from engine.control import SessionSink
-from engine.endpoint.errors import ServerFaultDuringProbe
+from engine.endpoint.errors import ProbeError, ServerFaultDuringProbe
 from engine.endpoint.probe import preflight, resolve_endpoint
 from engine.load.controller import Controller
 from engine.session.spec import SessionSpec
@@ -134,6 +134,8 @@ def open_controller(
         recorder = session_recorders(pricing=spec.pricing, workload=workload,
                                      record_tokens=spec.recording.record_tokens,
                                      directory=spec.recording.directory)
+    if spec.ray is not None:
+        notify(join_ray(spec, config.workers))
     telemetry = None
     if spec.telemetry is not None:
         sim_root = spec.sim_url.removesuffix("/v1") if spec.sim_url else None
@@ -148,10 +150,25 @@ def open_controller(
         request_factory=request_factory,
         recorder_factory=recorder,
         server_metrics=telemetry.server if telemetry is not None else None,
+        ray=spec.ray,
     )
     if telemetry is not None:
         telemetry.attach(controller.emit)
     return controller
+
+
+def join_ray(spec: SessionSpec, workers: int) -> str:
+    """Join (or start) the Ray cluster before the session starts, so a wrong address or a missing Ray is one line
+    now rather than a failed run later; returns a line describing the cluster."""
+    assert spec.ray is not None
+    try:
+        from engine.load.ray_pool import RayUnavailable, connect
+    except ImportError:
+        raise ProbeError("--ray needs Ray: pip install 'wattload[ray]'") from None
+    try:
+        return connect(spec.ray, workers)
+    except RayUnavailable as exc:
+        raise ProbeError(str(exc)) from None
 
 
 def build_session(spec: SessionSpec, *, notify: Notify = _ignore, sinks: Sequence[SessionSink] = ()) -> Session:

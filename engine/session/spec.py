@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.config import RunConfig
 from engine.gpu.base import BackendKind
+from engine.load.ray_spec import RaySpec
 from engine.pricing import PricingProfile
 from engine.telemetry.spec import TelemetrySpec
 from engine.workload.profile import LoadedProfile
@@ -87,6 +88,8 @@ class SessionSpec(BaseModel):
     """How recordings are written; None = this session cannot record."""
     telemetry: TelemetrySpec | None = None
     """Server metrics and remote GPUs over Prometheus; a remote GPU source replaces ``gpu``."""
+    ray: RaySpec | None = None
+    """``--ray``: the workers run as Ray actors on this cluster (None = local worker processes)."""
 
     @property
     def gpu_source(self) -> BackendKind:

@@ -30,6 +30,7 @@ from engine.workload.synthetic import RequestFactory
 
 if TYPE_CHECKING:
     from engine.load.controller import Controller
+    from engine.load.ray_spec import RaySpec
     from engine.pricing import PricingProfile
 
 CellStatus = Literal["ok", "exceeds context", "failed"]
@@ -44,6 +45,7 @@ class SweepTarget:
     gpus: str | None = None
     sim_url: str | None = None
     pricing: PricingProfile | None = None
+    ray: RaySpec | None = None  # --ray: every step's workers are Ray actors
 
 
 class CeilingResult(BaseModel):
@@ -135,7 +137,7 @@ def open_controller(
     from engine.session.spec import SessionSpec
 
     spec = SessionSpec(config=config, probe="none", gpu=target.gpu, gpus=target.gpus, sim_url=target.sim_url,
-                       pricing=target.pricing, recording=None)
+                       pricing=target.pricing, recording=None, ray=target.ray)
     return open_session_controller(spec, request_factory=factory, sinks=sinks)
 
 

@@ -15,6 +15,10 @@ Candidates (``--candidates``, comma-separated, each run in turn at every stream 
                fast the server(s) can emit when the reader costs nearly nothing, the physical limit of the setup
     bare-aiohttp, bare-httpx   bare client loops (no parsing, no records, no stamps), for comparison
 
+--ray local (or auto, or an address) also runs every engine candidate as a Ray actor (``<kind>+ray``: the same
+worker loop on a thread of the actor process, batches shipped through Ray; issue 16) and prints its tokens per
+CPU-second against the plain worker process's: the Ray overhead (target <= 5%).
+
 Targets (issue 17): >= 2x SGLang's bench client (43.5k tok/s at 32 streams, 24.3k at 256 on one core) and
 >= 0.8 of what the fake server emits.
 
@@ -158,11 +162,25 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _pin_all_threads(pid: int, cpu: int) -> None:
+    """Pin every thread of the process (sched_setaffinity on a pid pins only that thread; the Ray actor's worker
+    loop runs on a thread of its own), also the ones started a moment later."""
+    for _ in range(3):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                os.sched_setaffinity(int(tid), {cpu})
+            except OSError:
+                pass  # the thread ended meanwhile
+        time.sleep(0.05)
+
+
 def engine_run(servers: FakeServers, kind: str, streams: int, seconds: float, profile: bool,
-               boosted: bool) -> dict[str, float]:
-    """The real engine: a Controller with one worker process (client ``kind``) pinned to CLIENT_CPU."""
+               boosted: bool, ray: str | None = None) -> dict[str, float]:
+    """The real engine: a Controller with one worker process (client ``kind``) pinned to CLIENT_CPU; with ``ray``
+    the worker is a Ray actor (its process pinned the same way once it is placed)."""
     from engine.config import RunConfig
     from engine.load.controller import Controller
+    from engine.load.ray_spec import RaySpec
     from engine.records import StreamProgress
 
     progress: list[StreamProgress] = []
@@ -178,11 +196,15 @@ def engine_run(servers: FakeServers, kind: str, streams: int, seconds: float, pr
 
     config = RunConfig(base_url=servers.url, model="fake-model", concurrency=streams, workers=1, max_tokens=TOKENS,
                        input_tokens=32, duration_s=seconds + WARMUP_S, window_s=seconds, http_client=kind)
-    controller = Controller(config, sinks=[Sink()], stop_grace_s=0.5)
+    controller = Controller(config, sinks=[Sink()], stop_grace_s=0.5,
+                            ray=RaySpec(address=ray) if ray else None)
     controller.start()
+    deadline = time.monotonic() + 60
+    while controller.worker_pids[0] is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # a Ray actor's pid is known once it is placed
     pid = controller.worker_pids[0]
     assert pid is not None
-    os.sched_setaffinity(pid, {CLIENT_CPU})
+    _pin_all_threads(pid, CLIENT_CPU)
     if boosted:
         boost(pid)
     spy = None
@@ -193,6 +215,7 @@ def engine_run(servers: FakeServers, kind: str, streams: int, seconds: float, pr
                                 "-r", "200", "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while controller.t0_ns is None and not controller.wait(0.01):
         pass  # the worker is importing and connecting
+    _pin_all_threads(pid, CLIENT_CPU)  # again: the threads started since (a Ray actor's loop among them)
     t0 = controller.t0_ns or time.perf_counter_ns()
     _sleep_until(t0 + WARMUP_S * 1e9)
     cpu0, emitted0, w0 = _cpu_seconds(pid), servers.chunks(), time.perf_counter_ns()
@@ -365,6 +388,8 @@ def main() -> None:
     parser.add_argument("--server-cpus", default=None, help="CPUs for the fake servers (default 0..S-1)")
     parser.add_argument("--client-cpu", type=int, default=None, help="CPU for the worker / readers (default S)")
     parser.add_argument("--controller-cpu", type=int, default=None, help="CPU for this process (default: 1st server)")
+    parser.add_argument("--ray", default=None, metavar="ADDRESS|auto|local",
+                        help="also run each engine candidate as a Ray actor and print the overhead")
     parser.add_argument("--bare", choices=BARE, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -397,6 +422,9 @@ def main() -> None:
             for kind in candidates:
                 if kind in ENGINE:
                     rows.append((kind, engine_run(servers, kind, streams, args.seconds, args.profile, args.boost)))
+                    if args.ray:
+                        rows.append((f"{kind}+ray", engine_run(servers, kind, streams, args.seconds, args.profile,
+                                                               args.boost, args.ray)))
                 else:
                     rows.append((kind, bare_run(servers, kind, streams, args.seconds, args.boost)))
             ceiling = next((r["server_per_s"] for k, r in rows if k == "raw"), float("nan"))
@@ -407,6 +435,14 @@ def main() -> None:
                 lag = f"{r['loop_lag_max']:>7.1f}ms" if "loop_lag_max" in r else f"{'':>9}"
                 print(f"{streams:>7} {kind:>12} {r['tokens_per_s']:>9,.0f} {cpu:>10.0%} {per_cpu:>10,.0f} "
                       f"{r['server_per_s']:>9,.0f} {r['tokens_per_s'] / ceiling:>7.2f} {ttft} {lag}", flush=True)
+            by_kind = dict(rows)
+            for kind in candidates:
+                plain, on_ray = by_kind.get(kind), by_kind.get(f"{kind}+ray")
+                if plain and on_ray and plain["cpu_share"] > 0 and on_ray["cpu_share"] > 0:
+                    a = plain["tokens_per_s"] / plain["cpu_share"]
+                    b = on_ray["tokens_per_s"] / on_ray["cpu_share"]
+                    print(f"{streams:>7} {kind:>12} Ray overhead per worker: {1 - b / a:+.1%} of tok/CPU-s "
+                          f"({b:,.0f} on Ray vs {a:,.0f} in a worker process; target <= 5%)", flush=True)
     finally:
         servers.close()
     print(f"load average after: {os.getloadavg()[0]:.2f} (other processes on the same cores skew every figure)")

@@ -164,16 +164,30 @@ def boost(pid: int) -> None:
         print(f"  (cannot renice {pid}: {exc.strerror})")
 
 
+def _pin_all_threads(pid: int, cpu: int) -> None:
+    """sched_setaffinity on a pid pins one thread; a Ray actor's worker loop runs on a thread of its own."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), {cpu})
+        except OSError:
+            pass  # the thread ended meanwhile
+
+
 def measure(url: str, streams: int, seconds: float, with_tui: bool, boosted: bool, workers: int = 1,
-            client_cpus: tuple[int, ...] = (CLIENT_CPU,), http_client: str = "auto") -> None:
+            client_cpus: tuple[int, ...] = (CLIENT_CPU,), http_client: str = "auto", ray: str | None = None) -> None:
+    from engine.load.ray_spec import RaySpec
+
     sink = Collect()
     config = RunConfig(base_url=url, model=SimConfig().model, concurrency=streams, workers=workers, input_tokens=32,
                        max_tokens=MAX_TOKENS, duration_s=WARMUP_S + seconds, http_client=http_client)
-    controller = Controller(config, sinks=[sink], stop_grace_s=3.0)
+    controller = Controller(config, sinks=[sink], stop_grace_s=3.0, ray=RaySpec(address=ray) if ray else None)
     controller.start()
+    deadline = time.monotonic() + 60
+    while (controller.t0_ns is None or None in controller.worker_pids) and time.monotonic() < deadline:
+        time.sleep(0.01)  # Ray actors' pids are known once placed, their loop threads once started
     for i, pid in enumerate(controller.worker_pids):
         assert pid is not None
-        os.sched_setaffinity(pid, {client_cpus[i % len(client_cpus)]})
+        _pin_all_threads(pid, client_cpus[i % len(client_cpus)])
         if boosted:
             boost(pid)
     stop_tui = tui_alongside(controller) if with_tui else None
@@ -214,6 +228,8 @@ def main() -> None:
     parser.add_argument("--server-cpus", default=str(SERVER_CPU), help="CPUs for the simulator, e.g. 0 or 0,1")
     parser.add_argument("--client-cpus", default=str(CLIENT_CPU), help="CPUs for the workers, one each, round robin")
     parser.add_argument("--controller-cpu", type=int, default=None, help="CPU for this process (default: 1st server)")
+    parser.add_argument("--ray", default=None, metavar="ADDRESS|auto|local",
+                        help="also measure every client with the workers as Ray actors (issue 16), row <client>+ray")
     parser.add_argument("--http-client", default="auto",
                         help="the worker's streaming client: auto, lean, aiohttp, or several comma-separated "
                              "(each measured in turn at every stream count)")
@@ -237,9 +253,11 @@ def main() -> None:
               f"{'all p50':>8} {'p99':>8} {'max':>8} {'loop lag':>8}")
         for streams in (int(s) for s in args.streams.split(",")):
             for kind in kinds:
-                print(f"{kind:>8} ", end="")
-                measure(sim.url, streams, args.seconds, args.with_tui, args.boost, args.workers, client_cpus, kind)
-                time.sleep(0.5)
+                for ray in (None, args.ray) if args.ray else (None,):
+                    print(f"{kind + ('+ray' if ray else ''):>8} ", end="")
+                    measure(sim.url, streams, args.seconds, args.with_tui, args.boost, args.workers, client_cpus,
+                            kind, ray)
+                    time.sleep(0.5)
     print(f"load average after: {os.getloadavg()[0]:.2f} (other processes on these 2 cores skew every figure)")
 
 

@@ -19,6 +19,7 @@ from engine.cli.common import (
     check_output_path,
     config_from_args,
     profile_from_args,
+    ray_spec_from_args,
     session_pricing,
     sigint_blocked,
     start_recording_or_fail,
@@ -140,5 +141,6 @@ def open_demo_session(
         pricing=session_pricing(args, url, url, notify),
         recording=RecordingSpec(directory=args.record_dir),
         telemetry=telemetry_spec_from_args(args),
+        ray=ray_spec_from_args(args),
     )
     return build_session(spec, notify=notify).controller

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from engine.cli.common import open_recording_or_fail
+from engine.cli.common import open_recording_or_fail, ray_spec_from_args
 from engine.cli.exits import UserError
+from engine.cli.options import add_ray_args
 from engine.config import api_key_from_env
 from engine.gpu.base import BACKEND_KINDS
 
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     drive.add_argument("--record-tokens", action="store_true", help="store per-token arrival times (bigger file)")
     drive.add_argument("--trace", metavar="FILE", help="a trace recording: where its trace file is now, if it moved "
                        "(it must hash to the recorded sha256); by default the recorded path")
+    add_ray_args(drive)
     p.set_defaults(func=_run)
 
 
@@ -95,6 +97,7 @@ def _drive(args: argparse.Namespace) -> int:
             trace=None if trace is None else TraceSpec(path=trace.path, speed=trace.speed, window_s=trace.window_s),
             recording=RecordingSpec(workload=rec.meta.workload,
                                     record_tokens=args.record_tokens or rec.meta.record_tokens),
+            ray=ray_spec_from_args(args),
         )
         try:
             controller = build_session(spec).controller

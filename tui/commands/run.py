@@ -20,12 +20,13 @@ from engine.cli.common import (
     check_output_path,
     config_from_args,
     profile_from_args,
+    ray_spec_from_args,
     session_pricing,
     start_recording_or_fail,
 )
 from engine.cli.exits import EXIT_FAILED, UserError
 from engine.cli.options import add_run_output_args
-from engine.cli.session_end import print_session_end
+from engine.cli.session_end import distributed_fields, print_session_end
 from engine.cli.telemetry_args import add_telemetry_args, telemetry_spec_from_args
 from engine.cli.trace_args import add_trace_args, trace_spec
 from engine.redact import redact_url
@@ -68,6 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     if bool(args.url) == bool(args.sim):
         raise UserError("give the endpoint URL (e.g. http://127.0.0.1:8000), or --sim for the simulated server")
     telemetry_spec_from_args(args)  # contradictory options: one line before anything starts
+    ray_spec_from_args(args)
     if args.headless:
         check_load_can_end(args)
     check_output_path(args.json, "--json")
@@ -161,6 +163,7 @@ def _prepare(
         pricing=pricing,
         recording=RecordingSpec(directory=args.record_dir, record_tokens=args.record_tokens),
         telemetry=telemetry_spec_from_args(args),
+        ray=ray_spec_from_args(args),
     )
     note = notify or _note
     turns = TurnTally()
@@ -215,7 +218,14 @@ def run_headless(
     lengths: RunLengths | None = None,
 ) -> int:
     """Run to the end (duration, request count, Ctrl-C or failure); print the summary; write --json."""
-    from engine.reports.summary import RunReport, format_summary, progress_line, wall_clock_label, write_report
+    from engine.reports.summary import (
+        RunReport,
+        format_summary,
+        progress_line,
+        wall_clock_label,
+        worker_lines,
+        write_report,
+    )
     from engine.signals import OWNER, SIGINT, signal_name
     from engine.snapshot import RunState
 
@@ -268,6 +278,8 @@ def run_headless(
         print(format_summary(final, stop_reason=reason, cancelled=cancelled, gpu_note=controller.gpu_message))
         if check is not None and check.requests:
             print(f"  lengths     {check.line()} (target -> measured by the server's usage)")
+        for line in worker_lines(controller):
+            print(line)
     per_turn = turns.figures() if turns is not None else []
     prefix_cache = turns.prefix_cache() if turns is not None else None
     if per_turn:
@@ -285,6 +297,7 @@ def run_headless(
             recording=recording,
             recording_failed=controller.recording_failed,
             cancelled_at_stop=controller.cancelled_at_stop,
+            **distributed_fields(controller),
             settings=controller.config.safe_dump(),
             pricing=final.cost.profile or None,
             result=final,
