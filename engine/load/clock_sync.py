@@ -67,6 +67,7 @@ def shift_record(record: RequestRecord, delta_ns: int) -> RequestRecord:
         t_start_ns=record.t_start_ns + delta_ns,
         t_headers_ns=None if record.t_headers_ns is None else record.t_headers_ns + delta_ns,
         t_first_token_ns=None if record.t_first_token_ns is None else record.t_first_token_ns + delta_ns,
+        t_first_output_ns=None if record.t_first_output_ns is None else record.t_first_output_ns + delta_ns,
         t_end_ns=record.t_end_ns + delta_ns,
         token_times_ns=tuple(t + delta_ns for t in record.token_times_ns),
     )
@@ -80,12 +81,14 @@ def shift_progress(progress: StreamProgress, delta_ns: int) -> StreamProgress:
         progress,
         t_ns=progress.t_ns + delta_ns,
         first_tokens=tuple((rid, first + delta_ns, sched + delta_ns) for rid, first, sched in progress.first_tokens),
+        first_outputs=tuple((rid, first + delta_ns, sched + delta_ns) for rid, first, sched in progress.first_outputs),
         waiting_since_ns=None if progress.waiting_since_ns is None else progress.waiting_since_ns + delta_ns,
     )
 
 
 SHIFTED_FIELDS = {
-    RequestRecord: {"t_scheduled_ns", "t_start_ns", "t_headers_ns", "t_first_token_ns", "t_end_ns", "token_times_ns"},
-    StreamProgress: {"t_ns", "first_tokens", "waiting_since_ns"},
+    RequestRecord: {"t_scheduled_ns", "t_start_ns", "t_headers_ns", "t_first_token_ns", "t_first_output_ns",
+                    "t_end_ns", "token_times_ns"},
+    StreamProgress: {"t_ns", "first_tokens", "first_outputs", "waiting_since_ns"},  # itl holds durations only
 }
 """The stamp fields the shifts move (a test checks every ``*_ns`` field is here, so a new stamp is not missed)."""
