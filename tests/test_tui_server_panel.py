@@ -25,6 +25,19 @@ async def test_the_panel_stays_hidden_without_server_metrics():
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.renders > 0, what="a render")
         assert not app.screen.query_one(ServerPanel).display
+        assert "server reqs" not in screen_text(app)  # nor a chart of it
+
+
+async def test_the_servers_running_and_waiting_requests_are_charted_beside_the_clients():
+    server = ServerStats(available=True, engine="vllm", running=6, waiting=2, kv_usage_pct=40.0,
+                         endpoints=(ServerEndpoint(source="http://a/metrics", engine="vllm", ok=True),))
+    snaps = [s.model_copy(update={"server": server}) for s in session(12)]
+    app = live_app(CannedControl(snaps), refresh_hz=0)
+    async with app.run_test(size=(160, 60)) as pilot:
+        await until(pilot, lambda: "server reqs" in screen_text(app), what="the server chart")
+        chart_line = next(line for line in screen_text(app).splitlines() if "server reqs" in line)
+        assert "running" in chart_line and "waiting" in chart_line  # its legend: both series, latest values
+        assert "6" in chart_line and "2" in chart_line, chart_line
 
 
 async def test_a_stale_source_and_an_unknown_engine_are_one_line_each():

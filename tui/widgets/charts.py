@@ -56,6 +56,8 @@ class Col(IntEnum):
     WATTS = 5
     LIMIT = 6
     ERR_PCT = 7
+    SRV_RUNNING = 8  # the server's own running and waiting requests (server metrics), beside the client's view
+    SRV_WAITING = 9
 
 
 def _num(value: float | None) -> float:
@@ -75,6 +77,8 @@ def snapshot_row(snapshot: Snapshot) -> tuple[float, ...]:
         _num(snapshot.gpu.watts) if snapshot.gpu.available else math.nan,
         _num(snapshot.gpu.power_limit_w) if snapshot.gpu.available else math.nan,
         100.0 * window.error_rate if window.requests + window.errors > 0 else math.nan,
+        _num(snapshot.server.running) if snapshot.server.available else math.nan,
+        _num(snapshot.server.waiting) if snapshot.server.available else math.nan,
     )
 
 
@@ -210,9 +214,12 @@ CHARTS: tuple[ChartSpec, ...] = (
     ChartSpec("errors %", (Series(Col.ERR_PCT, "now", ERRORS, "fill"),), optional=True),
     ChartSpec("in flight", (Series(Col.TARGET, "target", REFERENCE, "dashed"), Series(Col.IN_FLIGHT, "now", LOAD))),
     ChartSpec("GPU W", (Series(Col.LIMIT, "limit", REFERENCE, "dashed"), Series(Col.WATTS, "now", POWER))),
+    # With server metrics: what the server itself holds. Waiting above zero while running is flat is its queue.
+    ChartSpec("server reqs", (Series(Col.SRV_WAITING, "waiting", ERRORS, "dashed"),
+                              Series(Col.SRV_RUNNING, "running", LOAD))),
 )
 # When there is not room for all of them, keep the most telling ones.
-PRIORITY = ("out tok/s", "TTFT ms", "errors %", "GPU W", "in flight")
+PRIORITY = ("out tok/s", "TTFT ms", "errors %", "GPU W", "in flight", "server reqs")
 MARKER_COLORS = {"load": LOAD, "cap": POWER}  # the colours of what they change: in-flight load, watts
 GUTTER = 7  # y ticks: up to five characters ("2.50k") and the axis
 WIDE_GUTTER = 16  # one-row charts carry their name and latest value in the gutter instead of a legend row
@@ -327,6 +334,8 @@ class ChartsPanel(Widget):
                    if not spec.optional or bool(np.nan_to_num(v[:, spec.series[-1].col]).any())}  # fmt: skip
         if not np.isfinite(v[:, Col.WATTS]).any():
             present.discard("GPU W")
+        if not np.isfinite(v[:, Col.SRV_RUNNING]).any():
+            present.discard("server reqs")  # no server metrics in this session
         layout = self._layout(height, present)
         gutter = WIDE_GUTTER if any(rows == 1 for _, rows in layout) else GUTTER
         plot_w = max(0, width - gutter)
