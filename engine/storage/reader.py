@@ -182,9 +182,9 @@ class Recording:
         if table == "requests":
             return FactCursor(self, table, self._request_select(), self._decode_request_row, "r.id")
         if table == "progress":
-            columns = self._columns("progress")
-            version = 3 if "itl" in columns else 2 if "firsts" in columns else 1  # older files lack later columns
-            return FactCursor(self, table, PROGRESS.select(version=version), decode_progress)
+            # older files lack later columns: they read as their defaults (no first tokens, no ITL on ticks)
+            select = f"SELECT {PROGRESS.column_list_for(self._columns('progress'))} FROM progress"
+            return FactCursor(self, table, select, decode_progress)
         if table == "telemetry":
             return FactCursor(self, table, TELEMETRY.select(), decode_telemetry)
         raise ValueError(f"not a paged fact table: {table}")

@@ -58,8 +58,9 @@ class Table:
     def column_list_for(self, present: Collection[str], skip: tuple[str, ...] = (), *, prefix: str = "") -> str:
         """The columns in table order for a file that has only ``present`` of them: a column added later reads as
         its DEFAULT (NULL without one), so an older file's rows keep the current shape."""
+        picked = set(self._picked(skip, SCHEMA_VERSION))
         return ", ".join(prefix + c.name if c.name in present else _absent(c)
-                         for c in self.columns if c.name in self._picked(skip, SCHEMA_VERSION))  # fmt: skip
+                         for c in self.columns if c.name in picked)  # fmt: skip
 
     def insert(self, skip: tuple[str, ...] = (), *, replace: bool = False) -> str:
         """INSERT (OR REPLACE) of every column but ``skip`` (e.g. an INTEGER PRIMARY KEY that SQLite numbers), one

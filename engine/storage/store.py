@@ -149,8 +149,6 @@ def decode_request(row: Sequence[Any], detail: str = "", token_times_ns: tuple[i
 
     Hot path (every request of a replay): type checks are chained ``is`` tests and the record is built
     positionally, ~3 µs a row."""
-    if len(row) == 15:  # schema <= 2 recorded no turn, no TTFO and no reasoning chunks
-        row = (*row, 0, None, 0)
     _id, t, lag, e2e, wait, hdr, ttft, worker, rid, in_tok, out_tok, chunks, est, status, error, turn, ttfo, rchunks = (
         row
     )
@@ -250,14 +248,10 @@ def _encode_itl(c: IntervalCounts) -> bytes:
 
 
 def decode_progress(row: Sequence[Any]) -> StreamProgress:
-    """A progress row of any schema (PROGRESS' columns of schema 3, 2 or 1) back into a tick."""
-    _id, t, lag, worker, chunks, in_flight, loop_lag = row[:7]
+    """A progress row (PROGRESS' columns; an older file's missing ones read as their defaults) back into a tick."""
+    _id, t, lag, worker, chunks, in_flight, loop_lag, waiting, wait, blob, outputs, itl = row
     if not (type(t) is type(lag) is type(worker) is type(chunks) is type(in_flight) is type(loop_lag) is int):
         raise CorruptRow("a progress row has a value of the wrong type")
-    if len(row) == 7:
-        return StreamProgress(worker, (t - lag) * 1000, chunks, in_flight, loop_lag / 1000)
-    waiting, wait, blob = row[7:10]
-    outputs, itl = row[10:] if len(row) == 12 else (None, None)
     if type(waiting) is not int or type(wait) not in _OPT_INT or not all(
         b is None or isinstance(b, bytes) for b in (blob, outputs, itl)
     ):
