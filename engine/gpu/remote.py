@@ -169,8 +169,9 @@ class RemoteGpuBackend:
         if not found:
             why = "; ".join(errors) or "no DCGM_FI_DEV_* series in the answer"
             raise ValueError(why)
-        for index in select_remote(sorted(found), found, gpus):
-            key = sorted(found)[index]
+        keys = sorted(found)
+        for index in select_remote(keys, found, gpus):
+            key = keys[index]
             reading = found[key]
             self._keys[key] = index
             self._infos.append(GpuInfo(index, f"{reading.name} @{key[0]}:{key[1]}", reading.uuid))
