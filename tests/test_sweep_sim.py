@@ -211,14 +211,16 @@ def test_auto_ramp_ends_when_the_operator_pauses(sim_process, loaded):
 
 def test_answers_longer_than_the_window_on_a_slow_server_find_the_knee_not_concurrency_2():
     """Issue 10's real server, scaled: ~30 tok/s per stream with 512-token answers (17 s, longer than a 10 s
-    window) is here 300 tok/s per stream at 10x speed with a 1 s window. The sweep stopped at concurrency 2 there
-    ("fell below the best"); it must step on to the simulator's admission limit (4 requests fit the KV cache)."""
-    out_tokens = 512
-    slow = SimConfig(speed=10, decode_base_ms=33.0, decode_per_seq_ms=0.0, kv_capacity_tokens=4 * (IN + out_tokens))
+    window) is here 600 tok/s per stream at 20x speed with a 0.5 s window. The sweep stopped at concurrency 2
+    there ("fell below the best"); it must step on to the simulator's admission limit (4 requests fit the KV
+    cache)."""
+    out_tokens, speed = 512, 20
+    token_s = 33e-3 / speed  # one decode step in wall seconds
+    slow = SimConfig(speed=speed, decode_base_ms=33.0, decode_per_seq_ms=0.0, kv_capacity_tokens=4 * (IN + out_tokens))
     base = load_profile("chat")
     shape = base.with_profile(base.profile.model_copy(update={"input": Fixed(value=IN),
                                                               "output": Fixed(value=out_tokens)}))
-    settings = SweepSettings(start=1, max=16, window_s=1.0, step_time_s=2.0)
+    settings = SweepSettings(start=1, max=16, window_s=0.5, step_time_s=1.0)
     with start_sim_process(slow) as server:
         result = find_ceiling(SweepTarget(config(server.url), gpu="sim", sim_url=server.url), shape, settings, seed=3)
     o = result.outcome
@@ -228,5 +230,5 @@ def test_answers_longer_than_the_window_on_a_slow_server_find_the_knee_not_concu
     assert o.steps[1].verdict is Verdict.IMPROVED, steps  # not "fell below the best" at 2
     assert o.capacity == max_concurrency(slow, IN, out_tokens) == 4, steps
     first = o.steps[0]
-    assert first.held_s >= 3 * 512 * 3.3e-3 * 0.9 and first.hold_note, steps  # held 3 request durations
-    assert first.output_tokens_per_s == pytest.approx(1000 / 3.3, rel=0.1), steps  # one stream's real rate
+    assert first.held_s >= 3 * out_tokens * token_s * 0.9 and first.hold_note, steps  # held 3 request durations
+    assert first.output_tokens_per_s == pytest.approx(1 / token_s, rel=0.1), steps  # one stream's real rate
