@@ -6,6 +6,7 @@ server that answers every request late with a 404."""
 from __future__ import annotations
 
 import shutil
+import threading
 import uuid
 
 import pytest
@@ -16,11 +17,17 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)"),
 ]
-LATE_S = 6.0  # each answer: long enough that the dashboard is up while the probe still waits
+HOLD_S = 60.0  # the server answers once the test has seen the probe waiting (or after this, as a bound)
 
 
 def test_run_shows_the_dashboard_while_probing_and_a_failed_probe_is_one_line(tmp_path):
-    with raw_server(lambda _path, _query: (404, "text/plain", b"no such thing", LATE_S)) as root:
+    seen_probing = threading.Event()
+
+    def late_404(_path: str, _query: object) -> tuple[int, str, bytes, float]:
+        seen_probing.wait(HOLD_S)  # no race with the dashboard: the answer waits until the screen said "probing"
+        return 404, "text/plain", b"no such thing", 0.0
+
+    with raw_server(late_404) as root:
         session = f"wattload-run-{uuid.uuid4().hex[:8]}"
         done = tmp_path / "exit-code"
         command = (f"cd {tmp_path} && env -u COLUMNS -u LINES WATTLOAD_STATE_DIR={tmp_path} {WATTLOAD} run {root} "
@@ -30,6 +37,7 @@ def test_run_shows_the_dashboard_while_probing_and_a_failed_probe_is_one_line(tm
             probing = wait_screen(session, lambda s: "probing http://127.0.0.1" in s and "Load" in s, 60,
                                   "the dashboard saying it probes")  # fmt: skip
             assert "STARTING" in probing or "starting" in probing.lower()
+            seen_probing.set()
             wait_screen(session, lambda s: "answered HTTP 404" in s and "Quit" in s, 60, "the failure box")
             tmux("send-keys", "-t", session, "Enter")  # the box's Quit button has the focus
             wait_screen(session, lambda _s: done.exists(), 30, "wattload to exit")
@@ -39,4 +47,5 @@ def test_run_shows_the_dashboard_while_probing_and_a_failed_probe_is_one_line(tm
             assert len(printed) == 1 and "answered HTTP 404" in printed[0], after  # the box's line, once
             assert "Traceback" not in after
         finally:
+            seen_probing.set()
             kill_session(session)
