@@ -6,15 +6,22 @@ inline), and every chart drew data (an SVG element with a ``data-`` id and a non
 the real Recorder; the matrix heatmaps use a small hand-written matrix result (a real 4x4 matrix takes minutes).
 """
 
+from __future__ import annotations
+
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from synthetic_recording import SyntheticSpec
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) is not installed")
@@ -37,9 +44,9 @@ def sweep_result(tmp_path_factory):
     prof.write_text('description = "html test"\napi = "completions"\ninput = 64\noutput = 128\nignore_eos = true\n')
     out = d / "result.json"
     env = {**os.environ, "WATTLOAD_STATE_DIR": str(d / "state")}
-    wattload("sweep", "--sim", "--sim-set", "speed=5", "--sim-set", "kv_capacity_tokens=576", "--profile", str(prof),
+    wattload("sweep", "--sim", "--sim-set", "speed=20", "--sim-set", "kv_capacity_tokens=576", "--profile", str(prof),
              "--at", "capacity", "--power-caps", "700,250", "--linear", "1", "--max", "6", "--threshold", "0.10",
-             "--step-time", "1.5s", "--min-requests", "5", "--workers", "1", "--refresh", "10", "--json", str(out),
+             "--step-time", "0.5s", "--min-requests", "5", "--workers", "1", "--refresh", "10", "--json", str(out),
              env=env)  # fmt: skip
     return out
 
@@ -61,40 +68,50 @@ def matrix_result(tmp_path):
     return path
 
 
-def open_in_chromium(html_path: Path) -> dict:
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the module (a launch costs seconds); each page gets its own fresh context."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            page = browser.new_page()
-            problems, requests = [], []
-            page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning")
-                    else None)  # fmt: skip
-            page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(html_path.resolve().as_uri(), wait_until="load", timeout=30_000)
-            charts = page.eval_on_selector_all(
-                "figure",
-                """fs => fs.map(f => {
-                    const data = [...f.querySelectorAll('[id^="data-"]')];
-                    const drawn = data.filter(e => {
-                        const b = e.getBoundingClientRect(); return b.width > 0 || b.height > 0; });
-                    const points = data.map(e => [...e.querySelectorAll('path')].map(p => (p.getAttribute('d') || '')
-                        .split(/[ML]/).length - 1).reduce((a, b) => a + b, 0)).reduce((a, b) => a + b, 0);
-                    const images = data.filter(e => e.tagName === 'image' || e.querySelector('image')).length;
-                    return {id: f.id, svg: !!f.querySelector('svg'), drawn: drawn.length, points, images,
-                            width: f.querySelector('svg').getBoundingClientRect().width};
-                })""",
-            )
-            text = page.inner_text("body")
+            yield launched
         finally:
-            browser.close()
+            launched.close()
+
+
+def open_in_chromium(browser: Browser, html_path: Path) -> dict:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        problems, requests = [], []
+        page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning")
+                else None)  # fmt: skip
+        page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(html_path.resolve().as_uri(), wait_until="load", timeout=30_000)
+        charts = page.eval_on_selector_all(
+            "figure",
+            """fs => fs.map(f => {
+                const data = [...f.querySelectorAll('[id^="data-"]')];
+                const drawn = data.filter(e => {
+                    const b = e.getBoundingClientRect(); return b.width > 0 || b.height > 0; });
+                const points = data.map(e => [...e.querySelectorAll('path')].map(p => (p.getAttribute('d') || '')
+                    .split(/[ML]/).length - 1).reduce((a, b) => a + b, 0)).reduce((a, b) => a + b, 0);
+                const images = data.filter(e => e.tagName === 'image' || e.querySelector('image')).length;
+                return {id: f.id, svg: !!f.querySelector('svg'), drawn: drawn.length, points, images,
+                        width: f.querySelector('svg').getBoundingClientRect().width};
+            })""",
+        )
+        text = page.inner_text("body")
+    finally:
+        context.close()
     return {"problems": problems, "requests": requests, "charts": charts, "text": text}
 
 
-def check_page(html_path: Path, expect: set[str]) -> dict:
-    seen = open_in_chromium(html_path)
+def check_page(browser: Browser, html_path: Path, expect: set[str]) -> dict:
+    seen = open_in_chromium(browser, html_path)
     assert seen["problems"] == []
     assert seen["requests"] == [html_path.resolve().as_uri()]  # nothing fetched: it opens offline
     assert {c["id"] for c in seen["charts"]} == expect
@@ -105,12 +122,12 @@ def check_page(html_path: Path, expect: set[str]) -> dict:
 
 
 @needs_browser
-def test_sweep_result_report_opens_offline_with_every_chart_drawn(sweep_result, tmp_path):
+def test_sweep_result_report_opens_offline_with_every_chart_drawn(browser, sweep_result, tmp_path):
     out = tmp_path / "r.html"
     wattload("report", str(sweep_result), "--html", str(out), "--png", str(tmp_path / "png"))
     html = out.read_text()
     assert "<script" not in html and not any(a in html for a in ('href="http', 'src="http', "url(http", "@import"))
-    seen = check_page(out, {"chart-throughput-latency", "chart-power-cap"})
+    seen = check_page(browser, out, {"chart-throughput-latency", "chart-power-cap"})
     data = json.loads(sweep_result.read_text())
     assert data["powercap"]["summaries"] and data["result"]["outcome"]["capacity"] is not None
     assert "sweet spot" in seen["text"] and data["profile"]["sha256"] in seen["text"]
@@ -119,20 +136,20 @@ def test_sweep_result_report_opens_offline_with_every_chart_drawn(sweep_result, 
 
 
 @needs_browser
-def test_recording_report_has_the_timeline_and_the_phase_table(recording, tmp_path):
+def test_recording_report_has_the_timeline_and_the_phase_table(browser, recording, tmp_path):
     out = tmp_path / "rec.html"
     wattload("report", str(recording), "--html", str(out))
-    seen = check_page(out, {"chart-timeline"})
+    seen = check_page(browser, out, {"chart-timeline"})
     assert "Phases" in seen["text"] and "Metadata" in seen["text"]
     timeline = next(c for c in seen["charts"] if c["id"] == "chart-timeline")
     assert timeline["drawn"] >= 4  # tok/s, TTFT p50 and p99, watts, in flight
 
 
 @needs_browser
-def test_matrix_heatmaps_render(matrix_result, tmp_path):
+def test_matrix_heatmaps_render(browser, matrix_result, tmp_path):
     out = tmp_path / "m.html"
     wattload("report", str(matrix_result), "--html", str(out))
-    check_page(out, {"chart-heatmap-output_tokens_per_s", "chart-heatmap-joules_per_output_token"})
+    check_page(browser, out, {"chart-heatmap-output_tokens_per_s", "chart-heatmap-joules_per_output_token"})
 
 
 def test_a_file_that_is_neither_is_one_line(tmp_path, capsys):
