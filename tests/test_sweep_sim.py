@@ -30,9 +30,9 @@ from engine.workload.profile import load_profile
 pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 IN, OUT = 64, 128
-SIM = SimConfig(speed=5, kv_capacity_tokens=3 * (IN + OUT))  # three requests fit: the knee is at 3
+SIM = SimConfig(speed=10, kv_capacity_tokens=3 * (IN + OUT))  # three requests fit: the knee is at 3
 KNOWN_CAPACITY = max_concurrency(SIM, IN, OUT)
-FAST = {"window_s": 1.0, "step_time_s": 4.0, "steady_tolerance": 0.05}
+FAST = {"window_s": 0.5, "step_time_s": 2.0, "steady_tolerance": 0.05}  # windows of 5 simulated seconds
 
 
 @pytest.fixture(scope="module")
