@@ -24,7 +24,7 @@ from test_lean_client import IO_S, STREAM_HEAD, Server, chunk, read_request, sse
 from engine.endpoint import stamped_socket
 from engine.endpoint.http_choice import describe
 from engine.endpoint.lean_client import LeanPool, LeanStreamClient
-from engine.endpoint.stamped_socket import StampedTransport, clamp_stamp, kernel_gives_stamps, receive_stamps
+from engine.endpoint.stamped_socket import StampedTransport, kernel_gives_stamps, receive_stamps
 from engine.records import ErrorClass, RequestRecord, RequestSpec
 
 NO_STAMPS = "this kernel returns no TCP receive stamps (SO_TIMESTAMPNS): reads are stamped when read"
@@ -121,13 +121,6 @@ def test_a_chunk_read_late_is_stamped_when_it_arrived(loop, stamps):
         assert server.t_write_ns <= late < t_hold_ns + BLOCK_S / 2 * 1e9, (late - server.t_write_ns) / 1e6
     else:  # the contrast: the loop's own transport stamps it when the loop is free again
         assert late >= t_hold_ns + BLOCK_S * 1e9
-
-
-def test_the_clamp_keeps_a_stamp_between_the_floor_and_now():
-    assert clamp_stamp(150, 100, 200) == 150
-    assert clamp_stamp(250, 100, 200) == 200  # from the future: the read's own time
-    assert clamp_stamp(50, 100, 200) == 100  # before the previous stamp (or the request's write)
-    assert clamp_stamp(100, 100, 200) == 100 and clamp_stamp(200, 100, 200) == 200
 
 
 async def run_watching(pool: LeanPool, url: str, max_tokens: int) -> tuple[RequestRecord, object]:
