@@ -21,6 +21,7 @@ import os
 import socket
 import struct
 import sys
+import time
 from collections.abc import Callable
 from time import perf_counter_ns, time_ns
 from typing import Literal, Protocol, TypeVar
@@ -30,6 +31,7 @@ _TIMESPEC = struct.Struct("@ll")  # struct timespec of that option: time_t and l
 _ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
 READ_BYTES = 65536  # per recvmsg; more waiting is read on the next callback (the reader is level-triggered)
 ENV = "WATTLOAD_RECEIVE_STAMPS"
+_PROBES = 12  # kernel_gives_stamps: about 0.16 s in all where the kernel gives none
 StampSource = Literal["kernel", "read"]
 
 
@@ -178,7 +180,9 @@ async def open_stamped(loop: asyncio.AbstractEventLoop, host: str, port: int, fa
 
 @functools.cache
 def kernel_gives_stamps() -> bool:
-    """Whether this kernel returns receive stamps on a TCP read: probed once on a loopback pair."""
+    """Whether this kernel returns receive stamps on a TCP read: probed once on a loopback pair. Linux turns
+    receive stamping on in a work queue once the first socket asks for it, so a segment that came first may be
+    unstamped: a few tries, a few ms apart."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -187,12 +191,16 @@ def kernel_gives_stamps() -> bool:
                 client.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
                 peer, _ = server.accept()
                 with peer:
-                    peer.sendall(b"x")
-                    _, ancillary, _, _ = client.recvmsg(16, _ANCILLARY)
+                    for attempt in range(_PROBES):
+                        peer.sendall(b"x")
+                        _, ancillary, _, _ = client.recvmsg(16, _ANCILLARY)
+                        if any(level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= _TIMESPEC.size
+                               for level, kind, raw in ancillary):  # fmt: skip
+                            return True
+                        time.sleep(0.002 * (attempt + 1))
     except OSError:
-        return False
-    return any(level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= _TIMESPEC.size
-               for level, kind, raw in ancillary)  # fmt: skip
+        pass
+    return False
 
 
 def receive_stamps() -> StampSource:
