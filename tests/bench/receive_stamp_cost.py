@@ -5,7 +5,8 @@ A server process (pinned to --server-cpu) writes one 300-byte chunk to each of N
 counts, once through the lean client's ``StampedTransport`` (``recvmsg`` + SO_TIMESTAMPNS, stamp converted and
 clamped per read) and once through uvloop's own transport (``data_received``, a ``perf_counter_ns`` per read: the
 path before), alternating ``--rounds`` times. Printed: this process's CPU time per read (its epoll wake-ups
-included, the same for both), and the share of reads that carried a kernel stamp.
+included, the same for both), the young-generation GC runs meanwhile (``recvmsg`` returns a list and tuples, GC-tracked
+objects, per read), and the share of reads that carried a kernel stamp.
 
     python tests/bench/receive_stamp_cost.py [--streams 256] [--seconds 3] [--rounds 3]
         [--server-cpu 0] [--client-cpu 1]
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import socket
 import statistics
@@ -54,6 +56,7 @@ class Counting(asyncio.Protocol):
 
     reads = 0
     last_ns = 0
+    collections = 0  # young-generation GC runs during the last measurement
 
     def __init__(self) -> None:
         self.transport: object = None
@@ -85,9 +88,10 @@ async def measure(port: int, streams: int, seconds: float, stamped: bool) -> tup
             transport, _ = await loop.create_connection(Counting, "127.0.0.1", port)
             closers.append(transport.close)
     await asyncio.sleep(0.5)  # every connection accepted and in the server's round
-    reads0, cpu0 = Counting.reads, time.process_time_ns()
+    reads0, cpu0, gc0 = Counting.reads, time.process_time_ns(), gc.get_stats()[0]["collections"]
     await asyncio.sleep(seconds)
     reads, cpu = Counting.reads - reads0, time.process_time_ns() - cpu0
+    Counting.collections = gc.get_stats()[0]["collections"] - gc0
     kernel = sum(t.kernel_reads for t in transports)
     everything = kernel + sum(t.plain_reads for t in transports)
     for close in closers:
@@ -130,7 +134,8 @@ def main() -> None:
             ns, kernel_share = one_round(args.streams, args.seconds, stamped, args.server_cpu)
             results[name].append(ns)
             share = kernel_share if stamped else share
-            print(f"  {name:36} {ns:8,.0f} CPU ns per read", flush=True)
+            print(f"  {name:36} {ns:8,.0f} CPU ns per read, {Counting.collections} young-generation GC runs",
+                  flush=True)
     old, new = (statistics.median(v) for v in results.values())
     print(f"median: read-time {old:,.0f} ns, kernel-stamped {new:,.0f} ns per read: {new - old:+,.0f} ns "
           f"({new / old - 1:+.0%}); {share:.0%} of the stamped reads carried a kernel stamp; "
