@@ -40,7 +40,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     """No developer key, colour setting, GPU selection or defaults file (~/.config/wattload/config.toml) leaks
     into a test, and power-cap bookkeeping goes to the test's own directory (never ~/.local/state)."""
-    for name in ("OPENAI_API_KEY", "WATTLOAD_API_KEY", "NO_COLOR", "CUDA_VISIBLE_DEVICES"):
+    for name in ("OPENAI_API_KEY", "WATTLOAD_API_KEY", "NO_COLOR", "CUDA_VISIBLE_DEVICES", "WATTLOAD_RECEIVE_STAMPS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WATTLOAD_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))

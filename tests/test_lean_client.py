@@ -2,7 +2,9 @@
 
 Each small server here is a real asyncio TCP server on 127.0.0.1 (port 0) that misbehaves in one way; every
 read has a deadline, so a hang fails the test instead of the suite. Where both clients must agree, the test
-runs with both (``kind``).
+runs with both (``kind``); the lean client runs twice, once reading plain TCP through its stamped transport
+(kernel receive stamps, engine/endpoint/stamped_socket.py) and once through the event loop's own transport
+(``WATTLOAD_RECEIVE_STAMPS=read``), so both keep the same behaviour (``lean_reads``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from aiohttp import web
 from engine_helpers import SIM_MODEL, CollectingSink, config, run_to_end
 
 from engine.config import RunConfig
+from engine.endpoint import stamped_socket
 from engine.endpoint.http_choice import AutoStreamClient, describe, open_stream_client
 from engine.endpoint.lean_client import LeanPool, LeanStreamClient
 from engine.load.controller import Controller
@@ -101,9 +104,19 @@ async def run_one(cfg: RunConfig, kind: str, seq: int = 1, notices: list[str] | 
         return await asyncio.wait_for(client.run(seq, spec), 20)
 
 
-@pytest.fixture(params=["aiohttp", "lean"])
-def kind(request):
+@pytest.fixture(params=["kernel", "read"])
+def lean_reads(request, monkeypatch) -> str:
+    """Which transport the lean client reads plain TCP through: its stamped one, or the loop's (forced)."""
+    if request.param == "read":
+        monkeypatch.setenv(stamped_socket.ENV, "read")
     return request.param
+
+
+@pytest.fixture(params=["aiohttp", "lean", "lean-read"])
+def kind(request, monkeypatch):
+    if request.param == "lean-read":
+        monkeypatch.setenv(stamped_socket.ENV, "read")
+    return request.param.removesuffix("-read")
 
 
 async def keep_alive_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -113,7 +126,7 @@ async def keep_alive_stream(reader: asyncio.StreamReader, writer: asyncio.Stream
         await writer.drain()
 
 
-async def test_lean_reuses_one_keep_alive_connection():
+async def test_lean_reuses_one_keep_alive_connection(lean_reads):
     async with Server(keep_alive_stream) as server:
         cfg = config(server.url, max_tokens=3)
         pool = LeanPool(asyncio.get_running_loop())
@@ -126,7 +139,7 @@ async def test_lean_reuses_one_keep_alive_connection():
     assert client.chunks == 12
 
 
-async def test_a_keep_alive_connection_the_server_dropped_is_replaced_once():
+async def test_a_keep_alive_connection_the_server_dropped_is_replaced_once(lean_reads):
     """The server answers one request per connection and drops the connection when the next request comes (what
     an idle keep-alive timeout looks like from the client): nothing was answered, so lean sends it again."""
 
@@ -247,7 +260,7 @@ async def gzipping(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
 
 
 @pytest.mark.parametrize(("handler", "why"), [(redirecting, "redirects (HTTP 307"), (gzipping, "gzip")])
-async def test_auto_hands_redirects_and_compressed_streams_to_aiohttp_and_says_so_once(handler, why):
+async def test_auto_hands_redirects_and_compressed_streams_to_aiohttp_and_says_so_once(handler, why, lean_reads):
     notices: list[str] = []
     async with Server(handler) as server:
         cfg = config(server.url, max_tokens=2)
@@ -263,7 +276,7 @@ async def test_auto_hands_redirects_and_compressed_streams_to_aiohttp_and_says_s
     assert not lean.ok and why in lean.error_detail and "--http-client auto" in lean.error_detail
 
 
-async def test_cancelling_a_request_drops_its_connection():
+async def test_cancelling_a_request_drops_its_connection(lean_reads):
     """Stop's grace period cancels open requests: the connection must close, never go back to the pool."""
     closed = asyncio.Event()
 

@@ -17,6 +17,7 @@ import aiohttp
 from engine.config import RunConfig
 from engine.endpoint.client import StreamClient, TickFacts, open_session
 from engine.endpoint.lean_client import LeanPool, LeanStreamClient, NeedsFallback
+from engine.endpoint.stamped_socket import describe_stamps, receive_stamps
 from engine.records import RequestRecord, RequestSpec
 
 HttpClientKind = Literal["auto", "lean", "aiohttp"]
@@ -47,7 +48,8 @@ def describe(kind: str) -> str:
         return f"aiohttp {aiohttp.__version__}"
     import httptools
 
-    return f"lean HTTP (httptools {httptools.__version__})" + (", aiohttp fallback" if kind == "auto" else "")
+    stamps = describe_stamps(receive_stamps())
+    return f"lean HTTP (httptools {httptools.__version__}, {stamps})" + (", aiohttp fallback" if kind == "auto" else "")
 
 
 class AutoStreamClient:

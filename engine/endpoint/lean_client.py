@@ -3,9 +3,10 @@
 Why it exists: aiohttp's receive path costs ~40 us per one-chunk read (its response parser, its StreamReader,
 waking the request's task, ``readany``), so at 256 streams one event loop stamps the tail of a decode burst
 several ms late. Here the bytes go from ``data_received`` straight through httptools (llhttp, the parser uvicorn
-uses; headers and chunked decoding in C) into the request's ``StreamParser``: the stamp is taken in
-``data_received`` itself and no task wakes until the stream has ended. ``tests/bench/client_capacity.py`` prints
-both clients side by side.
+uses; headers and chunked decoding in C) into the request's ``StreamParser`` and no task wakes until the stream
+has ended. Plain-TCP connections are read by ``engine/endpoint/stamped_socket.py``, so each read carries the time
+the kernel received it, not the time the loop got round to it; TLS connections (asyncio's SSL transport) are
+stamped in ``data_received``. ``tests/bench/client_capacity.py`` prints both clients side by side.
 
 What it does not do, on purpose: redirects, compressed bodies, credentials in the URL. ``--http-client auto``
 (``engine/endpoint/http_choice.py``) hands those to aiohttp and says so; ``--http-client lean`` reports them as errors.
@@ -42,6 +43,7 @@ from engine.endpoint.client import (
     usage_disagreement,
 )
 from engine.endpoint.sse import StreamParser, one_line
+from engine.endpoint.stamped_socket import StampedTransport, StampSource, open_stamped, receive_stamps
 from engine.records import ErrorClass, RequestRecord, RequestSpec
 from engine.redact import redact_text
 
@@ -93,12 +95,12 @@ def url_credentials(url: str) -> str | None:
 class _Connection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection. While a request is open, its response is parsed as the bytes arrive:
     httptools calls back with the status, headers and de-chunked body, and the body goes to the SSE parser with
-    the stamp of the ``data_received`` that brought it."""
+    the stamp of the read that brought it (``data_received_at``; ``data_received`` stamps at the call)."""
 
     def __init__(self, pool: LeanPool, origin: Origin) -> None:
         self._pool = pool
         self._origin = origin
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport | StampedTransport | None = None
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None  # the read-timeout watch of the open request
         self._http = httptools.HttpResponseParser(self)
@@ -153,8 +155,9 @@ class _Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio subclasses
+    def connection_made(self, transport: asyncio.BaseTransport | StampedTransport) -> None:
+        # uvloop's transports are not asyncio subclasses
+        self.transport = transport if isinstance(transport, StampedTransport) else cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
@@ -163,7 +166,10 @@ class _Connection(asyncio.Protocol):
                 pass
 
     def data_received(self, data: bytes) -> None:
-        t = self.arrival_ns = perf_counter_ns()
+        self.data_received_at(data, perf_counter_ns())
+
+    def data_received_at(self, data: bytes, t: int) -> None:
+        self.arrival_ns = t
         if self._done is None or self._done.done():
             self.abort()  # bytes nobody asked for: this connection is not in a known state
             self._pool.forget(self)
@@ -254,10 +260,13 @@ class _Connection(asyncio.Protocol):
 
 
 class LeanPool:
-    """A worker's keep-alive connections, per origin; one pool per event loop (connections are not shared)."""
+    """A worker's keep-alive connections, per origin; one pool per event loop (connections are not shared).
+    ``stamps``: ``kernel`` reads plain-TCP connections through ``StampedTransport``, ``read`` through the loop's
+    own transport; by default what ``receive_stamps()`` finds."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, stamps: StampSource | None = None) -> None:
         self.loop = loop
+        self.stamps = receive_stamps() if stamps is None else stamps
         self._idle: dict[Origin, list[_Connection]] = {}
         self._open: set[_Connection] = set()
         self._tls: ssl.SSLContext | None = None
@@ -273,13 +282,16 @@ class LeanPool:
             self._tls = ssl.create_default_context()  # honours SSL_CERT_FILE / SSL_CERT_DIR like aiohttp does
         tls = self._tls if origin.tls else None
         async with asyncio.timeout(connect_timeout_s):
-            _, proto = await self.loop.create_connection(
-                lambda: _Connection(self, origin),
-                origin.host,
-                origin.port,
-                ssl=tls,
-                server_hostname=origin.host if tls is not None else None,
-            )
+            if tls is None and self.stamps == "kernel":
+                proto = await open_stamped(self.loop, origin.host, origin.port, lambda: _Connection(self, origin))
+            else:
+                _, proto = await self.loop.create_connection(
+                    lambda: _Connection(self, origin),
+                    origin.host,
+                    origin.port,
+                    ssl=tls,
+                    server_hostname=origin.host if tls is not None else None,
+                )
         self._open.add(proto)
         return proto, False
 

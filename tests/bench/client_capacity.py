@@ -9,7 +9,10 @@ CPU share: what one fully busy core would take in, whatever else shares the box.
 
 Candidates (``--candidates``, comma-separated, each run in turn at every stream count):
 
-    lean       the engine with --http-client lean (asyncio.Protocol + httptools; the default path)
+    lean       the engine with --http-client lean (asyncio.Protocol + httptools; the default path), reading
+               plain TCP with kernel receive stamps where the kernel gives them (recvmsg, SO_TIMESTAMPNS)
+    lean/read  the same, reading through the event loop's own transport, stamped when read
+               (WATTLOAD_RECEIVE_STAMPS=read; the path before kernel stamps): what those stamps cost
     aiohttp    the engine with --http-client aiohttp
     raw        no HTTP client at all: a counting asyncio.Protocol on the same core (no parsing, no records): how
                fast the server(s) can emit when the reader costs nearly nothing, the physical limit of the setup
@@ -25,6 +28,8 @@ Targets (issue 17): >= 2x SGLang's bench client (43.5k tok/s at 32 streams, 24.3
     python tests/bench/client_capacity.py [--candidates aiohttp,lean,raw] [--streams 32,256] [--seconds 6]
         [--servers 1] [--tokens 256] [--fake-server PATH] [--server-cpus 0] [--client-cpu N]
         [--controller-cpu N] [--profile] [--boost]
+
+The header says whether this kernel gives receive stamps; the last column, which stamps the worker said it used.
 
 --servers 2 starts two fake-server processes sharing one port (SO_REUSEPORT: the kernel spreads connections
 over them), one core each, for machines where one server core cannot feed one client core (the 16-core device
@@ -47,6 +52,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # runnable as a plain script from a checkout
@@ -175,25 +181,31 @@ def _pin_all_threads(pid: int, cpu: int) -> None:
 
 
 def engine_run(servers: FakeServers, kind: str, streams: int, seconds: float, profile: bool,
-               boosted: bool, ray: str | None = None) -> dict[str, float]:
+               boosted: bool, ray: str | None = None) -> dict[str, Any]:
     """The real engine: a Controller with one worker process (client ``kind``) pinned to CLIENT_CPU; with ``ray``
     the worker is a Ray actor (its process pinned the same way once it is placed)."""
     from engine.config import RunConfig
+    from engine.endpoint.stamped_socket import ENV, stamps_named_in
     from engine.load.controller import Controller
     from engine.load.ray_spec import RaySpec
-    from engine.records import StreamProgress
+    from engine.records import ControlEvent, EventKind, StreamProgress
 
     progress: list[StreamProgress] = []
+    stamps: list[str] = []
 
     class Sink:
         def on_records(self, records: object) -> None: ...
         def on_progress(self, p: list[StreamProgress]) -> None:
             progress.extend(p)
         def on_telemetry(self, samples: object) -> None: ...
-        def on_event(self, event: object) -> None: ...
+        def on_event(self, event: ControlEvent) -> None:
+            if event.kind is EventKind.START:
+                stamps.append(stamps_named_in(event.message) or "-")
         def on_snapshot(self, snapshot: object) -> None: ...
         def close(self) -> None: ...
 
+    kind, _, read_stamps = kind.partition("/")
+    os.environ[ENV] = read_stamps or "kernel"  # the worker process inherits it
     config = RunConfig(base_url=servers.url, model="fake-model", concurrency=streams, workers=1, max_tokens=TOKENS,
                        input_tokens=32, duration_s=seconds + WARMUP_S, window_s=seconds, http_client=kind)
     controller = Controller(config, sinks=[Sink()], stop_grace_s=0.5,
@@ -236,6 +248,7 @@ def engine_run(servers: FakeServers, kind: str, streams: int, seconds: float, pr
         "ttft_p99": snap.window.ttft.p99 or float("nan"),
         "loop_lag_max": max((p.loop_lag_ms for p in steady), default=float("nan")),
         "cpu_share": (cpu1 - cpu0) / seconds,
+        "stamps": stamps[0] if stamps else "?",
     }
 
 
@@ -351,7 +364,7 @@ def bare_child(kind: str, url: str, streams: int, seconds: float, boosted: bool)
     print(f"{run(_child_main(kind, url, streams, seconds)):.1f}")
 
 
-def bare_run(servers: FakeServers, kind: str, streams: int, seconds: float, boosted: bool) -> dict[str, float]:
+def bare_run(servers: FakeServers, kind: str, streams: int, seconds: float, boosted: bool) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--bare", kind, "--url", servers.url, "--streams", str(streams),
            "--seconds", str(seconds), "--tokens", str(TOKENS), "--client-cpu", str(CLIENT_CPU)]
     cmd += ["--boost"] if boosted else []
@@ -370,7 +383,7 @@ def bare_run(servers: FakeServers, kind: str, streams: int, seconds: float, boos
             "cpu_share": (cpu1 - cpu0) / ((w1 - w0) / 1e9)}
 
 
-ENGINE = ("lean", "aiohttp", "auto")
+ENGINE = ("lean", "lean/read", "aiohttp", "auto", "auto/read")
 BARE = ("raw", "bare-aiohttp", "bare-httpx")
 
 
@@ -412,13 +425,17 @@ def main() -> None:
           f"{CLIENT_CPU}, controller on CPU {controller_cpu}{', niced -10' if args.boost else ''}; {TOKENS}-token "
           f"answers, {args.seconds:g} s per point after {WARMUP_S:g} s warm-up; {os.cpu_count()} CPUs, "
           f"load average before: {os.getloadavg()[0]:.2f}")
+    from engine.endpoint.stamped_socket import describe_stamps, kernel_gives_stamps
+
+    given = describe_stamps("kernel") if kernel_gives_stamps() else "NO kernel receive stamps (read-time only)"
+    print(f"this kernel ({os.uname().release}) gives {given}; stamps: what the engine worker used")
     print("tok/s: content chunks the client took in per second; server/s: content chunks the server(s) wrote per "
           "second in the same window; of raw: tok/s over the raw reader's server/s (the ceiling)")
     print(f"{'streams':>7} {'candidate':>12} {'tok/s':>9} {'worker CPU':>10} {'tok/CPU-s':>10} {'server/s':>9} "
-          f"{'of raw':>7} {'TTFT p50/p99 ms':>16} {'loop lag':>9}")
+          f"{'of raw':>7} {'TTFT p50/p99 ms':>16} {'loop lag':>9} {'stamps':>7}")
     try:
         for streams in (int(s) for s in args.streams.split(",")):
-            rows: list[tuple[str, dict[str, float]]] = []
+            rows: list[tuple[str, dict[str, Any]]] = []
             for kind in candidates:
                 if kind in ENGINE:
                     rows.append((kind, engine_run(servers, kind, streams, args.seconds, args.profile, args.boost)))
@@ -434,7 +451,8 @@ def main() -> None:
                 ttft = (f"{r['ttft_p50']:>7.1f}/{r['ttft_p99']:<8.1f}" if "ttft_p50" in r else f"{'':>16}")
                 lag = f"{r['loop_lag_max']:>7.1f}ms" if "loop_lag_max" in r else f"{'':>9}"
                 print(f"{streams:>7} {kind:>12} {r['tokens_per_s']:>9,.0f} {cpu:>10.0%} {per_cpu:>10,.0f} "
-                      f"{r['server_per_s']:>9,.0f} {r['tokens_per_s'] / ceiling:>7.2f} {ttft} {lag}", flush=True)
+                      f"{r['server_per_s']:>9,.0f} {r['tokens_per_s'] / ceiling:>7.2f} {ttft} {lag} "
+                      f"{r.get('stamps', ''):>7}", flush=True)
             by_kind = dict(rows)
             for kind in candidates:
                 plain, on_ray = by_kind.get(kind), by_kind.get(f"{kind}+ray")

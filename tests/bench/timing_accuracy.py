@@ -10,7 +10,12 @@ how long a first token takes to appear in a snapshot (worker tick, pipe, control
 
     python tests/bench/timing_accuracy.py [--seconds 8] [--streams 32,256] [--with-tui] [--boost]
         [--workers 1] [--server-cpus 0] [--client-cpus 1] [--controller-cpu N]
-        [--http-client auto|lean|aiohttp|lean,aiohttp]
+        [--http-client auto|lean|aiohttp|lean,aiohttp] [--stamps kernel|read|kernel,read]
+
+--stamps: where the lean client stamps plain-TCP reads (issue 17): ``kernel``, the kernel's receive time
+(SO_TIMESTAMPNS through recvmsg; what a worker uses wherever the kernel gives it), or ``read``, the time the event
+loop read the socket (WATTLOAD_RECEIVE_STAMPS=read, the path before). The header says whether this kernel gives
+receive stamps; the last column, which stamps the worker said it used (its start line).
 
 --workers splits the streams over that many worker processes, worker i pinned to the i-th of --client-cpus (round
 robin); --server-cpus pins the simulator; --controller-cpu pins this process (default: the first server CPU), so on
@@ -20,11 +25,10 @@ a box with more cores every part can have its own.
 figures less; the header says which was used.
 
 Why many streams cost accuracy: the sim emits one token for every stream in the same decode step, a burst of N
-writes (~23 us apart). The worker stamps each chunk when its bytes reach the connection (aiohttp's data_received),
-but a single event loop alternates between reading sockets and running the tasks that parse them (~40 us per
-one-chunk read in aiohttp + asyncio), so late members of a burst wait for the loop's next socket poll. The delay
-grows with the position in the burst: small at 32 streams, several ms for the tail of a 256-stream burst. More
-worker processes (``--workers``, one core each) split the bursts.
+writes (~23 us apart). A read-time stamp is taken when the loop gets round to the socket: late members of a burst
+wait behind the others (~3 us each in the lean client, ~40 us in aiohttp) and behind any stall of the loop. More
+worker processes (``--workers``, one core each) split the bursts; kernel receive stamps (``--stamps kernel``) do not
+wait for the loop at all.
 
 ``--with-tui`` runs the real dashboard alongside, headless in a thread of this (the controller's) process at 4 Hz,
 as in a real session: the UI must not disturb the worker's stamps. Each row then gets a line with the frames
@@ -47,8 +51,10 @@ from textual._compositor import CompositorUpdate
 from textual.screen import Screen
 
 from engine.config import RunConfig
+from engine.endpoint.stamped_socket import ENV as STAMPS_ENV
+from engine.endpoint.stamped_socket import describe_stamps, kernel_gives_stamps, stamps_named_in
 from engine.load.controller import Controller
-from engine.records import RequestRecord, StreamProgress
+from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress
 from engine.sim.model import SimConfig
 from engine.sim.process import start_sim_process
 from engine.snapshot import Snapshot
@@ -114,6 +120,7 @@ def tui_alongside(controller: Controller) -> Callable[[], None]:
 
 class Collect:
     def __init__(self) -> None:
+        self.stamps = "-"  # which stamps the worker said it used (its start line); "-" for aiohttp
         self.records: list[RequestRecord] = []
         self.firsts: dict[tuple[int, int], int] = {}  # (worker, request id) -> first-token stamp
         self.snapshots: list[tuple[float, int]] = []  # (t_s, TTFT samples since start)
@@ -130,7 +137,10 @@ class Collect:
                 self.firsts[(p.worker, rid)] = first
 
     def on_telemetry(self, samples: object) -> None: ...
-    def on_event(self, event: object) -> None: ...
+    def on_event(self, event: ControlEvent) -> None:
+        if event.kind is EventKind.START:
+            self.stamps = stamps_named_in(event.message) or "-"
+
     def on_snapshot(self, snapshot: Snapshot) -> None:
         self.snapshots.append((snapshot.t_s, snapshot.total.ttft.count))
 
@@ -209,7 +219,8 @@ def measure(url: str, streams: int, seconds: float, with_tui: bool, boosted: boo
     tokens_per_s = sum(r.output_tokens for r in steady) / seconds
     print(f"{streams:>8} {len(steady):>9} {tokens_per_s:>8,.0f} "
           f"{pct(first, 0.5):>8.3f} {pct(first, 0.99):>8.3f} {max(first):>8.2f} "
-          f"{pct(every, 0.5):>8.3f} {pct(every, 0.99):>8.3f} {max(every):>8.2f} {lag:>8.1f}", flush=True)
+          f"{pct(every, 0.5):>8.3f} {pct(every, 0.99):>8.3f} {max(every):>8.2f} {lag:>8.1f} {sink.stamps:>7}",
+          flush=True)
     shown = snapshot_lags_ms(sink, t0)
     if shown:
         tick_ms = 1000 / config.tick_hz
@@ -233,8 +244,13 @@ def main() -> None:
     parser.add_argument("--http-client", default="auto",
                         help="the worker's streaming client: auto, lean, aiohttp, or several comma-separated "
                              "(each measured in turn at every stream count)")
+    parser.add_argument("--stamps", default="kernel",
+                        help="the lean client's stamps: kernel, read, or kernel,read (each in turn; see above)")
     args = parser.parse_args()
     kinds = [k.strip() for k in args.http_client.split(",") if k.strip()]
+    stamp_modes = [m.strip() for m in args.stamps.split(",") if m.strip()]
+    if set(stamp_modes) - {"kernel", "read"}:
+        raise SystemExit(f"--stamps: kernel, read or both, not {args.stamps!r}")
     server_cpus = tuple(int(c) for c in args.server_cpus.split(","))
     client_cpus = tuple(int(c) for c in args.client_cpus.split(","))
     controller_cpu = server_cpus[0] if args.controller_cpu is None else args.controller_cpu
@@ -248,16 +264,21 @@ def main() -> None:
         print(f"{niced}sim on CPU {args.server_cpus} ({ITL_MS:g} ms between tokens, {MAX_TOKENS}-token answers), "
               f"{args.workers} engine worker(s) on CPU {cpus}, controller on CPU {controller_cpu}; "
               f"load average before: {os.getloadavg()[0]:.2f}")
-        print("client delay = engine receive stamp - sim write stamp, ms")
-        print(f"{'client':>8} {'streams':>8} {'requests':>9} {'tok/s':>8} {'first p50':>8} {'p99':>8} {'max':>8} "
-              f"{'all p50':>8} {'p99':>8} {'max':>8} {'loop lag':>8}")
+        given = describe_stamps("kernel") if kernel_gives_stamps() else "NO kernel receive stamps (read-time only)"
+        print(f"this kernel ({os.uname().release}) gives {given}; client delay = engine receive stamp - sim write "
+              "stamp, ms; stamps = what the worker used")
+        print(f"{'client':>10} {'streams':>8} {'requests':>9} {'tok/s':>8} {'first p50':>8} {'p99':>8} {'max':>8} "
+              f"{'all p50':>8} {'p99':>8} {'max':>8} {'loop lag':>8} {'stamps':>7}")
         for streams in (int(s) for s in args.streams.split(",")):
             for kind in kinds:
-                for ray in (None, args.ray) if args.ray else (None,):
-                    print(f"{kind + ('+ray' if ray else ''):>8} ", end="")
-                    measure(sim.url, streams, args.seconds, args.with_tui, args.boost, args.workers, client_cpus,
-                            kind, ray)
-                    time.sleep(0.5)
+                for mode in stamp_modes if kind != "aiohttp" else stamp_modes[:1]:
+                    os.environ[STAMPS_ENV] = mode  # the worker processes inherit it
+                    for ray in (None, args.ray) if args.ray else (None,):
+                        label = kind + ("/read" if mode == "read" and kind != "aiohttp" else "")
+                        print(f"{label + ('+ray' if ray else ''):>10} ", end="")
+                        measure(sim.url, streams, args.seconds, args.with_tui, args.boost, args.workers,
+                                client_cpus, kind, ray)
+                        time.sleep(0.5)
     print(f"load average after: {os.getloadavg()[0]:.2f} (other processes on these 2 cores skew every figure)")
 
 
