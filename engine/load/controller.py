@@ -575,6 +575,8 @@ class Controller:
 
     def _publish(self, now: int) -> None:
         agg = self._aggregator
+        if agg is not None:
+            agg.set_workers(self._pool.views(now))
         snap = self._placeholder() if agg is None else agg.snapshot(now, self._control_state())
         self._latest = snap
         for sink in self._sinks:

@@ -37,6 +37,7 @@ from engine.load.worker import Batch, Done, Failed, Go, Resume, Target
 from engine.load.worker_health import HealthTracker, WorkerHealth
 from engine.load.worker_pool import WorkerLost
 from engine.signals import stop_signals_blocked
+from engine.snapshot import WorkerView
 from engine.workload.synthetic import RequestFactory
 
 _cluster: Any = ray  # cluster_resources, nodes, available_resources carry no type hints
@@ -374,6 +375,10 @@ class RayWorkerPool:
     def health(self) -> list[WorkerHealth]:
         with self._lock:
             return [t.snapshot() for t in self._trackers]
+
+    def views(self, now_ns: int) -> list[WorkerView]:
+        with self._lock:
+            return [t.view(now_ns) for t in self._trackers]
 
 
 def _clock(t: HealthTracker) -> str:

@@ -20,6 +20,7 @@ from engine.config import RunConfig
 from engine.load.worker import worker_main
 from engine.load.worker_health import WorkerHealth
 from engine.signals import stop_signals_blocked
+from engine.snapshot import WorkerView
 from engine.workload.synthetic import RequestFactory
 
 START_TIMEOUT_S = 60.0
@@ -68,6 +69,7 @@ class Pool(Protocol):
     def describe(self) -> str: ...
     def clock_line(self) -> str: ...
     def health(self) -> list[WorkerHealth] | None: ...
+    def views(self, now_ns: int) -> list[WorkerView] | None: ...
 
 
 class WorkerPool:
@@ -175,6 +177,9 @@ class WorkerPool:
 
     def health(self) -> list[WorkerHealth] | None:
         return None
+
+    def views(self, now_ns: int) -> list[WorkerView] | None:
+        return None  # one machine: the Load panel's client figures say it all
 
     def kill_stragglers(self) -> None:
         """Past the stop deadline: end the workers that have not said goodbye."""
