@@ -256,7 +256,7 @@ class RayWorkerPool:
             else:
                 unsent = 0
         where = f"{tracker.host or '?'} (node {tracker.node[:12]})" if tracker.node else tracker.host
-        self._put(WorkerLost(i, tracker.lost_reason, tracker.lost_requests, unsent, where))
+        self._put(WorkerLost(i, tracker.lost_reason, tracker.lost_requests, unsent, where, tracker.last_report_ns))
         self._wake()
 
     def _regrant(self, lost: int, n: int, live: list[int]) -> bool:
@@ -296,6 +296,8 @@ class RayWorkerPool:
                 msg = replace(msg, t0_ns=msg.t0_ns + offset)
             elif isinstance(msg, Target | Resume) and msg.at_ns is not None:
                 msg = replace(msg, at_ns=msg.at_ns + offset)
+            if isinstance(msg, Target) and msg.handovers:
+                msg = replace(msg, handovers=tuple(replace(h, at_ns=h.at_ns + offset) for h in msg.handovers))
         seq, self._seq[i] = self._seq[i], self._seq[i] + 1
         self._actors[i].command.remote(seq, msg)
 
