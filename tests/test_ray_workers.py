@@ -100,6 +100,22 @@ def assert_no_actor_left() -> None:
     assert all(pg["state"] == "REMOVED" for pg in tables if pg["name"].startswith("wattload-"))
 
 
+def kill(c: Controller, worker: int) -> None:
+    ray.kill(ray.get_actor(c._pool.actor_names[worker], namespace="wattload"), no_restart=True)
+
+
+def kill_mid_run(c: Controller, worker: int, after_records: int, end_within_s: float) -> None:
+    """Start ``c``, kill one of its actors once ``after_records`` came back, and let the run end."""
+    c.start()
+    try:
+        wait_for(lambda: c.completed >= after_records, 120.0, "the first records")  # actors start slowly
+        kill(c, worker)
+        assert c.wait(end_within_s)
+    finally:
+        c.close()
+    assert_no_actor_left()
+
+
 def run(url: str, ray_spec: RaySpec | None, **fields) -> tuple[Controller, CollectingSink]:
     sink = CollectingSink()
     c = Controller(config(url, workers=2, **fields), sinks=[sink], stop_grace_s=2.0, ray=ray_spec)
@@ -148,8 +164,7 @@ async def test_the_seeded_schedule_a_live_change_and_a_lost_actor_on_the_dashboa
             await until(pilot, lambda: "workers    2 on 2 nodes" in load_text(app), 5.0, "the workers on the dashboard")
             c.set_concurrency(6)  # a live change reaches both actors at once: 3 + 3 open
             await until(pilot, lambda: c.latest.in_flight == 6, 3.0, "the new target on both workers")
-            victim = ray.get_actor(c._pool.actor_names[1], namespace="wattload")
-            ray.kill(victim, no_restart=True)
+            kill(c, 1)
             await until(pilot, lambda: c.worker_lost > 0, 10.0, "the loss to be noticed")
             # the survivor takes the whole target: six requests open on worker 0
             await until(pilot, lambda: c.latest.in_flight == 6, 5.0, "the target to be rebalanced")
@@ -193,14 +208,7 @@ def test_a_lost_actors_trace_rows_are_sent_by_the_other(cluster, slow_sim, tmp_p
     factory, cfg, _ = prepare_trace(config(slow_sim, workers=2), str(trace), calibrate=False)
     sink = CollectingSink()
     c = Controller(cfg, request_factory=factory, sinks=[sink], stop_grace_s=2.0, ray=RaySpec(address="local"))
-    c.start()
-    try:
-        wait_for(lambda: c.completed >= 2, 120.0, "the first records")
-        ray.kill(ray.get_actor(c._pool.actor_names[1], namespace="wattload"), no_restart=True)
-        assert c.wait(60.0)
-    finally:
-        c.close()
-    assert_no_actor_left()
+    kill_mid_run(c, 1, after_records=2, end_within_s=60.0)
     assert c.state is RunState.STOPPED and c.stop_reason == f"request count reached ({rows_n})"
     lost = next(e for e in sink.events if e.kind is EventKind.ERROR and "lost" in e.message)
     assert "take over its trace rows" in lost.message
@@ -226,14 +234,7 @@ def test_a_lost_actors_trace_rows_are_sent_by_the_other(cluster, slow_sim, tmp_p
 def test_on_worker_loss_stop_ends_the_run(cluster, slow_sim):
     c = Controller(config(slow_sim, workers=2, concurrency=2, duration_s=30.0, max_tokens=2), stop_grace_s=0.5,
                    ray=RaySpec(address="local", on_worker_loss="stop"))
-    c.start()
-    try:
-        wait_for(lambda: c.completed >= 1, 120.0, "the first record")
-        ray.kill(ray.get_actor(c._pool.actor_names[0], namespace="wattload"), no_restart=True)
-        assert c.wait(15.0)
-    finally:
-        c.close()
-    assert_no_actor_left()
+    kill_mid_run(c, 0, after_records=1, end_within_s=15.0)
     assert c.state is RunState.FAILED and "--on-worker-loss stop" in c.stop_reason
 
 

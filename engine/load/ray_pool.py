@@ -64,7 +64,9 @@ def connect(spec: RaySpec, workers: int = 1) -> str:
             if spec.address == "local":
                 cpus = max(os.cpu_count() or 1, math.ceil(workers * spec.cpus_per_worker))
                 with stop_signals_blocked():  # Ray's processes must not get the terminal's Ctrl-C: it is ours
-                    ray.init(num_cpus=cpus, **options)
+                    # address="local": a new Ray of our own, even where `ray start` (or a crashed run) left the
+                    # address of a cluster on this host, which a plain ray.init() would try to join
+                    ray.init(address="local", num_cpus=cpus, **options)
             else:
                 ray.init(address=spec.address, **options)
         except Exception as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -91,6 +91,13 @@ class HealthTracker:
             self.send_lag_ms = send_lag if self.send_lag_ms is None else max(self.send_lag_ms, send_lag)
         self.recent.append((received_ns, records, loop_lag, send_lag))
 
+    def _where(self) -> dict[str, Any]:
+        """The fields the run's summary and the live view share: who, where, in what state, on what clock."""
+        clock = self.clock
+        return {"worker": self.worker, "host": self.host, "node": self.node[:12], "state": self.state,
+                "clock_offset_ms": None if clock is None else clock.offset_ns / 1e6,
+                "clock_uncertainty_ms": None if clock is None else clock.uncertainty_ns / 1e6}
+
     def view(self, now_ns: int) -> WorkerView:
         """The last ``RECENT_NS``: worst lags and the record rate, so a lag spike at the start does not stay on
         the dashboard for the whole run."""
@@ -99,14 +106,8 @@ class HealthTracker:
             recent.popleft()
         send = [lag for _, _, _, lag in recent if lag >= 0]
         span_s = min(RECENT_NS, now_ns - self.first_ns) / 1e9 if self.first_ns is not None else 0.0
-        clock = self.clock
         return WorkerView(
-            worker=self.worker,
-            host=self.host,
-            node=self.node[:12],
-            state=self.state,
-            clock_offset_ms=None if clock is None else clock.offset_ns / 1e6,
-            clock_uncertainty_ms=None if clock is None else clock.uncertainty_ns / 1e6,
+            **self._where(),
             loop_lag_ms=max((lag for _, _, lag, _ in recent), default=0.0),
             send_lag_ms=max(send, default=None),
             records_per_s=sum(n for _, n, _, _ in recent) / span_s if span_s > 0 else 0.0,
@@ -118,12 +119,7 @@ class HealthTracker:
         span = (self.last_ns - self.first_ns) / 1e9 if self.first_ns is not None and self.last_ns else 0.0
         clock = self.clock
         return WorkerHealth(
-            worker=self.worker,
-            host=self.host,
-            node=self.node[:12],
-            state=self.state,
-            clock_offset_ms=None if clock is None else clock.offset_ns / 1e6,
-            clock_uncertainty_ms=None if clock is None else clock.uncertainty_ns / 1e6,
+            **self._where(),
             same_clock=None if clock is None else clock.same_clock,
             ping_rtt_ms=None if clock is None else clock.best_rtt_ns / 1e6,
             loop_lag_ms=round(self.loop_lag_ms, 3),
