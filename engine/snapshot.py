@@ -167,6 +167,39 @@ class CostStats(Frozen):
     total_dollars: float | None = None
 
 
+class WorkerView(Frozen):
+    """One load worker of a distributed run (``--ray``) as it is doing now: lags and record rate over the pool's
+    last few seconds (the JSON report's ``workers`` keeps the whole run's worst and average)."""
+
+    worker: int
+    host: str = ""
+    node: str = ""  # the Ray node id, shortened
+    state: str = "starting"  # "starting", "running", "done" or "lost"
+    clock_offset_ms: float | None = None  # None: not measured yet
+    clock_uncertainty_ms: float | None = None  # half the best ping round trip; 0 on the controller's own host
+    loop_lag_ms: float = 0.0  # worst event-loop lag it reported lately
+    send_lag_ms: float | None = None  # worst delay lately from a batch's stamp to the controller (None: no batch yet)
+    records_per_s: float = 0.0
+    in_flight: int = 0
+    lost_requests: int = 0  # its in-flight requests when it was lost, counted as worker_lost
+
+
+class WorkersStats(Frozen):
+    """The distributed run's workers at a glance (worst of each figure), and each one. Only with ``--ray``."""
+
+    count: int = 0
+    nodes: int = 0  # distinct nodes (hosts where the node id is not known) the workers run on
+    running: int = 0
+    lost: int = 0
+    lost_requests: int = 0
+    loop_lag_ms: float = 0.0  # the worst worker's
+    loop_lag_high: bool = False  # over the client saturation limit: some worker stamps chunks late
+    send_lag_ms: float | None = None
+    send_lag_high: bool = False  # some worker's batches reach the controller late enough to enter the window late
+    clock_uncertainty_ms: float | None = None  # the widest; None until every clock is measured
+    workers: tuple[WorkerView, ...] = ()
+
+
 class EventView(Frozen):
     """A control or error event as shown in the event log (seconds from session start)."""
 
@@ -206,6 +239,7 @@ class Snapshot(Frozen):
     gpu: GpuStats = GpuStats()
     cost: CostStats = CostStats()
     server: ServerStats = ServerStats()
+    workers: WorkersStats | None = None  # --ray only: per-worker health (None for local worker processes, replay)
     recording: str | None = None  # path of the active recording, if any
     new_events: tuple[EventView, ...] = ()  # events since the previous snapshot
     message: str = ""  # a one-line status for the header (e.g. why the engine failed)

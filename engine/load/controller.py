@@ -28,7 +28,7 @@ from engine.config import RunConfig
 from engine.control import ControlState, SessionMeta, SessionSink, SnapshotCallback
 from engine.gpu.session import GpuSession
 from engine.load.schedule import split_concurrency, split_rate
-from engine.load.trace_feed import is_timed
+from engine.load.trace_feed import Handover, is_timed
 from engine.load.worker import Batch, Done, Failed, Go, Notice, Pause, Ready, Resume, Stop, Target, WorkerTarget
 from engine.load.worker_pool import Pool, WorkerExited, WorkerLost, WorkerPool
 from engine.metrics.aggregator import Aggregator, starting_snapshot
@@ -134,6 +134,7 @@ class Controller:
         self.cancelled_at_stop = 0
         self.worker_lost = 0  # in-flight requests of workers lost mid-run (Ray): counted, never silently dropped
         self.unsent_after_loss = 0  # of a request count: the lost workers' share nobody else could send
+        self._handovers: list[Handover] = []  # trace replay: lost workers' rows and who took them, in order
         self.completed = 0
         self._t0_ns: int | None = None
         self._stop_deadline_ns: int | None = None
@@ -395,8 +396,9 @@ class Controller:
     def _send_targets(self) -> None:
         if self._going:
             at = perf_counter_ns()  # one instant for all: the dealt schedule stays one schedule
+            handovers = tuple(self._handovers)
             for i, target in self._targets().items():
-                self._pool.send(i, Target(target, at))
+                self._pool.send(i, Target(target, at, handovers))
 
     def _begin_stop(self, reason: str) -> None:
         with self._lock:
@@ -498,6 +500,11 @@ class Controller:
             self._fail(f"{what}; the run was stopped (--on-worker-loss stop)")
         else:
             line = f"{what}; the load goes on with {len(live)} worker{'s' if len(live) != 1 else ''}"
+            if self._meta.trace:  # its rows due from its last report on are dealt to the others (trace_feed.py)
+                at = lost.last_report_ns if lost.last_report_ns is not None else self._t0_ns or perf_counter_ns()
+                with self._lock:
+                    self._handovers.append(Handover(lost.worker, at, tuple(live)))
+                line += ", which take over its trace rows due since its last report"
             self.notices.put(line)
             self.emit(ControlEvent(perf_counter_ns(), EventKind.ERROR, message=line))
             with self._lock:
@@ -575,6 +582,8 @@ class Controller:
 
     def _publish(self, now: int) -> None:
         agg = self._aggregator
+        if agg is not None:
+            agg.set_workers(self._pool.views(now))
         snap = self._placeholder() if agg is None else agg.snapshot(now, self._control_state())
         self._latest = snap
         for sink in self._sinks:

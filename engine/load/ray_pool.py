@@ -37,6 +37,7 @@ from engine.load.worker import Batch, Done, Failed, Go, Resume, Target
 from engine.load.worker_health import HealthTracker, WorkerHealth
 from engine.load.worker_pool import WorkerLost
 from engine.signals import stop_signals_blocked
+from engine.snapshot import WorkerView
 from engine.workload.synthetic import RequestFactory
 
 _cluster: Any = ray  # cluster_resources, nodes, available_resources carry no type hints
@@ -63,7 +64,9 @@ def connect(spec: RaySpec, workers: int = 1) -> str:
             if spec.address == "local":
                 cpus = max(os.cpu_count() or 1, math.ceil(workers * spec.cpus_per_worker))
                 with stop_signals_blocked():  # Ray's processes must not get the terminal's Ctrl-C: it is ours
-                    ray.init(num_cpus=cpus, **options)
+                    # address="local": a new Ray of our own, even where `ray start` (or a crashed run) left the
+                    # address of a cluster on this host, which a plain ray.init() would try to join
+                    ray.init(address="local", num_cpus=cpus, **options)
             else:
                 ray.init(address=spec.address, **options)
         except Exception as exc:
@@ -255,7 +258,7 @@ class RayWorkerPool:
             else:
                 unsent = 0
         where = f"{tracker.host or '?'} (node {tracker.node[:12]})" if tracker.node else tracker.host
-        self._put(WorkerLost(i, tracker.lost_reason, tracker.lost_requests, unsent, where))
+        self._put(WorkerLost(i, tracker.lost_reason, tracker.lost_requests, unsent, where, tracker.last_report_ns))
         self._wake()
 
     def _regrant(self, lost: int, n: int, live: list[int]) -> bool:
@@ -295,6 +298,8 @@ class RayWorkerPool:
                 msg = replace(msg, t0_ns=msg.t0_ns + offset)
             elif isinstance(msg, Target | Resume) and msg.at_ns is not None:
                 msg = replace(msg, at_ns=msg.at_ns + offset)
+            if isinstance(msg, Target) and msg.handovers:
+                msg = replace(msg, handovers=tuple(replace(h, at_ns=h.at_ns + offset) for h in msg.handovers))
         seq, self._seq[i] = self._seq[i], self._seq[i] + 1
         self._actors[i].command.remote(seq, msg)
 
@@ -374,6 +379,10 @@ class RayWorkerPool:
     def health(self) -> list[WorkerHealth]:
         with self._lock:
             return [t.snapshot() for t in self._trackers]
+
+    def views(self, now_ns: int) -> list[WorkerView]:
+        with self._lock:
+            return [t.view(now_ns) for t in self._trackers]
 
 
 def _clock(t: HealthTracker) -> str:

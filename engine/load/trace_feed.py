@@ -3,13 +3,24 @@
 Row ``k`` is due at ``anchor_ns + (t_k - anchor_t) / speed``: an absolute schedule (a late send keeps its due time
 as ``t_scheduled_ns``, so client or server queueing shows in the latency, as in rate mode). A speed change or a
 resume re-anchors the clock at the trace position reached, so the replay neither jumps nor repeats rows.
+
+Rows are dealt over the workers (row ``i`` to worker ``i % n``; a session trace's to worker 0). When a worker is lost
+(``--ray``), a ``Handover`` gives its rows due from its last report on to the survivors: each row to exactly one of
+them, by a rule every worker evaluates alike (row number modulo the survivors; a conversation's turns all to the first
+survivor, so they stay together), so no row is sent twice by the survivors. Rows due before its last report were
+sent by it (the in-flight ones are counted as worker_lost); rows it sent between that report and its death never
+come back as records, so re-sending them leaves each row once in the results (the server may have seen a few twice).
+Rows that came due while the loss went unnoticed are sent at once, scheduled at the handover (the clock's anchor):
+their latency is the server's, not the time it took to notice the loss.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from time import perf_counter_ns
 from typing import Protocol, TypeGuard
@@ -76,6 +87,16 @@ class TraceClock:
         return self._anchor_ns + round(max(0.0, t_s - self._anchor_t) / self.speed * 1e9)
 
 
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """Worker ``lost`` died: its rows due from ``at_ns`` (its last report, on the receiving worker's clock) go to
+    ``survivors``. The controller sends every handover so far with each target, in order."""
+
+    lost: int
+    at_ns: int
+    survivors: tuple[int, ...]
+
+
 @dataclass
 class _Turn:
     """A conversation as it stood after one turn: what to send before the next user turn."""
@@ -91,7 +112,9 @@ class TraceFeed:
 
     def __init__(self, factory: TimedFactory, worker: int, workers: int) -> None:
         self.factory = factory
-        self._rows = factory.timeline(worker, workers)
+        self._worker, self._workers = worker, workers
+        self._handovers: list[tuple[Handover, float]] = []  # each with its trace position on this worker's clock
+        self._rows: Iterator[TraceRow] = factory.timeline(worker, workers)
         # Read up to the first row now, before the worker reports ready: a window deep in a large file skips
         # its earlier rows here, not on the session clock (where it would make the first sends late).
         self._pending: TraceRow | None = next(self._rows, None)
@@ -125,6 +148,47 @@ class TraceFeed:
             send(row, due)
             await asyncio.sleep(0)
 
+    # -- lost workers' rows (--ray) ---------------------------------------------------------------------------
+
+    def take_over(self, handovers: Sequence[Handover]) -> list[Iterator[TraceRow]]:
+        """Note the handovers not seen yet; the row streams they give this worker, not advanced yet (skipping to
+        their first row reads the trace up to there: the caller does that off the event loop, then ``adopt``)."""
+        streams: list[Iterator[TraceRow]] = []
+        for h in handovers[len(self._handovers):]:
+            index = len(self._handovers)
+            self._handovers.append((h, self.clock.position(h.at_ns)))
+            if self._worker in h.survivors:
+                # the lost worker's own rows, and those it had taken over from workers lost before it
+                sources = {h.lost} | {earlier.lost for earlier, _ in self._handovers[:index]}
+                streams += [self._taken(source, index) for source in sorted(sources - {self._worker})]
+        return streams
+
+    def adopt(self, taken: Sequence[tuple[TraceRow, Iterator[TraceRow]]]) -> None:
+        """Merge taken-over streams (each with its first row, already read) into this worker's, in time order; the
+        caller restarts ``run`` (a taken row may be due before the one it was waiting for)."""
+        if not taken:
+            return
+        mine = self._rows if self._pending is None else itertools.chain((self._pending,), self._rows)
+        self._pending = None
+        streams = [mine, *(itertools.chain((first,), rest) for first, rest in taken)]
+        self._rows = heapq.merge(*streams, key=lambda row: row.t_s)
+        self.exhausted = False
+
+    def _taken(self, source: int, index: int) -> Iterator[TraceRow]:
+        """Rows first dealt to ``source`` that handover ``index`` moves from its lost worker to this one."""
+        h, position = self._handovers[index]
+        for row in self.factory.timeline(source, self._workers):
+            if row.t_s >= position and self._owner(row, source, index) == h.lost and _pick(row, h) == self._worker:
+                yield row
+
+    def _owner(self, row: TraceRow, source: int, upto: int) -> int:
+        """Who sends ``row`` (first dealt to ``source``) after the first ``upto`` handovers."""
+        owner = source
+        for h, position in self._handovers[:upto]:
+            if owner == h.lost and row.t_s >= position:
+                owner = _pick(row, h)
+        return owner
+
     # -- conversations (session traces) ----------------------------------------------------------------------
 
     def history_of(self, row: TraceRow) -> _Turn | None:
@@ -144,3 +208,8 @@ class TraceFeed:
         while len(self._conversations) > MAX_CONVERSATIONS:
             self._conversations.popitem(last=False)
         return turn
+
+
+def _pick(row: TraceRow, h: Handover) -> int:
+    """The survivor that takes ``row`` from ``h.lost``: by row number; a conversation's turns all to the first."""
+    return h.survivors[0 if row.chat_id is not None else row.row % len(h.survivors)]

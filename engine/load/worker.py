@@ -24,7 +24,7 @@ import contextlib
 import gc
 import resource
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from time import perf_counter_ns
@@ -36,7 +36,7 @@ from engine.config import RunConfig
 from engine.endpoint.http_choice import RequestRunner, describe, open_stream_client
 from engine.load.schedule import PoissonArrivals, worker_seed
 from engine.load.shipper import Shipper
-from engine.load.trace_feed import TraceFeed, is_timed
+from engine.load.trace_feed import Handover, TraceFeed, is_timed
 from engine.metrics.histogram import interval_counts
 from engine.records import RequestRecord, StreamProgress
 from engine.snapshot import LoadMode
@@ -77,6 +77,7 @@ class Go:
 class Target:
     target: WorkerTarget
     at_ns: int | None = None  # when the change takes effect (the same instant for every worker); None: on receipt
+    handovers: tuple[Handover, ...] = ()  # trace replay: every lost worker's rows so far, and who takes them
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +223,7 @@ class _Worker:
         self._sessions = is_session_factory(factory)  # closed-loop slots are conversations, not requests
         self._conversations = 0  # conversations started (numbers them from 1, apart from request ids)
         self._filler: asyncio.Task[None] | None = None
+        self._adopting: set[asyncio.Task[None]] = set()  # lost workers' trace rows being found (--ray)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._records: list[RequestRecord] = []
         self._seq = 0
@@ -272,7 +274,9 @@ class _Worker:
             case Go(t0_ns=t0, target=target, paused=paused):
                 self._going, self._paused = True, paused
                 self._retarget(target, t0)
-            case Target(target=target, at_ns=at_ns):
+            case Target(target=target, at_ns=at_ns, handovers=handovers):
+                if handovers and self._feed is not None:
+                    self._take_over(handovers)
                 self._retarget(target, perf_counter_ns() if at_ns is None else at_ns)
             case Pause():
                 self._paused = True
@@ -313,6 +317,35 @@ class _Worker:
         else:
             self._feed.clock.pause(start_ns)
 
+    def _take_over(self, handovers: tuple[Handover, ...]) -> None:
+        """A lost worker's trace rows: find this worker's first one off the loop (reading the trace up to there would
+        stall the streams' stamps), then merge them in and restart the sender."""
+        assert self._feed is not None and self._loop is not None
+        streams = self._feed.take_over(handovers)
+        if streams:
+            task = self._loop.create_task(self._adopt(streams))
+            self._adopting.add(task)
+            task.add_done_callback(self._adopting.discard)
+
+    async def _adopt(self, streams: list[Iterator[TraceRow]]) -> None:
+        assert self._feed is not None
+        loop = asyncio.get_running_loop()
+        try:
+            taken = []
+            for stream in streams:
+                first = await loop.run_in_executor(None, next, stream, None)
+                if first is not None:
+                    taken.append((first, stream))
+            if taken and not self._stopping:
+                self._feed.adopt(taken)
+                if self._arrivals_task is not None:  # sending: again from the merged rows, on the same trace clock
+                    self._cancel_arrivals()
+                    self._arrivals_task = loop.create_task(self._feed.run(self._take_budget, self._send_row))
+        except Exception as exc:  # the trace became unreadable: as a crash of the sender would, end visibly
+            self._send(Failed(self._worker, f"worker {self._worker}: taking over a lost worker's trace rows: "
+                                            f"{type(exc).__name__}: {exc}".splitlines()[0]))
+            self._begin_stop(0.0)
+
     def _on_pipe_broken(self) -> None:
         """The controller is gone (called on the shipper's thread): stop at once, on the loop."""
         if self._loop is not None:
@@ -326,6 +359,8 @@ class _Worker:
         self._cancel_arrivals()
         if self._filler is not None:
             self._filler.cancel()
+        for task in self._adopting:
+            task.cancel()
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(grace_s)
 

@@ -20,6 +20,7 @@ from engine.config import RunConfig
 from engine.load.worker import worker_main
 from engine.load.worker_health import WorkerHealth
 from engine.signals import stop_signals_blocked
+from engine.snapshot import WorkerView
 from engine.workload.synthetic import RequestFactory
 
 START_TIMEOUT_S = 60.0
@@ -38,13 +39,14 @@ class WorkerExited:
 class WorkerLost:
     """A worker of a distributed pool (a Ray actor, or its node) died mid-run. ``in_flight`` is what it had open at
     its last report (those requests are counted as worker_lost); ``unsent`` is the part of its request-count share
-    no other worker could take."""
+    no other worker could take; ``last_report_ns`` the stamp of that report (controller clock; None: it sent none)."""
 
     worker: int
     reason: str
     in_flight: int = 0
     unsent: int = 0
     where: str = ""
+    last_report_ns: int | None = None
 
 
 class Pool(Protocol):
@@ -68,6 +70,7 @@ class Pool(Protocol):
     def describe(self) -> str: ...
     def clock_line(self) -> str: ...
     def health(self) -> list[WorkerHealth] | None: ...
+    def views(self, now_ns: int) -> list[WorkerView] | None: ...
 
 
 class WorkerPool:
@@ -175,6 +178,9 @@ class WorkerPool:
 
     def health(self) -> list[WorkerHealth] | None:
         return None
+
+    def views(self, now_ns: int) -> list[WorkerView] | None:
+        return None  # one machine: the Load panel's client figures say it all
 
     def kill_stragglers(self) -> None:
         """Past the stop deadline: end the workers that have not said goodbye."""

@@ -25,14 +25,24 @@ Definitions (the README's "How the figures are defined" says the same for users)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.control import ControlState, SessionMeta
 from engine.metrics.windows import RecordSamples, SlotStats, SlottedWindow, add_first_tokens, add_gaps
 from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
-from engine.snapshot import ClientHealth, CostStats, EventView, GpuStats, ServerStats, Snapshot, WindowStats
+from engine.snapshot import (
+    ClientHealth,
+    CostStats,
+    EventView,
+    GpuStats,
+    ServerStats,
+    Snapshot,
+    WindowStats,
+    WorkersStats,
+    WorkerView,
+)
 
 if TYPE_CHECKING:
     from engine.gpu.energy import EnergyAccount
@@ -46,6 +56,7 @@ if TYPE_CHECKING:
 # schedule (send lag) delays requests before the server ever sees them.
 LOOP_LAG_LIMIT_MS = 10.0
 SEND_LAG_LIMIT_MS = 10.0
+WORKER_SEND_LAG_LIMIT_MS = 1000.0  # --ray: a batch this late reaches the window a tick or more after its events
 LOOP_LAG_SPAN_NS = 1_000_000_000  # loop lag shown = worst reported in the last second (by stamp, not by arrival)
 
 _NO_META = SessionMeta()  # frozen, so one shared default is safe
@@ -119,6 +130,7 @@ class Aggregator:
         self._pending: list[tuple[int, str, str]] = []  # (t_ns, kind, message) since the previous snapshot
         self._seq = 0
         self._server: ServerAccount | None = None  # made by the first server sample (most sessions have none)
+        self._workers: WorkersStats | None = None  # --ray: the pool's per-worker health, summed up
 
     @property
     def window_slots(self) -> int:
@@ -216,6 +228,11 @@ class Aggregator:
             self._server = ServerAccount(self._window_s, t0_ns=self._t0)
         self._server.add(samples)
 
+    def set_workers(self, workers: Sequence[WorkerView] | None) -> None:
+        """The distributed pool's per-worker health as of now (None: local worker processes); the next snapshots
+        carry it with the worst of each figure."""
+        self._workers = None if workers is None else workers_stats(workers)
+
     def add_event(self, event: ControlEvent) -> None:
         if event.kind in _LOAD_CHANGES:
             self._last_change_ns = max(self._last_change_ns, event.t_ns)
@@ -257,6 +274,7 @@ class Aggregator:
             gpu=gpu,
             cost=self._cost_stats(window, total, gpu),
             server=ServerStats() if self._server is None else self._server.stats(now_ns, window.ttft),
+            workers=self._workers,
             recording=control.recording,
             new_events=self._take_events(now_ns),
             message=control.message,
@@ -316,6 +334,27 @@ class Aggregator:
         self._pending = []
         pending.sort(key=lambda e: e[0])  # stable: ties keep the order they came in
         return tuple(EventView(t_s=(t - self._t0) / 1e9, kind=kind, message=msg) for t, kind, msg in pending)
+
+
+def workers_stats(workers: Sequence[WorkerView]) -> WorkersStats:
+    """The workers at a glance: how many, on how many nodes, how many lost, and the worst lag and clock."""
+    live = [w for w in workers if w.state != "lost"]
+    send = max((w.send_lag_ms for w in live if w.send_lag_ms is not None), default=None)
+    loop = max((w.loop_lag_ms for w in live), default=0.0)
+    clocks = [w.clock_uncertainty_ms for w in workers]
+    return WorkersStats(
+        count=len(workers),
+        nodes=len({w.node or w.host for w in workers if w.node or w.host}),
+        running=sum(1 for w in workers if w.state == "running"),
+        lost=len(workers) - len(live),
+        lost_requests=sum(w.lost_requests for w in workers),
+        loop_lag_ms=loop,
+        loop_lag_high=loop > LOOP_LAG_LIMIT_MS,
+        send_lag_ms=send,
+        send_lag_high=send is not None and send > WORKER_SEND_LAG_LIMIT_MS,
+        clock_uncertainty_ms=None if any(c is None for c in clocks) else max((c or 0.0 for c in clocks), default=0.0),
+        workers=tuple(workers),
+    )
 
 
 def _lag(ms: float) -> str:

@@ -19,6 +19,7 @@ from engine.reports import format as fmt
 from engine.snapshot import EventView, LoadMode, RunState, Snapshot
 from tui.ramp_link import RampLine, RampLink
 from tui.screens.dashboard import DashboardScreen
+from tui.screens.workers_view import WorkersScreen
 from tui.toasts import toasts
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ LIVE_BINDINGS: list[BindingType] = [
             tooltip="power-cap sweep: step the cap down at this load, find the sweet spot (again: stop)"),
     Binding("space", "toggle_pause", "pause", tooltip="pause / resume the load (in-flight requests finish)"),
     Binding("r", "toggle_recording", "rec", tooltip="start / stop recording the session"),
+    Binding("n", "workers", "workers", show=False, tooltip="every worker of a --ray run: node, lags, rec/s, clock"),
 ]
 
 
@@ -185,6 +187,9 @@ class LiveDashboard(DashboardScreen):
         else:
             self.control.pause()
         self._pending_paused = (time.perf_counter(), not paused)
+
+    def action_workers(self) -> None:
+        self.app.push_screen(WorkersScreen(self.current))
 
     def action_toggle_recording(self) -> None:
         recording = bool(self.current.recording)

@@ -5,7 +5,9 @@ server (or client) that cannot keep up shows as a gap between the two numbers. A
 (×1.0 = the recorded clock), not a rate: the panel says so, and what the load keys do to it. Every error class is
 shown, in a compact form that wraps ("5xx 115 · 429 40 · timeout 3"); when the panel runs out of rows the completed
 count joins the req/s line first, and only then does the last line end with "+N more" (the event log has them all).
-Requests still waiting for their first token are shown in the Latency panel, beside TTFT.
+Requests still waiting for their first token are shown in the Latency panel, beside TTFT. A distributed run
+(``--ray``) adds a "workers" line (how many on how many nodes, lost ones in red) and, where a row is left, the worst
+worker's loop and send lag with the widest clock uncertainty; ``n`` opens every worker's line.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from textual.content import Content
 
 from engine.reports import format as fmt
 from engine.snapshot import LoadMode, Snapshot
+from tui.widgets import workers as workers_view
 from tui.widgets.base import SnapshotPanel, kv
 
 SHORT_CLASS = {  # ErrorClass values -> what the panel prints (the event log and reports keep the full names)
@@ -73,6 +76,11 @@ class LoadPanel(SnapshotPanel):
             lines.append(kv("in flight", fmt.integer(snapshot.in_flight)))
             lines.append(kv("req/s", fmt.sig(window.requests_per_s, missing="0")))
         rate_line = len(lines) - 1
+        workers = snapshot.workers
+        extra: list[Content] = []  # a --ray run's workers: the summary, then (a row to spare) the lags
+        if workers is not None:
+            extra = [kv("workers", workers_view.summary(workers, width - 11)), workers_view.lags(workers)]
+        self.border_subtitle = workers_view.clock(workers)
         completed = kv("completed", fmt.integer(total.requests))
         error_style = "$error bold" if total.errors else "bold"
         errors = kv(
@@ -83,10 +91,13 @@ class LoadPanel(SnapshotPanel):
             ),
         )
         classes = error_classes(total.errors_by_class, width - 1)
-        if len(lines) + 2 + len(classes) > height:  # every class stays visible: "completed" moves up a line
+        needed = len(lines) + len(extra) + 2 + len(classes)
+        if needed > height:  # every class stays visible: "completed" moves up a line
             lines[rate_line] = Content.assemble(lines[rate_line], Content.styled(
                 f"  {fmt.integer(total.requests)} done", "$text-muted"))  # fmt: skip
+            lines.extend(extra if needed - 1 <= height else extra[:1])  # then the lags give way
         else:
+            lines.extend(extra)
             lines.append(completed)
         lines.append(errors)
         room = max(1, height - len(lines))
