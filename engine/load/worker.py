@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import resource
 import signal
 from collections.abc import Callable, Iterator, Mapping
@@ -143,8 +144,14 @@ def worker_main(
     commands: Connection,
     data: Connection,
     budget: Any | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> None:
-    """Process entry point (spawn). ``budget`` is a shared counter of requests started, when a count is set."""
+    """Process entry point (forkserver or spawn). ``budget`` is a shared counter of requests started, when a count
+    is set; ``environ`` the controller's environment now (a forkserver's children would otherwise see the one it
+    was started with)."""
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
     # Ctrl-C, `timeout`, systemd and a closed tmux pane signal the whole process group; the controller decides
     # how to stop (it sends Stop, or its pipes close when it dies), so workers ignore the stop signals.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
