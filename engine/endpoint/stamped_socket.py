@@ -122,10 +122,11 @@ class StampedTransport:
         if not data:
             self._lose(None)  # EOF: asyncio.Protocol's default eof_received closes the connection too
             return
-        if ancillary:
+        raw = ancillary[0][2] if ancillary else b""
+        if len(raw) >= _TIMESPEC.size:  # (a truncated control message is no stamp: the read time stands in)
             # The realtime clock first: should the process be preempted between the two reads, the stamp comes
             # out late (as a read-time stamp would), never early.
-            sec, nsec = _TIMESPEC.unpack_from(ancillary[0][2])
+            sec, nsec = _TIMESPEC.unpack_from(raw)
             age = time_ns() - (sec * 1_000_000_000 + nsec)
             now = perf_counter_ns()
             self.kernel_reads += 1
