@@ -31,7 +31,7 @@ from engine.sim.server import SimServer
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: two test processes per core. About half of a test's time here is spent waiting on real servers,
     subprocesses and terminals (measured on 2 cores: 264 s of 548 s test-seconds idle), so one process per core
-    left the cores idle half the time; the timing-sensitive tests are in the ``alone`` tier anyway."""
+    left the cores idle half the time; the timing-sensitive tests are in the ``own_core`` and ``alone`` tiers anyway."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return 2 * cores
 

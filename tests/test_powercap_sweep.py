@@ -2,8 +2,13 @@
 
 The expected sweet spot is computed from the simulator's own GPU model (``steady_decode``) with the same rule, and
 the test first checks that the model puts it clear of the slowdown limit, so noise in a short window cannot move
-it. Caps are restored on normal exit, SIGTERM and Ctrl-C: the simulator starts at 650 W (not its 700 W default),
-and its limit is read back over HTTP after wattload has gone.
+it. The measured curve sits a few percent below that decode-only model (a cap slows prefill too, and a closed
+loop's batch shrinks with it): at real time, 3 s windows and concurrency 32, 350 W measured 0.91-0.95 of full
+speed where the model says 0.96-0.98, and 225 W 0.62-0.76 (model 0.73-0.76). A 15% limit leaves 350 W some 6
+points inside and 225 W 9 points outside; at 10% the spot sat 1-4 points from the limit and failed now and then.
+
+Caps are restored on normal exit, SIGTERM and Ctrl-C: the simulator starts at 650 W (not its 700 W default), and
+its limit is read back over HTTP after wattload has gone.
 """
 
 import json
@@ -23,10 +28,10 @@ pytestmark = pytest.mark.slow
 START_W = 650.0
 SIM = SimConfig(speed=1, power_limit_w=START_W)  # real time: at 2x the client's share of a step blurred 350 W
 # 700 W does not bind at this load (a 450 W cap would not either: the same figures, so not measured again); 350 W
-# binds a little (the sweet spot), 250 W too much (the energy pick). Three caps x two repetitions of 3 s.
-CAPS = [700.0, 350.0, 250.0]
+# binds a little (the sweet spot), 225 W too much (the energy pick). Three caps x two repetitions of 3 s.
+CAPS = [700.0, 350.0, 225.0]
 CONCURRENCY = 32
-SLOWDOWN = 0.10
+SLOWDOWN = 0.15
 
 
 def sim_limit(url: str) -> float:
@@ -60,10 +65,10 @@ def test_the_model_puts_the_sweet_spot_clear_of_the_limit():
     for batch in (22, 27, CONCURRENCY):
         spot, rel = model_sweet_spot(batch)
         assert spot == 350.0
-        assert rel[350.0] >= 1 - SLOWDOWN + 0.04 and rel[250.0] <= 1 - SLOWDOWN - 0.05
+        assert rel[350.0] >= 1 - SLOWDOWN + 0.08 and rel[225.0] <= 1 - SLOWDOWN - 0.08
 
 
-@pytest.mark.alone  # it compares throughput between caps: a CPU-starved client or simulator would blur that
+@pytest.mark.own_core  # it compares throughput between caps: a CPU-starved client or simulator would blur that
 def test_repeat_2_finds_the_models_sweet_spot_and_restores_the_cap(sim_process, tmp_path):
     expected, _ = model_sweet_spot(CONCURRENCY)
     out = tmp_path / "caps.json"
@@ -72,12 +77,13 @@ def test_repeat_2_finds_the_models_sweet_spot_and_restores_the_cap(sim_process, 
                       "--csv", str(tmp_path / "caps.csv"))  # fmt: skip
     proc = subprocess.run(argv, env=env(tmp_path), capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"sweet spot: {expected:.0f} W" in proc.stdout
     report = json.loads(out.read_text())
+    measured = {m["cap_w"]: round(m["figures"]["output_tokens_per_s"]["mean"]) for m in report["powercap"]["summaries"]}
+    assert f"sweet spot: {expected:.0f} W" in proc.stdout, f"output tok/s by cap: {measured}\n{proc.stdout[-1500:]}"
     assert report["kind"] == "powercap"
     result = report["powercap"]
     assert result["sweet_spot"]["cap_w"] == expected
-    assert result["alternatives"]["energy"]["cap_w"] == 250.0
+    assert result["alternatives"]["energy"]["cap_w"] == 225.0
     assert sim_limit(sim_process.url) == START_W  # restored to what it was, not to the default
     steps = result["steps"]
     assert sorted({s["repetition"] for s in steps}) == [1, 2] and len(steps) == 2 * len(CAPS)
@@ -91,7 +97,7 @@ def test_repeat_2_finds_the_models_sweet_spot_and_restores_the_cap(sim_process, 
             for s in mine:
                 assert iv["mean"] - iv["half_width"] - 1e-9 <= s["step"][name] <= iv["mean"] + iv["half_width"] + 1e-9
     binding = {s["cap_w"]: s["cap_binding"] for s in result["summaries"]}
-    assert binding[250.0] and not binding[700.0]
+    assert binding[225.0] and not binding[700.0]
     lines = (tmp_path / "caps.csv").read_text().splitlines()
     assert lines[0].startswith("repetition,concurrency,cap_w") and len(lines) == 1 + 2 * len(CAPS)
 

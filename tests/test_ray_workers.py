@@ -35,7 +35,9 @@ from tui.app import live_app  # noqa: E402
 from tui.screens.workers_view import WorkersScreen  # noqa: E402
 from tui.widgets.load import LoadPanel  # noqa: E402
 
-pytestmark = pytest.mark.alone  # one shared cluster, and a kill in the middle of a run: serially, cores to itself
+# One shared two-node cluster (8 s to start): the `own_core` tier runs two tests at a time, and this group keeps the
+# module's tests on one test process, so the cluster starts once.
+pytestmark = [pytest.mark.own_core, pytest.mark.xdist_group("ray_cluster")]
 
 # Two long decode steps per 2-token answer (~0.4 s): a 2% bucket is ~8 ms, and a starved simulator's late wake-ups
 # (a few ms each on a busy box) add up over two steps only. It runs in its own process: neither run's controller

@@ -15,7 +15,7 @@ DATA = Path(__file__).parent / "data" / "workloads"
 
 
 @pytest.mark.slow
-@pytest.mark.alone  # finds a knee: a CPU-starved simulator under xdist blurs it
+@pytest.mark.own_core  # finds a knee: a simulator starved by the parallel tier's many processes blurs it
 def test_sweep_of_the_simulator_prints_the_ceiling_and_writes_json_and_csv(tmp_path, capsys):
     out_json, out_csv = tmp_path / "s.json", tmp_path / "s.csv"
     # KV for two requests of about 32 + 128 tokens (not three): the ceiling is at concurrency 2.

@@ -27,7 +27,7 @@ from engine.workload.profile import load_profile
 
 # Sweeps compare throughput between steps: on a shared 2-core box under xdist a CPU-starved client or simulator
 # blurs a knee by one step (seen on an idle box with -n auto), so they run with the cores to themselves.
-pytestmark = [pytest.mark.slow, pytest.mark.alone]
+pytestmark = [pytest.mark.slow, pytest.mark.own_core]
 
 IN, OUT = 64, 128
 SIM = SimConfig(speed=10, kv_capacity_tokens=3 * (IN + OUT))  # three requests fit: the knee is at 3
@@ -53,6 +53,33 @@ def set_faults(url, **fields):
     root = url.removesuffix("/v1")
     reply = httpx.post(f"{root}/sim/config", json=fields, timeout=5)
     reply.raise_for_status()
+
+
+# First in the file: the longest test here (~16 s), so the `own_core` tier's two test processes start it early and
+# end together.
+def test_answers_longer_than_the_window_on_a_slow_server_find_the_knee_not_concurrency_2():
+    """Issue 10's real server, scaled: ~30 tok/s per stream with 512-token answers (17 s, longer than a 10 s
+    window) is here 600 tok/s per stream at 20x speed with a 0.5 s window. The sweep stopped at concurrency 2
+    there ("fell below the best"); it must step on to the simulator's admission limit (4 requests fit the KV
+    cache)."""
+    out_tokens, speed = 512, 20
+    token_s = 33e-3 / speed  # one decode step in wall seconds
+    slow = SimConfig(speed=speed, decode_base_ms=33.0, decode_per_seq_ms=0.0, kv_capacity_tokens=4 * (IN + out_tokens))
+    base = load_profile("chat")
+    shape = base.with_profile(base.profile.model_copy(update={"input": Fixed(value=IN),
+                                                              "output": Fixed(value=out_tokens)}))
+    settings = SweepSettings(start=1, max=16, window_s=0.5, step_time_s=1.0)
+    with start_sim_process(slow) as server:
+        result = find_ceiling(SweepTarget(config(server.url), gpu="sim", sim_url=server.url), shape, settings, seed=3)
+    o = result.outcome
+    assert result.status == "ok", result.message
+    steps = [(s.concurrency, s.verdict, round(s.output_tokens_per_s), s.hold_note) for s in o.steps]
+    assert [s.concurrency for s in o.steps][:3] == [1, 2, 4], steps
+    assert o.steps[1].verdict is Verdict.IMPROVED, steps  # not "fell below the best" at 2
+    assert o.capacity == max_concurrency(slow, IN, out_tokens) == 4, steps
+    first = o.steps[0]
+    assert first.held_s >= 3 * out_tokens * token_s * 0.9 and first.hold_note, steps  # held 3 request durations
+    assert first.output_tokens_per_s == pytest.approx(1 / token_s, rel=0.1), steps  # one stream's real rate
 
 
 def test_linear_sweep_stops_at_the_kv_capacity(sim_process, loaded):
@@ -207,28 +234,3 @@ def test_auto_ramp_ends_when_the_operator_pauses(sim_process, loaded):
         assert controller.latest.target_concurrency == 2  # no capacity was claimed, the load was left alone
     finally:
         controller.close()
-
-
-def test_answers_longer_than_the_window_on_a_slow_server_find_the_knee_not_concurrency_2():
-    """Issue 10's real server, scaled: ~30 tok/s per stream with 512-token answers (17 s, longer than a 10 s
-    window) is here 600 tok/s per stream at 20x speed with a 0.5 s window. The sweep stopped at concurrency 2
-    there ("fell below the best"); it must step on to the simulator's admission limit (4 requests fit the KV
-    cache)."""
-    out_tokens, speed = 512, 20
-    token_s = 33e-3 / speed  # one decode step in wall seconds
-    slow = SimConfig(speed=speed, decode_base_ms=33.0, decode_per_seq_ms=0.0, kv_capacity_tokens=4 * (IN + out_tokens))
-    base = load_profile("chat")
-    shape = base.with_profile(base.profile.model_copy(update={"input": Fixed(value=IN),
-                                                              "output": Fixed(value=out_tokens)}))
-    settings = SweepSettings(start=1, max=16, window_s=0.5, step_time_s=1.0)
-    with start_sim_process(slow) as server:
-        result = find_ceiling(SweepTarget(config(server.url), gpu="sim", sim_url=server.url), shape, settings, seed=3)
-    o = result.outcome
-    assert result.status == "ok", result.message
-    steps = [(s.concurrency, s.verdict, round(s.output_tokens_per_s), s.hold_note) for s in o.steps]
-    assert [s.concurrency for s in o.steps][:3] == [1, 2, 4], steps
-    assert o.steps[1].verdict is Verdict.IMPROVED, steps  # not "fell below the best" at 2
-    assert o.capacity == max_concurrency(slow, IN, out_tokens) == 4, steps
-    first = o.steps[0]
-    assert first.held_s >= 3 * out_tokens * token_s * 0.9 and first.hold_note, steps  # held 3 request durations
-    assert first.output_tokens_per_s == pytest.approx(1 / token_s, rel=0.1), steps  # one stream's real rate

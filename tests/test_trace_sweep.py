@@ -71,7 +71,7 @@ def test_a_concurrency_sweep_wants_whole_steps(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.alone  # each step's verdict compares its output tok/s with the last: a starved client blurs that
+@pytest.mark.own_core  # each step's verdict compares its output tok/s with the last: a starved client blurs that
 def test_sweep_steps_the_trace_speed_and_goes_on_through_the_trace_until_it_ends(tmp_path, capsys):
     trace, out = even_trace(tmp_path / "even.jsonl"), tmp_path / "sweep.json"
     code = main(["sweep", "--sim", "--sim-set", "speed=50", "--trace", str(trace), "--step-time", "1.5s",
