@@ -30,6 +30,11 @@ class Endpoint:
     base_url: str  # the API base ending in /v1 (or wherever /models answered)
     model: str
     models: tuple[str, ...]
+    warning: str | None = None  # /models failed but --model named the model: the run goes on, and says why
+
+
+class _NoModelList(ProbeError):
+    """``/models`` answered, but with a server error or no model list: fatal only when no model was named."""
 
 
 def resolve_endpoint(
@@ -49,7 +54,15 @@ def resolve_endpoint(
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(timeout=timeout_s, trust_env=False, headers=headers) as http:
         for base in candidates:
-            models = _list_models(http, base, bool(api_key), timeout_s)
+            try:
+                models = _list_models(http, base, bool(api_key), timeout_s)
+            except _NoModelList as exc:
+                if not model:
+                    raise
+                # Listing models is a courtesy of the server; the load needs only the completions path. A proxy
+                # or server whose /models is broken still gets its run when the operator named the model.
+                warning = redact_text(f"{exc}; going on with --model {model!r}")
+                return Endpoint(base_url=base, model=model, models=(), warning=warning)
             if models is not None:
                 return Endpoint(base_url=base, model=_pick_model(models, model, base), models=tuple(models))
     tried = " and ".join(f"{c}/models" for c in candidates)
@@ -73,7 +86,8 @@ def _list_models(http: httpx.Client, base: str, have_key: bool, timeout_s: float
     if reply.status_code in (401, 403):
         raise ProbeError(_refused(reply.status_code, target, have_key))
     if reply.status_code != 200:
-        raise ProbeError(f"GET {target} answered HTTP {reply.status_code}: {error_message(reply.content)}")
+        why = f"GET {redact_url(target)} answered HTTP {reply.status_code}: {error_message(reply.content)}"
+        raise _NoModelList(why)
     try:
         data = reply.json()["data"]
         ids = [m["id"] for m in data]
@@ -81,8 +95,8 @@ def _list_models(http: httpx.Client, base: str, have_key: bool, timeout_s: float
             raise TypeError("model ids must be strings")
         return ids
     except (ValueError, KeyError, TypeError):
-        why = f"{target} did not return an OpenAI model list; is this an OpenAI-compatible server?"
-        raise ProbeError(why) from None
+        why = f"{redact_url(target)} did not return an OpenAI model list; is this an OpenAI-compatible server?"
+        raise _NoModelList(why) from None
 
 
 def _pick_model(models: list[str], wanted: str | None, base: str) -> str:

@@ -62,6 +62,8 @@ def probe(spec: SessionSpec, notify: Notify = _ignore) -> Probed:
     if spec.probe != "none":
         key = config.api_key.get_secret_value() if config.api_key is not None else None
         endpoint = resolve_endpoint(config.base_url, api_key=key, model=config.model or None)
+        if endpoint.warning:
+            notify(endpoint.warning)
         config = config.model_copy(update={"base_url": endpoint.base_url, "model": endpoint.model})
     factory: RequestFactory | None = None
     calibration: CalibrationResult | None = None

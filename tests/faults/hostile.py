@@ -396,6 +396,9 @@ class HostileServer:
                     await _echo_key(writer, req)
                 elif case == "models-echo-bearer":
                     await _echo_bearer(writer, req)
+                elif case == "models-500":  # a broken /models in front of a working completions path
+                    await _whole(writer, b'{"error": {"message": "model registry unavailable"}}', status=500,
+                                 ctype="application/json")
                 else:
                     await _whole(writer, body, ctype=ctype)
             else:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from engine_helpers import free_port, sim_server
-from hostile import SECRET
+from hostile import MODEL, SECRET
 
 from engine.sim.model import SimConfig
 from tui.cli import main
@@ -106,6 +106,16 @@ def test_an_unknown_model_among_five_thousand_makes_one_readable_line(capsys, ho
     one_error_line(err, "'nope' is not served", "more")
 
 
+def test_a_broken_model_list_stops_the_run_unless_the_model_is_named(capsys, hostile):
+    code, _, err = run_cli(capsys, ["run", hostile.url("models-500"), *LOAD, "-n", "2"])
+    assert code == 2
+    one_error_line(err, "HTTP 500", "model registry unavailable")
+    code, out, err = run_cli(capsys, ["run", hostile.url("models-500"), *LOAD, "-n", "2", "--model", MODEL])
+    assert code == 0, err
+    assert "HTTP 500" in err and "going on with --model 'hostile-model'" in err
+    assert re.search(r"\b2 ok\b", out), out
+
+
 # -- secrets ---------------------------------------------------------------------------------------------------
 
 def test_url_credentials_and_an_api_key_conflict_in_one_line(capsys, sim_url):
@@ -147,6 +157,9 @@ def test_a_preflight_warning_quoting_an_upstream_bearer_token_is_scrubbed(capsys
 def test_a_models_error_quoting_a_bearer_token_is_scrubbed(capsys, hostile):
     code, _, err = run_cli(capsys, ["run", hostile.url("models-echo-bearer"), *LOAD])
     assert code == 2 and "HTTP 502" in err
+    assert "0a9f8e7d6c5b" not in err
+    code, _, err = run_cli(capsys, ["run", hostile.url("models-echo-bearer"), *LOAD, "-n", "1", "--model", MODEL])
+    assert code == 0 and "HTTP 502" in err and "going on with --model" in err  # the warning quotes the server too
     assert "0a9f8e7d6c5b" not in err
 
 
