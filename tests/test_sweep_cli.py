@@ -51,6 +51,8 @@ def test_sweep_of_the_simulator_prints_the_ceiling_and_writes_json_and_csv(tmp_p
         rows = list(csv.DictReader(fh))
     assert tuple(rows[0]) == STEP_COLUMNS
     assert [int(r["concurrency"]) for r in rows] == [1, 2, 4]
+    # no reasoning in this profile: the first answer token is the first token (TTFO is never earlier than TTFT)
+    assert all(float(r["ttfo_p50_ms"]) >= float(r["ttft_p50_ms"]) > 0 for r in rows), rows
     # at 4 the server can start only 2: the other 2 wait for a first token, so the step is past the admission
     # limit, and its TTFT p99 is censored ("≥ the oldest wait"), not the survivors' figure
     assert [r["verdict"] for r in rows][-1] == "queued"

@@ -73,6 +73,8 @@ STEP_COLUMNS = (
     "ttft_p99_ms",
     "ttft_p99_censored",
     "waiting_first_token",
+    "ttfo_p50_ms",
+    "ttfo_p99_ms",
     "tpot_p50_ms",
     "tpot_p99_ms",
     "itl_p99_ms",
