@@ -112,7 +112,9 @@ class GpuCostPanel(SnapshotPanel):
         self.border_subtitle = self._flags(gpu) or host_summary(gpu)  # hosts: remote GPUs on several hosts
         if not gpu.available or not gpu.gpus or width < GPU_ROWS_MIN_W:
             return Content("\n").join(self._summary(snapshot, narrow=0 < width < SUMMARY_W))
-        summary = self._summary(snapshot, narrow=True)  # a column of its own beside the GPU rows
+        # a column of its own beside the GPU rows; one GPU's row repeats its health line exactly (several GPUs:
+        # the line is their hottest, mean use and total memory, which the rows do not say)
+        summary = self._summary(snapshot, narrow=True, health=len(gpu.gpus) > 1)
         rows = self._gpu_rows(gpu)
         lines = []
         for i in range(max(len(summary), len(rows))):
@@ -140,8 +142,9 @@ class GpuCostPanel(SnapshotPanel):
             flags.append("[$text-warning]◌ not steady[/]")
         return "  ".join(flags)
 
-    def _summary(self, snapshot: Snapshot, *, narrow: bool) -> list[Content]:
-        """The figures, six lines at most; ``narrow`` packs the labels tighter (a 60-column terminal)."""
+    def _summary(self, snapshot: Snapshot, *, narrow: bool, health: bool = True) -> list[Content]:
+        """The figures, six lines at most; ``narrow`` packs the labels tighter (a 60-column terminal); ``health``:
+        the temperature/use/memory line (left out beside the per-GPU rows)."""
         gpu, cost = snapshot.gpu, snapshot.cost
         w1, w2 = (0, 0) if narrow else (10, 6)
         lines: list[Content] = []
@@ -151,7 +154,7 @@ class GpuCostPanel(SnapshotPanel):
             if not stale:
                 lines.append(Content.styled(gpu.message or "no GPU telemetry", "$text-warning"))
         else:
-            lines.extend(self._power_lines(gpu, narrow=narrow)[: 1 if stale else 3])  # stale: the watts only
+            lines.extend(self._power_lines(gpu, narrow=narrow, health=health)[: 1 if stale else 3])  # stale: watts
         style = "bold" if gpu.window.steady and not stale else "$text-muted"
 
         def pair(a: str, a_value: str, b: str, b_value: str, value_style: str = style) -> Content:
@@ -178,7 +181,7 @@ class GpuCostPanel(SnapshotPanel):
         why = (gpu.stale_reason or "no answer").removeprefix("http://").removeprefix("https://")
         return [Content.styled(f"⚠ stale since {since}", "$warning bold"), Content.styled(" " + why, "$text-warning")]
 
-    def _power_lines(self, gpu: GpuStats, *, narrow: bool) -> list[Content]:
+    def _power_lines(self, gpu: GpuStats, *, narrow: bool, health: bool) -> list[Content]:
         limit = gpu.power_limit_w
         enforced = enforced_total(gpu)
         power = Content.assemble(
@@ -196,7 +199,7 @@ class GpuCostPanel(SnapshotPanel):
             kv("power", power, width=7),
             Content.assemble(kv("energy", energy, width=7), "  ", kv("SM", fmt.mhz(sm_clock(gpu)), width=3)),
         ]
-        health = health_line(gpu, narrow)
-        if health is not None:
-            lines.append(health)
+        line = health_line(gpu, narrow) if health else None
+        if line is not None:
+            lines.append(line)
         return lines
