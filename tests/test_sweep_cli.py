@@ -43,6 +43,11 @@ def test_sweep_of_the_simulator_prints_the_ceiling_and_writes_json_and_csv(tmp_p
     outcome = report["result"]["outcome"]
     assert outcome["capacity"] == 2
     assert [s["concurrency"] for s in outcome["steps"]] == [1, 2, 4]
+    for s in outcome["steps"]:  # one span for every figure of a step: watts = J/token x tok/s, spend likewise
+        assert s["watts"] == pytest.approx(s["joules_per_output_token"] * s["output_tokens_per_s"], rel=1e-9), s
+        spend_per_s = s["dollars_per_million_output"] * s["output_tokens_per_s"] / 1e6
+        tokens_per_s = s["output_tokens_per_s"] + s["input_tokens_per_s"]
+        assert s["dollars_per_million_total"] == pytest.approx(spend_per_s / tokens_per_s * 1e6, rel=1e-9), s
     assert report["result"]["calibration"]["converged"]
     lengths = report["result"]["lengths"]
     assert abs(lengths["input_error_pct"]) <= 2.0 and lengths["output_error_pct"] == 0.0

@@ -152,12 +152,22 @@ class StepJudge:
             return step
         out = max(0, snap.total.output_tokens - first.total.output_tokens)
         inp = max(0, snap.total.input_tokens - first.total.input_tokens)
-        return step.model_copy(update={
+        update: dict[str, object] = {
             "output_tokens": out,
             "output_tokens_per_s": out / span,
             "input_tokens_per_s": inp / span,
             "window_output_tokens_per_s": snap.window.output_tokens_per_s,
-        })
+        }
+        # Watts, J/token and $/M over the same span as the tokens (so J/token x tok/s = W in the step's row), from
+        # the energy counter and the running spend; where either end lacks them, the last window's figures stay.
+        e0, e1 = first.gpu.total.energy_j, snap.gpu.total.energy_j
+        if snap.gpu.available and e0 is not None and e1 is not None and e1 > e0 and out > 0:
+            update.update(watts=(e1 - e0) / span, joules_per_output_token=(e1 - e0) / out)
+        d0, d1 = first.cost.total_dollars, snap.cost.total_dollars
+        if d0 is not None and d1 is not None and d1 > d0 and out > 0:
+            update.update(dollars_per_million_output=(d1 - d0) / out * 1e6,
+                          dollars_per_million_total=(d1 - d0) / (out + inp) * 1e6)  # fmt: skip
+        return step.model_copy(update=update)
 
     def _measured(self, held: float, steady: bool, snap: Snapshot) -> StepResult:
         step = self._over_hold(self._step(held, steady, snap), snap)
