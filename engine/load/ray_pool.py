@@ -298,8 +298,6 @@ class RayWorkerPool:
                 msg = replace(msg, t0_ns=msg.t0_ns + offset)
             elif isinstance(msg, Target | Resume) and msg.at_ns is not None:
                 msg = replace(msg, at_ns=msg.at_ns + offset)
-            if isinstance(msg, Target) and msg.handovers:
-                msg = replace(msg, handovers=tuple(replace(h, at_ns=h.at_ns + offset) for h in msg.handovers))
         seq, self._seq[i] = self._seq[i], self._seq[i] + 1
         self._actors[i].command.remote(seq, msg)
 

@@ -37,7 +37,7 @@ from engine.config import RunConfig
 from engine.endpoint.http_choice import RequestRunner, describe, open_stream_client
 from engine.load.schedule import PoissonArrivals, worker_seed
 from engine.load.shipper import Shipper
-from engine.load.trace_feed import Handover, TraceFeed, is_timed
+from engine.load.trace_feed import Handover, StreamKey, TraceFeed, is_timed
 from engine.metrics.histogram import interval_counts
 from engine.records import RequestRecord, StreamProgress
 from engine.snapshot import LoadMode
@@ -107,6 +107,8 @@ class Batch:
     worker: int
     records: list[RequestRecord] = field(default_factory=list)
     progress: StreamProgress | None = None
+    # trace replay: rows started so far per row stream, as of ``progress`` (what a handover of this worker skips)
+    trace_started: tuple[tuple[StreamKey, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,15 +336,15 @@ class _Worker:
             self._adopting.add(task)
             task.add_done_callback(self._adopting.discard)
 
-    async def _adopt(self, streams: list[Iterator[TraceRow]]) -> None:
+    async def _adopt(self, streams: list[tuple[StreamKey, Iterator[TraceRow]]]) -> None:
         assert self._feed is not None
         loop = asyncio.get_running_loop()
         try:
             taken = []
-            for stream in streams:
+            for key, stream in streams:
                 first = await loop.run_in_executor(None, next, stream, None)
                 if first is not None:
-                    taken.append((first, stream))
+                    taken.append((key, first, stream))
             if taken and not self._stopping:
                 self._feed.adopt(taken)
                 if self._arrivals_task is not None:  # sending: again from the merged rows, on the same trace clock
@@ -579,11 +581,15 @@ class _Worker:
         lag, self._max_lag_ms = self._max_lag_ms, 0.0
         facts = self._client.take_tick()
         itl = interval_counts(np.asarray(facts.gaps, dtype=np.int64)) if facts.gaps else None
+        # Open = not finished: a request whose record is in this batch may not have left the set yet (its task's
+        # done callback runs a loop turn later); counting it would make it both a record and worker_lost.
+        open_now = sum(1 for task in self._in_flight if not task.done())
         progress = StreamProgress(
-            self._worker, perf_counter_ns(), chunks, len(self._in_flight), max(0.0, lag), facts.firsts,
+            self._worker, perf_counter_ns(), chunks, open_now, max(0.0, lag), facts.firsts,
             facts.waiting, facts.oldest, facts.outputs, itl,
         )
-        self._send(Batch(self._worker, records, progress))
+        started = self._feed.started_counts() if self._feed is not None else ()
+        self._send(Batch(self._worker, records, progress, started))
 
     def _notice(self, message: str) -> None:
         self._send(Notice(self._worker, message))
