@@ -105,6 +105,7 @@ def run_pair(servers: Any, kind: str, streams: int, seconds: float, sides: list[
 
     kind, _, read_stamps = kind.partition("/")
     os.environ[ENV] = read_stamps or "kernel"  # the worker processes inherit it
+    began = time.monotonic()
     try:
         for side in sides:
             _start(side, servers.url, kind, streams, tokens)
@@ -131,6 +132,7 @@ def run_pair(servers: Any, kind: str, streams: int, seconds: float, sides: list[
         for side in sides:
             side.cpu0 = cpu_seconds(side.pid)
         emitted0, w0 = servers.chunks(), time.perf_counter_ns()
+        started_s = time.monotonic() - began
         time.sleep(seconds)
         for side in sides:
             side.cpu1 = cpu_seconds(side.pid)
@@ -149,7 +151,8 @@ def run_pair(servers: Any, kind: str, streams: int, seconds: float, sides: list[
     for line in dict.fromkeys(errors):
         print(f"  ({line})", file=sys.stderr)
     wall_s = (w1 - w0) / 1e9
-    out: dict[str, Any] = {"server_per_s": (emitted1 - emitted0) / wall_s, "asked_nice": asked, "sides": []}
+    out: dict[str, Any] = {"server_per_s": (emitted1 - emitted0) / wall_s, "asked_nice": asked, "sides": [],
+                           "took": f"{started_s:.0f}+{seconds:g}+{time.monotonic() - began - started_s - seconds:.0f}"}
     for side in sides:
         share = (side.cpu1 - side.cpu0) / wall_s
         tps = _tokens_per_s(side, w0, w1)
@@ -187,10 +190,11 @@ def main(servers: Any, args: Any, candidates: list[str], pair_cpus: tuple[int, i
     a_cpu, b_cpu = pair_cpus
     print(f"pairs: two workers at once on CPUs {a_cpu} and {b_cpu} (swapped every round), every thread of both at "
           f"nice {nice} (nice: every thread's niceness at the end of the window; 15>0: as the worker started, then); "
-          f"{args.rounds} rounds; share: of its core; ratio = first side / second side")
+          f"{args.rounds} rounds; share: of its core; ratio = first side / second side; took: start and warm-up + "
+          f"window + stop, s")
     print(f"{'round':>5} {'streams':>7} {'candidate':>10} {'pair':>11} | {'CPU':>3} {'tok/s':>9} {'share':>6} "
           f"{'tok/CPU-s':>10} {'nice':>6} | {'CPU':>3} {'tok/s':>9} {'share':>6} {'tok/CPU-s':>10} {'nice':>6} | "
-          f"{'tok/CPU-s':>9} {'tok/s':>6} {'server/s':>9}")
+          f"{'tok/CPU-s':>9} {'tok/s':>6} {'server/s':>9} {'took s':>8}")
     began = time.monotonic()
     results: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     starved: list[str] = []
@@ -212,8 +216,8 @@ def main(servers: Any, args: Any, candidates: list[str], pair_cpus: tuple[int, i
                         cells.append(f"{s['cpu']:>3} {s['tokens_per_s']:>9,.0f} {s['cpu_share']:>5.0%}"
                                      f"{'!' if low else ' '}{s['per_cpu_s']:>10,.0f} {s['nice']:>6}")
                     print(f"{r:>5} {streams:>7} {kind:>10} {pair:>11} | {cells[0]} | {cells[1]} | "
-                          f"{got['ratio_cpu']:>9.3f} {got['ratio_tps']:>6.3f} {got['server_per_s']:>9,.0f}",
-                          flush=True)
+                          f"{got['ratio_cpu']:>9.3f} {got['ratio_tps']:>6.3f} {got['server_per_s']:>9,.0f} "
+                          f"{got['took']:>8}", flush=True)
     if starved:
         print(f"WARNING: {len(starved)} worker(s) below {FULL_CORE:.0%} of their core (server-bound or disturbed: "
               "add --servers, or read their tok/CPU-s with care; marked ! above):")
