@@ -237,7 +237,7 @@ class RayWorkerPool:
             msg = replace(msg, records=[shift_record(r, delta) for r in msg.records],
                           progress=None if msg.progress is None else shift_progress(msg.progress, delta))
         with self._lock:
-            self._trackers[i].on_batch(len(msg.records), msg.progress, perf_counter_ns())
+            self._trackers[i].on_batch(len(msg.records), msg.progress, perf_counter_ns(), msg.unrecorded)
         return msg
 
     def _lost(self, i: int, exc: BaseException) -> None:
@@ -247,7 +247,7 @@ class RayWorkerPool:
             self._dead.add(i)
             tracker = self._trackers[i]
             tracker.state = "lost"
-            tracker.lost_requests = tracker.in_flight
+            tracker.lost_requests = tracker.unrecorded  # not in_flight: a request just recorded may be in it
             tracker.lost_reason = _reason(exc)
             live = [j for j in range(self._n) if j not in self._done and j not in self._dead]
         unsent = 0

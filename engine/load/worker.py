@@ -109,6 +109,9 @@ class Batch:
     progress: StreamProgress | None = None
     # trace replay: rows started so far per row stream, as of ``progress`` (what a handover of this worker skips)
     trace_started: tuple[tuple[StreamKey, int], ...] = ()
+    # requests open at ``progress`` whose records are not in this batch or an earlier one (a loss: worker_lost);
+    # None from producers that do not say, then ``progress.in_flight``
+    unrecorded: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -581,15 +584,17 @@ class _Worker:
         lag, self._max_lag_ms = self._max_lag_ms, 0.0
         facts = self._client.take_tick()
         itl = interval_counts(np.asarray(facts.gaps, dtype=np.int64)) if facts.gaps else None
-        # Open = not finished: a request whose record is in this batch may not have left the set yet (its task's
-        # done callback runs a loop turn later); counting it would make it both a record and worker_lost.
-        open_now = sum(1 for task in self._in_flight if not task.done())
         progress = StreamProgress(
-            self._worker, perf_counter_ns(), chunks, open_now, max(0.0, lag), facts.firsts,
+            self._worker, perf_counter_ns(), chunks, len(self._in_flight), max(0.0, lag), facts.firsts,
             facts.waiting, facts.oldest, facts.outputs, itl,
         )
+        # A request whose record is in this batch may still be in the set (its task's done callback runs a loop turn
+        # later): in_flight keeps it (the closed loop's replacement starts in that callback, so the live figure and
+        # the matrix's drain do not see a false 0 in between), but a loss must not count it both as a record and
+        # as worker_lost.
+        unrecorded = sum(1 for task in self._in_flight if not task.done())
         started = self._feed.started_counts() if self._feed is not None else ()
-        self._send(Batch(self._worker, records, progress, started))
+        self._send(Batch(self._worker, records, progress, started, unrecorded))
 
     def _notice(self, message: str) -> None:
         self._send(Notice(self._worker, message))
