@@ -28,7 +28,7 @@ from engine.config import RunConfig
 from engine.control import ControlState, SessionMeta, SessionSink, SnapshotCallback
 from engine.gpu.session import GpuSession
 from engine.load.schedule import split_concurrency, split_rate
-from engine.load.trace_feed import Handover, is_timed
+from engine.load.trace_feed import Handover, StreamKey, is_timed
 from engine.load.worker import Batch, Done, Failed, Go, Notice, Pause, Ready, Resume, Stop, Target, WorkerTarget
 from engine.load.worker_pool import Pool, WorkerExited, WorkerLost, WorkerPool
 from engine.metrics.aggregator import Aggregator, starting_snapshot
@@ -135,6 +135,8 @@ class Controller:
         self.worker_lost = 0  # in-flight requests of workers lost mid-run (Ray): counted, never silently dropped
         self.unsent_after_loss = 0  # of a request count: the lost workers' share nobody else could send
         self._handovers: list[Handover] = []  # trace replay: lost workers' rows and who took them, in order
+        # trace replay: each worker's rows started per row stream at its latest report (what its handover skips)
+        self._trace_started: dict[int, tuple[tuple[StreamKey, int], ...]] = {}
         self.completed = 0
         self._t0_ns: int | None = None
         self._stop_deadline_ns: int | None = None
@@ -463,7 +465,9 @@ class Controller:
 
     def _on_message(self, msg: object) -> None:
         match msg:
-            case Batch(records=records, progress=progress):
+            case Batch(worker=i, records=records, progress=progress, trace_started=started):
+                if started:
+                    self._trace_started[i] = started
                 self._take(records, progress)
             case Ready(worker=i, loop=loop_name):
                 self._ready.add(i)
@@ -500,11 +504,12 @@ class Controller:
             self._fail(f"{what}; the run was stopped (--on-worker-loss stop)")
         else:
             line = f"{what}; the load goes on with {len(live)} worker{'s' if len(live) != 1 else ''}"
-            if self._meta.trace:  # its rows due from its last report on are dealt to the others (trace_feed.py)
-                at = lost.last_report_ns if lost.last_report_ns is not None else self._t0_ns or perf_counter_ns()
+            if self._meta.trace:  # the rows it had not started at its last report go to the others (trace_feed.py)
+                started = self._trace_started.get(lost.worker, ())
                 with self._lock:
-                    self._handovers.append(Handover(lost.worker, at, tuple(live)))
-                line += ", which take over its trace rows due since its last report"
+                    self._handovers.append(Handover(lost.worker, started, tuple(live)))
+                line += (f", which take over its trace rows not started at its last report "
+                         f"({sum(n for _, n in started)} started)")
             self.notices.put(line)
             self.emit(ControlEvent(perf_counter_ns(), EventKind.ERROR, message=line))
             with self._lock:

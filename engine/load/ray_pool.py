@@ -237,7 +237,7 @@ class RayWorkerPool:
             msg = replace(msg, records=[shift_record(r, delta) for r in msg.records],
                           progress=None if msg.progress is None else shift_progress(msg.progress, delta))
         with self._lock:
-            self._trackers[i].on_batch(len(msg.records), msg.progress, perf_counter_ns())
+            self._trackers[i].on_batch(len(msg.records), msg.progress, perf_counter_ns(), msg.unrecorded)
         return msg
 
     def _lost(self, i: int, exc: BaseException) -> None:
@@ -247,7 +247,7 @@ class RayWorkerPool:
             self._dead.add(i)
             tracker = self._trackers[i]
             tracker.state = "lost"
-            tracker.lost_requests = tracker.in_flight
+            tracker.lost_requests = tracker.unrecorded  # not in_flight: a request just recorded may be in it
             tracker.lost_reason = _reason(exc)
             live = [j for j in range(self._n) if j not in self._done and j not in self._dead]
         unsent = 0
@@ -298,8 +298,6 @@ class RayWorkerPool:
                 msg = replace(msg, t0_ns=msg.t0_ns + offset)
             elif isinstance(msg, Target | Resume) and msg.at_ns is not None:
                 msg = replace(msg, at_ns=msg.at_ns + offset)
-            if isinstance(msg, Target) and msg.handovers:
-                msg = replace(msg, handovers=tuple(replace(h, at_ns=h.at_ns + offset) for h in msg.handovers))
         seq, self._seq[i] = self._seq[i], self._seq[i] + 1
         self._actors[i].command.remote(seq, msg)
 

@@ -5,13 +5,17 @@ as ``t_scheduled_ns``, so client or server queueing shows in the latency, as in 
 resume re-anchors the clock at the trace position reached, so the replay neither jumps nor repeats rows.
 
 Rows are dealt over the workers (row ``i`` to worker ``i % n``; a session trace's to worker 0). When a worker is lost
-(``--ray``), a ``Handover`` gives its rows due from its last report on to the survivors: each row to exactly one of
-them, by a rule every worker evaluates alike (row number modulo the survivors; a conversation's turns all to the first
-survivor, so they stay together), so no row is sent twice by the survivors. Rows due before its last report were
-sent by it (the in-flight ones are counted as worker_lost); rows it sent between that report and its death never
-come back as records, so re-sending them leaves each row once in the results (the server may have seen a few twice).
-Rows that came due while the loss went unnoticed are sent at once, scheduled at the handover (the clock's anchor):
-their latency is the server's, not the time it took to notice the loss.
+(``--ray``), a ``Handover`` gives its rows to the survivors by count, not by time: every report of a worker says how
+many rows it has started of each row stream it runs (its own timeline and each stream it took over, ``StreamKey``),
+and the handover carries the lost worker's latest counts. The survivors skip exactly that many rows of each of its
+streams (those it started: the ones still open then are counted as worker_lost, the rest came back as records) and
+take every later row, each to exactly one of them by a rule every worker evaluates alike (row number modulo the
+survivors; a conversation's turns all to the first survivor, so they stay together), so no row is sent twice by the
+survivors, and a row that was due but still unsent at that report (a late sender) is sent by them. Rows it started
+between that report and its death never come back as records, so re-sending them leaves each row once in the
+results (the server may have seen a few twice). A lost worker's own taken-over streams go on the same way (nested
+handovers). Rows that came due while the loss went unnoticed are sent at once, scheduled at the handover (the
+clock's anchor): their latency is the server's, not the time it took to notice the loss.
 """
 
 from __future__ import annotations
@@ -87,14 +91,25 @@ class TraceClock:
         return self._anchor_ns + round(max(0.0, t_s - self._anchor_t) / self.speed * 1e9)
 
 
+StreamKey = tuple[int, int]
+"""A row stream of one worker: ``(source, via)``, the rows first dealt to worker ``source`` that it runs, ``via`` -1
+for its own timeline or the index of the handover that gave them to it."""
+
+OWN = -1  # ``via`` of a worker's own timeline
+
+
 @dataclass(frozen=True, slots=True)
 class Handover:
-    """Worker ``lost`` died: its rows due from ``at_ns`` (its last report, on the receiving worker's clock) go to
-    ``survivors``. The controller sends every handover so far with each target, in order."""
+    """Worker ``lost`` died: of each of its row streams, the rows after the first ``started`` (its latest report's
+    counts; a stream missing from them: none started) go to ``survivors``. The controller sends every handover so
+    far with each target, in order."""
 
     lost: int
-    at_ns: int
+    started: tuple[tuple[StreamKey, int], ...]
     survivors: tuple[int, ...]
+
+    def started_of(self, key: StreamKey) -> int:
+        return next((n for k, n in self.started if k == key), 0)
 
 
 @dataclass
@@ -113,27 +128,29 @@ class TraceFeed:
     def __init__(self, factory: TimedFactory, worker: int, workers: int) -> None:
         self.factory = factory
         self._worker, self._workers = worker, workers
-        self._handovers: list[tuple[Handover, float]] = []  # each with its trace position on this worker's clock
-        self._rows: Iterator[TraceRow] = factory.timeline(worker, workers)
+        self._handovers: list[Handover] = []
+        own = (worker, OWN)
+        self._rows: Iterator[tuple[TraceRow, StreamKey]] = ((row, own) for row in factory.timeline(worker, workers))
         # Read up to the first row now, before the worker reports ready: a window deep in a large file skips
         # its earlier rows here, not on the session clock (where it would make the first sends late).
-        self._pending: TraceRow | None = next(self._rows, None)
+        self._pending: tuple[TraceRow, StreamKey] | None = next(self._rows, None)
         self.clock = TraceClock(factory.start_t)
         self.exhausted = self._pending is None
-        self.sent = 0
+        self.started: dict[StreamKey, int] = {own: 0}  # rows sent so far, per stream (what a handover skips)
         self.orphans = 0  # later turns whose earlier turn was not replayed (outside the window, or dropped)
         self._conversations: OrderedDict[int, _Turn] = OrderedDict()
 
     async def run(self, take_budget: Callable[[], bool], send: Callable[[TraceRow, int], None]) -> None:
         """Send each row at its due time until the trace ends, the budget is spent, or the task is cancelled."""
         while True:
-            row = self._pending
-            if row is None:
-                row = next(self._rows, None)
-                if row is None:
+            pending = self._pending
+            if pending is None:
+                pending = next(self._rows, None)
+                if pending is None:
                     self.exhausted = True
                     return
-                self._pending = row
+                self._pending = pending
+            row, key = pending
             due = self.clock.due_ns(row.t_s)
             if due is None:
                 return
@@ -144,50 +161,48 @@ class TraceFeed:
             if not take_budget():
                 return
             self._pending = None
-            self.sent += 1
+            self.started[key] += 1
             send(row, due)
             await asyncio.sleep(0)
 
     # -- lost workers' rows (--ray) ---------------------------------------------------------------------------
 
-    def take_over(self, handovers: Sequence[Handover]) -> list[Iterator[TraceRow]]:
+    def started_counts(self) -> tuple[tuple[StreamKey, int], ...]:
+        """Rows started so far of each stream, as a report carries them (a handover's ``started``)."""
+        return tuple(sorted(self.started.items()))
+
+    def take_over(self, handovers: Sequence[Handover]) -> list[tuple[StreamKey, Iterator[TraceRow]]]:
         """Note the handovers not seen yet; the row streams they give this worker, not advanced yet (skipping to
         their first row reads the trace up to there: the caller does that off the event loop, then ``adopt``)."""
-        streams: list[Iterator[TraceRow]] = []
+        streams: list[tuple[StreamKey, Iterator[TraceRow]]] = []
         for h in handovers[len(self._handovers):]:
             index = len(self._handovers)
-            self._handovers.append((h, self.clock.position(h.at_ns)))
+            self._handovers.append(h)
             if self._worker in h.survivors:
                 # the lost worker's own rows, and those it had taken over from workers lost before it
-                sources = {h.lost} | {earlier.lost for earlier, _ in self._handovers[:index]}
-                streams += [self._taken(source, index) for source in sorted(sources - {self._worker})]
+                sources = ({h.lost} | {earlier.lost for earlier in self._handovers[:index]}) - {self._worker}
+                streams += [((source, index), self._taken(source, index)) for source in sorted(sources)]
         return streams
 
-    def adopt(self, taken: Sequence[tuple[TraceRow, Iterator[TraceRow]]]) -> None:
+    def adopt(self, taken: Sequence[tuple[StreamKey, TraceRow, Iterator[TraceRow]]]) -> None:
         """Merge taken-over streams (each with its first row, already read) into this worker's, in time order; the
         caller restarts ``run`` (a taken row may be due before the one it was waiting for)."""
         if not taken:
             return
         mine = self._rows if self._pending is None else itertools.chain((self._pending,), self._rows)
         self._pending = None
-        streams = [mine, *(itertools.chain((first,), rest) for first, rest in taken)]
-        self._rows = heapq.merge(*streams, key=lambda row: row.t_s)
+        streams = [mine, *(_tagged(key, first, rest) for key, first, rest in taken)]
+        for key, _, _ in taken:
+            self.started.setdefault(key, 0)
+        self._rows = heapq.merge(*streams, key=lambda pair: pair[0].t_s)
         self.exhausted = False
 
     def _taken(self, source: int, index: int) -> Iterator[TraceRow]:
         """Rows first dealt to ``source`` that handover ``index`` moves from its lost worker to this one."""
-        h, position = self._handovers[index]
+        route = Router(source, self._handovers[:index + 1])
         for row in self.factory.timeline(source, self._workers):
-            if row.t_s >= position and self._owner(row, source, index) == h.lost and _pick(row, h) == self._worker:
+            if route.owner_of(row) == (self._worker, index):
                 yield row
-
-    def _owner(self, row: TraceRow, source: int, upto: int) -> int:
-        """Who sends ``row`` (first dealt to ``source``) after the first ``upto`` handovers."""
-        owner = source
-        for h, position in self._handovers[:upto]:
-            if owner == h.lost and row.t_s >= position:
-                owner = _pick(row, h)
-        return owner
 
     # -- conversations (session traces) ----------------------------------------------------------------------
 
@@ -208,6 +223,38 @@ class TraceFeed:
         while len(self._conversations) > MAX_CONVERSATIONS:
             self._conversations.popitem(last=False)
         return turn
+
+
+class Router:
+    """Who sends each row first dealt to ``source`` after ``handovers``, and in which of its streams: fed the rows of
+    ``source``'s timeline in order, each once, it counts each lost worker's stream as it goes, so the first
+    ``started`` rows of that stream stay with it (it started them) and the later ones move to a survivor. Every
+    worker evaluates it alike: the no-duplicate rule."""
+
+    def __init__(self, source: int, handovers: Sequence[Handover]) -> None:
+        self._source = source
+        self._handovers = tuple(handovers)
+        self._seen: dict[tuple[int, StreamKey], int] = {}  # (handover, stream of its lost worker) -> rows so far
+
+    def owner_of(self, row: TraceRow) -> StreamKey:
+        """``(worker, via)``: the worker that sends ``row`` and the stream it comes in (``OWN``: never moved)."""
+        owner, via = self._source, OWN
+        for k, h in enumerate(self._handovers):
+            if owner != h.lost:
+                continue
+            key = (self._source, via)
+            n = self._seen.get((k, key), 0)
+            self._seen[(k, key)] = n + 1
+            if n < h.started_of(key):
+                break  # the lost worker started it: in its records, or counted as worker_lost
+            owner, via = _pick(row, h), k
+        return owner, via
+
+
+def _tagged(key: StreamKey, first: TraceRow, rest: Iterator[TraceRow]) -> Iterator[tuple[TraceRow, StreamKey]]:
+    yield first, key
+    for row in rest:
+        yield row, key
 
 
 def _pick(row: TraceRow, h: Handover) -> int:

@@ -37,7 +37,7 @@ from engine.config import RunConfig
 from engine.endpoint.http_choice import RequestRunner, describe, open_stream_client
 from engine.load.schedule import PoissonArrivals, worker_seed
 from engine.load.shipper import Shipper
-from engine.load.trace_feed import Handover, TraceFeed, is_timed
+from engine.load.trace_feed import Handover, StreamKey, TraceFeed, is_timed
 from engine.metrics.histogram import interval_counts
 from engine.records import RequestRecord, StreamProgress
 from engine.snapshot import LoadMode
@@ -107,6 +107,11 @@ class Batch:
     worker: int
     records: list[RequestRecord] = field(default_factory=list)
     progress: StreamProgress | None = None
+    # trace replay: rows started so far per row stream, as of ``progress`` (what a handover of this worker skips)
+    trace_started: tuple[tuple[StreamKey, int], ...] = ()
+    # requests open at ``progress`` whose records are not in this batch or an earlier one (a loss: worker_lost);
+    # None from producers that do not say, then ``progress.in_flight``
+    unrecorded: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,15 +339,15 @@ class _Worker:
             self._adopting.add(task)
             task.add_done_callback(self._adopting.discard)
 
-    async def _adopt(self, streams: list[Iterator[TraceRow]]) -> None:
+    async def _adopt(self, streams: list[tuple[StreamKey, Iterator[TraceRow]]]) -> None:
         assert self._feed is not None
         loop = asyncio.get_running_loop()
         try:
             taken = []
-            for stream in streams:
+            for key, stream in streams:
                 first = await loop.run_in_executor(None, next, stream, None)
                 if first is not None:
-                    taken.append((first, stream))
+                    taken.append((key, first, stream))
             if taken and not self._stopping:
                 self._feed.adopt(taken)
                 if self._arrivals_task is not None:  # sending: again from the merged rows, on the same trace clock
@@ -583,7 +588,13 @@ class _Worker:
             self._worker, perf_counter_ns(), chunks, len(self._in_flight), max(0.0, lag), facts.firsts,
             facts.waiting, facts.oldest, facts.outputs, itl,
         )
-        self._send(Batch(self._worker, records, progress))
+        # A request whose record is in this batch may still be in the set (its task's done callback runs a loop turn
+        # later): in_flight keeps it (the closed loop's replacement starts in that callback, so the live figure and
+        # the matrix's drain do not see a false 0 in between), but a loss must not count it both as a record and
+        # as worker_lost.
+        unrecorded = sum(1 for task in self._in_flight if not task.done())
+        started = self._feed.started_counts() if self._feed is not None else ()
+        self._send(Batch(self._worker, records, progress, started, unrecorded))
 
     def _notice(self, message: str) -> None:
         self._send(Notice(self._worker, message))

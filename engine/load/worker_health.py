@@ -69,14 +69,16 @@ class HealthTracker:
     first_ns: int | None = None
     last_ns: int | None = None
     in_flight: int = 0
+    unrecorded: int = 0  # open at its latest report and not among the records received: a loss's worker_lost
     lost_requests: int = 0
     lost_reason: str = ""
     last_report_ns: int | None = None  # the stamp of its latest progress tick (controller clock)
     # (received, records, loop lag, send lag or -1) per batch of the last RECENT_NS
     recent: deque[tuple[int, int, float, float]] = field(default_factory=lambda: deque(maxlen=1024))
 
-    def on_batch(self, records: int, progress: StreamProgress | None, received_ns: int) -> None:
-        """``progress`` already on the controller's clock."""
+    def on_batch(self, records: int, progress: StreamProgress | None, received_ns: int,
+                 unrecorded: int | None = None) -> None:
+        """``progress`` already on the controller's clock; ``unrecorded`` as ``Batch.unrecorded``."""
         self.records += records
         if self.first_ns is None:
             self.first_ns = received_ns
@@ -84,6 +86,7 @@ class HealthTracker:
         loop_lag, send_lag = 0.0, -1.0
         if progress is not None:
             self.in_flight = progress.in_flight
+            self.unrecorded = progress.in_flight if unrecorded is None else unrecorded
             self.last_report_ns = progress.t_ns
             loop_lag = progress.loop_lag_ms
             self.loop_lag_ms = max(self.loop_lag_ms, loop_lag)

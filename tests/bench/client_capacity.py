@@ -22,12 +22,20 @@ Candidates (``--candidates``, comma-separated, each run in turn at every stream 
 worker loop on a thread of the actor process, batches shipped through Ray; issue 16) and prints its tokens per
 CPU-second against the plain worker process's: the Ray overhead (target <= 5%).
 
+--paired --rounds N (with --ray) measures that overhead in pairs instead (``paired_overhead.py``): each round runs
+a plain worker process and a Ray actor worker AT THE SAME TIME, each pinned to its own core (CPUs S and S+1, swapped
+every round; the controller on S+2 where there is one), then two plain workers the same way (the noise floor of
+the pairing), and prints per pair the ratio of tokens per CPU-second and of tokens/s, then their geometric means
+with standard errors and 95% t intervals. Sequential runs moved +-20% on the device machine, too much for 5%.
+Every run, paired or not, renices EVERY thread of each worker to 0 (-10 with --boost): Ray starts its actors at nice
+15, and renicing the pid alone changed only the main thread, not the actor's worker loop.
+
 Targets (issue 17): >= 2x SGLang's bench client (43.5k tok/s at 32 streams, 24.3k at 256 on one core) and
 >= 0.8 of what the fake server emits.
 
     python tests/bench/client_capacity.py [--candidates aiohttp,lean,raw] [--streams 32,256] [--seconds 6]
         [--servers 1] [--tokens 256] [--fake-server PATH] [--server-cpus 0] [--client-cpu N]
-        [--controller-cpu N] [--profile] [--boost]
+        [--controller-cpu N] [--profile] [--boost] [--ray ADDRESS|auto|local [--paired --rounds N]]
 
 The header says whether this kernel gives receive stamps; the last column, which stamps the worker said it used.
 
@@ -56,6 +64,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # runnable as a plain script from a checkout
+from worker_threads import describe_nice, settle  # noqa: E402  (next to this script)
+
 # shared/bench/fake_openai.py in the checkout or next to it (a worktree may sit deeper: look up the tree)
 DEFAULT_FAKE = next((d / "shared" / "bench" / "fake_openai.py" for d in (REPO, *REPO.parents)
                      if (d / "shared" / "bench" / "fake_openai.py").exists()), REPO / "shared/bench/fake_openai.py")
@@ -121,7 +131,8 @@ class FakeServers:
             time.sleep(0.1)
         if boosted:
             for p in self.procs:
-                boost(p.pid)
+                for error in settle(p.pid, None, -10):  # every thread, not only the main one
+                    print(f"  ({error})", file=sys.stderr)
         self.url = f"http://127.0.0.1:{self.port}/v1"
 
     def _listening(self) -> bool:
@@ -168,16 +179,11 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _pin_all_threads(pid: int, cpu: int) -> None:
-    """Pin every thread of the process (sched_setaffinity on a pid pins only that thread; the Ray actor's worker
-    loop runs on a thread of its own), also the ones started a moment later."""
-    for _ in range(3):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                os.sched_setaffinity(int(tid), {cpu})
-            except OSError:
-                pass  # the thread ended meanwhile
-        time.sleep(0.05)
+def _settle_worker(pid: int, boosted: bool) -> None:
+    """Pin every thread of the worker to CLIENT_CPU and renice every one to 0 (-10 boosted): Ray starts an actor at
+    nice 15, and the pid alone is only the main thread, not the actor's worker loop (``worker_threads.py``)."""
+    for error in settle(pid, CLIENT_CPU, -10 if boosted else 0):
+        print(f"  ({error})", file=sys.stderr)
 
 
 def engine_run(servers: FakeServers, kind: str, streams: int, seconds: float, profile: bool,
@@ -216,9 +222,7 @@ def engine_run(servers: FakeServers, kind: str, streams: int, seconds: float, pr
         time.sleep(0.01)  # a Ray actor's pid is known once it is placed
     pid = controller.worker_pids[0]
     assert pid is not None
-    _pin_all_threads(pid, CLIENT_CPU)
-    if boosted:
-        boost(pid)
+    _settle_worker(pid, boosted)
     spy = None
     py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if profile and py_spy:
@@ -227,12 +231,13 @@ def engine_run(servers: FakeServers, kind: str, streams: int, seconds: float, pr
                                 "-r", "200", "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while controller.t0_ns is None and not controller.wait(0.01):
         pass  # the worker is importing and connecting
-    _pin_all_threads(pid, CLIENT_CPU)  # again: the threads started since (a Ray actor's loop among them)
+    _settle_worker(pid, boosted)  # again: the threads started since (a Ray actor's loop among them)
     t0 = controller.t0_ns or time.perf_counter_ns()
     _sleep_until(t0 + WARMUP_S * 1e9)
     cpu0, emitted0, w0 = _cpu_seconds(pid), servers.chunks(), time.perf_counter_ns()
     _sleep_until(t0 + (WARMUP_S + seconds) * 1e9)
     cpu1, emitted1, w1 = _cpu_seconds(pid), servers.chunks(), time.perf_counter_ns()  # the steady part only
+    nice = describe_nice(pid)
     controller.wait(60)
     snap = controller.latest
     controller.close()
@@ -249,6 +254,7 @@ def engine_run(servers: FakeServers, kind: str, streams: int, seconds: float, pr
         "loop_lag_max": max((p.loop_lag_ms for p in steady), default=float("nan")),
         "cpu_share": (cpu1 - cpu0) / seconds,
         "stamps": stamps[0] if stamps else "?",
+        "nice": nice,
     }
 
 
@@ -403,6 +409,9 @@ def main() -> None:
     parser.add_argument("--controller-cpu", type=int, default=None, help="CPU for this process (default: 1st server)")
     parser.add_argument("--ray", default=None, metavar="ADDRESS|auto|local",
                         help="also run each engine candidate as a Ray actor and print the overhead")
+    parser.add_argument("--paired", action="store_true",
+                        help="ray vs plain (and plain vs plain) workers at the same time, in rounds: see above")
+    parser.add_argument("--rounds", type=int, default=6, help="--paired: rounds (cores swapped every round)")
     parser.add_argument("--bare", choices=BARE, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -418,9 +427,31 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown candidate(s): {', '.join(unknown)} (choose from {', '.join(ENGINE + BARE)})")
 
-    controller_cpu = SERVER_CPUS[0] if args.controller_cpu is None else args.controller_cpu
+    ncpu = os.cpu_count() or 1
+    pair_cpus = (CLIENT_CPU % ncpu, (CLIENT_CPU + 1) % ncpu)  # --paired (overlapping on a small box)
+    if args.controller_cpu is not None:
+        controller_cpu = args.controller_cpu
+    elif args.paired and CLIENT_CPU + 2 < ncpu:
+        controller_cpu = CLIENT_CPU + 2
+    else:
+        controller_cpu = SERVER_CPUS[0]
+    if args.paired and [c for c in candidates if c not in ENGINE]:
+        raise SystemExit("--paired compares engine workers: choose --candidates from " + ", ".join(ENGINE))
     os.sched_setaffinity(0, {controller_cpu})
     servers = FakeServers(args.fake_server, args.servers, SERVER_CPUS, TOKENS, args.boost)
+    if args.paired:
+        print(f"{args.servers} fake server(s) on CPU {','.join(map(str, SERVER_CPUS))}, controllers on CPU "
+              f"{controller_cpu}{', servers niced -10' if args.boost else ''}; {TOKENS}-token answers, "
+              f"{args.seconds:g} s per pair after {WARMUP_S:g} s warm-up; {ncpu} CPUs, load average before: "
+              f"{os.getloadavg()[0]:.2f}")
+        import paired_overhead
+
+        try:
+            paired_overhead.main(servers, args, candidates, pair_cpus, TOKENS, WARMUP_S, _cpu_seconds)
+        finally:
+            servers.close()
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        return
     print(f"{args.servers} fake server(s) on CPU {','.join(map(str, SERVER_CPUS))}, one client worker on CPU "
           f"{CLIENT_CPU}, controller on CPU {controller_cpu}{', niced -10' if args.boost else ''}; {TOKENS}-token "
           f"answers, {args.seconds:g} s per point after {WARMUP_S:g} s warm-up; {os.cpu_count()} CPUs, "
@@ -432,7 +463,7 @@ def main() -> None:
     print("tok/s: content chunks the client took in per second; server/s: content chunks the server(s) wrote per "
           "second in the same window; of raw: tok/s over the raw reader's server/s (the ceiling)")
     print(f"{'streams':>7} {'candidate':>12} {'tok/s':>9} {'worker CPU':>10} {'tok/CPU-s':>10} {'server/s':>9} "
-          f"{'of raw':>7} {'TTFT p50/p99 ms':>16} {'loop lag':>9} {'stamps':>7}")
+          f"{'of raw':>7} {'TTFT p50/p99 ms':>16} {'loop lag':>9} {'stamps':>7} {'nice':>5}")
     try:
         for streams in (int(s) for s in args.streams.split(",")):
             rows: list[tuple[str, dict[str, Any]]] = []
@@ -452,7 +483,7 @@ def main() -> None:
                 lag = f"{r['loop_lag_max']:>7.1f}ms" if "loop_lag_max" in r else f"{'':>9}"
                 print(f"{streams:>7} {kind:>12} {r['tokens_per_s']:>9,.0f} {cpu:>10.0%} {per_cpu:>10,.0f} "
                       f"{r['server_per_s']:>9,.0f} {r['tokens_per_s'] / ceiling:>7.2f} {ttft} {lag} "
-                      f"{r.get('stamps', ''):>7}", flush=True)
+                      f"{r.get('stamps', ''):>7} {r.get('nice', ''):>5}", flush=True)
             by_kind = dict(rows)
             for kind in candidates:
                 plain, on_ray = by_kind.get(kind), by_kind.get(f"{kind}+ray")
