@@ -58,6 +58,27 @@ def test_concurrency_steps_take_effect_within_a_tick_and_lowering_cancels_nothin
     assert c.latest.state is RunState.STOPPED
 
 
+def test_a_closed_loop_never_reports_fewer_open_requests_than_its_target():
+    """A replacement starts in the callback that freed its slot. Were it a loop turn later, a report built in
+    between would read one request too few: 0 for a closed loop of 1 (the matrix's drain took that for "the cell's
+    load has ended" and let the next cell's figures take its last answers). Short answers at 50x: hundreds of
+    request ends a second, each a chance for a report to land in such a gap."""
+    sink = CollectingSink()
+    with sim_server(speed=50.0, seed=2) as url:
+        c = Controller(config(url, concurrency=1, max_tokens=2, tick_hz=10), sinks=[sink])
+        c.start()
+        try:
+            # ~3 s of reports (10 a second), a few hundred request ends among them
+            wait_for(lambda: sink.records and len(sink.progress) >= 32, START_S, "32 reports",
+                     detail=lambda: f"{len(sink.records)} records, {len(sink.progress)} reports")  # fmt: skip
+            seen = list(sink.progress)  # all made while the target was 1
+        finally:
+            finish(c)
+    running = [p for p in seen if p.t_ns > sink.records[0].t_end_ns]  # after the first answer, before the pause
+    assert len(running) >= 20 and len(sink.records) >= 100, (len(running), len(sink.records))
+    assert min(p.in_flight for p in running) == 1, [p.in_flight for p in running]
+
+
 def test_pause_drains_in_flight_to_zero_and_resume_restores(slow_sim):
     sink = CollectingSink()
     c = Controller(config(slow_sim, concurrency=3, max_tokens=40), sinks=[sink])

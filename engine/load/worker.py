@@ -405,10 +405,18 @@ class _Worker:
         self._fill()
 
     def _fill(self) -> None:
-        """Closed loop: keep exactly ``concurrency`` requests open (unless paused, stopping or out of budget)."""
+        """Closed loop: keep exactly ``concurrency`` requests open (unless paused, stopping or out of budget).
+
+        The first start happens here, in the callback that freed the slot: a report built between a request's end
+        and its replacement's start would count one open request too few (a closed loop of 1 read 0 in flight,
+        which let the matrix's drain believe a cell had ended while its load still ran). The rest, one per turn."""
         if self._wants_more() and (self._filler is None or self._filler.done()):
-            assert self._loop is not None
-            self._filler = self._loop.create_task(self._fill_loop())
+            if not self._take_budget():
+                return
+            self._launch(None)
+            if self._wants_more():
+                assert self._loop is not None
+                self._filler = self._loop.create_task(self._fill_loop())
 
     async def _fill_loop(self) -> None:
         """Start one request per loop turn. Starting one costs ~0.1-0.3 ms of aiohttp work; 256 of them in one
