@@ -16,6 +16,7 @@ import threading
 
 import httpx
 import pytest
+from bench.worker_threads import niceness
 from engine_helpers import CollectingSink, config, run_to_end, wait_for
 from tui_canned import until
 
@@ -164,6 +165,11 @@ async def test_the_seeded_schedule_a_live_change_and_a_lost_actor_on_the_dashboa
         async with app.run_test(size=(120, 36)) as pilot:
             await until(pilot, lambda: c.completed >= 6, 120.0, "the first records")  # actors start slowly
             await until(pilot, lambda: "workers    2 on 2 nodes" in load_text(app), 5.0, "the workers on the dashboard")
+            # every thread of each actor, its worker loop too, at this process's niceness (Ray's default is 15)
+            pids = [pid for pid in c.worker_pids if pid is not None]
+            assert len(pids) == 2 and all(set(niceness(pid)) == {os.nice(0)} for pid in pids), [
+                niceness(pid) for pid in pids
+            ]
             c.set_concurrency(6)  # a live change reaches both actors at once: 3 + 3 open
             await until(pilot, lambda: c.latest.in_flight == 6, 3.0, "the new target on both workers")
             kill(c, 1)

@@ -155,6 +155,10 @@ class RayWorkerPool:
             return self._startup_failed(f"Ray could not place {self._n} workers of {self._spec.cpus_per_worker:g} "
                                         f"CPU within {PLACE_TIMEOUT_S:g} s ({free:g} CPUs free in the cluster)")
         remote = ray.remote(WorkerActor)
+        # Ray lowers every worker process to nice 15 (RAY_worker_niceness): on a shared node the load would yield
+        # to everything else and read its streams late. The actors run at this process's niceness instead, which is
+        # the operator's choice (tests/test_ray_workers.py checks it on the actor's loop thread).
+        runtime_env = {"env_vars": {"RAY_worker_niceness": str(os.nice(0))}}
         for i in range(self._n):
             strategy = PlacementGroupSchedulingStrategy(self._pg, placement_group_bundle_index=i)
             with self._lock:  # close() kills what is in the list: an actor is created only while it will see it
@@ -162,7 +166,7 @@ class RayWorkerPool:
                     return False
                 actor = remote.options(
                     name=self._name(i), namespace=NAMESPACE, num_cpus=self._spec.cpus_per_worker, max_restarts=0,
-                    max_concurrency=MAX_CONCURRENCY, scheduling_strategy=strategy,
+                    max_concurrency=MAX_CONCURRENCY, scheduling_strategy=strategy, runtime_env=runtime_env,
                 ).remote(i, self._config, self._factory, None if self._allowance is None else self._allowance[i])
                 self._actors.append(actor)
         ours = boot_id()
