@@ -542,6 +542,7 @@ class Controller:
             energy=self._gpu.energy,
             pricing=self._pricing,
             gpu_count=len(self._gpu.indices),
+            workers=len(self._pool),
         )
         with self._lock:
             self._t0_ns = t0

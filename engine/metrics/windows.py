@@ -105,10 +105,10 @@ class SlotStats:
 
 
 class RecordSamples:
-    """The values a group of records contributes, computed once and added to both its slot and the totals."""
+    """The values a group of records contributes, computed once and added to both its slot and the totals (as
+    histograms, so adding them twice costs two merges of bucket counts, not two passes over the values)."""
 
-    __slots__ = ("e2e", "errors_by_class", "input_tokens", "itl", "output_tokens", "requests", "send_lag", "tpot",
-                 "ttft")
+    __slots__ = ("e2e", "errors_by_class", "input_tokens", "itl", "output_tokens", "requests", "send_lag", "tpot")
 
     def __init__(self, records: Sequence[RequestRecord], itl: bool = False) -> None:
         """``itl``: take ITL from the records' chunk stamps (only where progress ticks do not ship the gaps)."""
@@ -136,16 +136,17 @@ class RecordSamples:
                 tpot.append(round(per_token))
             if itl and len(r.token_times_ns) >= 2:
                 token_times.append(r.token_times_ns)
-        self.ttft = np.zeros(0, dtype=np.int64)  # TTFT and TTFO enter at their tokens: see add_first_tokens
-        self.tpot = _non_negative(tpot)
-        self.e2e = _non_negative(e2e)
-        self.send_lag = _non_negative(send_lag)
-        self.itl = _gaps(token_times)
+        # TTFT and TTFO enter at their tokens, not here: see edge.firsts_into
+        self.tpot = _metric(non_negative(tpot))
+        self.e2e = _metric(non_negative(e2e))
+        self.send_lag = _metric(non_negative(send_lag))
+        self.itl = _metric(_gaps(token_times))
 
     def add_to(self, stats: SlotStats) -> None:
-        for metric, values in zip(stats.metrics(), (self.ttft, self.itl, self.tpot, self.e2e, self.send_lag,
-                                                     self.ttft), strict=True):
-            metric.add_ns(values)
+        for mine, into in ((self.itl, stats.itl), (self.tpot, stats.tpot), (self.e2e, stats.e2e),
+                           (self.send_lag, stats.send_lag)):
+            if mine is not None:
+                into.merge(mine)
         stats.requests += self.requests
         for cls, n in self.errors_by_class.items():
             stats.errors_by_class[cls] = stats.errors_by_class.get(cls, 0) + n
@@ -153,7 +154,15 @@ class RecordSamples:
         stats.output_tokens += self.output_tokens
 
 
-def _non_negative(values: list[int]) -> np.ndarray:
+def _metric(values_ns: np.ndarray) -> LatencyMetric | None:
+    if values_ns.size == 0:
+        return None
+    metric = LatencyMetric()
+    metric.add_ns(values_ns)
+    return metric
+
+
+def non_negative(values: Sequence[int]) -> np.ndarray:
     """Clock stamps from one monotonic clock cannot go backwards; clamp rather than poison a histogram."""
     return np.maximum(np.asarray(values, dtype=np.int64), 0)
 
@@ -185,6 +194,10 @@ class SlottedWindow:
     def slot_count(self) -> int:
         return len(self._slots)
 
+    @property
+    def slot_ns(self) -> int:
+        return self._slot_ns
+
     def index(self, t_ns: int) -> int:
         """Stamps before the session start count in the first slot."""
         return max(0, (t_ns - self._t0) // self._slot_ns)
@@ -204,7 +217,8 @@ class SlottedWindow:
         return stats
 
     def view(self, now_ns: int) -> tuple[SlotStats, int]:
-        """The merged window ending at now and the nanoseconds it covers.
+        """The merged window ending at ``now_ns`` (the aggregator passes the edge, see ``edge.py``: no slot holds a
+        fact stamped after it) and the nanoseconds it covers.
 
         The window is made of whole slots starting at or after ``now - window`` plus the current partial one, so
         the span covered is ``now - start of the oldest slot``: between (1 - 1/SLOTS_PER_WINDOW) and 1 times the
@@ -226,25 +240,3 @@ class SlottedWindow:
         for i in [i for i in self._slots if i < index]:
             del self._slots[i]
 
-
-def add_first_tokens(window: SlottedWindow, total: SlotStats, firsts: Sequence[tuple[int, int]],
-                     output: bool = False) -> None:
-    """TTFT samples (TTFO with ``output``), as (token stamp, latency ns), into the slot of the moment each token
-    arrived: a request's TTFT is a fact from its first token on, however long the rest of its answer takes."""
-    by_slot: dict[int, list[int]] = {}
-    for t_first, ttft in firsts:
-        by_slot.setdefault(window.index(t_first), []).append(ttft)
-    for index, values in by_slot.items():
-        samples = _non_negative(values)
-        (total.ttfo if output else total.ttft).add_ns(samples)
-        slot = window.slot(index)
-        if slot is not None:
-            (slot.ttfo if output else slot.ttft).add_ns(samples)
-
-
-def add_gaps(window: SlottedWindow, total: SlotStats, t_ns: int, gaps: IntervalCounts) -> None:
-    """ITL gaps a progress tick carried, into the slot of that tick (at most one tick after they arrived)."""
-    total.itl.add_counts(gaps)
-    slot = window.slot(window.index(t_ns))
-    if slot is not None:
-        slot.itl.add_counts(gaps)

@@ -76,8 +76,10 @@ def new_aggregator(rec: Recording) -> tuple[Aggregator, list[str]]:
             notes.append("the recorded pricing profile is not readable by this version: no cost figures")
     meta = SessionMeta(endpoint=m.session.endpoint, model=m.session.model, workload=m.session.workload,
                        source="replay", trace=isinstance(m.workload, dict) and "trace" in m.workload)
+    workers = m.config.get("workers")  # waited for from the start, as the live window's edge did
     agg = Aggregator(t0_ns=0, window_s=m.window_s, meta=meta, energy=energy, pricing=pricing, gpu_count=len(m.gpus),
-                     totals_from_ns=m.recorded_from_us * 1000, itl_from_ticks=rec.itl_on_ticks)  # fmt: skip
+                     totals_from_ns=m.recorded_from_us * 1000, itl_from_ticks=rec.itl_on_ticks,
+                     workers=workers if type(workers) is int and 0 < workers <= 4096 else 0)  # fmt: skip
     return agg, notes
 
 
