@@ -30,8 +30,8 @@ T = TypeVar("T")
 
 @dataclass(slots=True)
 class _Group:
-    """Records of one arrival that end in one slot, with their samples when already computed (for the totals),
-    so a group the edge passes whole costs no second pass."""
+    """Records of one arrival that end in one slot, with the samples computed for the totals (raw values, a few
+    bytes each while held), so a group the edge passes whole is not gone through again; one it cuts is."""
 
     index: int
     records: list[RequestRecord]
@@ -179,7 +179,7 @@ class WindowFeed:
         if group.last_ns <= edge_ns:
             self._into_slot(group.index, group.samples or RecordSamples(group.records, self._itl))
             return False
-        ready = [r for r in group.records if r.t_end_ns <= edge_ns]  # the edge cuts it: only here a second pass
+        ready = [r for r in group.records if r.t_end_ns <= edge_ns]  # the edge cuts it: its parts are redone
         group.records = [r for r in group.records if r.t_end_ns > edge_ns]
         group.samples = None
         group.first_ns = min(r.t_end_ns for r in group.records)

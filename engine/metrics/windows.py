@@ -105,10 +105,10 @@ class SlotStats:
 
 
 class RecordSamples:
-    """The values a group of records contributes, computed once and added to both its slot and the totals (as
-    histograms, so adding them twice costs two merges of bucket counts, not two passes over the values)."""
+    """The values a group of records contributes, computed once and added to both its slot and the totals."""
 
-    __slots__ = ("e2e", "errors_by_class", "input_tokens", "itl", "output_tokens", "requests", "send_lag", "tpot")
+    __slots__ = ("e2e", "errors_by_class", "input_tokens", "itl", "output_tokens", "requests", "send_lag", "tpot",
+                 "ttft")
 
     def __init__(self, records: Sequence[RequestRecord], itl: bool = False) -> None:
         """``itl``: take ITL from the records' chunk stamps (only where progress ticks do not ship the gaps)."""
@@ -136,30 +136,21 @@ class RecordSamples:
                 tpot.append(round(per_token))
             if itl and len(r.token_times_ns) >= 2:
                 token_times.append(r.token_times_ns)
-        # TTFT and TTFO enter at their tokens, not here: see edge.firsts_into
-        self.tpot = _metric(non_negative(tpot))
-        self.e2e = _metric(non_negative(e2e))
-        self.send_lag = _metric(non_negative(send_lag))
-        self.itl = _metric(_gaps(token_times))
+        self.ttft = np.zeros(0, dtype=np.int64)  # TTFT and TTFO enter at their tokens: see edge.firsts_into
+        self.tpot = non_negative(tpot)
+        self.e2e = non_negative(e2e)
+        self.send_lag = non_negative(send_lag)
+        self.itl = _gaps(token_times)
 
     def add_to(self, stats: SlotStats) -> None:
-        for mine, into in ((self.itl, stats.itl), (self.tpot, stats.tpot), (self.e2e, stats.e2e),
-                           (self.send_lag, stats.send_lag)):
-            if mine is not None:
-                into.merge(mine)
+        for metric, values in zip(stats.metrics(), (self.ttft, self.itl, self.tpot, self.e2e, self.send_lag,
+                                                     self.ttft), strict=True):
+            metric.add_ns(values)
         stats.requests += self.requests
         for cls, n in self.errors_by_class.items():
             stats.errors_by_class[cls] = stats.errors_by_class.get(cls, 0) + n
         stats.input_tokens += self.input_tokens
         stats.output_tokens += self.output_tokens
-
-
-def _metric(values_ns: np.ndarray) -> LatencyMetric | None:
-    if values_ns.size == 0:
-        return None
-    metric = LatencyMetric()
-    metric.add_ns(values_ns)
-    return metric
 
 
 def non_negative(values: Sequence[int]) -> np.ndarray:
