@@ -109,7 +109,8 @@ class IntervalCounts:
 
 @dataclass(frozen=True, slots=True)
 class StreamProgress:
-    """Content chunks that arrived in one worker during (t_prev_ns, t_ns]; makes live tok/s responsive.
+    """Content chunks that arrived in one worker since its previous report, up to ``t_ns``; makes live tok/s
+    responsive.
 
     A request's final usage may differ from its chunk count (servers may pack several tokens into one chunk);
     the aggregator adds that difference when the request completes, so totals always equal the server's usage.
@@ -131,6 +132,9 @@ class StreamProgress:
     # ITL enters the window while a long answer streams. None: the producer does not ship them (recordings of
     # schema < 3), and ITL then comes from the records' token stamps at their end.
     itl: IntervalCounts | None = None
+    # The worker's last report: it said goodbye, or (``--ray``) the controller wrote it for a lost worker. The
+    # live window's edge stops waiting for a worker at its final report (engine/metrics/edge.py).
+    final: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,9 @@ class WindowStats(Frozen):
     """Figures over one span: the sliding window (last N seconds) or the whole session since start."""
 
     span_s: float = 0.0  # seconds actually covered (shorter than the window at the start of a run)
+    # session seconds where the span ends: the sliding window ends at the workers' reports (the edge, a tenth of a
+    # second or so before t_s, so no worker's newest facts are missing from it); since start ends at t_s
+    end_s: float = 0.0
     requests: int = 0  # completed successfully
     errors: int = 0
     errors_by_class: dict[str, int] = Field(default_factory=dict)  # ErrorClass value -> count

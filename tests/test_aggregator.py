@@ -55,7 +55,7 @@ def test_hand_computed_figures_over_window_and_total():
     r2 = ok(2.0, 2.2, 3.0, 5, inp=30, times=(2.2, 2.4, 2.6, 2.8, 3.0))  # ITL 200 ms x4, TPOT 200
     r3 = ok(3.0, 3.3, 4.0, 8, inp=20, start=3.005)  # sent 5 ms late; TTFT 300 from the schedule; TPOT 100
     bad = failed(4.5, ErrorClass.HTTP_5XX, "500 Internal Server Error")
-    agg.add_progress([tick(2.0, 11), tick(3.0, 5), tick(4.0, 8)])
+    agg.add_progress([tick(2.0, 11), tick(3.0, 5), tick(4.0, 8), tick(5.0, 0)])  # the failure ships on the last
     agg.add_records([r1, r2, r3, bad])
     snap = agg.snapshot(at(5.0), RUNNING)
 
@@ -154,7 +154,9 @@ def test_progress_is_counted_live_and_usage_corrects_it_exactly():
     # carried no token of their own): the totals must end at usage, exactly
     agg.add_progress([tick(0.5 + 0.5 * k, 5, worker=w, in_flight=1) for k in range(8) for w in (0, 1)][:14])
     mid = agg.snapshot(at(4.0), RUNNING)
-    assert mid.window.requests == 0 and mid.window.output_tokens == 70 and mid.window.output_tokens_per_s == 17.5
+    # the window ends at the workers' last reports (3.5 s): 70 chunks over 3.5 s, not over 4 s
+    assert mid.window.end_s == 3.5 and mid.window.span_s == 3.5
+    assert mid.window.requests == 0 and mid.window.output_tokens == 70 and mid.window.output_tokens_per_s == 20.0
     assert mid.in_flight == 2
     agg.add_progress([tick(4.5, 10, worker=0, in_flight=0), tick(4.5, 0, worker=1, in_flight=0)])
     agg.add_records([ok(0.0, 0.5, 4.5, 52, chunks=45, worker=0), ok(0.0, 0.5, 4.4, 29, chunks=35, worker=1)])
@@ -355,9 +357,10 @@ def test_energy_window_matches_the_span_the_tokens_cover():
     agg.add_progress(tick((k + 0.5) / 10, 10) for k in range(205))  # 0.05 s .. 20.45 s
     snap = agg.snapshot(at(20.5), RUNNING)
     assert snap.gpu.available and snap.steady and snap.gpu.window.steady
-    assert snap.window.span_s == pytest.approx(9.5)  # slots 11..20: the energy must cover the same 9.5 s
-    assert snap.window.output_tokens == 950
-    assert snap.gpu.window.energy_j == pytest.approx(300.0 * 9.5)
+    # the window ends at the last report (20.45 s) and starts with slot 11: the energy must cover the same 9.45 s
+    assert snap.window.end_s == pytest.approx(20.45) and snap.window.span_s == pytest.approx(9.45)
+    assert snap.window.output_tokens == 945  # the 11.05 s report's chunks arrived over (10.95, 11.05]: half of them
+    assert snap.gpu.window.energy_j == pytest.approx(300.0 * 9.45)
     assert snap.gpu.window.joules_per_output_token == pytest.approx(3.0)
     assert snap.gpu.total.energy_j == pytest.approx(300.0 * 20.5) and snap.total.output_tokens == 2050
     assert snap.gpu.total.joules_per_output_token == pytest.approx(3.0)

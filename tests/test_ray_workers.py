@@ -206,6 +206,11 @@ async def test_the_seeded_schedule_a_live_change_and_a_lost_actor_on_the_dashboa
     assert lost and "worker_lost" in lost[0] and "goes on with 1 worker" in lost[0]
     health = {h.worker: h for h in c.worker_health or []}
     assert health[1].state == "lost" and health[1].lost_requests == c.worker_lost and health[0].state == "done"
+    # the controller wrote the lost actor's last report (nothing open: its requests are counted lost), so the
+    # window's edge stops waiting for it and its in-flight requests leave Snapshot.in_flight; the survivor's own
+    # last report says so too
+    finals = [p for p in sink.progress if p.final]
+    assert sorted(p.worker for p in finals) == [0, 1] and next(p for p in finals if p.worker == 1).in_flight == 0
 
 
 def test_a_lost_actors_trace_rows_are_sent_by_the_other(cluster, slow_sim, tmp_path):

@@ -127,11 +127,20 @@ def test_telemetry_progress_and_events_round_trip():
                           ((4, T0 + 6_500_000, T0 + 1_000_000),), itl)
     back = decode_progress((1, *encode_progress(rich, T0 + 9_000_000, T0)))
     assert back.first_outputs == ((4, 6_500_000, 1_000_000),) and back.itl == itl
+    assert back.final is False
     row = list((1, *encode_progress(rich, T0 + 9_000_000, T0)))
-    row[-1] = encode_varints([5, 9, 1])  # smallest above largest
+    row[-2] = encode_varints([5, 9, 1])  # smallest above largest
     with pytest.raises(CorruptRow):
         decode_progress(row)
-    row[-1] = encode_varints([5, 1, 9, 700])  # a bucket without its count
+    row[-2] = encode_varints([5, 1, 9, 700])  # a bucket without its count
+    with pytest.raises(CorruptRow):
+        decode_progress(row)
+    # schema 4: a worker's last tick says so (the window's edge stops waiting for it)
+    last = StreamProgress(2, T0 + 8_000_000, 0, 0, 0.0, final=True)
+    assert decode_progress((1, *encode_progress(last, T0 + 8_000_000, T0))) == StreamProgress(2, 8_000_000, 0, 0, 0.0,
+                                                                                                 final=True)
+    row = list((1, *encode_progress(last, T0 + 8_000_000, T0)))
+    row[-1] = "1"
     with pytest.raises(CorruptRow):
         decode_progress(row)
 
@@ -191,7 +200,8 @@ def test_statements_come_from_the_schema_and_every_codec_fills_its_columns():
     assert REQUESTS.column_list(skip=("detail",), version=2).endswith("status, error")  # schema 3 adds two
     assert PROGRESS.select(version=1) == "SELECT id, t_us, lag_us, worker, chunks, in_flight, loop_lag_us FROM progress"
     assert PROGRESS.select(version=2).endswith("loop_lag_us, waiting, wait_us, firsts FROM progress")  # 2 adds three
-    assert PROGRESS.select().endswith("firsts, outputs, itl FROM progress")  # schema 3 adds two
+    assert PROGRESS.select(version=3).endswith("firsts, outputs, itl FROM progress")  # schema 3 adds two
+    assert PROGRESS.select().endswith("outputs, itl, final FROM progress")  # schema 4 adds one
     assert EVENTS.insert(skip=("id",)).startswith("INSERT INTO events (t_us, ev_us, kind,")
     with pytest.raises(ValueError, match="no column 'nope'"):
         REQUESTS.select(skip=("nope",))

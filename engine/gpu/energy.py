@@ -167,6 +167,7 @@ class EnergyAccount:
         self,
         now_ns: int,
         *,
+        window_end_ns: int | None = None,
         window_s: float,
         window_output_tokens: int,
         window_total_tokens: int,
@@ -174,9 +175,10 @@ class EnergyAccount:
         total_total_tokens: int,
         steady: bool,
     ) -> GpuStats:
-        """Figures at ``now_ns``. The window is [now - window_s, now], the span the window's tokens cover; its
-        energy is the mean power measured over that span times ``window_s``, so samples that trail ``now`` by a
-        fraction of a tick do not shorten it. The total is everything since the first sample."""
+        """Figures at ``now_ns``. The window is [end - window_s, end] (``window_end_ns``, default now), the span the
+        window's tokens cover; its energy is the mean power measured over that span times ``window_s``, so samples
+        that trail its end by a fraction of a tick do not shorten it. The total is everything since the first
+        sample."""
         with self._lock:
             tracks = {i: t for i, t in sorted(self._tracks.items()) if t.latest is not None}
             stale_s, stale_reason = self._staleness(now_ns)
@@ -187,7 +189,8 @@ class EnergyAccount:
             for track in tracks.values():
                 track.prune(now_ns - self._retention_ns)
             readings = tuple(self._reading(i, t) for i, t in tracks.items())
-            window = self._window(tracks, now_ns, window_s, window_output_tokens, window_total_tokens, steady)
+            end = now_ns if window_end_ns is None else window_end_ns
+            window = self._window(tracks, end, window_s, window_output_tokens, window_total_tokens, steady)
             total = self._total(tracks, total_output_tokens, total_total_tokens, steady)
             integrated = any(t.integrated for t in tracks.values())
         return GpuStats(

@@ -483,12 +483,14 @@ class Controller:
                 self.notices.put(message)
                 self.emit(ControlEvent(perf_counter_ns(), EventKind.WARNING, message=message))
             case WorkerExited(worker=i, clean=False, exitcode=code):
+                self._final_report(i)
                 self._fail(f"worker {i} exited unexpectedly (exit code {code}); the run was stopped")
             case WorkerLost():
                 self._on_lost(msg)
 
     def _on_lost(self, lost: WorkerLost) -> None:
         """A Ray worker died: count its in-flight requests, then rebalance over the others or stop."""
+        self._final_report(lost.worker)
         self.worker_lost += lost.in_flight
         self.unsent_after_loss += lost.unsent
         where = f" on {lost.where}" if lost.where else ""
@@ -516,6 +518,11 @@ class Controller:
                 if self._phase not in _ENDED:
                     self._send_targets()
 
+    def _final_report(self, worker: int) -> None:
+        """A worker that ended without its own goodbye report gets one written here (nothing open, nothing waiting:
+        its requests are counted lost), so the window's edge stops waiting for it and replay sees the same."""
+        self._take([], StreamProgress(worker, perf_counter_ns(), 0, 0, 0.0, final=True))
+
     def _take(self, records: list[RequestRecord], progress: StreamProgress | None) -> None:
         agg = self._aggregator
         if agg is None:
@@ -540,6 +547,7 @@ class Controller:
             energy=self._gpu.energy,
             pricing=self._pricing,
             gpu_count=len(self._gpu.indices),
+            workers=len(self._pool),
         )
         with self._lock:
             self._t0_ns = t0

@@ -267,7 +267,7 @@ class _Worker:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            self._report()
+            self._report(final=True)  # nothing follows it: the window's edge stops waiting for this worker
             self._send(Done(self._worker, cancelled))
 
     # -- commands from the controller ------------------------------------------------------------------------
@@ -585,7 +585,7 @@ class _Worker:
             if lag_ms > self._max_lag_ms:
                 self._max_lag_ms = lag_ms
 
-    def _report(self) -> None:
+    def _report(self, final: bool = False) -> None:
         assert self._client is not None
         chunks, self._client.chunks = self._client.chunks, 0
         records, self._records = self._records, []
@@ -594,7 +594,7 @@ class _Worker:
         itl = interval_counts(np.asarray(facts.gaps, dtype=np.int64)) if facts.gaps else None
         progress = StreamProgress(
             self._worker, perf_counter_ns(), chunks, len(self._in_flight), max(0.0, lag), facts.firsts,
-            facts.waiting, facts.oldest, facts.outputs, itl,
+            facts.waiting, facts.oldest, facts.outputs, itl, final,
         )
         # A request whose record is in this batch may still be in the set (its task's done callback runs a loop turn
         # later): in_flight keeps it (the closed loop's replacement starts in that callback, so the live figure and

@@ -14,6 +14,9 @@ Definitions (the README's "How the figures are defined" says the same for users)
   at the tick after its chunk arrived (ticks carry them as bucket counts), E2E, TPOT and the request count at the
   end. TTFT, TTFO and ITL count what arrived (a later failure does not undo it); failed records count as
   errors, never in E2E/TPOT.
+- The window ends at the edge (``edge.py``): the oldest latest report among the workers still reporting, not
+  "now", so the newest ~100 ms that some worker has not reported yet is neither missing from the window nor
+  divided by; the energy window and "steady" use the same edge. Since-start figures count facts on arrival.
 - Waiting for first token: requests sent that have no first token yet (count and the age of the oldest, from its
   scheduled time), from each worker's latest tick: queueing on the server shows before any request completes.
 - Output tokens count as chunks arrive (responsive for long requests); at completion the difference to the
@@ -30,7 +33,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.control import ControlState, SessionMeta
-from engine.metrics.windows import RecordSamples, SlotStats, SlottedWindow, add_first_tokens, add_gaps
+from engine.metrics.edge import WindowFeed
+from engine.metrics.windows import RecordSamples, SlotStats, SlottedWindow, non_negative
 from engine.records import ControlEvent, EventKind, RequestRecord, StreamProgress, TelemetrySample
 from engine.snapshot import (
     ClientHealth,
@@ -100,9 +104,12 @@ class Aggregator:
         gpu_count: int = 0,
         totals_from_ns: int | None = None,
         itl_from_ticks: bool = True,
+        workers: int = 0,
+        watermark: bool = True,
     ) -> None:
         """``itl_from_ticks``: ITL comes on the progress ticks as the gaps arrive (live, recordings of schema 3 on);
-        False for older recordings, whose ITL comes from the records' chunk stamps at their end."""
+        False for older recordings, whose ITL comes from the records' chunk stamps at their end. ``workers``: how
+        many report (waited for from the start); ``watermark=False`` ends the window at now, as before the edge."""
         self._t0 = t0_ns
         self._itl_from_ticks = itl_from_ticks
         self._totals_from = t0_ns if totals_from_ns is None else max(t0_ns, totals_from_ns)  # a late recording
@@ -112,6 +119,8 @@ class Aggregator:
         self._pricing = pricing
         self._gpu_count = gpu_count
         self._window = SlottedWindow(t0_ns, round(window_s * 1e9))
+        self._feed = WindowFeed(self._window, t0_ns=t0_ns, from_ns=self._totals_from, workers=workers,
+                                itl=not itl_from_ticks, watermark=watermark)
         self._total = SlotStats()
         self._in_flight: dict[int, tuple[int, int]] = {}  # worker -> (t_ns, in flight) of its latest report
         self._waiting: dict[int, tuple[int, int, int | None]] = {}  # worker -> (t_ns, waiting, oldest scheduled)
@@ -170,11 +179,15 @@ class Aggregator:
         for index, group in by_slot.items():
             samples = RecordSamples(group, itl)
             samples.add_to(self._total)
-            slot = self._window.slot(index)
-            if slot is not None:
-                samples.add_to(slot)
-        add_first_tokens(self._window, self._total, firsts)
-        add_first_tokens(self._window, self._total, outputs, output=True)
+            self._feed.add_group(index, group, samples)  # into the window now, or once the edge passes it
+        self._add_firsts(firsts)
+        self._add_firsts(outputs, output=True)
+
+    def _add_firsts(self, firsts: list[tuple[int, int]], output: bool = False) -> None:
+        """TTFT (TTFO) samples as (token stamp, latency): the totals now, the window when the edge passes them."""
+        if firsts:
+            (self._total.ttfo if output else self._total.ttft).add_ns(non_negative([v for _, v in firsts]))
+            self._feed.add_firsts(firsts, output)
 
     def _untrusted(self, r: RequestRecord) -> None:
         """Count what the server said and we did not take at face value; the first of each kind is logged."""
@@ -190,26 +203,23 @@ class Aggregator:
     def add_progress(self, progress: Iterable[StreamProgress]) -> None:
         for p in progress:
             self._total.output_tokens += p.chunks
-            slot = self._window.slot(self._window.index(p.t_ns))
-            if slot is not None:
-                slot.output_tokens += p.chunks
+            self._feed.on_report(p)
             latest = self._in_flight.get(p.worker)
             if latest is None or p.t_ns >= latest[0]:
                 self._in_flight[p.worker] = (p.t_ns, p.in_flight)
                 self._waiting[p.worker] = (p.t_ns, p.waiting, p.waiting_since_ns)
             if p.first_tokens:
-                firsts = [(first, first - scheduled) for _, first, scheduled in p.first_tokens]
-                add_first_tokens(self._window, self._total, firsts)
+                self._add_firsts([(first, first - scheduled) for _, first, scheduled in p.first_tokens])
                 self._ttft_on_tick.update(((p.worker, rid), first) for rid, first, _ in p.first_tokens)
             if p.first_outputs:
-                outputs = [(first, first - scheduled) for _, first, scheduled in p.first_outputs]
-                add_first_tokens(self._window, self._total, outputs, output=True)
+                self._add_firsts([(first, first - scheduled) for _, first, scheduled in p.first_outputs], output=True)
                 self._ttfo_on_tick.update((p.worker, rid) for rid, _, _ in p.first_outputs)
                 if not self._reasoning:  # an answer that began after the first token: reasoning came first
                     self._reasoning = any(self._ttft_on_tick.get((p.worker, rid), first) != first
                                           for rid, first, _ in p.first_outputs)
             if p.itl is not None and self._itl_from_ticks:
-                add_gaps(self._window, self._total, p.t_ns, p.itl)
+                self._total.itl.add_counts(p.itl)
+                self._feed.add_gaps(p.t_ns, p.itl)
             self._loop_lags.append((p.t_ns, p.loop_lag_ms))
         if len(self._loop_lags) > 100_000:  # no snapshot for a long while: keep only the newest second
             newest = max(t for t, _ in self._loop_lags)
@@ -240,11 +250,12 @@ class Aggregator:
 
     def snapshot(self, now_ns: int, control: ControlState) -> Snapshot:
         self._seq += 1
-        merged, span_ns = self._window.view(now_ns)
-        window = _window_stats(merged, span_ns / 1e9)
-        total = _window_stats(self._total, max(0, now_ns - self._totals_from) / 1e9)
-        steady = now_ns - round(self._window_s * 1e9) >= self._last_change_ns
-        gpu = self._gpu_stats(now_ns, window, total, steady)
+        edge = self._feed.advance(now_ns)  # where the window ends: see edge.py
+        merged, span_ns = self._window.view(edge)
+        window = _window_stats(merged, span_ns / 1e9, (edge - self._t0) / 1e9)
+        total = _window_stats(self._total, max(0, now_ns - self._totals_from) / 1e9, (now_ns - self._t0) / 1e9)
+        steady = edge - round(self._window_s * 1e9) >= self._last_change_ns
+        gpu = self._gpu_stats(now_ns, edge, window, total, steady)
         return Snapshot(
             seq=self._seq,
             t_s=(now_ns - self._t0) / 1e9,
@@ -298,12 +309,15 @@ class Aggregator:
             loop_lag_ms=loop_lag, schedule_lag_ms=send_lag, saturated=bool(reasons), reason="; ".join(reasons)
         )
 
-    def _gpu_stats(self, now_ns: int, window: WindowStats, total: WindowStats, steady: bool) -> GpuStats:
+    def _gpu_stats(self, now_ns: int, edge_ns: int, window: WindowStats, total: WindowStats,
+                   steady: bool) -> GpuStats:
         if self._energy is None:
             return GpuStats(available=False, message="no GPU telemetry")
-        # the energy window is the span the token counts cover, so joules per token compare like with like
+        # the energy window is the span the token counts cover (same edge, same length), so joules per token
+        # compare like with like
         return self._energy.stats(
             now_ns,
+            window_end_ns=edge_ns,
             window_s=window.span_s,
             window_output_tokens=window.output_tokens,
             window_total_tokens=window.input_tokens + window.output_tokens,
@@ -362,12 +376,13 @@ def _lag(ms: float) -> str:
     return f"{ms:.0f}" if ms >= 20 else f"{ms:.1f}"
 
 
-def _window_stats(s: SlotStats, span_s: float) -> WindowStats:
+def _window_stats(s: SlotStats, span_s: float, end_s: float) -> WindowStats:
     errors = s.errors
     output_tokens = max(0, s.output_tokens)  # a window can start after a request's chunks but hold its correction
     done = s.requests + errors
     return WindowStats(
         span_s=span_s,
+        end_s=end_s,
         requests=s.requests,
         errors=errors,
         errors_by_class=dict(sorted(s.errors_by_class.items())),

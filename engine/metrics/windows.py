@@ -136,10 +136,10 @@ class RecordSamples:
                 tpot.append(round(per_token))
             if itl and len(r.token_times_ns) >= 2:
                 token_times.append(r.token_times_ns)
-        self.ttft = np.zeros(0, dtype=np.int64)  # TTFT and TTFO enter at their tokens: see add_first_tokens
-        self.tpot = _non_negative(tpot)
-        self.e2e = _non_negative(e2e)
-        self.send_lag = _non_negative(send_lag)
+        self.ttft = np.zeros(0, dtype=np.int64)  # TTFT and TTFO enter at their tokens: see edge.firsts_into
+        self.tpot = non_negative(tpot)
+        self.e2e = non_negative(e2e)
+        self.send_lag = non_negative(send_lag)
         self.itl = _gaps(token_times)
 
     def add_to(self, stats: SlotStats) -> None:
@@ -153,7 +153,7 @@ class RecordSamples:
         stats.output_tokens += self.output_tokens
 
 
-def _non_negative(values: list[int]) -> np.ndarray:
+def non_negative(values: Sequence[int]) -> np.ndarray:
     """Clock stamps from one monotonic clock cannot go backwards; clamp rather than poison a histogram."""
     return np.maximum(np.asarray(values, dtype=np.int64), 0)
 
@@ -185,6 +185,10 @@ class SlottedWindow:
     def slot_count(self) -> int:
         return len(self._slots)
 
+    @property
+    def slot_ns(self) -> int:
+        return self._slot_ns
+
     def index(self, t_ns: int) -> int:
         """Stamps before the session start count in the first slot."""
         return max(0, (t_ns - self._t0) // self._slot_ns)
@@ -204,7 +208,8 @@ class SlottedWindow:
         return stats
 
     def view(self, now_ns: int) -> tuple[SlotStats, int]:
-        """The merged window ending at now and the nanoseconds it covers.
+        """The merged window ending at ``now_ns`` (the aggregator passes the edge, see ``edge.py``: no slot holds a
+        fact stamped after it) and the nanoseconds it covers.
 
         The window is made of whole slots starting at or after ``now - window`` plus the current partial one, so
         the span covered is ``now - start of the oldest slot``: between (1 - 1/SLOTS_PER_WINDOW) and 1 times the
@@ -226,25 +231,3 @@ class SlottedWindow:
         for i in [i for i in self._slots if i < index]:
             del self._slots[i]
 
-
-def add_first_tokens(window: SlottedWindow, total: SlotStats, firsts: Sequence[tuple[int, int]],
-                     output: bool = False) -> None:
-    """TTFT samples (TTFO with ``output``), as (token stamp, latency ns), into the slot of the moment each token
-    arrived: a request's TTFT is a fact from its first token on, however long the rest of its answer takes."""
-    by_slot: dict[int, list[int]] = {}
-    for t_first, ttft in firsts:
-        by_slot.setdefault(window.index(t_first), []).append(ttft)
-    for index, values in by_slot.items():
-        samples = _non_negative(values)
-        (total.ttfo if output else total.ttft).add_ns(samples)
-        slot = window.slot(index)
-        if slot is not None:
-            (slot.ttfo if output else slot.ttft).add_ns(samples)
-
-
-def add_gaps(window: SlottedWindow, total: SlotStats, t_ns: int, gaps: IntervalCounts) -> None:
-    """ITL gaps a progress tick carried, into the slot of that tick (at most one tick after they arrived)."""
-    total.itl.add_counts(gaps)
-    slot = window.slot(window.index(t_ns))
-    if slot is not None:
-        slot.itl.add_counts(gaps)

@@ -56,9 +56,10 @@ def load_state(blob: bytes) -> Any:
     return pickle.loads(zlib.decompress(blob))  # our own blobs, made in this process: never read from a file
 
 
-def new_aggregator(rec: Recording) -> tuple[Aggregator, list[str]]:
+def new_aggregator(rec: Recording, watermark: bool = True) -> tuple[Aggregator, list[str]]:
     """An aggregator set up like the live one was (window, GPUs, energy source, pricing), on the recording's clock
-    (t0 = 0: every decoded stamp is ns since the session start). Returns it with any notes (unusable pricing)."""
+    (t0 = 0: every decoded stamp is ns since the session start). Returns it with any notes (unusable pricing).
+    ``watermark=False``: the window ends at now, as before the edge (tests/bench/window_edge.py compares)."""
     m = rec.meta
     notes: list[str] = []
     energy = None
@@ -76,8 +77,11 @@ def new_aggregator(rec: Recording) -> tuple[Aggregator, list[str]]:
             notes.append("the recorded pricing profile is not readable by this version: no cost figures")
     meta = SessionMeta(endpoint=m.session.endpoint, model=m.session.model, workload=m.session.workload,
                        source="replay", trace=isinstance(m.workload, dict) and "trace" in m.workload)
+    workers = m.config.get("workers")  # waited for from the start, as the live window's edge did
     agg = Aggregator(t0_ns=0, window_s=m.window_s, meta=meta, energy=energy, pricing=pricing, gpu_count=len(m.gpus),
-                     totals_from_ns=m.recorded_from_us * 1000, itl_from_ticks=rec.itl_on_ticks)  # fmt: skip
+                     totals_from_ns=m.recorded_from_us * 1000, itl_from_ticks=rec.itl_on_ticks,
+                     workers=workers if type(workers) is int and 0 < workers <= 4096 else 0,
+                     watermark=watermark)  # fmt: skip
     return agg, notes
 
 

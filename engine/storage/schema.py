@@ -17,8 +17,8 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 3  # 2 added progress.waiting, wait_us, firsts; 3 requests.turn, ttfo_us, rchunks, progress.outputs,
-# itl. Files of schema 1 and 2 are still read.
+SCHEMA_VERSION = 4  # 2 added progress.waiting, wait_us, firsts; 3 requests.turn, ttfo_us, rchunks, progress.outputs,
+# itl; 4 progress.final. Files of schema 1 to 3 are still read.
 FORMAT_TAG = "wattload-recording"
 APPLICATION_ID = 0x5741_5454  # "WATT": `PRAGMA application_id`, so `file` tools can tell a recording apart
 FILE_SUFFIX = ".wattload.sqlite"
@@ -178,6 +178,10 @@ PROGRESS = Table(
                "unsigned LEB128 varints sum ns, min ns, max ns, then (bucket, count) pairs; NULL = none. Replay "
                "merges exactly what the live window merged (schema 3; older files take ITL from `token_times`)",
                since=3),
+        Column("final", "INTEGER NOT NULL DEFAULT 0", "1 = the worker's last tick (it said goodbye, or the controller "
+               "wrote it for a worker that was lost): the live window's edge stops waiting for that worker, and "
+               "replay's does the same (schema 4; older files read as 0, and their workers are waited for until "
+               "a second of silence)", since=4),
     ),
 )
 

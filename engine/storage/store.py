@@ -228,7 +228,7 @@ def encode_progress(p: StreamProgress, arrival_ns: int, t0_ns: int) -> tuple[Any
     wait = None if p.waiting_since_ns is None else max(0, t - _us(p.waiting_since_ns, t0_ns))
     return (arrival, arrival - t, p.worker, p.chunks, p.in_flight, round(p.loop_lag_ms * 1000), p.waiting, wait,
             _encode_firsts(p.first_tokens, t, t0_ns), _encode_firsts(p.first_outputs, t, t0_ns),
-            None if p.itl is None else _encode_itl(p.itl))
+            None if p.itl is None else _encode_itl(p.itl), int(p.final))
 
 
 def _encode_firsts(firsts: tuple[tuple[int, int, int], ...], tick_us: int, t0_ns: int) -> bytes | None:
@@ -249,8 +249,9 @@ def _encode_itl(c: IntervalCounts) -> bytes:
 
 def decode_progress(row: Sequence[Any]) -> StreamProgress:
     """A progress row (PROGRESS' columns; an older file's missing ones read as their defaults) back into a tick."""
-    _id, t, lag, worker, chunks, in_flight, loop_lag, waiting, wait, blob, outputs, itl = row
-    if not (type(t) is type(lag) is type(worker) is type(chunks) is type(in_flight) is type(loop_lag) is int):
+    _id, t, lag, worker, chunks, in_flight, loop_lag, waiting, wait, blob, outputs, itl, final = row
+    if not (type(t) is type(lag) is type(worker) is type(chunks) is type(in_flight) is type(loop_lag) is type(final)
+            is int):
         raise CorruptRow("a progress row has a value of the wrong type")
     if type(waiting) is not int or type(wait) not in _OPT_INT or not all(
         b is None or isinstance(b, bytes) for b in (blob, outputs, itl)
@@ -259,7 +260,7 @@ def decode_progress(row: Sequence[Any]) -> StreamProgress:
     tick = t - lag
     since = None if wait is None else (tick - wait) * 1000
     return StreamProgress(worker, tick * 1000, chunks, in_flight, loop_lag / 1000, _decode_firsts(blob, tick),
-                          waiting, since, _decode_firsts(outputs, tick), _decode_itl(itl))
+                          waiting, since, _decode_firsts(outputs, tick), _decode_itl(itl), bool(final))
 
 
 def _decode_firsts(blob: bytes | None, tick_us: int) -> tuple[tuple[int, int, int], ...]:
