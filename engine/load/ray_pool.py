@@ -262,7 +262,7 @@ class RayWorkerPool:
             else:
                 unsent = 0
         where = f"{tracker.host or '?'} (node {tracker.node[:12]})" if tracker.node else tracker.host
-        self._put(WorkerLost(i, tracker.lost_reason, tracker.lost_requests, unsent, where, tracker.last_report_ns))
+        self._put(WorkerLost(i, tracker.lost_reason, tracker.lost_requests, unsent, where))
         self._wake()
 
     def _regrant(self, lost: int, n: int, live: list[int]) -> bool:

@@ -72,7 +72,6 @@ class HealthTracker:
     unrecorded: int = 0  # open at its latest report and not among the records received: a loss's worker_lost
     lost_requests: int = 0
     lost_reason: str = ""
-    last_report_ns: int | None = None  # the stamp of its latest progress tick (controller clock)
     # (received, records, loop lag, send lag or -1) per batch of the last RECENT_NS
     recent: deque[tuple[int, int, float, float]] = field(default_factory=lambda: deque(maxlen=1024))
 
@@ -87,7 +86,6 @@ class HealthTracker:
         if progress is not None:
             self.in_flight = progress.in_flight
             self.unrecorded = progress.in_flight if unrecorded is None else unrecorded
-            self.last_report_ns = progress.t_ns
             loop_lag = progress.loop_lag_ms
             self.loop_lag_ms = max(self.loop_lag_ms, loop_lag)
             send_lag = max(0.0, (received_ns - progress.t_ns) / 1e6)

@@ -53,15 +53,14 @@ class WorkerExited:
 @dataclass(frozen=True, slots=True)
 class WorkerLost:
     """A worker of a distributed pool (a Ray actor, or its node) died mid-run. ``in_flight`` is what it had open at
-    its last report (those requests are counted as worker_lost); ``unsent`` is the part of its request-count share
-    no other worker could take; ``last_report_ns`` the stamp of that report (controller clock; None: it sent none)."""
+    its last report and had not sent a record of (those requests are counted as worker_lost); ``unsent`` is the part
+    of its request-count share no other worker could take."""
 
     worker: int
     reason: str
     in_flight: int = 0
     unsent: int = 0
     where: str = ""
-    last_report_ns: int | None = None
 
 
 class Pool(Protocol):

@@ -201,12 +201,7 @@ class WindowFeed:
         """(facts the edge already passed, facts to hold)."""
         if not self._waits():
             return list(items), []
-        edge = self.edge_ns
-        late: list[T] = []
-        held: list[T] = []
-        for item in items:
-            (held if stamp(item) > edge else late).append(item)
-        return late, held
+        return self._partition(list(items), self.edge_ns, stamp)
 
     @staticmethod
     def _partition(items: list[T], edge_ns: int, stamp: Callable[[T], int]) -> tuple[list[T], list[T]]:
@@ -240,7 +235,6 @@ class WindowFeed:
                 break
             lo, k = x, k + 1
         s.done_us = hi
-
 
 
 def firsts_into(window: SlottedWindow, firsts: Sequence[tuple[int, int]], output: bool) -> None:
