@@ -176,8 +176,10 @@ def test_auto_ramp_finds_the_capacity_and_holds_there(sim_process, loaded):
         assert ramp.enabled and ramp.status().startswith("auto: c=2 step 1")
         assert finished.wait(60), "the auto-ramp did not finish"
         outcome = ramp.outcome
-        assert [s.concurrency for s in outcome.steps] == [2, 4, 8]
-        assert outcome.capacity == 4  # the first planned step at or above the KV capacity of 3
+        steps = [(s.concurrency, s.verdict, round(s.output_tokens_per_s), s.waiting_first_token, s.reason)
+                 for s in outcome.steps]  # fmt: skip
+        assert [s.concurrency for s in outcome.steps] == [2, 4, 8], steps
+        assert outcome.capacity == 4, steps  # the first planned step at or above the KV capacity of 3
         assert not ramp.enabled
         assert lines[-1].startswith("auto-ramp done: capacity 4")
         wait_for(lambda: controller.latest.target_concurrency == 4, 5,
